@@ -1,0 +1,180 @@
+"""Command line: ``calciphylaxis-cds serve | evaluate | feedback-report``.
+
+Every ``serve`` option can also be set by its environment variable (``CDS_HOST``, ``CDS_PORT``,
+...); a command-line flag wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from cds_service import __version__
+from cds_service.config import Settings
+from cds_service.errors import describe_validation_error
+
+log = logging.getLogger("cds_service")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _settings(overrides: dict) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise SystemExit(f"calciphylaxis-cds: invalid configuration: {describe_validation_error(exc)}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from waitress import serve
+
+    from cds_service.app import create_app
+    from cds_service.logs import configure_logging
+
+    settings = _settings(
+        {
+            "host": args.host,
+            "port": args.port,
+            "threads": args.threads,
+            "allow_unauthenticated": True if args.allow_unauthenticated else None,
+        }
+    )
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    authenticator = app.extensions["cds"]["authenticator"]
+    if not getattr(authenticator, "enabled", False):
+        if is_loopback(settings.host):
+            log.warning(
+                "No trusted JWT issuers configured: serving WITHOUT authentication on loopback %s only.",
+                settings.host,
+            )
+        elif settings.allow_unauthenticated:
+            log.warning(
+                "No trusted JWT issuers configured and --allow-unauthenticated given: anyone who can "
+                "reach %s:%s can call this service.",
+                settings.host,
+                settings.port,
+            )
+        else:
+            print(
+                f"calciphylaxis-cds: refusing to start on {settings.host} without authentication.\n"
+                "  Configure trusted JWT issuers (CDS_ISSUERS_FILE, see README 'Authentication'),\n"
+                "  bind to a loopback address (--host 127.0.0.1), or pass --allow-unauthenticated\n"
+                "  (CDS_ALLOW_UNAUTHENTICATED=true) if something else authenticates callers.",
+                file=sys.stderr,
+            )
+            return 2
+    log.info(
+        "serving",
+        extra={"host": settings.host, "port": settings.port, "threads": settings.threads, "version": __version__},
+    )
+    serve(
+        app,
+        host=settings.host,
+        port=settings.port,
+        threads=settings.threads,
+        max_request_body_size=settings.max_body_bytes + 1024,
+        ident="calciphylaxis-cds",
+        clear_untrusted_proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_feedback_report(args: argparse.Namespace) -> int:
+    from cds_service.feedback import SQLiteFeedbackStore, format_report
+
+    settings = _settings({"feedback_db": args.db})
+    if not Path(settings.feedback_db).exists():
+        print(f"No feedback database at {settings.feedback_db} yet.")
+        return 0
+    print(format_report(SQLiteFeedbackStore(settings.feedback_db).report()))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cds_service.errors import ApiError
+    from cds_service.pipeline import find_service, run_hook
+    from cds_service.prefetch import PrefetchResolver
+    from cds_service.render_text import render_response
+    from cds_service.services import SERVICES
+
+    try:
+        body = json.loads(Path(args.request).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"calciphylaxis-cds: cannot read {args.request}: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(body, dict):
+        body.pop("_captured", None)  # note key of the captured sandbox requests
+        body.pop("_expected", None)  # expected outcome stored beside fixture requests
+    settings = _settings({})
+    try:
+        if args.service:
+            service = find_service(args.service)
+        else:
+            hook = body.get("hook") if isinstance(body, dict) else None
+            matches = [s for s in SERVICES.values() if hook in s.hooks]
+            if not matches:
+                print(f"calciphylaxis-cds: no service serves hook {hook!r}", file=sys.stderr)
+                return 2
+            service = matches[0]
+        _, response = run_hook(service, body, PrefetchResolver(settings))
+    except ApiError as exc:
+        print(f"calciphylaxis-cds: {exc.status}: {exc.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(response.to_json(), indent=2))
+    else:
+        print(render_response(response))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calciphylaxis-cds", description="Calciphylaxis decision support: a CDS Hooks 2.0 service."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the service under the waitress WSGI server")
+    serve.add_argument("--host", help="bind address (CDS_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (CDS_PORT, default 8080)")
+    serve.add_argument("--threads", type=int, help="worker threads (CDS_THREADS, default 8)")
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve without JWT issuers on a non-loopback address (CDS_ALLOW_UNAUTHENTICATED)",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    report = sub.add_parser("feedback-report", help="per rule: cards served, accepted, overridden, reasons")
+    report.add_argument("--db", help="feedback database (CDS_FEEDBACK_DB, default var/feedback.sqlite3)")
+    report.set_defaults(func=cmd_feedback_report)
+
+    evaluate = sub.add_parser("evaluate", help="print the cards for a CDS Hooks request file, no server")
+    evaluate.add_argument("request", help="path to a CDS Hooks request JSON file")
+    evaluate.add_argument("--service", help="service id (default: the service for the request's hook)")
+    evaluate.add_argument("--json", action="store_true", help="print the JSON response instead of text")
+    evaluate.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        # `python -m cds_service` with no sub-command serves, like the README says.
+        args = parser.parse_args(["serve", *(argv or [])])
+    return args.func(args)

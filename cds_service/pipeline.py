@@ -1,0 +1,84 @@
+"""One hook call, start to finish, without HTTP: validate, resolve prefetch, evaluate.
+
+The Flask view and the ``evaluate`` command both call ``run_hook`` so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from cds_service import engine
+from cds_service.errors import ApiError, describe_validation_error
+from cds_service.prefetch import PrefetchResolver
+from cds_service.protocol import CONTEXT_MODELS, CDSRequest, CDSResponse
+from cds_service.services import SERVICES, ServiceDefinition
+
+
+def find_service(service_id: str) -> ServiceDefinition:
+    service = SERVICES.get(service_id)
+    if service is None:
+        known = ", ".join(sorted(SERVICES))
+        raise ApiError(404, f"No CDS service with id '{service_id}'. Services offered: {known}.")
+    return service
+
+
+def validate_request(service: ServiceDefinition, body: Any) -> CDSRequest:
+    if not isinstance(body, dict):
+        raise ApiError(400, f"The request body must be a JSON object, not a JSON {_json_type(body)}.")
+    try:
+        request = CDSRequest.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(400, "Invalid CDS Hooks request: " + describe_validation_error(exc)) from None
+    if request.hook not in service.hooks:
+        served = ", ".join(service.hooks)
+        raise ApiError(
+            400,
+            f"Service '{service.id}' does not serve hook '{request.hook}'; it serves: {served}.",
+        )
+    context_model = CONTEXT_MODELS.get(request.hook)
+    if context_model is not None:
+        try:
+            context_model.model_validate(request.context)
+        except ValidationError as exc:
+            raise ApiError(
+                400,
+                f"Invalid context for hook '{request.hook}': "
+                + describe_validation_error(exc, prefix="context."),
+            ) from None
+    if request.prefetch is not None and not isinstance(request.prefetch, dict):
+        raise ApiError(400, "prefetch must be a JSON object")
+    return request
+
+
+def run_hook(
+    service: ServiceDefinition,
+    body: Any,
+    resolver: PrefetchResolver,
+    *,
+    now: Callable[[], datetime] | None = None,
+) -> tuple[CDSRequest, CDSResponse]:
+    request = validate_request(service, body)
+    resolved = resolver.resolve(request, service.prefetch)
+    call = engine.HookCall(
+        service_id=service.id,
+        hook=request.hook,
+        hook_instance=request.hookInstance,
+        context=request.context,
+        prefetch=resolved,
+        now=(now or _utcnow)(),
+    )
+    cards = engine.evaluate(call)
+    return request, CDSResponse(cards=cards)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json_type(value: Any) -> str:
+    return {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
