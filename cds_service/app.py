@@ -74,6 +74,9 @@ def create_app(
         allow_headers=["Authorization", "Content-Type"],
         methods=["GET", "POST", "OPTIONS"],
         max_age=600,
+        # With "any origin", answer "*" rather than echoing the caller's origin (cacheable, and
+        # no credentials are involved: the JWT travels in Authorization, not in cookies).
+        send_wildcard=settings.cors_origins == ["*"],
     )
     _register_hooks(app)
     _register_errors(app)

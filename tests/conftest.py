@@ -1,0 +1,47 @@
+"""Shared test helpers: an app on a temporary database, and paths to the shared data."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from cds_service.app import create_app
+from cds_service.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FHIR_DATA = SHARED / "fhir-data"
+SPEC_EXAMPLES = SHARED / "reference" / "cds-hooks-examples"
+FIXTURES = REPO / "fhir_fixtures"
+
+# Tests that read clinical fixtures freeze the clock so dated fixtures never go stale.
+FROZEN_NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+
+
+def load_shared(relative: str) -> dict:
+    """Load a file from ../shared, skipping the test when that folder is absent."""
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        data.pop("_captured", None)
+    return data
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(feedback_db=tmp_path / "feedback.sqlite3")
+
+
+@pytest.fixture
+def app(settings):
+    return create_app(settings, now=lambda: FROZEN_NOW)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

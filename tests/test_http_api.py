@@ -1,0 +1,318 @@
+"""The HTTP surface: discovery, hook calls, errors with the right status, CORS, health."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+
+from cds_service.config import Settings
+from cds_service.app import create_app
+from tests.conftest import FHIR_DATA, load_shared
+
+ORDER_SELECT = "/cds-services/calciphylaxis-order-select"
+PATIENT_VIEW = "/cds-services/calciphylaxis-patient-view"
+
+TOKEN_RE = re.compile(r"^\{\{(context\.[A-Za-z]+|userPractitionerId|userPractitionerRoleId|userPatientId|userRelatedPersonId)\}\}$")
+
+
+def minimal_patient_view(**overrides):
+    body = {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/1", "patientId": "p1"},
+        "prefetch": {"conditions": None, "medications": None},
+    }
+    body.update(overrides)
+    return body
+
+
+def diagnostics(response) -> str:
+    body = response.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    return body["issue"][0]["diagnostics"]
+
+
+# --- discovery ------------------------------------------------------------------------------
+
+
+def test_discovery_lists_a_service_for_each_hook(client):
+    response = client.get("/cds-services")
+    assert response.status_code == 200
+    services = response.get_json()["services"]
+    assert {s["hook"] for s in services} >= {"patient-view", "order-select", "order-sign"}
+    for s in services:
+        assert s["id"] and s["title"] and s["description"] and s["usageRequirements"]
+
+
+def test_discovery_prefetch_templates_use_only_cds_hooks_2_0_tokens(client):
+    for service in client.get("/cds-services").get_json()["services"]:
+        assert service["prefetch"], service["id"]
+        for key, template in service["prefetch"].items():
+            tokens = re.findall(r"\{\{[^}]*\}\}", template)
+            assert tokens, f"{key} has no token"
+            for token in tokens:
+                assert TOKEN_RE.match(token), f"{service['id']}.{key}: {token}"
+                assert token not in ("{{context.selections}}", "{{context.draftOrders}}")
+
+
+# --- valid calls ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "patient-view-request.json",
+        "order-select-request-empty-draft.json",
+        "order-select-request-rxnorm-855332.json",
+        "order-select-request-rxnorm-197433.json",
+    ],
+)
+def test_each_captured_sandbox_request_is_answered_200_with_cards(client, name):
+    body = load_shared(f"fhir-data/sandbox-captured-requests/{name}")
+    response = client.post(f"/cds-services/calciphylaxis-{body['hook']}", json=body)
+    assert response.status_code == 200, response.get_json()
+    assert isinstance(response.get_json()["cards"], list)
+
+
+def test_spec_patient_view_example_request_is_accepted(client):
+    body = load_shared("reference/cds-hooks-examples/2.0/patient-view-request.json")
+    # The spec's example FHIR server is not trusted here; the call must still not 500.
+    response = client.post(PATIENT_VIEW, json=body)
+    assert response.status_code in (200, 412)
+    assert response.is_json
+
+
+def test_fhir_json_content_type_with_charset_is_accepted(client):
+    response = client.post(
+        PATIENT_VIEW,
+        data=json.dumps(minimal_patient_view()),
+        content_type="application/fhir+json; charset=utf-8",
+    )
+    assert response.status_code == 200
+
+
+def test_unknown_members_and_extensions_are_ignored(client):
+    body = minimal_patient_view(extension={"com.example.x": 1}, somethingNew=True)
+    assert client.post(PATIENT_VIEW, json=body).status_code == 200
+
+
+def test_draft_orders_with_fhir_schema_defects_are_read_not_rejected(client):
+    """The real sandbox sends MedicationRequest.category as an object, which is invalid R4."""
+    body = load_shared("fhir-data/sandbox-captured-requests/order-select-request-rxnorm-197433.json")
+    draft = body["context"]["draftOrders"]["entry"][0]["resource"]
+    assert isinstance(draft["category"], dict)
+    assert client.post(ORDER_SELECT, json=body).status_code == 200
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+def test_malformed_json_is_400_with_a_clear_message(client):
+    response = client.post(PATIENT_VIEW, data='{"hook": ', content_type="application/json")
+    assert response.status_code == 400
+    assert "not valid JSON" in diagnostics(response)
+
+
+def test_empty_body_is_400(client):
+    response = client.post(PATIENT_VIEW, data="", content_type="application/json")
+    assert response.status_code == 400
+    assert "empty" in diagnostics(response)
+
+
+@pytest.mark.parametrize("body, kind", [("[]", "array"), ('"x"', "string"), ("3", "number"), ("null", "null")])
+def test_non_object_body_is_400(client, body, kind):
+    response = client.post(PATIENT_VIEW, data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert f"not a JSON {kind}" in diagnostics(response)
+
+
+@pytest.mark.parametrize("field", ["hook", "hookInstance", "context"])
+def test_missing_required_field_is_400_naming_the_field(client, field):
+    body = minimal_patient_view()
+    del body[field]
+    response = client.post(PATIENT_VIEW, json=body)
+    assert response.status_code == 400
+    assert f"{field}: Field required" in diagnostics(response)
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("hook", 5, "hook:"),
+        ("hookInstance", ["a"], "hookInstance:"),
+        ("context", "p1", "context:"),
+        ("prefetch", [1], "prefetch:"),
+        ("fhirServer", "ftp://x", "fhirServer:"),
+    ],
+)
+def test_wrong_typed_field_is_400_naming_the_field(client, field, value, expected):
+    body = minimal_patient_view(**{field: value})
+    response = client.post(PATIENT_VIEW, json=body)
+    assert response.status_code == 400
+    assert expected in diagnostics(response)
+
+
+def test_context_fields_required_by_the_hook_are_checked(client):
+    body = minimal_patient_view(context={"userId": "Practitioner/1"})
+    response = client.post(PATIENT_VIEW, json=body)
+    assert response.status_code == 400
+    assert "context.patientId: Field required" in diagnostics(response)
+
+    order = {"hook": "order-select", "hookInstance": "i", "context": {"userId": "Practitioner/1", "patientId": "p"}}
+    message = diagnostics(client.post(ORDER_SELECT, json=order))
+    assert "context.selections" in message and "context.draftOrders" in message
+
+
+def test_fhir_authorization_without_fhir_server_is_400(client):
+    auth = {"access_token": "secret-token-value", "token_type": "Bearer", "expires_in": 300, "scope": "x", "subject": "s"}
+    response = client.post(PATIENT_VIEW, json=minimal_patient_view(fhirAuthorization=auth))
+    assert response.status_code == 400
+    message = diagnostics(response)
+    assert "fhirServer is required" in message
+    assert "secret-token-value" not in response.get_data(as_text=True)
+
+
+def test_invalid_fhir_authorization_never_echoes_the_token(client):
+    auth = {"access_token": "secret-token-value", "token_type": "MAC", "expires_in": 300, "scope": "x", "subject": "s"}
+    body = minimal_patient_view(fhirAuthorization=auth, fhirServer="https://ehr.example.org/fhir")
+    response = client.post(PATIENT_VIEW, json=body)
+    assert response.status_code == 400
+    assert "token_type" in diagnostics(response)
+    assert "secret-token-value" not in response.get_data(as_text=True)
+
+
+def test_hook_the_service_does_not_serve_is_400(client):
+    response = client.post(ORDER_SELECT, json=minimal_patient_view())
+    assert response.status_code == 400
+    assert "does not serve hook 'patient-view'" in diagnostics(response)
+
+
+def test_unknown_service_is_404(client):
+    response = client.post("/cds-services/no-such-service", json=minimal_patient_view())
+    assert response.status_code == 404
+    assert "no-such-service" in diagnostics(response)
+
+
+def test_unknown_path_is_404_json(client):
+    response = client.get("/nowhere")
+    assert response.status_code == 404 and response.is_json
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [("put", "/cds-services"), ("get", PATIENT_VIEW), ("delete", PATIENT_VIEW), ("get", PATIENT_VIEW + "/feedback")],
+)
+def test_wrong_method_is_405_with_allow_header(client, method, path):
+    response = getattr(client, method)(path)
+    assert response.status_code == 405
+    assert "not allowed" in diagnostics(response)
+    assert response.headers.get("Allow")
+
+
+def test_body_over_the_limit_is_413(tmp_path):
+    app = create_app(Settings(feedback_db=tmp_path / "f.db", max_body_bytes=2048))
+    payload = json.dumps(minimal_patient_view(padding="x" * 4096))
+    response = app.test_client().post(PATIENT_VIEW, data=payload, content_type="application/json")
+    assert response.status_code == 413
+    assert "larger than" in diagnostics(response)
+
+
+def test_default_body_limit_fits_a_large_prefetch():
+    assert Settings().max_body_bytes >= 32 * 1024 * 1024
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+def test_non_json_content_type_is_415(client, content_type):
+    response = client.post(PATIENT_VIEW, data=json.dumps(minimal_patient_view()), content_type=content_type)
+    assert response.status_code == 415
+    assert "application/json" in diagnostics(response)
+
+
+def test_unexpected_exception_is_a_generic_500_and_logged(client, monkeypatch, caplog):
+    from cds_service import engine
+
+    def boom(call):
+        raise RuntimeError("internal detail with patient p1")
+
+    monkeypatch.setattr(engine, "evaluate", boom)
+    with caplog.at_level(logging.ERROR):
+        response = client.post(PATIENT_VIEW, json=minimal_patient_view())
+    assert response.status_code == 500
+    text = response.get_data(as_text=True)
+    assert "internal detail" not in text and "Traceback" not in text
+    assert diagnostics(response).startswith("Internal error")
+    assert any(r.exc_info for r in caplog.records), "the traceback must reach the log"
+
+
+# --- CORS, health, index -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/cds-services", PATIENT_VIEW, PATIENT_VIEW + "/feedback"])
+def test_cors_preflight_is_answered_without_credentials(client, path):
+    response = client.options(
+        path,
+        headers={
+            "Origin": "https://sandbox.cds-hooks.org",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, Content-Type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    allowed = response.headers["Access-Control-Allow-Headers"].lower()
+    assert "authorization" in allowed and "content-type" in allowed
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+
+
+def test_cors_headers_on_errors_too(client):
+    response = client.post(PATIENT_VIEW, data="{", content_type="application/json", headers={"Origin": "https://x.org"})
+    assert response.status_code == 400
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_cors_origins_can_be_restricted(tmp_path):
+    app = create_app(Settings(feedback_db=tmp_path / "f.db", cors_origins="https://ehr.example.org"))
+    client = app.test_client()
+    allowed = client.get("/cds-services", headers={"Origin": "https://ehr.example.org"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://ehr.example.org"
+    other = client.get("/cds-services", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_health_reports_liveness_and_version(client):
+    from cds_service import __version__
+
+    body = client.get("/health").get_json()
+    assert body == {"status": "ok", "version": __version__}
+
+
+def test_index_says_what_this_is_and_links_discovery(client):
+    body = client.get("/").get_json()
+    assert body["discovery"].endswith("/cds-services")
+    assert "CDS Hooks" in body["description"]
+
+
+# --- logging -------------------------------------------------------------------------------
+
+
+def test_one_structured_log_line_per_request_without_tokens(client, caplog):
+    auth = {"access_token": "secret-token-value", "token_type": "Bearer", "expires_in": 300, "scope": "x", "subject": "s"}
+    body = minimal_patient_view(fhirAuthorization=auth, fhirServer="https://ehr.example.org/fhir")
+    with caplog.at_level(logging.INFO, logger="cds_service.request"):
+        client.post(PATIENT_VIEW, json=body, headers={"Authorization": "Bearer jwt-value"})
+    lines = [r for r in caplog.records if r.name == "cds_service.request"]
+    assert len(lines) == 1
+    record = lines[0]
+    assert record.service == "calciphylaxis-patient-view"
+    assert record.hook == "patient-view"
+    assert record.hookInstance == "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"
+    assert record.status in (200, 412)
+    assert isinstance(record.duration_ms, float)
+    from cds_service.logs import JsonFormatter
+
+    text = JsonFormatter().format(record)
+    assert "secret-token-value" not in text and "jwt-value" not in text
+    assert json.loads(text)["hookInstance"] == "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"
