@@ -77,6 +77,8 @@ def create_app(
         # With "any origin", answer "*" rather than echoing the caller's origin (cacheable, and
         # no credentials are involved: the JWT travels in Authorization, not in cookies).
         send_wildcard=settings.cors_origins == ["*"],
+        # Chrome's Private Network Access: lets the public sandbox page call a service on localhost.
+        allow_private_network=True,
     )
     _register_hooks(app)
     _register_errors(app)
