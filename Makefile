@@ -23,5 +23,12 @@ run: install
 test: install-test
 	$(BIN)/python -m pytest
 
+# Benchmark (docs/performance.md): needs wrk, installed from Debian's packages when missing.
+bench: install-test
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+	  echo "wrk could not be installed: the load part of the benchmark will be skipped"
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(VENV) build *.egg-info

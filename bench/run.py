@@ -1,0 +1,381 @@
+"""Benchmark the service against the floor, and print a table (also written as JSON).
+
+    make bench            # or: .venv/bin/python -m bench.run [--quick] [--json PATH]
+
+1. In-process: json.loads of the body alone vs full handling through the Flask test client, for
+   typical / large / huge payloads (median, p99, ratio).
+2. Over HTTP against the production server started as the README starts it (`calciphylaxis-cds
+   serve`, waitress): sequential p50/p99 for order-select, patient-view and the echo endpoint (which
+   only decodes the body), then throughput and errors at concurrency 1, 4 and 16 with wrk.
+3. No-prefetch path: a loopback FHIR server that delays every answer by 50 ms; a hook call that
+   must fetch the prefetch keys itself. Parallel fetching should keep it near one delay.
+4. Memory: peak RSS (VmHWM) of the server process after the huge payloads.
+
+Only ratios measured in one run mean anything: absolute times vary between machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import requests
+
+from bench import payloads
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    return {"p50_ms": statistics.median(ordered) * 1000, "p99_ms": p99 * 1000, "n": len(ordered)}
+
+
+def repeat(fn, n: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"server did not answer {url}")
+
+
+def iterations(size: str, quick: bool) -> int:
+    base = {"typical": 200, "large": 40, "huge": 10}[size]
+    return max(5, base // 4) if quick else base
+
+
+# --------------------------------------------------------------------------------------------
+# 1. in-process
+# --------------------------------------------------------------------------------------------
+
+
+def bench_in_process(quick: bool) -> list[dict]:
+    from cds_service.app import create_app
+    from cds_service.config import Settings
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(Settings(feedback_db=Path(tmp) / "f.db", log_level="WARNING"))
+        client = app.test_client()
+        for size, observations in payloads.SIZES.items():
+            body = payloads.body(payloads.order_select(observations))
+            n = iterations(size, quick)
+            decode = repeat(lambda: orjson.loads(body), n)
+            stdlib = repeat(lambda: json.loads(body), n)
+
+            def handle():
+                response = client.post(
+                    "/cds-services/calciphylaxis-order-select", data=body, content_type="application/json"
+                )
+                assert response.status_code == 200, response.get_data(as_text=True)[:300]
+
+            full = repeat(handle, n)
+            cards = len(client.post("/cds-services/calciphylaxis-order-select", data=body,
+                                    content_type="application/json").get_json()["cards"])
+            rows.append({
+                "size": size,
+                "observations": observations,
+                "body_bytes": len(body),
+                "cards": cards,
+                "json_loads": percentiles(stdlib),
+                "orjson_loads": percentiles(decode),
+                "full_handling": percentiles(full),
+                "ratio_full_vs_json_loads": statistics.median(full) / statistics.median(stdlib),
+                "ratio_full_vs_orjson_loads": statistics.median(full) / statistics.median(decode),
+            })
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# 2. over HTTP
+# --------------------------------------------------------------------------------------------
+
+
+class Server:
+    """The service started exactly as the README starts it: the console script under waitress."""
+
+    def __init__(self, extra_env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.tmp = tempfile.TemporaryDirectory()
+        exe = Path(sys.executable).with_name("calciphylaxis-cds")
+        command = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "cds_service", "serve"]
+        env = dict(os.environ, CDS_PORT=str(self.port), CDS_BENCH_ECHO="true",
+                   CDS_FEEDBACK_DB=str(Path(self.tmp.name) / "f.db"), **(extra_env or {}))
+        self.log = open(Path(self.tmp.name) / "server.log", "wb")
+        self.proc = subprocess.Popen(command, env=env, stdout=self.log, stderr=self.log)
+        self.base = f"http://127.0.0.1:{self.port}"
+        wait_for(self.base + "/health", self.proc)
+
+    def peak_rss_mb(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()
+        self.tmp.cleanup()
+
+
+def bench_http_sequential(server: Server, quick: bool) -> list[dict]:
+    session = requests.Session()
+    headers = {"Content-Type": "application/json"}
+    rows = []
+    for size, observations in payloads.SIZES.items():
+        n = iterations(size, quick)
+        bodies = {
+            "order-select": (payloads.body(payloads.order_select(observations)),
+                             "/cds-services/calciphylaxis-order-select"),
+            "patient-view": (payloads.body(payloads.patient_view(observations)),
+                             "/cds-services/calciphylaxis-patient-view"),
+            "echo": (payloads.body(payloads.order_select(observations)), "/bench/echo"),
+        }
+        row = {"size": size, "observations": observations}
+        for name, (body, path) in bodies.items():
+            def call():
+                response = session.post(server.base + path, data=body, headers=headers)
+                assert response.status_code == 200, response.text[:300]
+
+            row[name] = percentiles(repeat(call, n))
+        row["ratio_order_select_vs_echo_p50"] = row["order-select"]["p50_ms"] / row["echo"]["p50_ms"]
+        row["ratio_patient_view_vs_echo_p50"] = row["patient-view"]["p50_ms"] / row["echo"]["p50_ms"]
+        rows.append(row)
+    return rows
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def run_wrk(url: str, body: bytes, connections: int, seconds: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(WRK_SCRIPT)
+        body_file = Path(tmp) / "body.json"
+        body_file.write_bytes(body)
+        threads = min(connections, 2)
+        out = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency",
+             "-s", str(script), url],
+            capture_output=True, text=True, env=dict(os.environ, BENCH_BODY=str(body_file)),
+            timeout=seconds + 30,
+        ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    socket_errors = 0
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        socket_errors = sum(int(x) for x in m.groups())
+    latency = {}
+    for pct in ("50", "99"):
+        if m := re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out):
+            value, unit = float(m.group(1)), m.group(2)
+            latency[f"p{pct}_ms"] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    return {"connections": connections, "requests": total, "rps": rps,
+            "errors": non_2xx + socket_errors, **latency}
+
+
+def bench_http_load(server: Server, quick: bool) -> list[dict]:
+    if not shutil.which("wrk"):
+        return [{"skipped": "wrk not installed (make bench installs it from Debian's packages)"}]
+    seconds = 2 if quick else 5
+    body = payloads.body(payloads.order_select(payloads.SIZES["typical"]))
+    rows = []
+    for target, path in (("order-select", "/cds-services/calciphylaxis-order-select"), ("echo", "/bench/echo")):
+        for connections in (1, 4, 16):
+            rows.append({"target": target, **run_wrk(server.base + path, body, connections, seconds)})
+    return rows
+
+
+def bench_memory(server: Server) -> dict:
+    session = requests.Session()
+    body = payloads.body(payloads.order_select(payloads.SIZES["huge"]))
+    before = server.peak_rss_mb()
+    for _ in range(3):
+        session.post(server.base + "/cds-services/calciphylaxis-order-select", data=body,
+                     headers={"Content-Type": "application/json"})
+    return {"peak_rss_mb_before_huge": before, "peak_rss_mb_after_huge": server.peak_rss_mb(),
+            "huge_body_mb": len(body) / 1e6}
+
+
+# --------------------------------------------------------------------------------------------
+# 3. no-prefetch path
+# --------------------------------------------------------------------------------------------
+
+
+def bench_no_prefetch(quick: bool) -> dict:
+    try:
+        from tests.fhir_server import FhirTestServer  # the loopback FHIR server of the test suite
+    except ImportError as exc:
+        return {"skipped": f"loopback FHIR server unavailable: {exc}"}
+    delay = 0.05
+    request = payloads.order_select(payloads.SIZES["typical"])
+    prefetch = request.pop("prefetch")
+    resources = [prefetch["patient"]]
+    for key, value in prefetch.items():
+        if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+            resources.extend(entry["resource"] for entry in value["entry"])
+    with FhirTestServer(resources, delay=delay) as fhir:
+        request["fhirServer"] = fhir.base_url
+        server = Server({"CDS_FHIR_ALLOWED_SERVERS": fhir.base_url})
+        try:
+            session = requests.Session()
+            url = server.base + "/cds-services/calciphylaxis-order-select"
+            keys_fetched = []
+
+            def call():
+                before = len(fhir.requests)
+                response = session.post(url, json=request)
+                assert response.status_code == 200, response.text[:300]
+                keys_fetched.append(len(fhir.requests) - before)
+
+            samples = repeat(call, 10 if quick else 30)
+            # One FHIR round trip as the service sees it: a single search with the same delay.
+            one_trip = repeat(lambda: session.get(fhir.base_url + f"/Patient/{payloads.PATIENT_ID}"),
+                              10 if quick else 30)
+        finally:
+            server.close()
+    result = {
+        "delay_ms": delay * 1000,
+        "fhir_requests_per_call": max(keys_fetched),
+        "hook_call": percentiles(samples),
+        "one_round_trip": percentiles(one_trip),
+    }
+    result["ratio_vs_one_round_trip_p50"] = result["hook_call"]["p50_ms"] / result["one_round_trip"]["p50_ms"]
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def render(results: dict) -> str:
+    out = [f"machine: {results['machine']['cpu']} ({results['machine']['cores']} cores), "
+           f"Python {results['machine']['python']}", ""]
+    out.append("1. in-process (ms)        body    json.loads p50/p99   full p50/p99        ratio  cards")
+    for r in results["in_process"]:
+        out.append(
+            f"   {r['size']:<8} {r['observations']:>6} obs {r['body_bytes'] / 1e6:>5.2f} MB"
+            f"   {r['json_loads']['p50_ms']:>7.2f}/{r['json_loads']['p99_ms']:<7.2f}"
+            f"   {r['full_handling']['p50_ms']:>7.2f}/{r['full_handling']['p99_ms']:<7.2f}"
+            f"   {r['ratio_full_vs_json_loads']:>5.2f}x ({r['ratio_full_vs_orjson_loads']:.1f}x orjson) {r['cards']:>4}"
+        )
+    out += ["", "2a. HTTP sequential (ms)  order-select p50/p99  patient-view p50/p99  echo p50/p99     os/echo"]
+    for r in results["http_sequential"]:
+        out.append(
+            f"   {r['size']:<8} {r['observations']:>6} obs"
+            f"   {r['order-select']['p50_ms']:>7.2f}/{r['order-select']['p99_ms']:<7.2f}"
+            f"   {r['patient-view']['p50_ms']:>7.2f}/{r['patient-view']['p99_ms']:<7.2f}"
+            f"   {r['echo']['p50_ms']:>6.2f}/{r['echo']['p99_ms']:<7.2f}"
+            f"   {r['ratio_order_select_vs_echo_p50']:>5.2f}x"
+        )
+    out += ["", "2b. HTTP load, typical payload (wrk)   conns   req/s    p50 ms   p99 ms  errors"]
+    for r in results["http_load"]:
+        if "skipped" in r:
+            out.append(f"   skipped: {r['skipped']}")
+            continue
+        out.append(f"   {r['target']:<30} {r['connections']:>6} {r['rps']:>8.1f} {r.get('p50_ms', 0):>8.2f}"
+                   f" {r.get('p99_ms', 0):>8.2f} {r['errors']:>7}")
+    np = results["no_prefetch"]
+    out += [""]
+    if "skipped" in np:
+        out.append(f"3. no-prefetch: skipped: {np['skipped']}")
+    else:
+        out.append(
+            f"3. no-prefetch ({np['fhir_requests_per_call']} FHIR requests, {np['delay_ms']:.0f} ms delay each): "
+            f"hook call p50 {np['hook_call']['p50_ms']:.1f} ms / p99 {np['hook_call']['p99_ms']:.1f} ms; one round trip "
+            f"p50 {np['one_round_trip']['p50_ms']:.1f} ms; ratio {np['ratio_vs_one_round_trip_p50']:.2f}x"
+        )
+    m = results["memory"]
+    out.append(f"4. memory: server peak RSS {m['peak_rss_mb_before_huge']:.0f} MB before, "
+               f"{m['peak_rss_mb_after_huge']:.0f} MB after {m['huge_body_mb']:.1f} MB payloads")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    parser.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="where to write the figures")
+    args = parser.parse_args(argv)
+
+    results = {"machine": machine(), "quick": args.quick}
+    print("running in-process ...", file=sys.stderr)
+    results["in_process"] = bench_in_process(args.quick)
+    print("running over HTTP ...", file=sys.stderr)
+    server = Server()
+    try:
+        results["http_sequential"] = bench_http_sequential(server, args.quick)
+        results["http_load"] = bench_http_load(server, args.quick)
+        results["memory"] = bench_memory(server)
+    finally:
+        server.close()
+    print("running no-prefetch ...", file=sys.stderr)
+    results["no_prefetch"] = bench_no_prefetch(args.quick)
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(render(results))
+    print(f"\nfigures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
