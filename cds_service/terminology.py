@@ -1,10 +1,18 @@
 """Code sets and unit factors: the one source of truth for every code the service matches.
 
 Every code here comes from ../shared/reference/terminology.md (confidence A or B) unless a
-comment names another public source. Never add a code from memory.
+comment names another public source. Never add a code from memory. Codes listed there as
+UNCONFIRMED (section 7) are deliberately absent: the drug-name patterns below catch those drugs
+(alfacalcidol, phenindione, acenocoumarol, phenprocoumon, aluminium hydroxide) by text instead,
+and a card built on a text match says so.
+
+Everything is a frozenset or a dict so that a lookup costs one hash, whatever the patient size.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -12,6 +20,10 @@ ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
 UCUM = "http://unitsofmeasure.org"
+# ICD-10-PCS as written in the VSAC expansions (terminology.md section 5).
+ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
+# HL7 THO canonical URI of CPT (CodeSystem-CPT, https://terminology.hl7.org/CodeSystem-CPT.html).
+CPT = "http://www.ama-assn.org/go/cpt"
 
 # Laboratory analytes by LOINC code (terminology.md section 2). Keys are the analyte names the
 # record and the checks use; the prefetch templates search by these codes.
@@ -28,3 +40,390 @@ LAB_LOINC: dict[str, frozenset[str]] = {
          "88293-6", "88294-4", "48642-3", "48643-1", "50044-7"}
     ),
 }
+
+# Codes the record also reads, beyond the prefetch searches above (they are what Synthea emits).
+# 49765-1 "Calcium [Mass/volume] in Blood" (mg/dL): confirmed by two independent public sources:
+#   synthetichealth/synthea src/test/.../HealthRecordTest.java lists it as Calcium in its metabolic
+#   panel, and a public LOINC usage table of Synthea output ("http://loinc.org | 49765-1 | Calcium
+#   [Mass/volume] in Blood"); a third project maps it to "Calcium in Blood". Whole-blood total
+#   calcium, so it is read as total calcium.
+# 33914-3 "Glomerular filtration rate/1.73 sq M.predicted" (MDRD eGFR, mL/min/{1.73_m2}): the eGFR
+#   code of the Synthea bundles in ../shared/fhir-data, and used as eGFR by several public
+#   projects (e.g. sophie-kearney/CVD_multimodal_prediction supplementary/loinc_feature_mappings.md).
+EXTRA_LAB_LOINC: dict[str, frozenset[str]] = {
+    "calcium": frozenset({"49765-1"}),
+    "egfr": frozenset({"33914-3"}),
+}
+
+
+def _lab_index() -> dict[str, str]:
+    index: dict[str, str] = {}
+    for table in (LAB_LOINC, EXTRA_LAB_LOINC):
+        for analyte, codes in table.items():
+            for code in codes:
+                index[code] = analyte
+    return index
+
+
+# LOINC code -> analyte key, for a one-lookup selection of Observations from raw JSON.
+LOINC_TO_ANALYTE: dict[str, str] = _lab_index()
+
+# Alternative spellings of the code-system URIs seen in real data (OIDs from terminology.md
+# section 5; the German ATC URI from the traps, section 6).
+SYSTEM_ALIASES: dict[str, str] = {
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.73": ATC,
+    "http://fhir.de/CodeSystem/bfarm/atc": ATC,
+    "http://fhir.de/CodeSystem/dimdi/atc": ATC,
+    "http://hl7.org/fhir/sid/icd-10-pcs": ICD10PCS,
+}
+
+
+def canonical_system(system: object) -> str | None:
+    if not isinstance(system, str):
+        return None
+    system = system.strip().rstrip("/")
+    return SYSTEM_ALIASES.get(system, system)
+
+
+# ------------------------------------------------------------------------------------------
+# Medications: RxNorm (IN, PIN, MIN, SCD) and ATC -> drug classes (record.DRUG_CLASSES)
+# ------------------------------------------------------------------------------------------
+
+CALCIUM = frozenset({"calcium_binder"})
+CALCIUM_D = frozenset({"calcium_binder", "nutritional_vitamin_d"})
+CALCIUM_MG = frozenset({"calcium_binder", "magnesium"})
+CALCIUM_D_MG = frozenset({"calcium_binder", "nutritional_vitamin_d", "magnesium"})
+VKA = frozenset({"vka"})
+ACTIVE_D = frozenset({"active_vitamin_d"})
+NUTRITIONAL_D = frozenset({"nutritional_vitamin_d"})
+NON_CALCIUM_BINDER = frozenset({"non_calcium_binder"})
+ALUMINIUM = frozenset({"aluminium_binder"})
+ALUMINIUM_MG = frozenset({"aluminium_binder", "magnesium"})
+DOAC = frozenset({"doac"})
+CALCIMIMETIC = frozenset({"calcimimetic"})
+THIOSULFATE = frozenset({"sodium_thiosulfate"})
+IRON = frozenset({"iron"})
+MAGNESIUM = frozenset({"magnesium"})
+# A code we recognise as NOT belonging to any class (a trap): matched, so text is not consulted.
+NO_CLASS: frozenset[str] = frozenset()
+
+
+def _codes(classes: frozenset[str], *codes: str) -> dict[str, frozenset[str]]:
+    return {code: classes for code in codes}
+
+
+RXNORM_CLASSES: dict[str, frozenset[str]] = {
+    # --- calcium salts (1a, 1b) ---
+    **_codes(CALCIUM, "1895", "1897", "214342", "47613"),  # calcium; carbonate; acetate; citrate
+    **_codes(CALCIUM, "359296", "197433", "428703", "1099804"),  # calcium acetate SCDs
+    **_codes(CALCIUM, "308907", "282465", "237420", "198527"),  # calcium carbonate SCDs
+    **_codes(CALCIUM, "198538", "240755"),  # calcium citrate SCDs
+    # --- calcium-containing combinations (1c): real calcium loads, antacids included ---
+    **_codes(CALCIUM_D, "608343", "152770", "1310948"),  # Ca carbonate / cholecalciferol
+    **_codes(CALCIUM_D, "1007835", "1005706", "898694"),  # Ca citrate / cholecalciferol
+    **_codes(CALCIUM_D, "1008264", "1001409"),  # Ca carbonate / ergocalciferol
+    **_codes(CALCIUM_D, "1007512", "485550"),  # Ca citrate / ergocalciferol
+    **_codes(CALCIUM_MG, "214347", "1438105", "242623", "476549"),  # Ca carbonate / Mg hydroxide
+    **_codes(CALCIUM_MG, "691015", "476553", "1649510"),  # + simethicone
+    **_codes(CALCIUM_MG, "214346", "308895", "2601097"),  # Ca carbonate / Mg carbonate
+    **_codes(CALCIUM_MG, "821119", "1112810", "428634"),  # Ca carbonate / Mg oxide
+    **_codes(CALCIUM_D_MG, "1007068", "1001679"),  # Ca carbonate / cholecalciferol / Mg oxide
+    **_codes(CALCIUM_MG, "729490", "1245383"),  # Ca carbonate / Mg chloride
+    **_codes(CALCIUM_D_MG, "1008035", "804614"),  # Ca citrate / cholecalciferol / Mg citrate
+    **_codes(CALCIUM_MG, "691005", "283641"),  # Ca carbonate / famotidine / Mg hydroxide
+    **_codes(CALCIUM, "645048", "403828", "1492387"),  # Ca carbonate / simethicone
+    **_codes(CALCIUM_D, "1244924", "1007378", "1244936", "1001691"),  # Ca carb / D3 / vit K1
+    **_codes(CALCIUM_D, "1789538", "1789539"),  # cholecalciferol / tricalcium phosphate
+    **_codes(CALCIUM, "817958", "1722689"),  # aspirin / calcium carbonate
+    # Trap 5: calcium acetate in aluminium-sulfate topical solutions is not a calcium load.
+    **_codes(NO_CLASS, "1292923", "1250234"),
+    # --- vitamin K antagonists (warfarin; acenocoumarol/phenprocoumon codes are CPIC-only) ---
+    **_codes(VKA, "11289", "114194"),
+    **_codes(VKA, "855332", "855288", "855302", "855312", "855318", "855324", "855338",
+             "855344", "855296"),
+    # --- active vitamin D sterols (RxNorm writes micrograms as MG decimals) ---
+    **_codes(ACTIVE_D, "1894", "308867", "308868", "308869", "313932"),  # calcitriol
+    **_codes(ACTIVE_D, "73710", "577315", "577317", "577324", "351154", "200321", "1736931",
+             "1736919", "1807896"),  # paricalcitol
+    **_codes(ACTIVE_D, "11516", "406503", "858262", "310023", "282609", "1790208",
+             "1790219"),  # doxercalciferol
+    **_codes(ACTIVE_D, "1889", "1855066"),  # calcifediol (record.DRUG_CLASSES groups it here)
+    # --- nutritional vitamin D: NOT an active sterol ---
+    **_codes(NUTRITIONAL_D, "2418", "199362", "705728"),  # cholecalciferol
+    **_codes(NUTRITIONAL_D, "4018", "1367410"),  # ergocalciferol
+    # --- non-calcium phosphate binders (IN and both sevelamer PINs) ---
+    **_codes(NON_CALCIUM_BINDER, "214824", "660890", "237125", "749206", "861375", "861370",
+             "857224", "857216"),  # sevelamer
+    **_codes(NON_CALCIUM_BINDER, "234416", "477347", "642452", "602635", "1551885",
+             "1551881"),  # lanthanum carbonate
+    **_codes(NON_CALCIUM_BINDER, "1594675", "1594680"),  # ferric citrate
+    **_codes(NON_CALCIUM_BINDER, "1484283", "1484289"),  # sucroferric oxyhydroxide
+    # --- aluminium hydroxide SCDs (the IN is unconfirmed); 243463 also holds Mg hydroxide ---
+    **_codes(ALUMINIUM, "307747", "307746", "237870", "308072", "245001", "252203", "731000"),
+    "243463": ALUMINIUM_MG,
+    # --- DOACs (trap 1: apixaban IN 1364430, rivaroxaban IN 1114195; never the reverse) ---
+    **_codes(DOAC, "1364430", "1364435", "1364445", "1992427"),  # apixaban
+    **_codes(DOAC, "1114195", "1114198", "1232082", "1232086", "2059015", "2588062",
+             "1549682"),  # rivaroxaban
+    # --- calcimimetics ---
+    **_codes(CALCIMIMETIC, "407990", "432402", "432401", "432400"),  # cinacalcet
+    **_codes(CALCIMIMETIC, "1876119", "1876137", "1876135", "1876127"),  # etelcalcetide
+    # --- sodium thiosulfate (trap 4: PIN 36726, IN "thiosulfate" 1546411) ---
+    **_codes(THIOSULFATE, "36726", "1546411", "237832", "2618749"),
+    "312877": NO_CLASS,  # trap 5: salicylic acid / sodium thiosulfate lotion
+    # --- iron ---
+    **_codes(IRON, "90176", "24909", "261435", "473387", "5992", "1433693", "2274394"),
+    **_codes(IRON, "1741261", "1741267", "1741270", "242761", "860605", "311144"),
+    # --- magnesium ---
+    **_codes(MAGNESIUM, "6574", "6582", "6581", "198741", "311431", "253017", "204760"),
+}
+
+ATC_CLASSES: dict[str, frozenset[str]] = {
+    # Calcium carbonate has no V03AE code (trap 6): it is A12AA04 (supplement) / A02AC01 (antacid).
+    **_codes(CALCIUM, "A12AA04", "A02AC01", "A12AA13", "V03AE07"),
+    "A12AA20": CALCIUM,  # calcium (different salts in combination)
+    "A12AX": CALCIUM,  # calcium, combinations with vitamin D and/or other drugs
+    "V03AE04": CALCIUM_MG,  # calcium acetate and magnesium carbonate
+    # V03AE also holds potassium binders (trap 6): recognised, and in no class.
+    **_codes(NO_CLASS, "V03AE01", "V03AE09", "V03AE10"),
+    **_codes(NON_CALCIUM_BINDER, "V03AE02", "V03AE03", "V03AE08", "V03AE05"),
+    **_codes(VKA, "B01AA03", "B01AA07", "B01AA04", "B01AA02"),
+    # Active vitamin D is split across A11CC and H05BX; calcifediol has two codes.
+    **_codes(ACTIVE_D, "A11CC04", "A11CC03", "A11CC06", "H05BX02", "H05BX03", "H05BX05"),
+    "D05AX03": NO_CLASS,  # topical calcitriol (psoriasis): not a systemic sterol
+    **_codes(NUTRITIONAL_D, "A11CC05", "A11CC55", "A11CC01"),
+    "A02AB01": ALUMINIUM,
+    **_codes(DOAC, "B01AF02", "B01AF01", "B01AF51"),
+    **_codes(CALCIMIMETIC, "H05BX01", "H05BX04"),
+    "V03AB06": THIOSULFATE,
+    # Parenteral iron is only B03AC in the current WHO index; B03AB01/02 are oral irons.
+    # Ferric *sodium* citrate B03AB01 is not the binder ferric citrate V03AE08.
+    **_codes(IRON, "B03AC", "B03AB01", "B03AB02"),
+    "V08CB03": NO_CLASS,  # iron oxide nanoparticles: MRI contrast, not iron therapy
+    **_codes(MAGNESIUM, "A12CC10", "A02AA02", "A06AD02", "A02AA04", "G04BX01"),
+}
+
+# terminology.md lists no SNOMED CT medicinal-product codes; SNOMED-coded drugs fall back to text.
+SNOMED_DRUG_CLASSES: dict[str, frozenset[str]] = {}
+
+DRUG_CODE_TABLES: dict[str, dict[str, frozenset[str]]] = {
+    RXNORM: RXNORM_CLASSES,
+    ATC: ATC_CLASSES,
+    SNOMED: SNOMED_DRUG_CLASSES,
+}
+
+
+def drug_classes_for_code(system: object, code: object) -> frozenset[str] | None:
+    """Classes for one coding; ``None`` when the code is unknown (so text may be consulted)."""
+    table = DRUG_CODE_TABLES.get(canonical_system(system) or "")
+    if table is None or not isinstance(code, str):
+        return None
+    code = code.strip()
+    if table is ATC_CLASSES:
+        code = code.upper()
+    return table.get(code)
+
+
+# ------------------------------------------------------------------------------------------
+# Drug-name patterns (text fallback). Word boundaries everywhere; never the bare word "calcium"
+# (leucovorin/levomefolate/rosuvastatin/docusate calcium, calcium pantothenate and calcium
+# polycarbophil are not calcium loads).
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DrugPattern:
+    classes: frozenset[str]
+    pattern: re.Pattern[str]
+    # A product whose name also matches this is not what the pattern means (e.g. topical forms).
+    unless: re.Pattern[str] | None = None
+
+
+def _rx(text: str) -> re.Pattern[str]:
+    return re.compile(text, re.IGNORECASE)
+
+
+_NOT_SYSTEMIC = _rx(
+    r"\b(topical|cutaneous|irrigation|ophthalmic|otic|ointment|cream|lotion|shampoo|"
+    r"aluminum sulfate|aluminium sulfate|soaking)\b"
+)
+# Parenteral calcium salts (gluconate/chloride) are not named by these patterns anyway; calcium
+# acetate also appears in parenteral nutrition solutions (trap 5).
+_NOT_ORAL_CALCIUM = _rx(
+    r"\b(topical|cutaneous|irrigation|ophthalmic|otic|aluminum sulfate|aluminium sulfate|"
+    r"soaking|parenteral nutrition|amino acids?|dextrose|injection|injectable|intravenous)\b"
+)
+
+DRUG_PATTERNS: tuple[DrugPattern, ...] = (
+    DrugPattern(CALCIUM, _rx(r"\bcalcium[\s-]+(acetate|carbonate|citrate)\b"), _NOT_ORAL_CALCIUM),
+    DrugPattern(CALCIUM, _rx(r"\btri-?calcium phosphate\b"), _NOT_ORAL_CALCIUM),
+    # Brand names of calcium acetate / calcium carbonate products.
+    DrugPattern(CALCIUM, _rx(r"\b(phoslo|phoslyra|eliphos|tums|os-cal|caltrate|calcichew)\b")),
+    DrugPattern(MAGNESIUM, _rx(r"\bmagnesium[\s-]+(oxide|hydroxide|carbonate|citrate|chloride)\b")),
+    DrugPattern(VKA, _rx(r"\b(warfarin|coumadin|jantoven|acenocoumarol|phenprocoumon|phenindione)\b")),
+    DrugPattern(
+        ACTIVE_D,
+        _rx(r"\b(calcitriol|alfacalcidol|paricalcitol|doxercalciferol|calcifediol|rocaltrol|"
+            r"zemplar|hectorol|rayaldee|one-alpha)\b"),
+        _NOT_SYSTEMIC,
+    ),
+    DrugPattern(
+        NUTRITIONAL_D,
+        _rx(r"\b(cholecalciferol|colecalciferol|ergocalciferol|vitamin[\s-]*d[23]?)\b"),
+    ),
+    DrugPattern(
+        NON_CALCIUM_BINDER,
+        _rx(r"\b(sevelamer|lanthanum|ferric citrate|sucroferric oxyhydroxide|renvela|renagel|"
+            r"fosrenol|velphoro|auryxia)\b"),
+    ),
+    DrugPattern(ALUMINIUM, _rx(r"\balumin(i)?um hydroxide\b")),
+    DrugPattern(DOAC, _rx(r"\b(apixaban|rivaroxaban|edoxaban|dabigatran|eliquis|xarelto)\b")),
+    DrugPattern(CALCIMIMETIC, _rx(r"\b(cinacalcet|etelcalcetide|sensipar|parsabiv)\b")),
+    DrugPattern(THIOSULFATE, _rx(r"\b(sodium )?thiosulfate\b"), _rx(r"\bsalicylic\b")),
+    DrugPattern(
+        IRON,
+        _rx(r"\b(iron sucrose|ferric gluconate|ferumoxytol|iron[\s-]+dextran|ferric "
+            r"carboxymaltose|ferric derisomaltose|ferrous (sulfate|sulphate|gluconate|fumarate)|"
+            r"venofer|ferrlecit|feraheme|injectafer|monoferric|infed)\b"),
+    ),
+)
+
+
+def drug_classes_for_text(text: str) -> frozenset[str]:
+    """Classes named in a drug's text; empty when nothing matched."""
+    found: set[str] = set()
+    for rule in DRUG_PATTERNS:
+        if rule.pattern.search(text) and not (rule.unless and rule.unless.search(text)):
+            found |= rule.classes
+    # "vitamin D" inside an active sterol's description must not add the nutritional class.
+    if "active_vitamin_d" in found:
+        found.discard("nutritional_vitamin_d")
+    return frozenset(found)
+
+
+# ------------------------------------------------------------------------------------------
+# Conditions and procedures (terminology.md section 3)
+# ------------------------------------------------------------------------------------------
+
+# ICD-10-CM E83.59 "Other disorders of calcium metabolism" is a catch-all: it means calciphylaxis
+# only when the Condition's text or display says so (CALCIPHYLAXIS_TEXT).
+CALCIPHYLAXIS_ICD10_CATCHALL = "E83.59"
+# SNOMED CT 237900002 "Calciphylaxis" is single-source (VisualDx only; terminology.md confidence C).
+# A search of public code and terminology pages found no second source, so it is NOT matched as a
+# code: a Condition carrying it is still recognised through its display/text ("Calciphylaxis").
+
+CONDITION_CODES: dict[tuple[str, str], str] = {
+    # kidney failure
+    (SNOMED, "46177005"): "kidney_failure",  # end-stage renal disease
+    (SNOMED, "236434000"): "kidney_failure",  # ESRF untreated by renal replacement therapy
+    (SNOMED, "433146000"): "kidney_failure",  # CKD stage 5
+    (ICD10CM, "N18.6"): "kidney_failure",
+    (ICD10CM, "N18.5"): "kidney_failure",
+    (ICD10CM, "I12.0"): "kidney_failure",
+    (ICD10CM, "I13.11"): "kidney_failure",
+    (ICD10CM, "I13.2"): "kidney_failure",
+    # SNOMED 236436003 "ESRF with renal transplant" is deliberately absent: a patient with a
+    # functioning transplant is not on dialysis (calciphylaxis still puts them in scope).
+    # dialysis
+    (SNOMED, "236435004"): "dialysis",  # end stage renal failure on dialysis
+    (SNOMED, "714152005"): "dialysis",  # CKD stage 5 on dialysis
+    (SNOMED, "105502003"): "dialysis",  # dependence on renal dialysis
+    (ICD10CM, "Z99.2"): "dialysis",
+    (ICD10CM, "Z49.31"): "dialysis",  # encounter for adequacy testing for hemodialysis
+    (ICD10CM, "Z49.01"): "dialysis",  # fitting of extracorporeal dialysis catheter
+    (ICD10CM, "Z49.02"): "dialysis",  # fitting of peritoneal dialysis catheter
+    # atrial fibrillation (I48.1 / I48.2 are headers since FY2020 but persist in older records)
+    (SNOMED, "49436004"): "atrial_fibrillation",
+    (SNOMED, "282825002"): "atrial_fibrillation",
+    (SNOMED, "440059007"): "atrial_fibrillation",
+    (SNOMED, "440028005"): "atrial_fibrillation",
+    **{(ICD10CM, c): "atrial_fibrillation" for c in
+       ("I48.0", "I48.1", "I48.11", "I48.19", "I48.2", "I48.20", "I48.21", "I48.91")},
+    # prosthetic heart valve: Z95.2 does not say mechanical vs biological, so it counts (the safe
+    # reading for a DOAC contraindication). Z95.3 (xenogenic = bioprosthetic valve) is deliberately
+    # absent: clinical-rules.md names the *mechanical* valve as what forbids a DOAC.
+    (ICD10CM, "Z95.2"): "prosthetic_valve",
+}
+
+# Dialysis procedures (Procedure.code). A Procedure counts only when recent (classify.py).
+DIALYSIS_PROCEDURE_CODES: frozenset[tuple[str, str]] = frozenset(
+    {
+        (SNOMED, "302497006"),  # hemodialysis
+        (SNOMED, "233575001"),  # intermittent hemodialysis
+        (SNOMED, "67970008"),  # hemodialysis maintenance at home
+        (SNOMED, "34897002"),  # hemodialysis maintenance in hospital
+        (SNOMED, "708932005"),  # emergency hemodialysis
+        # 265764009 "Renal dialysis (procedure)": Synthea's dialysis code (the bulk patient in
+        # ../shared/fhir-data); the same code and display appear in several public sources, e.g.
+        # a public LOINC/SNOMED usage table of Synthea output and Synthea-based dialysis counters.
+        (SNOMED, "265764009"),
+        (CPT, "90935"),
+        (CPT, "90937"),
+        (ICD10PCS, "5A1D70Z"),
+        (ICD10PCS, "5A1D80Z"),
+        (ICD10PCS, "5A1D90Z"),
+    }
+)
+
+
+def normalise_code(system: str | None, code: str) -> str:
+    """ICD-10 codes arrive with and without the dot ("N18.6" / "N186"); compare dotless."""
+    code = code.strip()
+    if system in (ICD10CM, ICD10PCS):
+        return code.replace(".", "").upper()
+    return code
+
+
+_CONDITION_INDEX: dict[tuple[str, str], str] = {
+    (system, normalise_code(system, code)): kind for (system, code), kind in CONDITION_CODES.items()
+}
+_DIALYSIS_PROCEDURE_INDEX: frozenset[tuple[str, str]] = frozenset(
+    (system, normalise_code(system, code)) for system, code in DIALYSIS_PROCEDURE_CODES
+)
+
+
+def condition_kind_for_code(system: object, code: object) -> str | None:
+    system = canonical_system(system)
+    if system is None or not isinstance(code, str):
+        return None
+    return _CONDITION_INDEX.get((system, normalise_code(system, code)))
+
+
+def is_dialysis_procedure_code(system: object, code: object) -> bool:
+    system = canonical_system(system)
+    if system is None or not isinstance(code, str):
+        return False
+    return (system, normalise_code(system, code)) in _DIALYSIS_PROCEDURE_INDEX
+
+
+def is_calciphylaxis_catchall(system: object, code: object) -> bool:
+    return (
+        canonical_system(system) == ICD10CM
+        and isinstance(code, str)
+        and normalise_code(ICD10CM, code) == normalise_code(ICD10CM, CALCIPHYLAXIS_ICD10_CATCHALL)
+    )
+
+
+# Condition / procedure text patterns (fallback, and the qualifier E83.59 needs).
+CALCIPHYLAXIS_TEXT = _rx(r"\b(calciphylaxis|calcific ur(a)?emic arteriolopathy)\b")
+CONDITION_TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("calciphylaxis", CALCIPHYLAXIS_TEXT),
+    (
+        "kidney_failure",
+        _rx(r"\b(end[\s-]stage (renal|kidney) (disease|failure)|esrd|eskd|"
+            r"(chronic kidney disease|ckd)[,\s]*stage\s*(5|v)\b)"),
+    ),
+    ("dialysis", _rx(r"\b(dependence on (renal )?dialysis|h(a)?emodialysis|peritoneal dialysis)\b")),
+    ("atrial_fibrillation", _rx(r"\batrial fibrillation\b")),
+    # A mechanical valve by name, or a prosthetic valve not said to be biological.
+    ("prosthetic_valve", _rx(r"\bmechanical\b[\w\s-]{0,30}\bvalve\b|\bprosthetic (heart |cardiac )?valve\b")),
+)
+# Text that says the valve is biological (Z95.3 territory): no DOAC contraindication by itself.
+BIOPROSTHETIC_TEXT = _rx(r"\b(bioprosthe\w*|xenogenic|xenograft|porcine|bovine|tissue valve)\b")
+# Explicit negation in a problem-list text ("no calciphylaxis", "ruled out ...").
+NEGATED_TEXT = _rx(r"\b(no|not|without|negative for|ruled out|excluded)\b")
+
+DIALYSIS_PROCEDURE_TEXT = _rx(r"\b(h(a)?emodialysis|renal dialysis|peritoneal dialysis|dialysis)\b")

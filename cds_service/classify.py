@@ -1,0 +1,439 @@
+"""Classify raw FHIR JSON (medication orders, conditions, procedures) without model validation.
+
+Everything here reads plain dicts defensively: a missing or malformed member makes a resource
+unclassifiable (``None`` / no fact), never an exception. Shapes handled:
+
+* R4 ``MedicationRequest``: ``medicationCodeableConcept`` or ``medicationReference`` (to a
+  contained ``#id`` Medication, or to one in the bundle/prefetch by ``Medication/id``, full URL or
+  ``urn:uuid:``);
+* R5 ``MedicationRequest``: ``medication.concept`` / ``medication.reference`` (CodeableReference);
+* DSTU2 ``MedicationOrder`` (the public sandbox's default): same member names as R4.
+
+Codes first (RxNorm, ATC, SNOMED CT), then drug names in the text (``matched_by="text"``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from cds_service import terminology as term
+from cds_service.record import ConditionFact, MedicationOrder
+
+MEDICATION_ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
+
+# A dialysis Procedure shows the patient is on dialysis now only if performed (or started) within
+# this window. Maintenance haemodialysis is 3 sessions a week and dialysis units report monthly,
+# so a month without any session means dialysis stopped (transplant, recovery, withdrawal) or the
+# record is incomplete; either way an old Procedure is history, not current treatment (the bulk
+# Synthea patient dialysed 1985-1990 is not on dialysis today).
+DIALYSIS_PROCEDURE_RECENT = timedelta(days=30)
+
+# Condition statuses (R4/R5 CodeableConcept codes; DSTU2 plain strings use the same words).
+ACTIVE_CLINICAL_STATUSES = frozenset({"active", "recurrence", "relapse"})
+INACTIVE_CLINICAL_STATUSES = frozenset({"inactive", "remission", "resolved"})
+EXCLUDED_VERIFICATION_STATUSES = frozenset({"refuted", "entered-in-error"})
+EXCLUDED_PROCEDURE_STATUSES = frozenset({"not-done", "entered-in-error"})
+
+
+# ------------------------------------------------------------------------------------------
+# Small readers
+# ------------------------------------------------------------------------------------------
+
+_PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
+
+
+def parse_fhir_datetime(value: Any) -> datetime | None:
+    """FHIR date/dateTime/instant -> aware datetime (UTC when no zone is given); else ``None``.
+
+    Partial dates ("2019", "2019-11") take the first instant of the period.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    match = _PARTIAL_DATE.match(text)
+    try:
+        if match:
+            year, month, day = match.groups()
+            parsed = datetime(int(year), int(month or 1), int(day or 1))
+        else:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+def status_code(value: Any) -> str | None:
+    """A status that is a plain code (R4 ``status``, DSTU2 ``clinicalStatus``) or a CodeableConcept."""
+    if isinstance(value, str):
+        return value.strip().lower() or None
+    if isinstance(value, dict):
+        for coding in _codings(value):
+            code = coding.get("code")
+            if isinstance(code, str) and code.strip():
+                return code.strip().lower()
+        text = value.get("text")
+        if isinstance(text, str) and text.strip():
+            return text.strip().lower()
+    return None
+
+
+def _codings(concept: Any) -> list[dict[str, Any]]:
+    if not isinstance(concept, dict):
+        return []
+    codings = concept.get("coding")
+    if isinstance(codings, dict):  # tolerate a single coding sent as an object
+        codings = [codings]
+    if not isinstance(codings, list):
+        return []
+    return [c for c in codings if isinstance(c, dict)]
+
+
+def _texts(concept: Any) -> list[str]:
+    """Human-readable strings of a CodeableConcept: text first, then coding displays."""
+    out: list[str] = []
+    if isinstance(concept, dict):
+        text = concept.get("text")
+        if isinstance(text, str) and text.strip():
+            out.append(text.strip())
+        for coding in _codings(concept):
+            display = coding.get("display")
+            if isinstance(display, str) and display.strip():
+                out.append(display.strip())
+    return out
+
+
+def clean_text(text: str) -> str:
+    """Drop zero-width characters (Synthea writes one into an eGFR display) and squeeze spaces."""
+    text = re.sub(r"[\u200b\u200c\u200d\u2060\ufeff]", "", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def resource_key(resource: Mapping[str, Any]) -> str | None:
+    rtype = resource.get("resourceType")
+    rid = resource.get("id")
+    if isinstance(rtype, str) and isinstance(rid, str) and rid:
+        return f"{rtype}/{rid}"
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# Reference index (Medications elsewhere in a bundle or the prefetch)
+# ------------------------------------------------------------------------------------------
+
+
+class ResourceIndex:
+    """Find a resource by reference: ``Type/id``, absolute URL, or ``urn:uuid:``."""
+
+    def __init__(self, resources: Iterable[tuple[str | None, Mapping[str, Any]]] = ()):
+        self._by_ref: dict[str, Mapping[str, Any]] = {}
+        for full_url, resource in resources:
+            self.add(resource, full_url)
+
+    def add(self, resource: Mapping[str, Any], full_url: str | None = None) -> None:
+        key = resource_key(resource)
+        if key:
+            self._by_ref.setdefault(key, resource)
+        if isinstance(full_url, str) and full_url:
+            self._by_ref.setdefault(full_url, resource)
+
+    def update(self, other: "ResourceIndex | Mapping[str, Mapping[str, Any]] | None") -> None:
+        if other is None:
+            return
+        items = other._by_ref.items() if isinstance(other, ResourceIndex) else other.items()
+        for ref, resource in items:
+            self._by_ref.setdefault(ref, resource)
+
+    def resolve(self, reference: Any) -> Mapping[str, Any] | None:
+        if not isinstance(reference, str) or not reference:
+            return None
+        found = self._by_ref.get(reference)
+        if found is not None:
+            return found
+        # An absolute URL to "<base>/Medication/<id>" (optionally "/_history/<v>").
+        parts = reference.split("/_history/")[0].rstrip("/").split("/")
+        if len(parts) >= 2:
+            return self._by_ref.get(f"{parts[-2]}/{parts[-1]}")
+        return None
+
+    def as_mapping(self) -> dict[str, Mapping[str, Any]]:
+        return dict(self._by_ref)
+
+    def __len__(self) -> int:
+        return len(self._by_ref)
+
+
+def _resolve(reference: Any, resource: Mapping[str, Any], index: Any) -> Mapping[str, Any] | None:
+    if not isinstance(reference, str) or not reference:
+        return None
+    if reference.startswith("#"):
+        for contained in resource.get("contained") or ():
+            if isinstance(contained, dict) and contained.get("id") == reference[1:]:
+                return contained
+        return None
+    if isinstance(index, ResourceIndex):
+        return index.resolve(reference)
+    if isinstance(index, Mapping):
+        return ResourceIndex(((ref, res) for ref, res in index.items()
+                              if isinstance(res, Mapping))).resolve(reference)
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# Medications
+# ------------------------------------------------------------------------------------------
+
+
+def _medication_sources(resource: Mapping[str, Any], index: Any) -> tuple[list[Any], list[str], bool]:
+    """(CodeableConcepts to classify, extra names, whether the order names a medication at all)."""
+    concepts: list[Any] = []
+    names: list[str] = []
+    reference: Any = None
+    ref_display: Any = None
+
+    if isinstance(resource.get("medicationCodeableConcept"), dict):  # R4, DSTU2
+        concepts.append(resource["medicationCodeableConcept"])
+    medication = resource.get("medication")
+    if isinstance(medication, dict):  # R5 CodeableReference
+        if isinstance(medication.get("concept"), dict):
+            concepts.append(medication["concept"])
+        if isinstance(medication.get("reference"), dict):
+            reference = medication["reference"].get("reference")
+            ref_display = medication["reference"].get("display")
+    if isinstance(resource.get("medicationReference"), dict):  # R4, DSTU2
+        reference = resource["medicationReference"].get("reference")
+        ref_display = resource["medicationReference"].get("display")
+
+    named = bool(concepts) or bool(reference) or bool(ref_display)
+    target = _resolve(reference, resource, index)
+    if target is not None:
+        if isinstance(target.get("code"), dict):
+            concepts.append(target["code"])
+        for ingredient in target.get("ingredient") or ():
+            if not isinstance(ingredient, dict):
+                continue
+            item = ingredient.get("itemCodeableConcept") or ingredient.get("item")
+            if isinstance(item, dict) and isinstance(item.get("concept"), dict):  # R5
+                item = item["concept"]
+            if isinstance(item, dict):
+                concepts.append(item)
+    if isinstance(ref_display, str) and ref_display.strip():
+        names.append(ref_display.strip())
+    return concepts, names, named
+
+
+def _drug_name(concepts: list[Any], names: list[str]) -> str:
+    for concept in concepts:  # an RxNorm display is the most precise name
+        for coding in _codings(concept):
+            display = coding.get("display")
+            if term.canonical_system(coding.get("system")) == term.RXNORM and isinstance(display, str) \
+                    and display.strip():
+                return clean_text(display)
+    for concept in concepts:
+        texts = _texts(concept)
+        if texts:
+            return clean_text(texts[0])
+    if names:
+        return clean_text(names[0])
+    for concept in concepts:
+        for coding in _codings(concept):
+            if isinstance(coding.get("code"), str):
+                return f"{coding.get('system') or 'code'} {coding['code']}"
+    return "unnamed medication"
+
+
+def classify_concepts(
+    concepts: list[Any], names: Iterable[str] = ()
+) -> tuple[frozenset[str], str, str | None]:
+    """(classes, matched_by, "system|code") for a drug described by CodeableConcepts and names."""
+    classes: set[str] = set()
+    matched_codes: list[str] = []
+    for concept in concepts:
+        for coding in _codings(concept):
+            found = term.drug_classes_for_code(coding.get("system"), coding.get("code"))
+            if found is not None:
+                classes |= found
+                matched_codes.append(f"{term.canonical_system(coding.get('system'))}|{coding['code'].strip()}")
+    if matched_codes:
+        # Prefer naming a code that carried a class (an ATC group might be recognised but empty).
+        best = next(
+            (c for c in matched_codes
+             if term.drug_classes_for_code(*c.split("|", 1))), matched_codes[0]
+        )
+        return frozenset(classes), "code", best
+    texts = [t for concept in concepts for t in _texts(concept)] + list(names)
+    for text in texts:
+        classes |= term.drug_classes_for_text(clean_text(text))
+    if "active_vitamin_d" in classes:
+        classes.discard("nutritional_vitamin_d")
+    if classes:
+        return frozenset(classes), "text", None
+    return frozenset(), "none", None
+
+
+def classify_medication(resource: Any, index: Any = None) -> MedicationOrder | None:
+    """A MedicationRequest / MedicationOrder as a classified ``MedicationOrder``.
+
+    ``None`` when the resource is not a medication order or names no medication at all (the
+    sandbox's empty draft). ``index`` resolves ``medicationReference``: a ``ResourceIndex`` or a
+    mapping of reference -> Medication resource.
+    """
+    if not isinstance(resource, dict):
+        return None
+    rtype = resource.get("resourceType")
+    if rtype not in MEDICATION_ORDER_TYPES:
+        return None
+    concepts, names, named = _medication_sources(resource, index)
+    if not named:
+        return None
+    classes, matched_by, matched_code = classify_concepts(concepts, names)
+    rid = resource.get("id")
+    return MedicationOrder(
+        resource_id=f"{rtype}/{rid}" if isinstance(rid, str) and rid else str(rtype),
+        resource_type=str(rtype),
+        status=status_code(resource.get("status")),
+        drug_name=_drug_name(concepts, names),
+        drug_classes=classes,
+        matched_by=matched_by,
+        matched_code=matched_code,
+        authored=parse_fhir_datetime(resource.get("authoredOn") or resource.get("dateWritten")),
+        raw=resource,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Conditions and procedures
+# ------------------------------------------------------------------------------------------
+
+
+def condition_counts(resource: Mapping[str, Any]) -> bool:
+    """Whether a Condition's statuses let it count (see module constants)."""
+    verification = status_code(resource.get("verificationStatus"))
+    if verification in EXCLUDED_VERIFICATION_STATUSES:
+        return False
+    clinical = status_code(resource.get("clinicalStatus"))
+    if clinical is None:
+        # No clinical status: an abatement says it is over; otherwise count it (older systems and
+        # DSTU2 problem lists often omit the status, and missing a calciphylaxis is the worse error).
+        return not any(key.startswith("abatement") for key in resource)
+    return clinical not in INACTIVE_CLINICAL_STATUSES
+
+
+def _text_match(pattern: re.Pattern[str], texts: Iterable[str]) -> str | None:
+    """The first text that matches ``pattern`` without an explicit negation just before it."""
+    for raw in texts:
+        text = clean_text(raw)
+        for match in pattern.finditer(text):
+            before = text[max(0, match.start() - 30):match.start()]
+            if not term.NEGATED_TEXT.search(before):
+                return text
+    return None
+
+
+def _condition_texts(resource: Mapping[str, Any]) -> list[str]:
+    texts = _texts(resource.get("code"))
+    for note in resource.get("note") or ():
+        if isinstance(note, dict) and isinstance(note.get("text"), str):
+            texts.append(note["text"])
+    return texts
+
+
+def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
+    """The facts (calciphylaxis, kidney failure, ...) a Condition establishes; () if none."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Condition":
+        return ()
+    if not condition_counts(resource):
+        return ()
+    code = resource.get("code")
+    texts = _condition_texts(resource)
+    facts: dict[str, ConditionFact] = {}
+    common = dict(
+        resource_id=resource_key(resource) or "Condition",
+        clinical_status=status_code(resource.get("clinicalStatus")),
+        verification_status=status_code(resource.get("verificationStatus")),
+        recorded=parse_fhir_datetime(
+            resource.get("onsetDateTime") or resource.get("recordedDate")
+            or resource.get("dateRecorded") or resource.get("assertedDate")
+        ),
+    )
+    for coding in _codings(code):
+        system, value = coding.get("system"), coding.get("code")
+        display = clean_text(coding.get("display") or (_texts(code) or [str(value)])[0])
+        kind = term.condition_kind_for_code(system, value)
+        if kind is None and term.is_calciphylaxis_catchall(system, value):
+            # E83.59 only when the text or display names calciphylaxis.
+            named = _text_match(term.CALCIPHYLAXIS_TEXT, texts)
+            if named is None:
+                continue
+            kind, display = "calciphylaxis", named
+        if kind is None or kind in facts:
+            continue
+        facts[kind] = ConditionFact(
+            kind=kind, display=display, matched_by="code", code=value,
+            system=term.canonical_system(system), **common,
+        )
+    for kind, pattern in term.CONDITION_TEXT_PATTERNS:
+        if kind in facts:
+            continue
+        named = _text_match(pattern, texts)
+        if named is None:
+            continue
+        if kind == "prosthetic_valve" and term.BIOPROSTHETIC_TEXT.search(named) \
+                and not re.search(r"\bmechanical\b", named, re.IGNORECASE):
+            continue
+        facts[kind] = ConditionFact(kind=kind, display=named, matched_by="text", **common)
+    return tuple(facts.values())
+
+
+def procedure_time(resource: Mapping[str, Any]) -> datetime | None:
+    """When a Procedure was last going on: period end (or start), or the performed time."""
+    period = resource.get("performedPeriod")
+    if isinstance(period, dict):
+        return parse_fhir_datetime(period.get("end")) or parse_fhir_datetime(period.get("start"))
+    return parse_fhir_datetime(resource.get("performedDateTime"))
+
+
+def classify_procedure(resource: Any, now: datetime) -> ConditionFact | None:
+    """A dialysis Procedure that shows the patient is on dialysis *now*; else ``None``.
+
+    Counts when in progress, or performed within ``DIALYSIS_PROCEDURE_RECENT`` of ``now``.
+    """
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Procedure":
+        return None
+    status = status_code(resource.get("status"))
+    if status in EXCLUDED_PROCEDURE_STATUSES:
+        return None
+    code = resource.get("code")
+    matched_by, code_value, system = None, None, None
+    display = None
+    for coding in _codings(code):
+        if term.is_dialysis_procedure_code(coding.get("system"), coding.get("code")):
+            matched_by, code_value = "code", coding.get("code")
+            system = term.canonical_system(coding.get("system"))
+            display = clean_text(coding.get("display") or (_texts(code) or [code_value])[0])
+            break
+    if matched_by is None:
+        named = _text_match(term.DIALYSIS_PROCEDURE_TEXT, _texts(code))
+        if named is None:
+            return None
+        matched_by, display = "text", named
+    when = procedure_time(resource)
+    current = status == "in-progress" or (
+        when is not None and now - DIALYSIS_PROCEDURE_RECENT <= when <= now + timedelta(days=1)
+    )
+    if not current:
+        return None
+    return ConditionFact(
+        kind="dialysis",
+        resource_id=resource_key(resource) or "Procedure",
+        display=display or "dialysis",
+        matched_by=matched_by,
+        code=code_value,
+        system=system,
+        clinical_status=status,
+        recorded=when,
+    )

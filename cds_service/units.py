@@ -1,0 +1,135 @@
+"""Unit normalisation and derived mineral values (terminology.md section 4).
+
+Every conversion factor lives in ``UNIT_FACTORS``: for each analyte, the factor that takes a value
+in a given unit to the analyte's canonical unit (``record.CANONICAL_UNITS``). A unit that is not
+listed for that analyte is not usable: ``to_canonical`` returns ``None`` and the caller records
+why, rather than guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+# Molar <-> mass factors from terminology.md section 4 (MIRACUM loinc-conversion).
+CALCIUM_MG_DL_PER_MMOL_L = 4.008  # mg/dL = mmol/L x 4.008
+CALCIUM_MMOL_L_PER_MG_DL = 0.2495  # mmol/L = mg/dL x 0.2495
+PHOSPHATE_MG_DL_PER_MMOL_L = 3.097  # mg/dL = mmol/L x 3.097 (not 0.3229: that is the inverse)
+PTH_PG_ML_PER_PMOL_L = 9.43  # pg/mL = pmol/L x 9.43
+ALBUMIN_G_DL_PER_G_L = 0.1  # g/L = g/dL x 10
+
+# Payne 1973 (terminology.md section 4): corrected Ca (mg/dL) = Ca + 0.8 x (4.0 - albumin g/dL).
+PAYNE_COEFFICIENT = 0.8
+PAYNE_REFERENCE_ALBUMIN_G_DL = 4.0
+
+# An albumin is used to correct a calcium only if drawn within this time of it. Albumin moves
+# slowly (weeks), but fluid shifts around dialysis and acute illness change it within days, and
+# clinical-rules.md asks for "same day or close": two days covers a same-session draw reported
+# the next day and a Monday/Wednesday dialysis-unit pair, and no more.
+ALBUMIN_PAIRING_WINDOW = timedelta(days=2)
+# A Ca x P product only multiplies a calcium and a phosphate drawn this close together.
+CA_X_P_PAIRING_WINDOW = timedelta(days=2)
+
+
+def unit_key(unit: str) -> str:
+    """Case- and spacing-insensitive key: "mg/dl", "mmol/l", "mL/min/{1.73_m2}" ..."""
+    key = unit.strip().lower().replace(" ", "").replace("µ", "u").replace("μ", "u")
+    return key.replace("²", "2").replace("^2", "2")
+
+
+def _factors(table: dict[str, float]) -> dict[str, float]:
+    return {unit_key(unit): factor for unit, factor in table.items()}
+
+
+_EGFR = {
+    "mL/min/{1.73_m2}": 1.0,
+    "mL/min/1.73m2": 1.0,
+    "mL/min/1.73_m2": 1.0,
+    "mL/min/{1.73m2}": 1.0,
+    "mL/min/1.73m^2": 1.0,
+    "mL/min/1.73 m²": 1.0,
+    "mL/min/1.73sqm": 1.0,
+    "mL/min/1.73 sq m": 1.0,
+    "mL/min/{1.73m^2}": 1.0,
+}
+
+# analyte -> unit key -> factor to the canonical unit. Only dimensional identities (ng/L = pg/mL,
+# umol/L = mmol/L / 1000, mg/dL = 10 mg/L) and the factors above.
+UNIT_FACTORS: dict[str, dict[str, float]] = {
+    "calcium": _factors({"mg/dL": 1.0, "mmol/L": CALCIUM_MG_DL_PER_MMOL_L,
+                         "umol/L": CALCIUM_MG_DL_PER_MMOL_L / 1000}),
+    "corrected_calcium": _factors({"mg/dL": 1.0, "mmol/L": CALCIUM_MG_DL_PER_MMOL_L,
+                                   "umol/L": CALCIUM_MG_DL_PER_MMOL_L / 1000}),
+    "ionized_calcium": _factors({"mmol/L": 1.0, "umol/L": 0.001, "mg/dL": CALCIUM_MMOL_L_PER_MG_DL}),
+    "albumin": _factors({"g/dL": 1.0, "g/L": ALBUMIN_G_DL_PER_G_L}),
+    "phosphate": _factors({"mg/dL": 1.0, "mmol/L": PHOSPHATE_MG_DL_PER_MMOL_L,
+                           "umol/L": PHOSPHATE_MG_DL_PER_MMOL_L / 1000}),
+    "pth": _factors({"pg/mL": 1.0, "ng/L": 1.0, "pmol/L": PTH_PG_ML_PER_PMOL_L}),
+    "crp": _factors({"mg/L": 1.0, "mg/dL": 10.0, "ug/mL": 1.0}),
+    "egfr": _factors(_EGFR),
+}
+
+
+def convert(value: float, unit: str, analyte: str) -> float | None:
+    """``value`` in ``unit`` expressed in the analyte's canonical unit; ``None`` if not convertible."""
+    factor = UNIT_FACTORS.get(analyte, {}).get(unit_key(unit))
+    if factor is None:
+        return None
+    return value * factor
+
+
+@dataclass(frozen=True)
+class NormalisedQuantity:
+    value: float  # canonical unit
+    original_value: float
+    original_unit: str
+    comparator: str | None = None  # "<", "<=", ">=", ">" as reported (e.g. eGFR ">60")
+
+
+def quantity_unit(quantity: dict[str, Any]) -> str | None:
+    """The unit of a FHIR Quantity: the UCUM ``code`` when it is UCUM, else ``unit``."""
+    code = quantity.get("code")
+    system = quantity.get("system")
+    unit = quantity.get("unit")
+    if isinstance(code, str) and code.strip() and (system in (None, "http://unitsofmeasure.org")):
+        return code
+    if isinstance(unit, str) and unit.strip():
+        return unit
+    if isinstance(code, str) and code.strip():
+        return code
+    return None
+
+
+def to_canonical(quantity: Any, analyte: str) -> NormalisedQuantity | None:
+    """Normalise a FHIR Quantity (raw JSON) for ``analyte``; ``None`` when it cannot be used."""
+    if not isinstance(quantity, dict):
+        return None
+    value = quantity.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    candidates = []
+    for unit in (quantity_unit(quantity), quantity.get("unit"), quantity.get("code")):
+        if isinstance(unit, str) and unit.strip() and unit not in candidates:
+            candidates.append(unit)
+    for unit in candidates:
+        converted = convert(float(value), unit, analyte)
+        if converted is not None:
+            comparator = quantity.get("comparator")
+            return NormalisedQuantity(
+                value=converted,
+                original_value=float(value),
+                original_unit=unit,
+                comparator=comparator if isinstance(comparator, str) else None,
+            )
+    return None
+
+
+def payne_corrected_calcium(calcium_mg_dl: float, albumin_g_dl: float) -> float:
+    """Albumin-corrected total calcium, mg/dL (both inputs in canonical units)."""
+    return calcium_mg_dl + PAYNE_COEFFICIENT * (PAYNE_REFERENCE_ALBUMIN_G_DL - albumin_g_dl)
+
+
+def calcium_phosphate_product(calcium_mg_dl: float, phosphate_mg_dl: float) -> float:
+    """Ca x P in mg^2/dL^2."""
+    return calcium_mg_dl * phosphate_mg_dl
