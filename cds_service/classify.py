@@ -241,8 +241,13 @@ def _drug_name(concepts: list[Any], names: list[str]) -> str:
         return clean_text(names[0])
     for concept in concepts:
         for coding in _codings(concept):
-            if isinstance(coding.get("code"), str):
-                return f"{coding.get('system') or 'code'} {coding['code']}"
+            code = coding.get("code")
+            if not isinstance(code, str):
+                continue
+            system = term.canonical_system(coding.get("system"))
+            if system == term.RXNORM and code.strip() in term.RXNORM_INGREDIENT_NAMES:
+                return term.RXNORM_INGREDIENT_NAMES[code.strip()]
+            return f"{coding.get('system') or 'code'} {code}"
     return "unnamed medication"
 
 
@@ -329,7 +334,8 @@ def _text_match(pattern: re.Pattern[str], texts: Iterable[str]) -> str | None:
         text = clean_text(raw)
         for match in pattern.finditer(text):
             before = text[max(0, match.start() - 30):match.start()]
-            if not term.NEGATED_TEXT.search(before):
+            after = text[match.end():match.end() + 30]
+            if not term.NEGATED_TEXT.search(before) and not term.NEGATED_AFTER_TEXT.search(after):
                 return text
     return None
 

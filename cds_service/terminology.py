@@ -181,6 +181,23 @@ RXNORM_CLASSES: dict[str, frozenset[str]] = {
     **_codes(MAGNESIUM, "6574", "6582", "6581", "198741", "311431", "253017", "204760"),
 }
 
+# Ingredient names of the RxNorm IN/PIN codes above (terminology.md 1a), for a drug whose coding
+# carries no display. Trap 1: apixaban is 1364430 and rivaroxaban 1114195, never the reverse.
+RXNORM_INGREDIENT_NAMES: dict[str, str] = {
+    "1895": "calcium", "1897": "calcium carbonate", "214342": "calcium acetate",
+    "47613": "calcium citrate", "214824": "sevelamer", "660890": "sevelamer carbonate",
+    "237125": "sevelamer hydrochloride", "234416": "lanthanum carbonate",
+    "1594675": "ferric citrate", "1484283": "sucroferric oxyhydroxide", "11289": "warfarin",
+    "114194": "warfarin sodium", "1364430": "apixaban", "1114195": "rivaroxaban",
+    "1894": "calcitriol", "73710": "paricalcitol", "11516": "doxercalciferol",
+    "1889": "calcifediol", "2418": "cholecalciferol", "4018": "ergocalciferol",
+    "407990": "cinacalcet", "1876119": "etelcalcetide", "36726": "sodium thiosulfate",
+    "1546411": "thiosulfate", "24909": "iron sucrose", "261435": "sodium ferric gluconate complex",
+    "473387": "ferumoxytol", "5992": "iron-dextran complex", "1433693": "ferric carboxymaltose",
+    "2274394": "ferric derisomaltose", "90176": "iron", "6582": "magnesium oxide",
+    "6581": "magnesium hydroxide", "6574": "magnesium",
+}
+
 ATC_CLASSES: dict[str, frozenset[str]] = {
     # Calcium carbonate has no V03AE code (trap 6): it is A12AA04 (supplement) / A02AC01 (antacid).
     **_codes(CALCIUM, "A12AA04", "A02AC01", "A12AA13", "V03AE07"),
@@ -425,5 +442,7 @@ CONDITION_TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 BIOPROSTHETIC_TEXT = _rx(r"\b(bioprosthe\w*|xenogenic|xenograft|porcine|bovine|tissue valve)\b")
 # Explicit negation in a problem-list text ("no calciphylaxis", "ruled out ...").
 NEGATED_TEXT = _rx(r"\b(no|not|without|negative for|ruled out|excluded)\b")
+# ... or just after it ("calciphylaxis ruled out"). "r/o calciphylaxis" (= suspected) still counts.
+NEGATED_AFTER_TEXT = _rx(r"^\W{0,3}(was |is |has been )?(ruled out|excluded|not confirmed|unlikely)\b")
 
 DIALYSIS_PROCEDURE_TEXT = _rx(r"\b(h(a)?emodialysis|renal dialysis|peritoneal dialysis|dialysis)\b")

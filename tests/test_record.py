@@ -1,0 +1,535 @@
+"""build_record and orders_under_review: selection from raw JSON, labs, derived values, hooks."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from cds_service import terminology as term
+from cds_service.prefetch import ResolvedPrefetch
+from cds_service.record import (
+    STALE_AFTER,
+    PatientRecord,
+    build_record,
+    orders_under_review,
+)
+from cds_service.units import ALBUMIN_PAIRING_WINDOW, CA_X_P_PAIRING_WINDOW
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "fhir-data"
+CONTEXT = {"patientId": "p1", "userId": "Practitioner/u1"}
+
+
+def days_ago(days: float) -> str:
+    return (NOW - timedelta(days=days)).isoformat()
+
+
+def obs(rid, loinc, value, unit, when=None, status="final", **extra):
+    resource = {
+        "resourceType": "Observation", "id": rid, "status": status,
+        "code": {"coding": [{"system": term.LOINC, "code": loinc}]},
+        "subject": {"reference": "Patient/p1"},
+        "valueQuantity": {"value": value, "unit": unit, "system": term.UCUM, "code": unit},
+        **extra,
+    }
+    if when is not None:
+        resource["effectiveDateTime"] = when
+    return resource
+
+
+def bundle(*resources, full_urls=None):
+    entries = []
+    for i, resource in enumerate(resources):
+        entry = {"resource": resource}
+        if full_urls:
+            entry["fullUrl"] = full_urls[i]
+        entries.append(entry)
+    return {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+
+
+def build(prefetch=None, unavailable=None, context=CONTEXT):
+    return build_record(context, ResolvedPrefetch(prefetch or {}, unavailable or {}), NOW)
+
+
+def med(rid, rxnorm, display, status="active"):
+    return {"resourceType": "MedicationRequest", "id": rid, "status": status, "intent": "order",
+            "subject": {"reference": "Patient/p1"},
+            "medicationCodeableConcept": {"coding": [{"system": term.RXNORM, "code": rxnorm,
+                                                      "display": display}]}}
+
+
+def condition(rid, system, code, display, clinical="active"):
+    return {"resourceType": "Condition", "id": rid,
+            "clinicalStatus": {"coding": [{"code": clinical}]},
+            "verificationStatus": {"coding": [{"code": "confirmed"}]},
+            "code": {"coding": [{"system": system, "code": code, "display": display}]}}
+
+
+# --- labs ---------------------------------------------------------------------------------
+
+
+def test_latest_result_wins_whatever_the_input_order():
+    record = build({"calcium": bundle(
+        obs("old", "17861-6", 9.0, "mg/dL", days_ago(20)),
+        obs("new", "17861-6", 10.6, "mg/dL", days_ago(1)),
+        obs("mid", "17861-6", 9.8, "mg/dL", days_ago(10)),
+    )})
+    assert [r.resource_id for r in record.labs["calcium"]] == [
+        "Observation/new", "Observation/mid", "Observation/old"]
+    assert record.latest("calcium").value == 10.6
+
+
+@pytest.mark.parametrize("status", ["preliminary", "registered", "entered-in-error", "cancelled", None])
+def test_only_final_amended_corrected_results_are_used(status):
+    bad = obs("bad", "17861-6", 12.0, "mg/dL", days_ago(1), status=status)
+    good = obs("good", "17861-6", 9.4, "mg/dL", days_ago(5))
+    record = build({"calcium": bundle(bad, good)})
+    assert record.latest("calcium").resource_id == "Observation/good"
+    assert len(record.labs["calcium"]) == 1
+
+
+@pytest.mark.parametrize("status", ["final", "amended", "corrected"])
+def test_final_amended_and_corrected_are_used(status):
+    record = build({"calcium": bundle(obs("x", "17861-6", 9.4, "mg/dL", days_ago(1), status=status))})
+    assert record.latest("calcium").status == status
+
+
+def test_effective_time_falls_back_through_period_instant_and_issued():
+    period = obs("period", "2777-1", 5.0, "mg/dL", effectivePeriod={"start": days_ago(3)})
+    instant = obs("instant", "2777-1", 5.1, "mg/dL", effectiveInstant=days_ago(2))
+    issued = obs("issued", "2777-1", 5.2, "mg/dL", issued=days_ago(1))
+    undated = obs("undated", "2777-1", 5.3, "mg/dL")
+    record = build({"phosphate": bundle(undated, period, instant, issued)})
+    assert [r.resource_id.split("/")[1] for r in record.labs["phosphate"]] == [
+        "issued", "instant", "period", "undated"]
+    assert record.labs["phosphate"][-1].effective is None
+
+
+def test_units_are_normalised_and_originals_kept():
+    record = build({"calcium": bundle(obs("ca", "2000-8", 2.6, "mmol/L", days_ago(1))),
+                    "pth": bundle(obs("pth", "14866-8", 50.0, "pmol/L", days_ago(1)))})
+    calcium = record.latest("calcium")
+    assert calcium.value == pytest.approx(2.6 * 4.008)
+    assert (calcium.unit, calcium.original_value, calcium.original_unit) == ("mg/dL", 2.6, "mmol/L")
+    assert record.latest("pth").value == pytest.approx(471.5)
+    assert record.latest("pth").unit == "pg/mL"
+
+
+def test_a_result_with_an_unknown_unit_is_not_used_and_is_noted():
+    record = build({"calcium": bundle(obs("meq", "17861-6", 4.8, "mEq/L", days_ago(1)),
+                                      obs("ok", "17861-6", 9.1, "mg/dL", days_ago(9)))})
+    assert record.latest("calcium").resource_id == "Observation/ok"
+    [note] = record.unusable_labs
+    assert (note.analyte, note.resource_id) == ("calcium", "Observation/meq")
+    assert "mEq/L" in note.reason
+
+
+def test_a_result_without_a_numeric_value_is_noted():
+    record = build({"egfr": bundle({"resourceType": "Observation", "id": "e", "status": "final",
+                                    "code": {"coding": [{"system": term.LOINC, "code": "98979-8"}]},
+                                    "valueString": ">60"})})
+    assert record.labs == {}
+    assert record.unusable_labs[0].reason == "no numeric valueQuantity"
+
+
+def test_observations_of_other_codes_or_systems_are_ignored():
+    record = build({"x": bundle(
+        obs("bun", "6299-2", 48, "mg/dL", days_ago(1)),
+        {**obs("local", "17861-6", 9.0, "mg/dL", days_ago(1)),
+         "code": {"coding": [{"system": "http://lab.example/codes", "code": "17861-6"}]}},
+    )})
+    assert record.labs == {} and record.unusable_labs == ()
+
+
+def test_the_same_observation_under_two_prefetch_keys_is_counted_once():
+    same = obs("ca1", "17861-6", 9.6, "mg/dL", days_ago(1))
+    record = build({"calcium": bundle(same), "everything": bundle(copy.deepcopy(same))})
+    assert len(record.labs["calcium"]) == 1
+
+
+def test_prefetch_nulls_operation_outcomes_and_junk_are_skipped():
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]}
+    with_outcome_entry = bundle(obs("ca", "17861-6", 9.6, "mg/dL", days_ago(1)), outcome)
+    with_outcome_entry["entry"][1]["search"] = {"mode": "outcome"}
+    record = build({
+        "patient": None, "conditions": outcome, "calcium": with_outcome_entry, "junk": "text",
+        "list": [1, 2], "bundle_junk": {"resourceType": "Bundle", "entry": [None, 5, {"resource": "x"}]},
+    })
+    assert record.latest("calcium").value == 9.6
+    assert record.conditions == () and record.medications == ()
+
+
+def test_unavailable_prefetch_keys_are_carried_to_the_record():
+    record = build({}, unavailable={"pth": "not in prefetch"})
+    assert record.unavailable == {"pth": "not in prefetch"}
+
+
+def test_patient_id_comes_from_the_context():
+    assert build({}).patient_id == "p1"
+    assert build({}, context={}).patient_id == ""
+
+
+# --- corrected calcium and Ca x P ---------------------------------------------------------
+
+
+def test_corrected_calcium_uses_an_albumin_drawn_the_same_day():
+    record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1))),
+                    "albumin": bundle(obs("alb", "1751-7", 2.5, "g/dL", days_ago(1.1)))})
+    corrected = record.corrected_calcium()
+    assert corrected.method == "corrected"
+    assert corrected.value == pytest.approx(8.8 + 0.8 * 1.5)
+    assert corrected.albumin.resource_id == "Observation/alb"
+    assert corrected.calcium.resource_id == "Observation/ca"
+
+
+def test_corrected_calcium_accepts_albumin_in_g_per_litre():
+    record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1))),
+                    "albumin": bundle(obs("alb", "1751-7", 25, "g/L", days_ago(1)))})
+    assert record.corrected_calcium().value == pytest.approx(10.0)
+
+
+def test_a_far_albumin_is_not_used_and_the_measured_value_is_reported():
+    far = ALBUMIN_PAIRING_WINDOW + timedelta(hours=2)
+    record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1))),
+                    "albumin": bundle(obs("alb", "1751-7", 2.5, "g/dL", days_ago(1 + far.total_seconds() / 86400)))})
+    corrected = record.corrected_calcium()
+    assert corrected.method == "measured" and corrected.value == 8.8 and corrected.albumin is None
+
+
+def test_the_albumin_nearest_the_calcium_is_chosen():
+    record = build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(3))),
+                    "albumin": bundle(obs("newer", "1751-7", 4.0, "g/dL", days_ago(1.5)),
+                                      obs("near", "1751-7", 3.0, "g/dL", days_ago(3)))})
+    assert record.corrected_calcium().albumin.resource_id == "Observation/near"
+
+
+def test_a_newer_lab_reported_corrected_calcium_is_preferred():
+    record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(5)),
+                                      obs("cc", "29265-6", 2.6, "mmol/L", days_ago(1)))})
+    corrected = record.corrected_calcium()
+    assert corrected.method == "reported-corrected"
+    assert corrected.value == pytest.approx(2.6 * 4.008)
+
+
+def test_an_older_lab_reported_corrected_calcium_yields_to_the_newer_total():
+    record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1)),
+                                      obs("cc", "29265-6", 2.6, "mmol/L", days_ago(30)))})
+    assert record.corrected_calcium().method == "measured"
+
+
+def test_no_calcium_means_no_corrected_calcium():
+    assert build({}).corrected_calcium() is None
+
+
+def test_ca_x_p_multiplies_the_corrected_calcium_and_the_latest_phosphate():
+    record = build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(2))),
+                    "albumin": bundle(obs("alb", "1751-7", 3.0, "g/dL", days_ago(2))),
+                    "phosphate": bundle(obs("p", "14879-1", 2.0, "mmol/L", days_ago(2)))})
+    product = record.ca_x_p()
+    assert product.value == pytest.approx(9.8 * 2.0 * 3.097)
+    assert product.calcium.method == "corrected"
+    assert product.phosphate.resource_id == "Observation/p"
+
+
+def test_ca_x_p_needs_calcium_and_phosphate_drawn_together():
+    apart = CA_X_P_PAIRING_WINDOW.days + 5
+    record = build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(1))),
+                    "phosphate": bundle(obs("p", "2777-1", 6.0, "mg/dL", days_ago(1 + apart)))})
+    assert record.ca_x_p() is None
+    assert build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(1)))}).ca_x_p() is None
+
+
+# --- staleness ----------------------------------------------------------------------------
+
+
+def test_calcium_older_than_its_monitoring_interval_is_stale():
+    limit = STALE_AFTER["calcium"].days
+    fresh = build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(limit - 1)))})
+    stale = build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(limit + 1)))})
+    assert not fresh.is_stale("calcium")
+    assert stale.is_stale("calcium") and stale.is_stale(stale.latest("calcium"))
+
+
+def test_pth_has_a_longer_interval_than_calcium():
+    record = build({"pth": bundle(obs("pth", "2731-8", 300, "pg/mL", days_ago(60)))})
+    assert STALE_AFTER["pth"] > STALE_AFTER["calcium"]
+    assert not record.is_stale("pth")
+    assert build({"pth": bundle(obs("pth", "2731-8", 300, "pg/mL", days_ago(100)))}).is_stale("pth")
+
+
+def test_an_undated_result_is_stale_and_a_missing_one_is_not():
+    record = build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL"))})
+    assert record.is_stale("calcium")
+    assert not record.is_stale("phosphate")
+
+
+def test_analytes_without_a_monitoring_interval_are_never_stale():
+    record = build({"egfr": bundle(obs("e", "98979-8", 9, "mL/min/{1.73_m2}", days_ago(400)))})
+    assert PatientRecord.stale_after("egfr") is None
+    assert not record.is_stale("egfr")
+    assert record.age(record.latest("egfr")) == timedelta(days=400)
+
+
+# --- conditions, procedures, medications --------------------------------------------------
+
+
+def test_conditions_and_recent_procedures_put_the_patient_in_scope():
+    record = build({
+        "conditions": bundle(condition("c1", term.ICD10CM, "E83.59", "Calciphylaxis")),
+        "procedures": bundle({"resourceType": "Procedure", "id": "hd", "status": "completed",
+                              "code": {"coding": [{"system": term.SNOMED, "code": "302497006"}]},
+                              "performedDateTime": days_ago(2)}),
+    })
+    assert record.has_calciphylaxis and record.on_dialysis
+    assert {c.resource_id for c in record.conditions} == {"Condition/c1", "Procedure/hd"}
+
+
+def test_latest_egfr_below_15_means_kidney_failure():
+    record = build({"egfr": bundle(obs("e", "98979-8", 11, "mL/min/{1.73_m2}", days_ago(3)),
+                                   obs("e0", "98979-8", 40, "mL/min/{1.73_m2}", days_ago(300)))})
+    assert record.on_dialysis
+
+
+def test_only_active_and_on_hold_medications_are_on_the_chart():
+    record = build({"meds": bundle(
+        med("a", "197433", "calcium acetate 667 MG Oral Tablet"),
+        med("h", "855332", "warfarin sodium 5 MG Oral Tablet", status="on-hold"),
+        med("s", "308867", "calcitriol 0.00025 MG Oral Capsule", status="stopped"),
+        med("c", "308867", "calcitriol", status="completed"),
+        med("x", "308867", "calcitriol", status="entered-in-error"),
+        med("d", "308867", "calcitriol", status="draft"),
+    )})
+    assert [m.resource_id for m in record.medications] == ["MedicationRequest/a", "MedicationRequest/h"]
+
+
+def test_prefetch_medications_referring_to_bundled_medications_are_classified():
+    request = {"resourceType": "MedicationRequest", "id": "r", "status": "active", "intent": "order",
+               "medicationReference": {"reference": "urn:uuid:abc"}}
+    medication = {"resourceType": "Medication", "id": "abc",
+                  "code": {"coding": [{"system": term.RXNORM, "code": "1894"}]}}
+    record = build({"meds": bundle(request, medication, full_urls=["urn:uuid:r", "urn:uuid:abc"])})
+    assert record.medications[0].drug_classes == {"active_vitamin_d"}
+    assert "urn:uuid:abc" in record.medication_catalog
+
+
+# --- orders under review ------------------------------------------------------------------
+
+
+def draft(rid, rxnorm=None, display=None, status="draft", rtype="MedicationRequest"):
+    resource = {"resourceType": rtype, "id": rid, "status": status}
+    if rxnorm:
+        resource["intent"] = "order"
+        resource["medicationCodeableConcept"] = {"coding": [{"system": term.RXNORM, "code": rxnorm,
+                                                             "display": display}]}
+    return resource
+
+
+def draft_context(*resources, selections=None, with_type=False):
+    orders = {"resourceType": "Bundle", "entry": [{"resource": r} for r in resources]}
+    if with_type:
+        orders["type"] = "collection"
+    context = {"patientId": "p1", "draftOrders": orders}
+    if selections is not None:
+        context["selections"] = selections
+    return context
+
+
+def ids(orders):
+    return [o.order.resource_id for o in orders]
+
+
+def test_order_select_reviews_only_the_selected_drafts():
+    context = draft_context(draft("a", "197433", "calcium acetate"), draft("b", "855332", "warfarin"),
+                            selections=["MedicationRequest/b"])
+    reviewed = orders_under_review("order-select", context, build({}))
+    assert ids(reviewed) == ["MedicationRequest/b"]
+    assert reviewed[0].is_draft and reviewed[0].order.drug_classes == {"vka"}
+
+
+def test_order_select_tolerates_bare_ids_and_a_typed_bundle():
+    context = draft_context(draft("a", "197433", "calcium acetate"), selections=["a"], with_type=True)
+    assert ids(orders_under_review("order-select", context, build({}))) == ["MedicationRequest/a"]
+
+
+def test_order_select_skips_nutrition_orders_service_requests_and_the_empty_draft():
+    context = draft_context(
+        {"resourceType": "NutritionOrder", "id": "n", "status": "draft"},
+        {"resourceType": "ServiceRequest", "id": "s", "status": "draft"},
+        draft("empty"),
+        selections=["NutritionOrder/n", "ServiceRequest/s", "MedicationRequest/empty"],
+    )
+    assert orders_under_review("order-select", context, build({})) == ()
+
+
+def test_order_select_reads_a_dstu2_medication_order():
+    context = draft_context(draft("m", "197433", "calcium acetate", rtype="MedicationOrder"),
+                            selections=["MedicationOrder/m"])
+    assert ids(orders_under_review("order-select", context, build({}))) == ["MedicationOrder/m"]
+
+
+def test_order_sign_reviews_every_medication_draft_not_closed():
+    context = draft_context(
+        draft("a", "197433", "calcium acetate"),
+        draft("b", "855332", "warfarin", status="active"),  # re-sign of an active order
+        draft("c", "308867", "calcitriol", status="cancelled"),
+        draft("d", "308867", "calcitriol", status="entered-in-error"),
+        {"resourceType": "NutritionOrder", "id": "n", "status": "draft"},
+    )
+    assert ids(orders_under_review("order-sign", context, build({}))) == [
+        "MedicationRequest/a", "MedicationRequest/b"]
+
+
+def test_draft_referring_to_a_medication_in_the_draft_bundle_is_classified():
+    request = {"resourceType": "MedicationRequest", "id": "a", "status": "draft", "intent": "order",
+               "medicationReference": {"reference": "Medication/m1"}}
+    medication = {"resourceType": "Medication", "id": "m1",
+                  "code": {"coding": [{"system": term.RXNORM, "code": "197433"}]}}
+    context = draft_context(request, medication)
+    [order] = orders_under_review("order-sign", context, build({}))
+    assert order.order.drug_classes == {"calcium_binder"}
+
+
+def test_patient_view_reviews_chart_medications_as_not_drafts():
+    record = build({"meds": bundle(med("a", "197433", "calcium acetate 667 MG Oral Tablet"))})
+    [order] = orders_under_review("patient-view", {"patientId": "p1"}, record)
+    assert order.order.resource_id == "MedicationRequest/a" and not order.is_draft
+
+
+@pytest.mark.parametrize("context", [{}, {"draftOrders": None}, {"draftOrders": "x"},
+                                     {"draftOrders": {"resourceType": "Bundle", "entry": "x"}},
+                                     {"draftOrders": {"resourceType": "Bundle"}, "selections": 5}])
+def test_malformed_draft_orders_yield_nothing_rather_than_raise(context):
+    for hook in ("order-select", "order-sign"):
+        assert orders_under_review(hook, context, build({})) == ()
+
+
+def test_unknown_hook_reviews_nothing():
+    assert orders_under_review("encounter-start", draft_context(draft("a", "197433", "x")), build({})) == ()
+
+
+# --- shared third-party data (skipped when ../shared/fhir-data is absent) -----------------
+
+
+def load_shared(relative: str):
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        data.pop("_captured", None)
+    return data
+
+
+SYNTHEA = "synthea-r4-bundles/Dirk_Kuhlman_1e503533-b8c2-42cb-a6d5-bbd7d70d07ad.json"
+
+
+def test_a_real_synthea_bundle_builds_a_record_out_of_scope():
+    transaction = load_shared(SYNTHEA)
+    record = build_record({"patientId": "948e608d-e408-4788-8cf2-8157c49c2940"},
+                          ResolvedPrefetch({"everything": transaction}, {}), NOW)
+    # Calcium (49765-1, mg/dL) and eGFR (33914-3) are read; CKD stage 1 is not kidney failure.
+    assert len(record.labs["calcium"]) == 9
+    assert record.latest("calcium").unit == "mg/dL"
+    assert len(record.labs["egfr"]) == 7 and record.latest("egfr").value > 15
+    # The two eGFRs whose display holds a zero-width space are reported in plain "mL/min": not
+    # per 1.73 m2, so not usable as eGFR (noted, not guessed).
+    assert len(record.unusable_labs) == 2
+    assert all(u.analyte == "egfr" and "'mL/min'" in u.reason for u in record.unusable_labs)
+    assert not record.has_calciphylaxis and not record.on_dialysis
+    assert all(m.status in ("active", "on-hold") for m in record.medications)
+    assert record.medications and not any(m.drug_classes for m in record.medications)
+    # Synthea's 2019-2021 labs are years old by the frozen clock.
+    assert record.is_stale("calcium")
+
+
+def test_a_synthea_bundle_with_added_dialysis_calciphylaxis_and_urn_uuid_medication():
+    transaction = load_shared(SYNTHEA)
+    patient_ref = "urn:uuid:948e608d-e408-4788-8cf2-8157c49c2940"
+    added = [
+        condition("calci", term.ICD10CM, "E83.59", "Calciphylaxis"),
+        condition("esrd", term.SNOMED, "46177005", "End-stage renal disease"),
+        obs("ca-new", "17861-6", 10.4, "mg/dL", days_ago(2)),
+        obs("alb-new", "1751-7", 30, "g/L", days_ago(2)),
+        obs("p-new", "2777-1", 6.5, "mg/dL", days_ago(2)),
+        {"resourceType": "Medication", "id": "med-ca",
+         "code": {"coding": [{"system": term.RXNORM, "code": "359296"}]}},
+        {"resourceType": "MedicationRequest", "id": "mr-ca", "status": "active", "intent": "order",
+         "subject": {"reference": patient_ref}, "medicationReference": {"reference": "urn:uuid:med-ca"}},
+    ]
+    transaction["entry"].extend({"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in added)
+    record = build_record({"patientId": patient_ref.split(":")[-1]},
+                          ResolvedPrefetch({"everything": transaction}, {}), NOW)
+    assert record.has_calciphylaxis and record.on_dialysis
+    assert record.latest("calcium").resource_id == "Observation/ca-new"
+    assert record.corrected_calcium().value == pytest.approx(10.4 + 0.8 * 1.0)
+    assert record.ca_x_p().value == pytest.approx(11.2 * 6.5)
+    binders = [m for m in record.medications if "calcium_binder" in m.drug_classes]
+    assert [m.resource_id for m in binders] == ["MedicationRequest/mr-ca"]
+
+
+def test_synthea_egfr_display_with_a_zero_width_space_is_still_read():
+    transaction = load_shared(SYNTHEA)
+    egfr = next(e["resource"] for e in transaction["entry"]
+                if e["resource"].get("code", {}).get("coding", [{}])[0].get("code") == "33914-3")
+    egfr = copy.deepcopy(egfr)
+    egfr["code"]["coding"][0]["display"] = "Glomerular filtration rate/\u200b1.73 sq M.predicted"
+    egfr["valueQuantity"].update(value=9.0, unit="mL/min/{1.73_m2}", code="mL/min/{1.73_m2}")
+    egfr["effectiveDateTime"] = days_ago(1)
+    record = build({"egfr": bundle(egfr)})
+    assert record.latest("egfr").value == 9.0 and record.on_dialysis
+
+
+def test_bulk_synthea_patient_with_dialysis_decades_ago_is_not_on_dialysis_now():
+    folder = SHARED_DATA / "synthea-bulk-10-patients"
+    if not folder.exists():
+        pytest.skip(f"shared data not available: {folder}")
+    patient = "Patient/79a66c97-6131-3213-f3c9-4606946ab056"
+    resources = []
+    for name in ("Condition.000.ndjson", "Procedure.000.ndjson", "MedicationRequest.000.ndjson"):
+        with open(folder / name, encoding="utf-8") as handle:
+            for line in handle:
+                resource = json.loads(line)
+                if resource.get("subject", {}).get("reference") == patient:
+                    resources.append(resource)
+    dialysis = [r for r in resources if r["resourceType"] == "Procedure"
+                and r["code"]["coding"][0]["code"] == "265764009"]
+    assert len(dialysis) > 100  # the trap is really there
+    record = build({"everything": bundle(*resources)}, context={"patientId": patient.split("/")[1]})
+    assert not record.on_dialysis  # ESRD resolved, last dialysis 1990
+    assert record.conditions == ()
+    # The 430 epoetin orders are all stopped: only the active ones (none of our classes) remain.
+    assert record.medications and all(m.status == "active" for m in record.medications)
+    assert not any(m.drug_classes for m in record.medications)
+    # ... whereas the same history, shifted to last week, would be current dialysis.
+    last = max(dialysis, key=lambda r: r["performedPeriod"]["start"])
+    recent = copy.deepcopy(last)
+    recent["performedPeriod"] = {"start": days_ago(3), "end": days_ago(3)}
+    assert build({"x": bundle(recent)}).on_dialysis
+
+
+@pytest.mark.parametrize(
+    "name, hook_ids, classes",
+    [
+        ("order-select-request-rxnorm-197433.json", ["MedicationRequest/request-123"], {"calcium_binder"}),
+        ("order-select-request-rxnorm-855332.json", ["MedicationRequest/request-123"], {"vka"}),
+        ("order-select-request-empty-draft.json", [], None),
+    ],
+)
+def test_captured_sandbox_order_select_requests(name, hook_ids, classes):
+    request = load_shared(f"sandbox-captured-requests/{name}")
+    record = build_record(request["context"], ResolvedPrefetch(request.get("prefetch") or {}, {}), NOW)
+    reviewed = orders_under_review(request["hook"], request["context"], record)
+    assert ids(reviewed) == hook_ids
+    if classes is not None:
+        assert reviewed[0].order.drug_classes == classes and reviewed[0].order.matched_by == "code"
+
+
+def test_captured_sandbox_patient_view_reads_the_meds_key():
+    request = load_shared("sandbox-captured-requests/patient-view-request.json")
+    record = build_record(request["context"], ResolvedPrefetch(request["prefetch"], {}), NOW)
+    assert len(record.medications) == 4  # the sandbox names its key "meds", not "medications"
+    assert len(record.labs["calcium"]) == 9
