@@ -101,6 +101,10 @@ def _audience() -> str:
 
 def _authenticate() -> None:
     g.auth = _deps()["authenticator"].authenticate(request.headers.get("Authorization"), _audience())
+    if g.auth:
+        # Who called (never the token): the tenant for the request context, both for the log line.
+        g.tenant = g.auth.get("tenant")
+        g.log.update(iss=g.auth.get("iss"), tenant=g.tenant)
 
 
 def _json_body() -> Any:

@@ -42,6 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from waitress import serve
 
     from cds_service.app import create_app
+    from cds_service.auth import IssuerConfigError, build_authenticator
     from cds_service.logs import configure_logging
 
     settings = _settings(
@@ -49,12 +50,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "host": args.host,
             "port": args.port,
             "threads": args.threads,
+            "issuers_file": args.issuers_file,
             "allow_unauthenticated": True if args.allow_unauthenticated else None,
         }
     )
     configure_logging(settings.log_level)
-    app = create_app(settings)
-    authenticator = app.extensions["cds"]["authenticator"]
+    # Decide about authentication before anything else is created (no database file is made
+    # by a server that then refuses to start).
+    try:
+        authenticator = build_authenticator(settings)
+    except IssuerConfigError as exc:
+        print(f"calciphylaxis-cds: cannot start: {exc}", file=sys.stderr)
+        return 2
     if not getattr(authenticator, "enabled", False):
         if is_loopback(settings.host):
             log.warning(
@@ -71,12 +78,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             print(
                 f"calciphylaxis-cds: refusing to start on {settings.host} without authentication.\n"
-                "  Configure trusted JWT issuers (CDS_ISSUERS_FILE, see README 'Authentication'),\n"
+                "  Configure trusted JWT issuers (CDS_ISSUERS_FILE, see docs/authentication.md),\n"
                 "  bind to a loopback address (--host 127.0.0.1), or pass --allow-unauthenticated\n"
                 "  (CDS_ALLOW_UNAUTHENTICATED=true) if something else authenticates callers.",
                 file=sys.stderr,
             )
             return 2
+    app = create_app(settings, authenticator=authenticator)
     log.info(
         "serving",
         extra={"host": settings.host, "port": settings.port, "threads": settings.threads, "version": __version__},
@@ -152,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (CDS_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (CDS_PORT, default 8080)")
     serve.add_argument("--threads", type=int, help="worker threads (CDS_THREADS, default 8)")
+    serve.add_argument(
+        "--issuers-file", help="JSON file of trusted JWT issuers (CDS_ISSUERS_FILE; see docs/authentication.md)"
+    )
     serve.add_argument(
         "--allow-unauthenticated",
         action="store_true",

@@ -17,6 +17,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
 
+# Asymmetric JWS algorithms a CDS client may sign with (RFC 7518 names, as PyJWT spells them).
+JWT_SIGNING_ALGORITHMS = frozenset(
+    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
+)
+
 
 def _split_list(value):
     """Accept a JSON array, a comma-separated string, or a list."""
@@ -60,7 +65,9 @@ class Settings(BaseSettings):
 
     # --- authentication (JWT from the CDS client) --------------------------------------------
     issuers_file: Path | None = Field(
-        None, description="JSON file listing trusted JWT issuers and their keys (see README)."
+        None,
+        description="JSON file listing trusted JWT issuers and their keys (docs/authentication.md); "
+        "unset = no authentication, allowed on loopback only.",
     )
     allow_unauthenticated: bool = Field(
         False, description="Allow serving without JWT issuers on a non-loopback address."
@@ -69,6 +76,29 @@ class Settings(BaseSettings):
         default_factory=lambda: ["ES384", "RS384"], description="Accepted JWT signing algorithms."
     )
     jwt_leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew tolerated on exp/iat.")
+    jwt_max_lifetime_seconds: int = Field(
+        3600,
+        ge=0,
+        description="Longest accepted JWT lifetime (exp - iat), which bounds how long a jti is "
+        "remembered; 0 = no limit.",
+    )
+    jwt_replay_cache_size: int = Field(
+        100_000,
+        ge=100,
+        description="Most unexpired jti values remembered against replay; when full, new tokens "
+        "are refused (fail closed) until entries expire.",
+    )
+    jwks_fetch_timeout: float = Field(
+        2.0, gt=0, le=30, description="Connect and read timeout when fetching an issuer's JWKS URL (s)."
+    )
+    jwks_max_age_seconds: int = Field(
+        3600, ge=60, description="A fetched JWKS is fetched again on use once older than this."
+    )
+    jwks_refresh_min_seconds: int = Field(
+        60,
+        ge=1,
+        description="Least time between two fetches of one JWKS (an unknown kid triggers a refresh).",
+    )
 
     # --- FHIR server access (fetching what prefetch did not bring) ----------------------------
     fhir_allowed_servers: CommaList = Field(
@@ -94,6 +124,21 @@ class Settings(BaseSettings):
     _normalise_lists = field_validator(
         "cors_origins", "jwt_algorithms", "fhir_allowed_servers", mode="before"
     )(_split_list)
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        # The spec forbids 'none' and every symmetric (HMAC) algorithm: with HS*, anyone who
+        # knows the issuer's *public* key could forge tokens.
+        if not value:
+            raise ValueError("at least one algorithm is required (ES384 and RS384 are recommended)")
+        for alg in value:
+            if alg.lower() == "none" or alg.upper().startswith("HS"):
+                raise ValueError(f"'{alg}' is never accepted: CDS Hooks forbids 'none' and HMAC algorithms")
+            if alg not in JWT_SIGNING_ALGORITHMS:
+                known = ", ".join(sorted(JWT_SIGNING_ALGORITHMS))
+                raise ValueError(f"unknown algorithm '{alg}'; choose from {known}")
+        return value
 
     @field_validator("log_level")
     @classmethod
