@@ -1,0 +1,262 @@
+"""Authentication through the HTTP app and the ``serve`` command's secure-by-default start-up."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import pytest
+
+from cds_service import cli, engine
+from cds_service.app import create_app
+from cds_service.config import Settings
+from cds_service.protocol import Card, Source
+from tests.auth_support import BASE, bearer, claims, default_issuer, ec_key, raw_token, rsa_key, sign, write_issuers
+
+DISCOVERY = "/cds-services"
+PATIENT_VIEW = "/cds-services/calciphylaxis-patient-view"
+FEEDBACK = PATIENT_VIEW + "/feedback"
+
+
+@pytest.fixture
+def issuers_file(tmp_path):
+    return write_issuers(tmp_path, default_issuer())
+
+
+@pytest.fixture
+def secured(tmp_path, issuers_file):
+    """The app with one trusted issuer, answering as https://cds.example.org behind a proxy."""
+    settings = Settings(feedback_db=tmp_path / "f.db", issuers_file=issuers_file, public_base_url=BASE)
+    return create_app(settings).test_client()
+
+
+@pytest.fixture
+def one_card(monkeypatch):
+    """A stand-in engine answer, so these tests prove the authenticated path reaches the cards."""
+    card = Card(summary="Test card", indicator="info", source=Source(label="test"), rule_id="test")
+    monkeypatch.setattr(engine, "evaluate", lambda call: [card])
+    return card
+
+
+def token_for(path: str, **overrides) -> dict[str, str]:
+    return {"Authorization": bearer(sign(ec_key(), claims(aud=BASE + path, now=_now(), **overrides)))}
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def patient_view_body() -> dict:
+    return {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/1", "patientId": "p1"},
+        "prefetch": {"conditions": None, "medications": None},
+    }
+
+
+def assert_auth_failed(response) -> None:
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    body = response.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert [i["diagnostics"] for i in body["issue"]] == ["Authentication failed."]
+    assert body["issue"][0]["code"] == "login"
+
+
+# --- 401 and 200 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("get", DISCOVERY), ("post", PATIENT_VIEW), ("post", FEEDBACK)]
+)
+def test_every_endpoint_needs_a_token_when_issuers_are_configured(secured, method, path):
+    assert_auth_failed(getattr(secured, method)(path, json={}))
+
+
+def test_discovery_with_a_valid_token_lists_the_services(secured):
+    response = secured.get(DISCOVERY, headers=token_for(DISCOVERY))
+    assert response.status_code == 200
+    assert response.get_json()["services"]
+
+
+def test_correctly_signed_hook_call_gets_its_cards(secured, one_card):
+    response = secured.post(PATIENT_VIEW, json=patient_view_body(), headers=token_for(PATIENT_VIEW))
+    assert response.status_code == 200
+    assert [c["summary"] for c in response.get_json()["cards"]] == [one_card.summary]
+
+
+def test_rsa_signed_hook_call_gets_its_cards(secured, one_card):
+    token = sign(rsa_key(), claims(aud=BASE + PATIENT_VIEW, now=_now()), alg="RS384", kid="rsa-1")
+    response = secured.post(PATIENT_VIEW, json=patient_view_body(), headers={"Authorization": bearer(token)})
+    assert response.status_code == 200 and response.get_json()["cards"]
+
+
+def test_unsigned_hook_call_gets_401(secured, one_card):
+    token = raw_token({"alg": "none", "typ": "JWT", "kid": "ec-1"}, claims(aud=BASE + PATIENT_VIEW, now=_now()))
+    assert_auth_failed(secured.post(PATIENT_VIEW, json=patient_view_body(), headers={"Authorization": bearer(token)}))
+
+
+def test_tampered_hook_call_gets_401(secured, one_card):
+    genuine = sign(ec_key(), claims(aud=BASE + PATIENT_VIEW, now=_now(), tenant="unit-1"))
+    header, _, signature = genuine.split(".")
+    other_claims = raw_token({"alg": "none"}, claims(aud=BASE + PATIENT_VIEW, now=_now(), tenant="unit-2"))
+    tampered = f"{header}.{other_claims.split('.')[1]}.{signature}"
+    assert_auth_failed(secured.post(PATIENT_VIEW, json=patient_view_body(), headers={"Authorization": bearer(tampered)}))
+
+
+def test_replayed_hook_call_gets_401(secured, one_card):
+    headers = token_for(PATIENT_VIEW)
+    assert secured.post(PATIENT_VIEW, json=patient_view_body(), headers=headers).status_code == 200
+    assert_auth_failed(secured.post(PATIENT_VIEW, json=patient_view_body(), headers=headers))
+
+
+def test_token_for_discovery_is_refused_at_a_service(secured, one_card):
+    assert_auth_failed(secured.post(PATIENT_VIEW, json=patient_view_body(), headers=token_for(DISCOVERY)))
+
+
+def test_feedback_needs_a_token_for_the_feedback_url_as_the_sandbox_sends(secured):
+    body = {"feedback": [{"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]}
+    assert_auth_failed(secured.post(FEEDBACK, json=body, headers=token_for(PATIENT_VIEW)))
+    assert secured.post(FEEDBACK, json=body, headers=token_for(FEEDBACK)).status_code == 200
+
+
+def test_authentication_comes_before_anything_about_the_request(secured):
+    # No token: an unknown service or a bad body must not be revealed before authentication.
+    assert_auth_failed(secured.post("/cds-services/no-such-service", data="{", content_type="application/json"))
+
+
+def test_audience_is_the_url_called_when_no_public_base_url_is_set(tmp_path, issuers_file, one_card):
+    client = create_app(Settings(feedback_db=tmp_path / "f.db", issuers_file=issuers_file)).test_client()
+    token = sign(ec_key(), claims(aud="http://localhost" + PATIENT_VIEW, now=_now()))
+    ok = client.post(PATIENT_VIEW, json=patient_view_body(), headers={"Authorization": bearer(token)})
+    assert ok.status_code == 200
+    wrong = sign(ec_key(), claims(aud=BASE + PATIENT_VIEW, now=_now()))
+    assert_auth_failed(client.post(PATIENT_VIEW, json=patient_view_body(), headers={"Authorization": bearer(wrong)}))
+
+
+def test_401_body_says_nothing_about_the_reason_and_the_log_never_holds_the_token(secured, caplog):
+    token = sign(ec_key("stranger"), claims(aud=BASE + DISCOVERY, now=_now()))
+    with caplog.at_level(logging.INFO):
+        response = secured.get(DISCOVERY, headers={"Authorization": bearer(token)})
+    assert_auth_failed(response)
+    text = response.get_data(as_text=True)
+    assert "signature" not in text and "kid" not in text
+    assert not any(token in r.getMessage() or token in str(vars(r)) for r in caplog.records)
+
+
+def test_issuer_and_tenant_reach_the_request_log_line(secured, caplog):
+    with caplog.at_level(logging.INFO, logger="cds_service.request"):
+        secured.get(DISCOVERY, headers=token_for(DISCOVERY, tenant="unit-7"))
+    line = next(r for r in caplog.records if r.name == "cds_service.request")
+    assert (line.iss, line.tenant) == (default_issuer()["iss"], "unit-7")
+
+
+@pytest.mark.parametrize("path", [DISCOVERY, PATIENT_VIEW, FEEDBACK])
+def test_cors_preflight_needs_no_token_even_when_authentication_is_on(tmp_path, path):
+    class MustNotBeCalled:
+        enabled = True
+
+        def authenticate(self, authorization_header, audience):
+            raise AssertionError("a preflight must never be authenticated")
+
+    client = create_app(Settings(feedback_db=tmp_path / "f.db"), authenticator=MustNotBeCalled()).test_client()
+    response = client.options(
+        path,
+        headers={
+            "Origin": "https://sandbox.cds-hooks.org",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, Content-Type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "authorization" in response.headers["Access-Control-Allow-Headers"].lower()
+
+
+def test_401_carries_cors_headers_so_a_browser_client_can_read_it(secured):
+    response = secured.get(DISCOVERY, headers={"Origin": "https://sandbox.cds-hooks.org"})
+    assert_auth_failed(response)
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+# --- serve: secure by default -----------------------------------------------------------------
+
+
+@pytest.fixture
+def serve_env(monkeypatch, tmp_path):
+    """No listening socket, no real logging set-up, no stray settings from the environment."""
+    calls: dict = {}
+
+    def fake_serve(app, **kwargs):
+        calls.update(kwargs, app=app)
+
+    monkeypatch.setattr("waitress.serve", fake_serve)
+    monkeypatch.setattr("cds_service.logs.configure_logging", lambda level="INFO": None)
+    for name in ("CDS_ISSUERS_FILE", "CDS_ALLOW_UNAUTHENTICATED", "CDS_HOST", "CDS_JWT_ALGORITHMS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CDS_FEEDBACK_DB", str(tmp_path / "f.db"))
+    return calls
+
+
+def test_serve_on_all_interfaces_without_issuers_refuses_to_start(serve_env, capsys, tmp_path):
+    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to start on 0.0.0.0 without authentication" in err
+    assert "CDS_ISSUERS_FILE" in err and "--allow-unauthenticated" in err
+    assert serve_env == {}  # nothing served
+    assert not (tmp_path / "f.db").exists()  # and nothing created
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "cds.example.org"])
+def test_serve_on_any_non_loopback_host_without_issuers_refuses(serve_env, host):
+    assert cli.main(["serve", "--host", host, "--port", "0"]) == 2
+    assert serve_env == {}
+
+
+def test_allow_unauthenticated_environment_variable_works_like_the_flag(serve_env, monkeypatch, caplog):
+    monkeypatch.setenv("CDS_ALLOW_UNAUTHENTICATED", "true")
+    with caplog.at_level(logging.WARNING, logger="cds_service"):
+        assert cli.main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 0
+    assert serve_env["host"] == "0.0.0.0"
+    assert serve_env["app"].extensions["cds"]["authenticator"].enabled is False
+    assert any("anyone who can reach" in r.getMessage() for r in caplog.records)
+
+
+def test_allow_unauthenticated_flag_lets_it_start(serve_env):
+    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "0", "--allow-unauthenticated"]) == 0
+    assert serve_env["host"] == "0.0.0.0"
+
+
+def test_serve_on_loopback_without_issuers_starts_open_and_says_so(serve_env, caplog):
+    with caplog.at_level(logging.WARNING, logger="cds_service"):
+        assert cli.main(["serve", "--host", "127.0.0.1", "--port", "0"]) == 0
+    assert any("WITHOUT authentication" in r.getMessage() for r in caplog.records)
+
+
+def test_serve_with_issuers_starts_on_all_interfaces_with_authentication_on(serve_env, issuers_file):
+    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "0", "--issuers-file", str(issuers_file)]) == 0
+    assert serve_env["app"].extensions["cds"]["authenticator"].enabled is True
+
+
+def test_serve_with_issuers_from_the_environment(serve_env, monkeypatch, issuers_file):
+    monkeypatch.setenv("CDS_ISSUERS_FILE", str(issuers_file))
+    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 0
+    assert serve_env["app"].extensions["cds"]["authenticator"].enabled is True
+
+
+def test_serve_with_a_broken_issuers_file_refuses_with_a_clear_message(serve_env, tmp_path, capsys):
+    broken = tmp_path / "issuers.json"
+    broken.write_text('{"issuers": [{"iss": "https://a.example", "jwks_url": "http://a.example/k"}]}')
+    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "0", "--issuers-file", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot start" in err and "jwks_url" in err and "Traceback" not in err
+    assert serve_env == {}
+
+
+def test_serve_with_an_hmac_algorithm_configured_refuses_to_start(serve_env, monkeypatch):
+    monkeypatch.setenv("CDS_JWT_ALGORITHMS", "ES384,HS256")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serve"])
+    assert "jwt_algorithms" in str(exc.value) and "HS256" in str(exc.value)
