@@ -1,38 +1,107 @@
-"""Prefetch templates and the code that reads their results: kept together so they cannot drift.
+"""Prefetch templates, what each hook cannot do without, and the code that obtains their data.
 
 Each service declares the FHIR data it needs as CDS Hooks 2.0 prefetch templates (only 2.0
-tokens: ``{{context.patientId}}`` ...). ``PrefetchResolver.resolve`` turns a request into one dict
-``key -> resource | Bundle | None`` for the engine.
+tokens: ``{{context.patientId}}`` ...; only the 2.0 restricted query subset). ``PrefetchResolver``
+turns a hook call into one dict ``key -> resource | Bundle | None`` for the engine:
+
+* a resource or Bundle the EHR prefetched is used as sent (OperationOutcome entries dropped; a
+  Bundle whose entries are all errors counts as an error; ``next`` pages are followed);
+* ``null`` means the EHR has no such data: an empty result, not a missing one;
+* an OperationOutcome, an absent key or an odd value (a bare string, a list ...) is fetched from
+  ``fhirServer`` when that server is trusted, in parallel, within the hook call's deadline;
+* what still cannot be had is listed in ``ResolvedPrefetch.unavailable`` with a short reason the
+  cards show clinicians; if that includes data the hook requires (``REQUIRED_KEYS``) the call
+  fails with 412 Precondition Failed.
+
+Medications referenced as ``medicationReference`` to a ``Medication`` the Bundle does not hold
+are read one by one from the trusted server and added to the Bundle (``search.mode: include``),
+because the template stays inside the 2.0 query subset, which has no ``_include``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import logging
+import re
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import quote, urlsplit
 
+from cds_service.errors import ApiError, PreconditionFailed
+from cds_service.fhir_client import FhirClient, FhirFetchError, is_under_base, server_problem
 from cds_service.protocol import CDSRequest
 from cds_service.terminology import LAB_LOINC, LOINC
 
+log = logging.getLogger("cds_service.prefetch")
 
-def _observations(*analytes: str, count: int) -> str:
+
+# --------------------------------------------------------------------------------------------
+# What the services ask for
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrefetchKey:
+    template: str
+    # What a clinician would call this data (used in the 412 message).
+    description: str
+    # Labs: only the newest N results matter (the template's ``_count``), so pagination stops once
+    # N are in hand. ``None``: the whole result set is needed (conditions, medications).
+    newest: int | None = None
+
+
+def _observations(description: str, *analytes: str, count: int) -> PrefetchKey:
     codes = sorted({code for analyte in analytes for code in LAB_LOINC[analyte]})
     code_param = ",".join(f"{LOINC}|{code}" for code in codes)
-    return (
+    template = (
         "Observation?patient={{context.patientId}}"
         f"&code={code_param}&_sort=-date&_count={count}"
     )
+    return PrefetchKey(template, description, newest=count)
 
 
-PREFETCH_TEMPLATES: dict[str, str] = {
-    "patient": "Patient/{{context.patientId}}",
-    "conditions": "Condition?patient={{context.patientId}}",
-    "medications": "MedicationRequest?patient={{context.patientId}}&status=active,on-hold",
-    "calcium": _observations("calcium", "ionized_calcium", "corrected_calcium", count=10),
-    "albumin": _observations("albumin", count=10),
-    "phosphate": _observations("phosphate", count=10),
-    "pth": _observations("pth", count=6),
-    "egfr": _observations("egfr", count=3),
+# ``_count`` on conditions and medications is a page size (a bounded response), not a limit:
+# further pages are followed up to CDS_FHIR_MAX_PAGES.
+PREFETCH_KEYS: dict[str, PrefetchKey] = {
+    "patient": PrefetchKey("Patient/{{context.patientId}}", "the patient record"),
+    "conditions": PrefetchKey(
+        "Condition?patient={{context.patientId}}&_count=100", "the patient's conditions"
+    ),
+    "medications": PrefetchKey(
+        "MedicationRequest?patient={{context.patientId}}&status=active,on-hold&_count=100",
+        "the patient's active and on-hold medications",
+    ),
+    "calcium": _observations(
+        "recent calcium results", "calcium", "ionized_calcium", "corrected_calcium", count=10
+    ),
+    "albumin": _observations("recent albumin results", "albumin", count=10),
+    "phosphate": _observations("recent phosphate results", "phosphate", count=10),
+    "pth": _observations("recent PTH results", "pth", count=6),
+    "egfr": _observations("recent eGFR results", "egfr", count=3),
 }
+
+PREFETCH_TEMPLATES: dict[str, str] = {key: spec.template for key, spec in PREFETCH_KEYS.items()}
+
+# Without these the hook cannot do its job, so their absence is a 412 rather than an info card.
+# patient-view reviews the chart: no conditions or no medications means nothing can be reviewed.
+# The order hooks carry the orders under review in their context, so everything is optional there:
+# the engine says on a card what could not be checked.
+REQUIRED_KEYS: dict[str, frozenset[str]] = {
+    "patient-view": frozenset({"conditions", "medications"}),
+    "order-select": frozenset(),
+    "order-sign": frozenset(),
+}
+
+# Follow-up reads of Medications that MedicationRequests reference (per hook call).
+MAX_MEDICATION_READS = 20
+
+_MEDICATION_ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
+
+
+# --------------------------------------------------------------------------------------------
+# What the engine receives
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -42,21 +111,529 @@ class ResolvedPrefetch:
 
     data: dict[str, Any]
     unavailable: dict[str, str]
+    # Keys whose data is present but known to be partial (e.g. a later page could not be read,
+    # a referenced Medication could not be read): key -> short reason.
+    incomplete: dict[str, str] = field(default_factory=dict)
+    # Keys obtained (wholly or partly) from the FHIR server rather than from prefetch.
+    fetched: frozenset[str] = frozenset()
+
+
+# --------------------------------------------------------------------------------------------
+# Templates: what a template asks for, and filling its tokens
+# --------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_USER_TOKENS = {
+    "userPractitionerId": "Practitioner",
+    "userPractitionerRoleId": "PractitionerRole",
+    "userPatientId": "Patient",
+    "userRelatedPersonId": "RelatedPerson",
+}
+
+
+class TemplateError(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a filled template returns: a read gives one resource, a search a searchset Bundle."""
+
+    resource_type: str
+    is_read: bool
+    newest: int | None
+
+
+def _shape(key: str, template: str) -> _Shape:
+    path, _, query = template.partition("?")
+    segments = [s for s in path.split("/") if s]
+    is_read = not query and len(segments) == 2
+    spec = PREFETCH_KEYS.get(key)
+    # Only our own lab keys are newest-N; another template's _count is a page size, not a limit.
+    newest = spec.newest if spec is not None and spec.template == template else None
+    return _Shape(segments[0] if segments else "", is_read, newest)
+
+
+def fill_template(template: str, context: dict[str, Any]) -> str:
+    """Replace the 2.0 prefetch tokens; raise ``TemplateError`` when one cannot be filled.
+
+    Values are percent-encoded so that an id can never add a query parameter or a path segment.
+    """
+
+    def value_of(match: re.Match) -> str:
+        token = match.group(1)
+        if token.startswith("context."):
+            name = token[len("context.") :]
+            value = context.get(name)
+            # 2.0: only first-level primitive context fields are tokens.
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            if not isinstance(value, (str, int, float)) or value == "":
+                raise TemplateError(f"request has no usable context.{name}")
+            return quote(str(value), safe="-._~")
+        if token in _USER_TOKENS:
+            user = context.get("userId")
+            kind, _, user_id = user.partition("/") if isinstance(user, str) else ("", "", "")
+            if kind != _USER_TOKENS[token] or not user_id:
+                raise TemplateError(f"request has no {_USER_TOKENS[token]} user")
+            return quote(user_id, safe="-._~")
+        raise TemplateError("template uses a token this service cannot fill")
+
+    return _TOKEN.sub(value_of, template)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading prefetched values and fetched responses
+# --------------------------------------------------------------------------------------------
+
+_ACCEPTED_PREFETCH_BUNDLE_TYPES = (None, "searchset", "collection")
+
+
+def _is_error_outcome(resource: dict[str, Any]) -> bool:
+    issues = resource.get("issue")
+    if not isinstance(issues, list) or not issues:
+        return True  # an OperationOutcome that says nothing is no result either
+    return any(isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in issues)
+
+
+def _clean_bundle(bundle: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+    """Drop OperationOutcome and broken entries. Returns ``(bundle, ok)``; not ok when the Bundle
+    held nothing but errors (the search failed) or its ``entry`` is not a list."""
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list):
+        return None, False
+    kept, errors = [], 0
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            continue
+        if resource["resourceType"] == "OperationOutcome":
+            errors += _is_error_outcome(resource)
+            continue
+        kept.append(entry)
+    if errors and not kept:
+        return None, False
+    cleaned = {k: v for k, v in bundle.items() if k not in ("entry", "link")}
+    cleaned["entry"] = kept
+    return cleaned, True
+
+
+def _next_link(bundle: dict[str, Any]) -> str | None:
+    links = bundle.get("link")
+    if not isinstance(links, list):
+        return None
+    for link in links:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None
+
+
+def _count_primary(entries: list[dict[str, Any]], resource_type: str) -> int:
+    return sum(1 for e in entries if e["resource"].get("resourceType") == resource_type)
+
+
+@dataclass(frozen=True)
+class _Server:
+    """The trusted FHIR server of one hook call."""
+
+    base: str
+    token: str | None = field(default=None, repr=False)
+
+    def url(self, relative: str) -> str:
+        return f"{self.base}/{relative.lstrip('/')}"
+
+    def owns(self, url: str) -> bool:
+        return is_under_base(url, self.base)
+
+
+# Outcome of looking at one prefetched value.
+_USE, _NONE, _FETCH, _MORE_PAGES = "use", "none", "fetch", "more-pages"
+
+_MISSING = object()
+
+
+def _judge_prefetched(value: Any, shape: _Shape) -> tuple[str, Any]:
+    if value is _MISSING:
+        return _FETCH, "not in prefetch"
+    if value is None:
+        return _NONE, None
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        return _FETCH, "prefetch value not usable"
+    kind = value["resourceType"]
+    if kind == "OperationOutcome":
+        return _FETCH, "the EHR reported an error prefetching it"
+    if shape.is_read:
+        return (_USE, value) if kind == shape.resource_type else (_FETCH, "prefetch value not usable")
+    if kind != "Bundle" or value.get("type") not in _ACCEPTED_PREFETCH_BUNDLE_TYPES:
+        return _FETCH, "prefetch value not usable"
+    cleaned, ok = _clean_bundle(value)
+    if not ok:
+        return _FETCH, "the EHR reported an error prefetching it"
+    next_url = _next_link(value)
+    have = _count_primary(cleaned["entry"], shape.resource_type)
+    if next_url and (shape.newest is None or have < shape.newest):
+        return _MORE_PAGES, (cleaned, next_url)
+    return _USE, cleaned
+
+
+def _check_fetched(data: dict[str, Any], shape: _Shape) -> dict[str, Any]:
+    kind = data["resourceType"]
+    if kind == "OperationOutcome":
+        raise FhirFetchError("FHIR server reported an error")
+    if shape.is_read:
+        if kind != shape.resource_type:
+            raise FhirFetchError(f"FHIR server sent {kind}, not {shape.resource_type}")
+        return data
+    if kind != "Bundle" or data.get("type") != "searchset":
+        raise FhirFetchError("FHIR server did not answer with search results")
+    cleaned, ok = _clean_bundle(data)
+    if not ok:
+        raise FhirFetchError("FHIR server reported an error")
+    return cleaned
+
+
+# --------------------------------------------------------------------------------------------
+# The resolver
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Result:
+    value: Any = None
+    incomplete: str | None = None
 
 
 class PrefetchResolver:
-    """Uses what the client sent. Fetching missing keys from ``fhirServer`` is issue #4."""
+    """Obtains every declared key for a hook call. One per app: it owns a pooled HTTP session and
+    a worker pool shared by all requests (thread-safe; the WSGI server runs several threads)."""
 
-    def __init__(self, settings=None):
+    def __init__(self, settings=None, *, client: FhirClient | None = None):
+        if settings is None:
+            from cds_service.config import Settings
+
+            settings = Settings()
         self.settings = settings
+        self.client = client or FhirClient.from_settings(settings)
+        self.executor = ThreadPoolExecutor(
+            max_workers=settings.fhir_workers, thread_name_prefix="fhir-fetch"
+        )
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+    # -- entry point ---------------------------------------------------------------------------
 
     def resolve(self, request: CDSRequest, templates: dict[str, str]) -> ResolvedPrefetch:
-        sent = request.prefetch or {}
+        _refuse_patient_mismatch(request)
+        deadline = time.monotonic() + self.settings.fhir_deadline
+        sent = request.prefetch if isinstance(request.prefetch, dict) else {}
         data: dict[str, Any] = {}
         unavailable: dict[str, str] = {}
-        for key in templates:
-            if key in sent:
-                data[key] = sent[key]
+        incomplete: dict[str, str] = {}
+        fetched: set[str] = set()
+        jobs: dict[str, Callable[[], _Result]] = {}
+        server: _Server | str | None = None  # resolved on first need: a server or why there is none
+
+        def get_server() -> _Server | str:
+            nonlocal server
+            if server is None:
+                server = self._server(request)
+            return server
+
+        shapes = {key: _shape(key, template) for key, template in templates.items()}
+        for key, template in templates.items():
+            shape = shapes[key]
+            verdict, detail = _judge_prefetched(sent.get(key, _MISSING), shape)
+            if verdict == _USE:
+                data[key] = detail
+            elif verdict == _NONE:
+                data[key] = None
+            elif verdict == _MORE_PAGES:
+                first_page, next_url = detail
+                srv = get_server()
+                if isinstance(srv, str):
+                    data[key] = first_page
+                    incomplete[key] = f"later pages not read ({srv})"
+                else:
+                    jobs[key] = _bind(self._follow_pages, first_page, next_url, shape, srv, deadline)
+            else:  # fetch
+                srv = get_server()
+                if isinstance(srv, str):
+                    unavailable[key] = srv if detail == "not in prefetch" else f"{detail}; {srv}"
+                    continue
+                try:
+                    url = srv.url(fill_template(template, request.context))
+                except TemplateError as exc:
+                    unavailable[key] = exc.reason
+                    continue
+                jobs[key] = _bind(self._fetch, url, shape, srv, deadline)
+
+        for key, outcome in self._run(jobs, deadline).items():
+            if isinstance(outcome, str):
+                unavailable[key] = outcome
+                continue
+            data[key] = outcome.value
+            fetched.add(key)
+            if outcome.incomplete:
+                incomplete[key] = outcome.incomplete
+
+        for key, shape in shapes.items():
+            if shape.resource_type in _MEDICATION_ORDER_TYPES and isinstance(data.get(key), dict):
+                self._add_referenced_medications(key, data, incomplete, fetched, get_server, deadline)
+
+        resolved = ResolvedPrefetch(
+            data=data, unavailable=unavailable, incomplete=incomplete, fetched=frozenset(fetched)
+        )
+        if fetched or unavailable or incomplete:
+            log.info(
+                "prefetch resolved",
+                extra={
+                    "fetched": sorted(fetched),
+                    "unavailable": unavailable,
+                    "incomplete": incomplete,
+                    "fhir_host": _host(request.fhirServer),
+                },
+            )
+        _require(request.hook, templates, resolved)
+        return resolved
+
+    # -- server ----------------------------------------------------------------------------------
+
+    def _server(self, request: CDSRequest) -> _Server | str:
+        if not request.fhirServer:
+            return "no FHIR server given"
+        problem = server_problem(
+            request.fhirServer,
+            self.settings.fhir_allowed_servers,
+            allow_http=self.settings.fhir_allow_http,
+        )
+        if problem:
+            return problem
+        token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+        return _Server(base=request.fhirServer.strip().rstrip("/"), token=token)
+
+    # -- network work (runs on the worker pool) --------------------------------------------------
+
+    def _run(self, jobs: dict[str, Callable[[], Any]], deadline: float) -> dict[str, Any]:
+        """Run jobs in parallel; each outcome is its result or the reason (str) it failed."""
+        if not jobs:
+            return {}
+        futures: dict[str, Future] = {key: self.executor.submit(job) for key, job in jobs.items()}
+        wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
+        outcomes: dict[str, Any] = {}
+        for key, future in futures.items():
+            if not future.done():
+                future.cancel()  # not started: never will; started: its own timeouts end it
+                outcomes[key] = "timed out"
+                continue
+            try:
+                outcomes[key] = future.result()
+            except FhirFetchError as exc:
+                outcomes[key] = exc.reason
+            except Exception:  # a bug must cost one key, not the whole call
+                log.exception("FHIR fetch failed unexpectedly", extra={"key": key})
+                outcomes[key] = "FHIR data could not be read"
+        return outcomes
+
+    def _get(self, url: str, server: _Server, deadline: float) -> dict[str, Any]:
+        return self.client.get_json(url, token=server.token, deadline=deadline)
+
+    def _fetch(self, url: str, shape: _Shape, server: _Server, deadline: float) -> _Result:
+        raw = self._get(url, server, deadline)
+        first = _check_fetched(raw, shape)
+        if shape.is_read:
+            return _Result(first)
+        return self._follow_pages(first, _next_link(raw), shape, server, deadline)
+
+    def _follow_pages(
+        self,
+        first_page: dict[str, Any],
+        next_url: str | None,
+        shape: _Shape,
+        server: _Server,
+        deadline: float,
+    ) -> _Result:
+        """Append the entries of ``next`` pages to the first page, within the page cap, only on the
+        trusted server, stopping once a newest-N key has its N results."""
+        entries = list(first_page.get("entry", []))
+        merged = {k: v for k, v in first_page.items() if k not in ("entry", "link")}
+        pages, incomplete = 1, None
+        while next_url:
+            if shape.newest is not None and _count_primary(entries, shape.resource_type) >= shape.newest:
+                break
+            if pages >= self.settings.fhir_max_pages:
+                incomplete = f"more than {pages} pages; the rest not read"
+                break
+            if not server.owns(next_url):
+                incomplete = "next page is on another server; not read"
+                break
+            try:
+                raw = self._get(next_url, server, deadline)
+                page = _check_fetched(raw, shape)
+            except FhirFetchError as exc:
+                incomplete = f"later pages not read ({exc.reason})"
+                break
+            entries.extend(page.get("entry", []))
+            next_url = _next_link(raw)
+            pages += 1
+        merged["entry"] = entries
+        return _Result(merged, incomplete)
+
+    # -- referenced Medications ------------------------------------------------------------------
+
+    def _add_referenced_medications(
+        self,
+        key: str,
+        data: dict[str, Any],
+        incomplete: dict[str, str],
+        fetched: set[str],
+        get_server: Callable[[], _Server | str],
+        deadline: float,
+    ) -> None:
+        bundle = data[key]
+        if bundle.get("resourceType") != "Bundle":
+            return
+        wanted = _unresolved_medication_refs(bundle)
+        if not wanted:
+            return
+        srv = get_server()
+        if isinstance(srv, str):
+            _note(incomplete, key, f"{len(wanted)} referenced Medication(s) not read ({srv})")
+            return
+        reads: dict[str, str] = {}  # "Medication/<id>" -> URL
+        unreadable = 0
+        for ref in wanted:
+            path = _medication_path(ref, srv)
+            if path is None:
+                unreadable += 1
+            elif len(reads) < MAX_MEDICATION_READS:
+                reads[path] = srv.url(path)
             else:
-                unavailable[key] = "not in prefetch"
-        return ResolvedPrefetch(data=data, unavailable=unavailable)
+                unreadable += 1
+        medication = _Shape("Medication", is_read=True, newest=None)
+        jobs = {path: _bind(self._fetch, url, medication, srv, deadline) for path, url in reads.items()}
+        outcomes = self._run(jobs, deadline)
+        added, reasons = [], []
+        for path, outcome in outcomes.items():
+            if isinstance(outcome, str):
+                reasons.append(outcome)
+                continue
+            added.append(
+                {"fullUrl": srv.url(path), "resource": outcome.value, "search": {"mode": "include"}}
+            )
+        if added:
+            data[key] = {**bundle, "entry": list(bundle.get("entry", [])) + added}
+            fetched.add(key)
+        missed = unreadable + len(reasons)
+        if missed:
+            why = reasons[0] if reasons else "not on the trusted server"
+            _note(incomplete, key, f"{missed} referenced Medication(s) not read ({why})")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _bind(function: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    return lambda: function(*args)
+
+
+def _note(incomplete: dict[str, str], key: str, reason: str) -> None:
+    incomplete[key] = f"{incomplete[key]}; {reason}" if key in incomplete else reason
+
+
+def _host(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def _refuse_patient_mismatch(request: CDSRequest) -> None:
+    auth = request.fhirAuthorization
+    if auth is None or not auth.patient:
+        return
+    token_patient = auth.patient.removeprefix("Patient/")
+    context_patient = str(request.context.get("patientId", "")).removeprefix("Patient/")
+    if token_patient != context_patient:
+        raise ApiError(
+            400,
+            "fhirAuthorization.patient does not match context.patientId; the service will not "
+            "combine data of two patients.",
+        )
+
+
+def _reference_of(resource: dict[str, Any]) -> str | None:
+    ref = resource.get("medicationReference")  # R4 MedicationRequest, DSTU2 MedicationOrder
+    if not isinstance(ref, dict):
+        medication = resource.get("medication")  # R5: medication.reference
+        ref = medication.get("reference") if isinstance(medication, dict) else None
+    value = ref.get("reference") if isinstance(ref, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _unresolved_medication_refs(bundle: dict[str, Any]) -> list[str]:
+    """References to Medications that are neither contained nor entries of the Bundle."""
+    present: set[str] = set()
+    orders = []
+    for entry in bundle.get("entry", []):
+        resource = entry["resource"]
+        if resource.get("resourceType") == "Medication":
+            if isinstance(resource.get("id"), str):
+                present.add(f"Medication/{resource['id']}")
+            if isinstance(entry.get("fullUrl"), str):
+                present.add(entry["fullUrl"])
+        elif resource.get("resourceType") in _MEDICATION_ORDER_TYPES:
+            orders.append(resource)
+    wanted: list[str] = []
+    for order in orders:
+        ref = _reference_of(order)
+        if ref is None or ref.startswith("#"):
+            continue
+        relative = _relative_medication(ref)
+        if ref in present or (relative and relative in present) or ref in wanted:
+            continue
+        wanted.append(ref)
+    return wanted
+
+
+_RELATIVE_MEDICATION = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+def _relative_medication(ref: str) -> str | None:
+    match = _RELATIVE_MEDICATION.search(ref)
+    return match.group(1) if match else None
+
+
+def _medication_path(ref: str, server: _Server) -> str | None:
+    """``Medication/<id>`` to read for a reference, or None when it is not ours to read."""
+    relative = _relative_medication(ref)
+    if relative is None:
+        return None  # urn:uuid: or other forms only resolvable inside the Bundle
+    if "://" in ref and not server.owns(ref):
+        return None
+    return relative
+
+
+def _require(hook: str, templates: dict[str, str], resolved: ResolvedPrefetch) -> None:
+    required = REQUIRED_KEYS.get(hook, frozenset())
+    missing = [k for k in sorted(required) if k in templates and k in resolved.unavailable]
+    if not missing:
+        return
+    described = [PREFETCH_KEYS[k].description if k in PREFETCH_KEYS else k for k in missing]
+    raise PreconditionFailed(
+        f"Cannot run {hook} decision support without {_and(described)}. Not obtained from "
+        "prefetch or the FHIR server: "
+        + "; ".join(f"{k} ({resolved.unavailable[k]})" for k in missing)
+        + "."
+    )
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
