@@ -1,8 +1,9 @@
-"""From a validated hook call to cards. The clinical engine lands here (issue #3).
+"""From a validated hook call to cards: build the record, pick the orders, run the checks, render.
 
-``evaluate`` is the one entry point the HTTP layer and the ``evaluate`` command use. It must stay
+``evaluate`` is the one entry point the HTTP layer and the ``evaluate`` command use. It stays
 free of Flask: it receives plain data and returns ``protocol.Card`` objects whose ``rule_id``
-names the rule that produced each card.
+names the rule that produced each card. Card content is loaded once per process (the first
+call, or ``warm_up()`` at start-up), never per request.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cds_service.card_content import content
+from cds_service.cards_render import render_cards
+from cds_service.checks import review_chart, run_checks
 from cds_service.prefetch import ResolvedPrefetch
 from cds_service.protocol import Card
+from cds_service.record import build_record, orders_under_review
 
 
 @dataclass(frozen=True)
@@ -26,5 +31,18 @@ class HookCall:
 
 
 def evaluate(call: HookCall) -> list[Card]:
-    """No clinical checks yet: a valid request gets no cards (never a placeholder card)."""
-    return []
+    """Cards for one hook call; ``[]`` for a patient out of scope or with nothing to flag."""
+    record = build_record(call.context, call.prefetch, call.now)
+    orders = orders_under_review(call.hook, call.context, record)
+    findings = run_checks(record, orders)
+    if call.hook == "patient-view":
+        findings = review_chart(record) + findings  # the mineral summary first, then per order
+    if not findings:
+        return []
+    encounter = call.context.get("encounterId")
+    return render_cards(findings, record.patient_id, encounter if isinstance(encounter, str) else None)
+
+
+def warm_up() -> None:
+    """Load and check the card content now (fails fast at start-up if a file is wrong)."""
+    content()

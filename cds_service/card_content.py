@@ -1,0 +1,298 @@
+"""Card content from ``cards/*.toml``: loaded and checked once, then shared by every request.
+
+The TOML files hold all the words (summaries, explanations, evidence, substitutes, override
+reasons) so a clinician can review and edit them without touching the engine. ``content()``
+parses them on first use and fails loudly at start-up, not mid-request, when a file refers to
+something that does not exist (an unknown reference, substitute, override code or placeholder).
+"""
+
+from __future__ import annotations
+
+import string
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Mapping
+
+from cds_service.checks.thresholds import TEMPLATE_VALUES
+
+# Placeholders the engine fills. A template using anything else is a content error.
+ENGINE_FIELDS = frozenset(
+    {
+        "drug", "drug_class", "drug_text", "code", "reason", "missing", "status", "detail",
+        "what", "why", "analyte", "value", "unit", "date", "days", "n", "items", "display", "dosage",
+    }
+)
+ALLOWED_FIELDS = ENGINE_FIELDS | frozenset(TEMPLATE_VALUES)
+
+
+class CardContentError(ValueError):
+    """The card content files are inconsistent (raised at load time)."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    key: str
+    short: str
+    citation: str
+    url: str
+
+
+@dataclass(frozen=True)
+class SubstituteSpec:
+    key: str
+    label: str
+    rxnorm: str
+    display: str
+    dose_value: float
+    dose_unit: str
+    frequency: int
+    period: float
+    period_unit: str
+    route: str
+    dosage_text: str
+    when: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RuleContent:
+    rule_id: str
+    topic: str
+    summary: str
+    rule: str
+    why: str
+    evidence: tuple[str, ...]
+    conflicts: tuple[str, ...]
+    substitutes: tuple[tuple[str, bool], ...]  # (substitute key, recommended)
+    override_reasons: tuple[str, ...]
+    extra: Mapping[str, str] = field(default_factory=dict)  # rule-specific texts (status_*)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    key: str
+    text: str
+    references: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Note:
+    key: str
+    text: str
+    conflict: str | None = None  # a [conflicts] entry the card must show with this note
+
+
+@dataclass(frozen=True)
+class CardContent:
+    source_label: str
+    topic_system: str
+    topics: Mapping[str, str]
+    override_system: str
+    override_codes: Mapping[str, str]
+    labels: Mapping[str, Mapping[str, str]]
+    headings: Mapping[str, str]
+    text: Mapping[str, str]
+    safety: Mapping[str, Mapping[str, str]]
+    gaps: Mapping[str, str]
+    reasons: Mapping[str, str]
+    notes: Mapping[str, Note]
+    conflicts: Mapping[str, Conflict]
+    references: Mapping[str, Reference]
+    substitutes: Mapping[str, SubstituteSpec]
+    rules: Mapping[str, RuleContent]
+    targets: Mapping[str, str]
+    status: Mapping[str, str]
+
+    def rule(self, rule_id: str) -> RuleContent:
+        try:
+            return self.rules[rule_id]
+        except KeyError:
+            raise CardContentError(f"no card content for rule {rule_id!r} in cards/rules/") from None
+
+
+def fill(template: str, values: Mapping[str, Any] | None = None) -> str:
+    """Fill a card template: thresholds are always available, the rest comes from ``values``."""
+    merged = dict(TEMPLATE_VALUES)
+    if values:
+        merged.update(values)
+    return template.format_map(merged)
+
+
+def placeholders(template: str) -> set[str]:
+    names = set()
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise CardContentError(f"placeholder {{{name}}} must be a plain name: {template[:60]!r}")
+        names.add(name)
+    return names
+
+
+@lru_cache(maxsize=1)
+def content() -> CardContent:
+    """Parse and check every cards/*.toml file once per process."""
+    root = resources.files("cards")
+    common = _load(root.joinpath("common.toml"))
+    references_raw = _load(root.joinpath("references.toml"))
+    substitutes_raw = _load(root.joinpath("substitutes.toml"))
+    rules_raw: dict[str, dict] = {}
+    targets: dict[str, str] = {}
+    status: dict[str, str] = {}
+    rules_dir = root.joinpath("rules")
+    for entry in sorted(rules_dir.iterdir(), key=lambda p: p.name):
+        if not entry.name.endswith(".toml"):
+            continue
+        data = _load(entry)
+        for rule_id, body in data.get("rules", {}).items():
+            if rule_id in rules_raw:
+                raise CardContentError(f"rule {rule_id!r} is defined twice (in {entry.name})")
+            rules_raw[rule_id] = body
+        targets.update(data.get("targets", {}))
+        status.update(data.get("status", {}))
+
+    references = {
+        key: Reference(key=key, short=v["short"], citation=v["citation"], url=v["url"])
+        for key, v in references_raw.items()
+    }
+    substitutes = {key: _substitute(key, v) for key, v in substitutes_raw.items()}
+    conflicts = {
+        key: Conflict(key=key, text=v["text"], references=tuple(v.get("references", ())))
+        for key, v in common.get("conflicts", {}).items()
+    }
+    rules = {rule_id: _rule(rule_id, body) for rule_id, body in rules_raw.items()}
+    loaded = CardContent(
+        source_label=common["source"]["label"],
+        topic_system=common["source"]["topic_system"],
+        topics=dict(common["topics"]),
+        override_system=common["override_reasons"]["system"],
+        override_codes=dict(common["override_reasons"]["codes"]),
+        labels={k: dict(v) for k, v in common["labels"].items()},
+        headings=dict(common["headings"]),
+        text=dict(common["text"]),
+        safety={k: dict(v) for k, v in common["safety"].items()},
+        gaps=dict(common["gaps"]),
+        reasons=dict(common["reasons"]),
+        notes={
+            key: Note(key=key, text=v["text"], conflict=v.get("conflict"))
+            for key, v in common["notes"].items()
+        },
+        conflicts=conflicts,
+        references=references,
+        substitutes=substitutes,
+        rules=rules,
+        targets=targets,
+        status=status,
+    )
+    _check(loaded)
+    return loaded
+
+
+def _load(path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CardContentError(f"cannot read card content {path}: {exc}") from None
+
+
+def _substitute(key: str, v: dict[str, Any]) -> SubstituteSpec:
+    try:
+        return SubstituteSpec(
+            key=key,
+            label=v["label"],
+            rxnorm=str(v["rxnorm"]),
+            display=v["display"],
+            dose_value=v["dose_value"],
+            dose_unit=v["dose_unit"],
+            frequency=int(v["frequency"]),
+            period=v["period"],
+            period_unit=v["period_unit"],
+            route=v["route"],
+            dosage_text=v["dosage_text"],
+            when=tuple(v.get("when", ())),
+            references=tuple(v.get("references", ())),
+        )
+    except KeyError as exc:
+        raise CardContentError(f"substitute {key!r} lacks {exc}") from None
+
+
+def _rule(rule_id: str, v: dict[str, Any]) -> RuleContent:
+    known = {"topic", "summary", "rule", "why", "evidence", "conflicts", "substitutes",
+             "override_reasons"}
+    try:
+        return RuleContent(
+            rule_id=rule_id,
+            topic=v["topic"],
+            summary=v["summary"],
+            rule=v["rule"],
+            why=v["why"],
+            evidence=tuple(v.get("evidence", ())),
+            conflicts=tuple(v.get("conflicts", ())),
+            substitutes=tuple((s["key"], bool(s.get("recommended", False))) for s in v.get("substitutes", ())),
+            override_reasons=tuple(v.get("override_reasons", ())),
+            extra={k: val for k, val in v.items() if k not in known},
+        )
+    except KeyError as exc:
+        raise CardContentError(f"rule {rule_id!r} lacks {exc}") from None
+
+
+def _templates(c: CardContent):
+    """Every text the engine fills, with where it lives (for error messages)."""
+    for key, note in c.notes.items():
+        yield f"notes.{key}", note.text
+    for group in ("headings", "text", "gaps", "reasons", "targets", "status"):
+        for key, text in getattr(c, group).items():
+            yield f"{group}.{key}", text
+    for key, texts in c.safety.items():
+        for outcome, text in texts.items():
+            yield f"safety.{key}.{outcome}", text
+    for key, conflict in c.conflicts.items():
+        yield f"conflicts.{key}", conflict.text
+    for key, sub in c.substitutes.items():
+        yield f"substitutes.{key}.label", sub.label
+        yield f"substitutes.{key}.dosage_text", sub.dosage_text
+    for rule_id, rule in c.rules.items():
+        for name in ("summary", "rule", "why"):
+            yield f"rules.{rule_id}.{name}", getattr(rule, name)
+        for name, text in rule.extra.items():
+            yield f"rules.{rule_id}.{name}", text
+
+
+def _check(c: CardContent) -> None:
+    problems: list[str] = []
+    for where, text in _templates(c):
+        if not isinstance(text, str) or not text.strip():
+            problems.append(f"{where} is empty")
+            continue
+        try:
+            unknown = placeholders(text) - ALLOWED_FIELDS
+        except CardContentError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        if unknown:
+            problems.append(f"{where} uses unknown placeholder(s) {sorted(unknown)}")
+    for code, display in c.override_codes.items():
+        if not display.strip():
+            problems.append(f"override reason {code!r} has no display")
+    for key, conflict in c.conflicts.items():
+        problems += [f"conflicts.{key} cites unknown reference {r!r}" for r in conflict.references if r not in c.references]
+    for key, note in c.notes.items():
+        if note.conflict is not None and note.conflict not in c.conflicts:
+            problems.append(f"notes.{key} names unknown conflict {note.conflict!r}")
+    for key, sub in c.substitutes.items():
+        problems += [f"substitutes.{key} cites unknown reference {r!r}" for r in sub.references if r not in c.references]
+    for rule_id, rule in c.rules.items():
+        if rule.topic not in c.topics:
+            problems.append(f"{rule_id}: unknown topic {rule.topic!r}")
+        problems += [f"{rule_id}: unknown reference {r!r}" for r in rule.evidence if r not in c.references]
+        problems += [f"{rule_id}: unknown conflict {k!r}" for k in rule.conflicts if k not in c.conflicts]
+        problems += [f"{rule_id}: unknown substitute {k!r}" for k, _ in rule.substitutes if k not in c.substitutes]
+        problems += [
+            f"{rule_id}: unknown override reason {k!r}" for k in rule.override_reasons if k not in c.override_codes
+        ]
+        if sum(1 for _, rec in rule.substitutes if rec) > 1:
+            problems.append(f"{rule_id}: at most one substitute may be recommended")
+    if problems:
+        raise CardContentError("card content problems:\n  " + "\n  ".join(problems))

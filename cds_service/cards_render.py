@@ -1,0 +1,400 @@
+"""Findings -> CDS Hooks cards, with every word taken from ``cards/*.toml``.
+
+One card per finding: summary (< 140 characters, naming the drug and the reason), a markdown
+detail that lists the data used (value, unit, date, measured or corrected, stale or not), the
+rule that fired, what was checked before suggesting a substitute, what could not be checked,
+the evidence with links and the conflicts between sources; suggestions an EHR can apply in one
+click; coded override reasons.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from cds_service import terminology as term
+from cds_service.card_content import CardContent, RuleContent, SubstituteSpec, content, fill
+from cds_service.checks.findings import Finding, Gap, LabValue
+from cds_service.checks.labs import DISPLAY_DECIMALS
+from cds_service.protocol import Action, Card, Coding, Link, OverrideReason, Source, Suggestion
+from cds_service.record import STALE_AFTER, ConditionFact, MedicationOrder
+
+SUMMARY_MAX = 139  # CDS Hooks: "<140-character summary"
+_SYSTEM_NAMES = {
+    term.RXNORM: "RxNorm",
+    term.ATC: "ATC",
+    term.SNOMED: "SNOMED CT",
+    term.ICD10CM: "ICD-10-CM",
+    term.LOINC: "LOINC",
+}
+
+
+def render_cards(findings: list[Finding], patient_id: str, encounter_id: str | None = None) -> list[Card]:
+    c = content()
+    return [_card(c, f, patient_id, encounter_id) for f in findings]
+
+
+def render_card(finding: Finding, patient_id: str, encounter_id: str | None = None) -> Card:
+    return _card(content(), finding, patient_id, encounter_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Card
+# --------------------------------------------------------------------------------------------
+
+
+def _card(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None) -> Card:
+    rule = c.rule(f.rule_id)
+    suggestions = _suggestions(c, f, patient_id, encounter_id)
+    return Card(
+        summary=_summary(c, rule, f),
+        detail=_detail(c, rule, f, offered=bool(suggestions)),
+        indicator=f.indicator,
+        source=Source(
+            label=c.source_label,
+            topic=Coding(system=c.topic_system, code=rule.topic, display=c.topics[rule.topic]),
+        ),
+        suggestions=suggestions or None,
+        selectionBehavior="at-most-one" if suggestions else None,
+        overrideReasons=[
+            OverrideReason(system=c.override_system, code=code, display=c.override_codes[code])
+            for code in rule.override_reasons
+        ]
+        or None,
+        links=[
+            Link(label=c.references[key].short, url=c.references[key].url, type="absolute")
+            for key in rule.evidence
+        ]
+        or None,
+        rule_id=f.rule_id,
+    )
+
+
+def _values(c: CardContent, f: Finding) -> dict[str, str]:
+    order = f.order
+    classes = order.drug_classes if order else frozenset()
+    drug_class = next((c.labels["drug_class"][k] for k in ("calcium_binder", "vka", "active_vitamin_d") if k in classes), "medication")
+    return {"drug": order.drug_name if order else "", "drug_class": drug_class}
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------------
+
+
+def _summary(c: CardContent, rule: RuleContent, f: Finding) -> str:
+    values = _values(c, f)
+    values["reason"] = " and ".join(fill(c.reasons[r]) for r in f.reasons if r in c.reasons)
+    values["missing"] = ", ".join(
+        c.labels["prefetch"].get(g.params.get("key"), str(g.params.get("key")))
+        for g in f.gaps if g.key == "prefetch_unavailable"
+    ) or "patient data"
+    values["status"] = _mineral_status_phrase(c, rule, f) if f.rule_id.startswith("M1") else ""
+    text = fill(rule.summary, values)
+    if len(text) > SUMMARY_MAX and values["drug"]:
+        # Shorten the drug name first: the reason is the part a clinician must read.
+        budget = SUMMARY_MAX - (len(text) - len(values["drug"])) - 1
+        if budget >= 12:
+            values["drug"] = values["drug"][:budget].rstrip() + "\u2026"
+            text = fill(rule.summary, values)
+    if len(text) > SUMMARY_MAX:
+        text = text[: SUMMARY_MAX - 1].rstrip() + "\u2026"
+    return text
+
+
+def _mineral_status_phrase(c: CardContent, rule: RuleContent, f: Finding) -> str:
+    parts = []
+    if f.reasons:
+        parts.append(fill(rule.extra["status_out_of_range"], {"n": str(len(f.reasons))}))
+    overdue = [
+        c.labels["analyte"].get(g.params["analyte"], g.params["analyte"])
+        for g in f.gaps if g.key in ("lab_stale", "lab_missing", "lab_unusable")
+    ]
+    if overdue:
+        parts.append(fill(rule.extra["status_overdue"], {"items": ", ".join(overdue)}))
+    if "sts_not_prescribed" in f.notes:
+        parts.append(fill(rule.extra["status_no_sts"]))
+    return "; ".join(parts) or fill(rule.extra["status_all_clear"])
+
+
+# --------------------------------------------------------------------------------------------
+# Detail (GitHub-flavoured markdown)
+# --------------------------------------------------------------------------------------------
+
+
+def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> str:
+    h = c.headings
+    values = _values(c, f)
+    out: list[str] = [f"**{h['why']}.** {fill(rule.why, values)}"]
+    if f.order is not None:
+        out.append(f"**{h['text_match']}.** {_recognition(c, f.order)}")
+
+    if f.rule_id.startswith("M1"):
+        out.append(f"**{h['results']}**\n\n{_results_table(c, f)}")
+        data = [_condition_line(c, cond) for cond in f.conditions]
+    else:
+        data = []
+        if f.order is not None:
+            status = f", status {f.order.status}" if f.order.status else ""
+            data.append(f"- Order: {f.order.drug_name} ({f.order.resource_id}{status})")
+        data += [_condition_line(c, cond) for cond in f.conditions]
+        data += [_lab_line(c, lab) for lab in f.labs]
+    if data:
+        out.append(f"**{h['data']}**\n\n" + "\n".join(data))
+
+    out.append(f"**{h['rule']}.** `{f.rule_id}`: {fill(rule.rule, values)}")
+
+    checked = [_safety_line(c, s) for s in f.safety_checks]
+    notes = [fill(c.notes[n].text) for n in f.notes]
+    if f.stop_only and f.review is not None:
+        notes.append(fill(c.text["stop_only"]))
+    if f.review is not None and not _has_id(f.order) and (f.substitutions or f.stop_only):
+        notes.append(fill(c.text["no_order_id"]))
+    if checked:
+        out.append(f"**{h['checked']}**\n\n" + "\n".join(checked))
+    if notes:
+        out.append("\n".join(f"- {n}" for n in notes))
+
+    gaps = [_gap_line(c, g) for g in f.gaps]
+    if gaps:
+        out.append(f"**{h['not_checked']}**\n\n" + "\n".join(f"- {g}" for g in gaps))
+
+    conflicts = list(rule.conflicts) + [c.notes[n].conflict for n in f.notes if c.notes[n].conflict]
+    conflicts = list(dict.fromkeys(conflicts))  # keep order, drop repeats
+    if conflicts:
+        out.append(f"**{h['conflicts']}**\n\n" + "\n".join(f"- {fill(c.conflicts[k].text)}" for k in conflicts))
+
+    refs = list(rule.evidence)
+    for key in conflicts:
+        refs += c.conflicts[key].references
+    for sub in f.substitutions:
+        refs += c.substitutes[sub.key].references
+    refs = list(dict.fromkeys(refs))
+    out.append(f"**{h['evidence']}**\n\n" + "\n".join(
+        f"- {c.references[r].citation} [{_link_text(c.references[r].url)}]({c.references[r].url})" for r in refs
+    ))
+    return "\n\n".join(out)
+
+
+def _link_text(url: str) -> str:
+    return "PubMed" if "pubmed" in url else "link"
+
+
+def _recognition(c: CardContent, order: MedicationOrder) -> str:
+    if order.matched_by == "text":
+        return fill(c.text["text_match"], {"drug_text": order.drug_name})
+    return fill(c.text["code_match"], {"code": _code_label(order.matched_code)})
+
+
+def _code_label(system_code: str | None) -> str:
+    if not system_code or "|" not in system_code:
+        return "(unknown code)"
+    system, code = system_code.split("|", 1)
+    return f"{_SYSTEM_NAMES.get(system, system)} {code}"
+
+
+def _date(value) -> str:
+    return value.date().isoformat() if value is not None else "date unknown"
+
+
+def _number(analyte: str, value: float) -> str:
+    return f"{value:.{DISPLAY_DECIMALS.get(analyte, 2)}f}"
+
+
+def _lab_text(c: CardContent, lab: LabValue) -> str:
+    """"10.6 mg/dL on 2026-11-15 (albumin-corrected from ...; reported as 2.65 mmol/L)"."""
+    text = f"{_number(lab.analyte, lab.value)} {lab.unit} on {_date(lab.effective)}"
+    extras = []
+    method = c.labels["method"].get(lab.method, lab.method)
+    if lab.inputs:
+        parts = ", ".join(
+            f"{c.labels['analyte'].get(i.analyte, i.analyte).lower()} {_number(i.analyte, i.value)} {i.unit}"
+            + (f" [{i.original}]" if i.original else "")
+            for i in lab.inputs
+        )
+        extras.append(f"{method} from {parts}")
+    elif lab.analyte in ("calcium", "corrected_calcium", "ionized_calcium") or lab.method != "measured":
+        extras.append(method)
+    if lab.original:
+        extras.append(f"reported as {lab.original}")
+    if lab.sources:
+        extras.append(", ".join(lab.sources))
+    if extras:
+        text += " (" + "; ".join(extras) + ")"
+    if lab.stale:
+        text += f" **{fill(c.text['stale_mark'])}**"
+    return text
+
+
+def _lab_line(c: CardContent, lab: LabValue) -> str:
+    return f"- {c.labels['analyte'].get(lab.analyte, lab.analyte)}: {_lab_text(c, lab)}"
+
+
+def _condition_line(c: CardContent, cond: ConditionFact) -> str:
+    label = c.labels["condition"].get(cond.kind, cond.kind)
+    how = (
+        f"{_SYSTEM_NAMES.get(cond.system or '', cond.system or 'code')} {cond.code}"
+        if cond.matched_by == "code" and cond.code
+        else "recognised from the text"
+    )
+    status = ", ".join(
+        s for s in (
+            f"clinical status {cond.clinical_status}" if cond.clinical_status else "",
+            f"verification {cond.verification_status}" if cond.verification_status else "",
+            f"recorded {_date(cond.recorded)}" if cond.recorded else "",
+        ) if s
+    )
+    return f"- {label}: {cond.display} ({how}; {cond.resource_id}" + (f"; {status}" if status else "") + ")"
+
+
+def _safety_line(c: CardContent, check) -> str:
+    texts = c.safety[check.key]
+    mark = "\u2714" if check.passed else "\u2718"
+    return f"- {mark} " + fill(texts["passed" if check.passed else "failed"], {"detail": check.detail or "none"})
+
+
+def _gap_line(c: CardContent, gap: Gap) -> str:
+    p = dict(gap.params)
+    values: dict[str, str] = {}
+    if "key" in p:
+        values["what"] = c.labels["prefetch"].get(p["key"], p["key"])
+    if "why" in p:
+        values["why"] = str(p["why"])
+    if "analyte" in p:
+        values["analyte"] = c.labels["analyte"].get(p["analyte"], p["analyte"])
+    lab = p.get("lab")
+    if isinstance(lab, LabValue):
+        values.update(
+            value=_number(lab.analyte, lab.value),
+            unit=lab.unit,
+            date=_date(lab.effective),
+            days=str(_stale_days(lab)),
+        )
+    return fill(c.gaps[gap.key], values)
+
+
+def _stale_days(lab: LabValue) -> int:
+    # Corrected calcium ages like the calcium it came from.
+    limit = STALE_AFTER.get(lab.analyte) or STALE_AFTER.get("calcium")
+    return limit.days
+
+
+def _results_table(c: CardContent, f: Finding) -> str:
+    rows = ["| Test | Latest | Target | Status |", "| --- | --- | --- | --- |"]
+    flagged = {r.rsplit("_", 1)[0]: r.rsplit("_", 1)[1] for r in f.reasons}
+    for lab in f.labs:
+        target = fill(c.targets[lab.analyte]) if lab.analyte in c.targets else ""
+        if lab.stale:
+            status = c.status["stale"]
+        elif lab.analyte in flagged:
+            status = c.status[flagged[lab.analyte]]
+        else:
+            status = c.status["in_range"] if target else ""
+        label = c.labels["analyte"].get(lab.analyte, lab.analyte)
+        rows.append(f"| {label} | {_lab_text(c, lab)} | {target} | {status} |")
+    return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Suggestions
+# --------------------------------------------------------------------------------------------
+
+
+def _has_id(order: MedicationOrder | None) -> bool:
+    return order is not None and "/" in order.resource_id and bool(order.resource_id.split("/", 1)[1])
+
+
+def _suggestions(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None) -> list[Suggestion]:
+    order, review = f.order, f.review
+    if order is None or review is None or not _has_id(order):
+        return []
+    drug = {"drug": order.drug_name}
+    remove = _remove_action(c, order, review.is_draft)
+    if remove is None:
+        return []
+    out: list[Suggestion] = []
+    for sub in f.substitutions:
+        spec = c.substitutes[sub.key]
+        create = Action(
+            type="create",
+            description=fill(c.text["action_create"], {"display": spec.display, "dosage": fill(spec.dosage_text)}),
+            resource=substitute_resource(spec, order, patient_id, encounter_id),
+        )
+        # The substitute first: a client that applies only one action (the sandbox) creates it.
+        out.append(Suggestion(label=fill(spec.label), isRecommended=sub.recommended or None, actions=[create, remove]))
+    if not out and f.stop_only:
+        label = c.text["suggest_remove_draft" if review.is_draft else "suggest_stop_active"]
+        out.append(Suggestion(label=fill(label, drug), actions=[remove]))
+    return out
+
+
+def _remove_action(c: CardContent, order: MedicationOrder, is_draft: bool) -> Action | None:
+    drug = {"drug": order.drug_name}
+    if is_draft:
+        return Action(type="delete", description=fill(c.text["action_delete"], drug), resourceId=order.resource_id)
+    if not order.raw:
+        return None
+    return Action(type="update", description=fill(c.text["action_stop"], drug), resource=stopped_resource(c, order))
+
+
+def fhir_version(order: MedicationOrder) -> str:
+    """The FHIR version of the order under review, so the substitute matches it."""
+    if order.resource_type == "MedicationOrder":
+        return "DSTU2"
+    medication = order.raw.get("medication")
+    if isinstance(medication, dict) and ("concept" in medication or "reference" in medication):
+        return "R5"
+    return "R4"
+
+
+def substitute_resource(spec: SubstituteSpec, order: MedicationOrder, patient_id: str,
+                        encounter_id: str | None = None) -> dict[str, Any]:
+    """The new order: R4 MedicationRequest by default; R5 or DSTU2 MedicationOrder to match."""
+    version = fhir_version(order)
+    concept = {
+        "coding": [{"system": term.RXNORM, "code": spec.rxnorm, "display": spec.display}],
+        "text": spec.display,
+    }
+    repeat: dict[str, Any] = {"frequency": spec.frequency, "period": spec.period}
+    dose = {"value": spec.dose_value, "unit": spec.dose_unit, "system": term.UCUM, "code": spec.dose_unit}
+    dosage: dict[str, Any] = {"text": fill(spec.dosage_text)}
+    patient = {"reference": f"Patient/{patient_id}"}
+    if version == "DSTU2":
+        repeat["periodUnits"] = spec.period_unit
+        if spec.when:
+            repeat["when"] = spec.when[0]  # DSTU2 Timing.repeat.when is a single code
+        dosage.update(timing={"repeat": repeat}, route={"text": spec.route}, doseQuantity=dose)
+        resource: dict[str, Any] = {
+            "resourceType": "MedicationOrder",
+            "status": "draft",
+            "patient": patient,
+            "medicationCodeableConcept": concept,
+            "dosageInstruction": [dosage],
+        }
+    else:
+        repeat["periodUnit"] = spec.period_unit
+        if spec.when:
+            repeat["when"] = list(spec.when)
+        dosage.update(timing={"repeat": repeat}, route={"text": spec.route}, doseAndRate=[{"doseQuantity": dose}])
+        resource = {"resourceType": "MedicationRequest", "status": "draft", "intent": "order", "subject": patient}
+        if version == "R5":
+            resource["medication"] = {"concept": concept}
+        else:
+            resource["medicationCodeableConcept"] = concept
+        resource["dosageInstruction"] = [dosage]
+    if encounter_id:
+        resource["encounter"] = {"reference": f"Encounter/{encounter_id}"}
+    return resource
+
+
+def stopped_resource(c: CardContent, order: MedicationOrder) -> dict[str, Any]:
+    """The whole existing order with status stopped (CDS Hooks: an update carries the entire
+    resource), plus why, in the member each FHIR version has for it."""
+    resource = copy.deepcopy(order.raw)
+    resource["status"] = "stopped"
+    reason = {"text": fill(c.text["stop_reason"])}
+    if fhir_version(order) == "DSTU2":
+        resource["reasonEnded"] = reason
+    else:
+        resource["statusReason"] = reason
+    return resource

@@ -1,0 +1,88 @@
+"""C3: active vitamin D sterols (clinical-rules.md; seeds 000, 001, 003, 004).
+
+* calciphylaxis: critical. Seed 000 says stop until the lesions heal; 003 says avoid; 004 says
+  use cautiously. We chose critical because stopping is the most specific recommendation and
+  the drug raises calcium absorption; the card states the disagreement.
+* dialysis without calciphylaxis: warning when a recent corrected calcium is above 10.2 mg/dL
+  (seed 000: contraindicated); an out-of-date value gives an info card asking for a recheck.
+* Substitute: cinacalcet 30 mg daily only with a recent PTH of 100-500 pg/mL and a recent
+  corrected calcium not below 8.4 mg/dL; PTH above 500 adds the parathyroidectomy note (with the
+  conflicting thresholds). When no substitute is safe the card offers to stop the order alone.
+* Nutritional vitamin D (cholecalciferol, ergocalciferol) is a different class: never fires.
+"""
+
+from __future__ import annotations
+
+from cds_service.checks import thresholds as T
+from cds_service.checks.findings import Finding
+from cds_service.checks.labs import LabFacts, lab_facts
+from cds_service.checks.scope import calciphylaxis_conditions, dialysis_evidence, lab_gaps, unavailable_gaps
+from cds_service.checks.substitution import cinacalcet_plan
+from cds_service.record import OrderUnderReview, PatientRecord
+
+DRUG_CLASS = "active_vitamin_d"
+RULE_CALCIPHYLAXIS = "C3-active-vitamin-d-calciphylaxis"
+RULE_DIALYSIS = "C3-active-vitamin-d-dialysis"
+RULE_DIALYSIS_STALE = "C3-active-vitamin-d-dialysis-stale-data"
+LAB_KEYS = ("calcium", "albumin", "pth")
+
+
+def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs: LabFacts | None = None) -> list[Finding]:
+    if DRUG_CLASS not in review.order.drug_classes:
+        return []
+    labs = labs or lab_facts(record)
+    cc, pth = labs.corrected_calcium, labs.latest_pth
+    used = tuple(v for v in (cc, pth) if v is not None)
+
+    if record.has_calciphylaxis:
+        plan = cinacalcet_plan(record, labs)
+        return [
+            Finding(
+                rule_id=RULE_CALCIPHYLAXIS,
+                indicator="critical",
+                review=review,
+                conditions=calciphylaxis_conditions(record),
+                labs=used,
+                reasons=("calciphylaxis",),
+                substitutions=plan.substitutions,
+                stop_only=not plan.substitutions,
+                safety_checks=plan.safety_checks,
+                notes=plan.notes,
+                gaps=lab_gaps(record, {"corrected_calcium": cc, "pth": pth})
+                + unavailable_gaps(record, LAB_KEYS)
+                + plan.gaps,
+            )
+        ]
+    if not record.on_dialysis or cc is None or cc.value <= T.CORRECTED_CALCIUM_HIGH:
+        return []
+
+    conditions, scope_labs = dialysis_evidence(record, labs)
+    gaps = lab_gaps(record, {"corrected_calcium": cc, "pth": pth}) + unavailable_gaps(record, LAB_KEYS)
+    if cc.stale:
+        return [
+            Finding(
+                rule_id=RULE_DIALYSIS_STALE,
+                indicator="info",
+                review=review,
+                conditions=conditions,
+                labs=(cc,) + scope_labs,
+                reasons=("stale_corrected_calcium_high",),
+                gaps=gaps,
+            )
+        ]
+    plan = cinacalcet_plan(record, labs)
+    return [
+        Finding(
+            rule_id=RULE_DIALYSIS,
+            indicator="warning",
+            review=review,
+            conditions=conditions,
+            labs=used + scope_labs,
+            reasons=("corrected_calcium_high",),
+            substitutions=plan.substitutions,
+            stop_only=not plan.substitutions,
+            safety_checks=plan.safety_checks,
+            notes=plan.notes,
+            gaps=gaps + plan.gaps,
+        )
+    ]

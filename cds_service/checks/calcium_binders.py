@@ -1,0 +1,106 @@
+"""C1: calcium-based phosphate binders (clinical-rules.md; seeds 000, 001, 002).
+
+* calciphylaxis: critical, stop; substitute sevelamer (recommended) or lanthanum;
+* dialysis without calciphylaxis: warning only when corrected calcium > 10.2 mg/dL or PTH < 150
+  pg/mL on 2 consecutive results (K/DOQI); severe calcification has no code this service
+  recognises, so the card lists it as not checked. Results older than the monitoring interval
+  never fire the warning: they give an info card asking for a recheck instead;
+* anyone else: silent.
+"""
+
+from __future__ import annotations
+
+from cds_service.checks import thresholds as T
+from cds_service.checks.findings import Finding, Gap
+from cds_service.checks.labs import LabFacts, lab_facts
+from cds_service.checks.scope import calciphylaxis_conditions, dialysis_evidence, lab_gaps, unavailable_gaps
+from cds_service.checks.substitution import phosphate_binder_plan
+from cds_service.record import OrderUnderReview, PatientRecord
+
+DRUG_CLASS = "calcium_binder"
+RULE_CALCIPHYLAXIS = "C1-calcium-binder-calciphylaxis"
+RULE_DIALYSIS = "C1-calcium-binder-dialysis"
+RULE_DIALYSIS_STALE = "C1-calcium-binder-dialysis-stale-data"
+LAB_KEYS = ("calcium", "albumin", "pth")
+
+
+def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: LabFacts | None = None) -> list[Finding]:
+    if DRUG_CLASS not in review.order.drug_classes:
+        return []
+    labs = labs or lab_facts(record)
+    shown_labs = tuple(v for v in (labs.corrected_calcium, labs.phosphate, labs.latest_pth) if v is not None)
+    plan = phosphate_binder_plan(record)
+
+    if record.has_calciphylaxis:
+        return [
+            Finding(
+                rule_id=RULE_CALCIPHYLAXIS,
+                indicator="critical",
+                review=review,
+                conditions=calciphylaxis_conditions(record),
+                labs=shown_labs,
+                reasons=("calciphylaxis",),
+                substitutions=plan.substitutions,
+                stop_only=not plan.substitutions,
+                safety_checks=plan.safety_checks,
+                notes=plan.notes,
+                gaps=plan.gaps,
+            )
+        ]
+    if not record.on_dialysis:
+        return []
+
+    conditions, scope_labs = dialysis_evidence(record, labs)
+    fired: list[str] = []
+    stale: list[str] = []
+    gaps: list[Gap] = [Gap("calcification_not_coded")]
+
+    cc = labs.corrected_calcium
+    if cc is not None and cc.value > T.CORRECTED_CALCIUM_HIGH:
+        (stale if cc.stale else fired).append("corrected_calcium_high")
+
+    recent_pth = labs.pth[: T.PTH_OVERSUPPRESSED_CONSECUTIVE]
+    pth_labs = recent_pth
+    low = [p.value < T.PTH_OVERSUPPRESSED for p in recent_pth]
+    if len(recent_pth) == T.PTH_OVERSUPPRESSED_CONSECUTIVE and all(low):
+        # "2 consecutive": the latest must be recent; the one before is older by design.
+        (stale if recent_pth[0].stale else fired).append("pth_low_consecutive")
+    elif recent_pth and low[0] and not recent_pth[0].stale:
+        gaps.append(Gap("pth_low_once"))
+        pth_labs = recent_pth[:1]
+    else:
+        pth_labs = recent_pth[:1]
+
+    gaps += lab_gaps(record, {"corrected_calcium": cc, "pth": labs.latest_pth})
+    gaps += unavailable_gaps(record, LAB_KEYS)
+    used = tuple(v for v in (cc, *pth_labs, labs.phosphate) if v is not None) + scope_labs
+
+    if fired:
+        return [
+            Finding(
+                rule_id=RULE_DIALYSIS,
+                indicator="warning",
+                review=review,
+                conditions=conditions,
+                labs=used,
+                reasons=tuple(fired),
+                substitutions=plan.substitutions,
+                stop_only=not plan.substitutions,
+                safety_checks=plan.safety_checks,
+                notes=plan.notes,
+                gaps=tuple(gaps) + plan.gaps,
+            )
+        ]
+    if stale:
+        return [
+            Finding(
+                rule_id=RULE_DIALYSIS_STALE,
+                indicator="info",
+                review=review,
+                conditions=conditions,
+                labs=used,
+                reasons=tuple(f"stale_{r}" for r in stale),
+                gaps=tuple(gaps),
+            )
+        ]
+    return []

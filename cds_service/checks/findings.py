@@ -1,0 +1,80 @@
+"""What a check returns: a Finding that carries its own evidence, so the card explains itself.
+
+A Finding holds structured facts only (rule id, the order, the conditions and lab values used,
+what was checked before offering a substitute, what could not be checked). All wording lives in
+``cards/`` and is applied by ``cds_service.cards_render``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from cds_service.record import ConditionFact, MedicationOrder, OrderUnderReview
+
+Indicator = Literal["info", "warning", "critical"]
+LabMethod = Literal["measured", "corrected", "reported-corrected", "computed"]
+
+
+@dataclass(frozen=True)
+class LabValue:
+    """One laboratory value as a card must show it: value, unit, date, how obtained, stale or not."""
+
+    analyte: str  # "calcium", "corrected_calcium", "phosphate", "pth", "ca_x_p", "albumin", ...
+    value: float
+    unit: str
+    effective: datetime | None
+    method: LabMethod
+    stale: bool
+    sources: tuple[str, ...] = ()  # "Observation/<id>" it was read or computed from
+    original: str | None = None  # the value as reported, when it was converted ("2.6 mmol/L")
+    inputs: tuple["LabValue", ...] = ()  # what a corrected or computed value was derived from
+
+
+@dataclass(frozen=True)
+class SafetyCheck:
+    """One thing verified before a substitute was offered (or the reason it was withheld)."""
+
+    key: str  # e.g. "no_prosthetic_valve", "pth_in_cinacalcet_range"; worded in cards/common.toml
+    passed: bool
+    detail: str = ""  # the data behind the result, e.g. "PTH 320 pg/mL on 2026-11-02"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Something the check could not verify, and why (cards list these under 'not checked')."""
+
+    key: str  # e.g. "prefetch_unavailable", "lab_missing", "lab_stale", "calcification_not_coded"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """A substitute order to offer: ``key`` names an entry of cards/substitutes.toml."""
+
+    key: str
+    recommended: bool = False
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule_id: str  # stable, e.g. "C1-calcium-binder-calciphylaxis" (feedback is counted per rule)
+    indicator: Indicator
+    review: OrderUnderReview | None  # None for chart-level findings (mineral status)
+    conditions: tuple[ConditionFact, ...] = ()  # the conditions that put the patient in scope
+    labs: tuple[LabValue, ...] = ()  # lab values the rule used or the card should show
+    reasons: tuple[str, ...] = ()  # what fired, e.g. ("corrected_calcium_high",)
+    notes: tuple[str, ...] = ()  # extra statements to make, e.g. ("parathyroidectomy_conflict",)
+    substitutions: tuple[Substitution, ...] = ()
+    stop_only: bool = False  # no safe substitute, but removing/stopping the order is advised
+    safety_checks: tuple[SafetyCheck, ...] = ()
+    gaps: tuple[Gap, ...] = ()
+
+    @property
+    def order(self) -> MedicationOrder | None:
+        return self.review.order if self.review else None
+
+    @property
+    def matched_by_text(self) -> bool:
+        return self.order is not None and self.order.matched_by == "text"

@@ -1,0 +1,66 @@
+"""Who is in scope, and what a check could not verify (missing, stale or unreadable data)."""
+
+from __future__ import annotations
+
+from cds_service.checks.findings import Gap, LabValue
+from cds_service.checks.labs import LabFacts
+from cds_service.record import ConditionFact, PatientRecord
+
+KIDNEY_FAILURE_EGFR = 15.0  # same cut-off as PatientRecord.on_dialysis (clinical-rules.md)
+
+# The prefetch key each analyte is read from (prefetch.PREFETCH_TEMPLATES).
+PREFETCH_KEY = {
+    "calcium": "calcium",
+    "corrected_calcium": "calcium",
+    "ionized_calcium": "calcium",
+    "albumin": "albumin",
+    "phosphate": "phosphate",
+    "pth": "pth",
+    "egfr": "egfr",
+}
+
+
+def calciphylaxis_conditions(record: PatientRecord) -> tuple[ConditionFact, ...]:
+    return record.conditions_of("calciphylaxis")
+
+
+def dialysis_conditions(record: PatientRecord) -> tuple[ConditionFact, ...]:
+    return record.conditions_of("kidney_failure") + record.conditions_of("dialysis")
+
+
+def dialysis_evidence(record: PatientRecord, labs: LabFacts) -> tuple[tuple[ConditionFact, ...], tuple[LabValue, ...]]:
+    """The conditions (or, failing those, the eGFR) that show kidney failure / dialysis."""
+    conditions = dialysis_conditions(record)
+    if conditions:
+        return conditions, ()
+    if labs.egfr is not None and labs.egfr.value < KIDNEY_FAILURE_EGFR:
+        return (), (labs.egfr,)
+    return (), ()
+
+
+def unavailable_gaps(record: PatientRecord, keys: tuple[str, ...]) -> tuple[Gap, ...]:
+    """Prefetch keys among ``keys`` whose data could not be obtained."""
+    return tuple(
+        Gap("prefetch_unavailable", {"key": key, "why": record.unavailable[key]})
+        for key in keys
+        if key in record.unavailable
+    )
+
+
+def lab_gaps(record: PatientRecord, wanted: dict[str, LabValue | None]) -> tuple[Gap, ...]:
+    """For each analyte a check needed: missing, stale, or present only as unusable results.
+
+    Analytes whose prefetch key was unavailable are left to ``unavailable_gaps``."""
+    gaps: list[Gap] = []
+    for analyte, lab in wanted.items():
+        if PREFETCH_KEY.get(analyte) in record.unavailable:
+            continue  # reported once as an unavailable prefetch key
+        unusable = [u for u in record.unusable_labs if u.analyte == analyte]
+        if lab is None:
+            if unusable:
+                gaps.append(Gap("lab_unusable", {"analyte": analyte, "why": unusable[0].reason}))
+            else:
+                gaps.append(Gap("lab_missing", {"analyte": analyte}))
+        elif lab.stale:
+            gaps.append(Gap("lab_stale", {"analyte": analyte, "lab": lab}))
+    return tuple(gaps)

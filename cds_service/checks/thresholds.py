@@ -1,0 +1,66 @@
+"""Every clinical number the checks use, in one place, each with the seed it comes from.
+
+Seeds are the documents in ../shared/seeds (000-004); clinical-rules.md maps each fact to them.
+All calcium values are mg/dL, phosphate mg/dL, PTH pg/mL (the record's canonical units).
+Comparisons follow the wording of the sources: "above 10.2" is strictly greater, "below 150"
+strictly less, and a "100-500" range includes both ends.
+"""
+
+from __future__ import annotations
+
+# --- calcium -------------------------------------------------------------------------------
+# K/DOQI via 000: above this corrected calcium, calcium-raising therapy (calcium-based binders,
+# active vitamin D) must be reduced or stopped.
+CORRECTED_CALCIUM_HIGH = 10.2
+# 000: in calciphylaxis keep calcium at the low end of normal.
+CORRECTED_CALCIUM_TARGET = (8.4, 9.5)
+# 001: cinacalcet lowers calcium; do not start it below this corrected calcium.
+CINACALCET_MIN_CORRECTED_CALCIUM = 8.4
+
+# --- PTH (intact, pg/mL) -------------------------------------------------------------------
+# K/DOQI via 000: no calcium-based binders when PTH is below this on 2 consecutive measurements
+# (over-suppression / adynamic bone).
+PTH_OVERSUPPRESSED = 150.0
+PTH_OVERSUPPRESSED_CONSECUTIVE = 2
+# 001, 003: target range on treatment; avoid pushing PTH below 100 (adynamic bone disease).
+PTH_TARGET = (150.0, 300.0)
+PTH_AVOID_BELOW = 100.0
+# 001: cinacalcet is the option for secondary hyperparathyroidism in this band (inclusive).
+PTH_CINACALCET_RANGE = (100.0, 500.0)
+# Parathyroidectomy thresholds: the sources disagree and the cards say so.
+PTH_PARATHYROIDECTOMY_001_004 = 500.0  # 001, 004: consider surgery above 500
+PTH_PARATHYROIDECTOMY_000 = (1000.0, 1500.0)  # 000: only above 1000-1500, limited evidence
+
+# --- phosphate and the calcium x phosphate product -------------------------------------------
+PHOSPHATE_TARGET = (3.5, 5.5)  # 000, dialysis
+CA_X_P_MAX = 55.0  # 000, mg^2/dL^2: keep below
+
+# --- monitoring intervals ------------------------------------------------------------------
+# When a result is stale is defined once, in record.STALE_AFTER (35 days for calcium, albumin
+# and phosphate; 93 days for PTH); the checks use PatientRecord.is_stale.
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+# The same numbers by name for the card texts in cards/*.toml ("above {corrected_calcium_high}
+# mg/dL"), so no card hard-codes a threshold.
+TEMPLATE_VALUES: dict[str, str] = {
+    "corrected_calcium_high": _fmt(CORRECTED_CALCIUM_HIGH),
+    "corrected_calcium_target_low": _fmt(CORRECTED_CALCIUM_TARGET[0]),
+    "corrected_calcium_target_high": _fmt(CORRECTED_CALCIUM_TARGET[1]),
+    "cinacalcet_min_calcium": _fmt(CINACALCET_MIN_CORRECTED_CALCIUM),
+    "pth_oversuppressed": _fmt(PTH_OVERSUPPRESSED),
+    "pth_target_low": _fmt(PTH_TARGET[0]),
+    "pth_target_high": _fmt(PTH_TARGET[1]),
+    "pth_avoid_below": _fmt(PTH_AVOID_BELOW),
+    "pth_cinacalcet_low": _fmt(PTH_CINACALCET_RANGE[0]),
+    "pth_cinacalcet_high": _fmt(PTH_CINACALCET_RANGE[1]),
+    "pth_ptx_low": _fmt(PTH_PARATHYROIDECTOMY_001_004),
+    "pth_ptx_000_low": _fmt(PTH_PARATHYROIDECTOMY_000[0]),
+    "pth_ptx_000_high": _fmt(PTH_PARATHYROIDECTOMY_000[1]),
+    "phosphate_target_low": _fmt(PHOSPHATE_TARGET[0]),
+    "phosphate_target_high": _fmt(PHOSPHATE_TARGET[1]),
+    "ca_x_p_max": _fmt(CA_X_P_MAX),
+}

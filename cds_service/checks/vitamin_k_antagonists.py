@@ -1,0 +1,56 @@
+"""C2: warfarin and other vitamin K antagonists (clinical-rules.md; seeds 000-004).
+
+* calciphylaxis: critical, stop. Reduced-dose apixaban is offered only for atrial fibrillation
+  and never with a prosthetic heart valve; otherwise the card says to agree an alternative with
+  the anticoagulation team and offers no order (stopping anticoagulation outright can be unsafe);
+* dialysis without calciphylaxis: info, and only on order hooks (a risk factor, seed 003);
+* anyone else: silent.
+"""
+
+from __future__ import annotations
+
+from cds_service.checks.findings import Finding
+from cds_service.checks.labs import LabFacts, lab_facts
+from cds_service.checks.scope import calciphylaxis_conditions, dialysis_evidence
+from cds_service.checks.substitution import anticoagulant_plan
+from cds_service.record import OrderUnderReview, PatientRecord
+
+DRUG_CLASS = "vka"
+RULE_CALCIPHYLAXIS = "C2-vka-calciphylaxis"
+RULE_DIALYSIS = "C2-vka-dialysis"
+
+
+def check_vka(record: PatientRecord, review: OrderUnderReview, labs: LabFacts | None = None) -> list[Finding]:
+    if DRUG_CLASS not in review.order.drug_classes:
+        return []
+    if record.has_calciphylaxis:
+        plan = anticoagulant_plan(record)
+        return [
+            Finding(
+                rule_id=RULE_CALCIPHYLAXIS,
+                indicator="critical",
+                review=review,
+                conditions=calciphylaxis_conditions(record)
+                + record.conditions_of("atrial_fibrillation")
+                + record.conditions_of("prosthetic_valve"),
+                reasons=("calciphylaxis",),
+                substitutions=plan.substitutions,
+                stop_only=False,  # never remove an anticoagulant without a plan
+                safety_checks=plan.safety_checks,
+                notes=plan.notes,
+                gaps=plan.gaps,
+            )
+        ]
+    if review.is_draft and record.on_dialysis:
+        conditions, scope_labs = dialysis_evidence(record, labs or lab_facts(record))
+        return [
+            Finding(
+                rule_id=RULE_DIALYSIS,
+                indicator="info",
+                review=review,
+                conditions=conditions,
+                labs=scope_labs,
+                reasons=("dialysis",),
+            )
+        ]
+    return []
