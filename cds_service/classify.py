@@ -107,10 +107,29 @@ def _texts(concept: Any) -> list[str]:
     return out
 
 
+def as_list(value: Any) -> list[Any]:
+    """A JSON array member, or [] when it is missing or of another type."""
+    return value if isinstance(value, list) else []
+
+
+def _coding_display(coding: dict[str, Any], concept: Any) -> str:
+    """What to show for a matched coding: its display, else the concept's text, else the code."""
+    display = coding.get("display")
+    if isinstance(display, str) and display.strip():
+        return clean_text(display)
+    texts = _texts(concept)
+    return clean_text(texts[0]) if texts else str(coding.get("code"))
+
+
 def clean_text(text: str) -> str:
     """Drop zero-width characters (Synthea writes one into an eGFR display) and squeeze spaces."""
     text = re.sub(r"[\u200b\u200c\u200d\u2060\ufeff]", "", text)
     return re.sub(r"\s+", " ", text).strip()
+
+
+def is_medication_order(resource: Any) -> bool:
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    return isinstance(rtype, str) and rtype in MEDICATION_ORDER_TYPES
 
 
 def resource_key(resource: Mapping[str, Any]) -> str | None:
@@ -171,7 +190,7 @@ def _resolve(reference: Any, resource: Mapping[str, Any], index: Any) -> Mapping
     if not isinstance(reference, str) or not reference:
         return None
     if reference.startswith("#"):
-        for contained in resource.get("contained") or ():
+        for contained in as_list(resource.get("contained")):
             if isinstance(contained, dict) and contained.get("id") == reference[1:]:
                 return contained
         return None
@@ -213,7 +232,7 @@ def _medication_sources(resource: Mapping[str, Any], index: Any) -> tuple[list[A
     if target is not None:
         if isinstance(target.get("code"), dict):
             concepts.append(target["code"])
-        for ingredient in target.get("ingredient") or ():
+        for ingredient in as_list(target.get("ingredient")):
             if not isinstance(ingredient, dict):
                 continue
             item = ingredient.get("itemCodeableConcept") or ingredient.get("item")
@@ -289,9 +308,9 @@ def classify_medication(resource: Any, index: Any = None) -> MedicationOrder | N
     """
     if not isinstance(resource, dict):
         return None
-    rtype = resource.get("resourceType")
-    if rtype not in MEDICATION_ORDER_TYPES:
+    if not is_medication_order(resource):
         return None
+    rtype = resource["resourceType"]
     concepts, names, named = _medication_sources(resource, index)
     if not named:
         return None
@@ -342,7 +361,7 @@ def _text_match(pattern: re.Pattern[str], texts: Iterable[str]) -> str | None:
 
 def _condition_texts(resource: Mapping[str, Any]) -> list[str]:
     texts = _texts(resource.get("code"))
-    for note in resource.get("note") or ():
+    for note in as_list(resource.get("note")):
         if isinstance(note, dict) and isinstance(note.get("text"), str):
             texts.append(note["text"])
     return texts
@@ -368,8 +387,8 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
     )
     for coding in _codings(code):
         system, value = coding.get("system"), coding.get("code")
-        display = clean_text(coding.get("display") or (_texts(code) or [str(value)])[0])
         kind = term.condition_kind_for_code(system, value)
+        display = _coding_display(coding, code)
         if kind is None and term.is_calciphylaxis_catchall(system, value):
             # E83.59 only when the text or display names calciphylaxis.
             named = _text_match(term.CALCIPHYLAXIS_TEXT, texts)
@@ -420,7 +439,7 @@ def classify_procedure(resource: Any, now: datetime) -> ConditionFact | None:
         if term.is_dialysis_procedure_code(coding.get("system"), coding.get("code")):
             matched_by, code_value = "code", coding.get("code")
             system = term.canonical_system(coding.get("system"))
-            display = clean_text(coding.get("display") or (_texts(code) or [code_value])[0])
+            display = _coding_display(coding, code)
             break
     if matched_by is None:
         named = _text_match(term.DIALYSIS_PROCEDURE_TEXT, _texts(code))

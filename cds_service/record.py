@@ -243,7 +243,7 @@ def _iter_resources(value: Any):
         return
     rtype = value.get("resourceType")
     if rtype == "Bundle":
-        for entry in value.get("entry") or ():
+        for entry in _classify.as_list(value.get("entry")):
             if not isinstance(entry, dict):
                 continue
             resource = entry.get("resource")
@@ -295,7 +295,7 @@ def _lab_result(
     rid = _classify.resource_key(resource) or "Observation"
     quantity = resource.get("valueQuantity")
     canonical = CANONICAL_UNITS[analyte]
-    if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), (int, float)):
+    if not isinstance(quantity, dict) or not _units.is_number(quantity.get("value")):
         return UnusableLab(analyte, rid, "no numeric valueQuantity")
     normalised = _units.to_canonical(quantity, analyte)
     if normalised is None:
@@ -333,7 +333,10 @@ def build_record(context: dict, prefetch: Any, now: datetime) -> PatientRecord:
     data = getattr(prefetch, "data", None)
     if data is None and isinstance(prefetch, dict):
         data = prefetch
-    unavailable = dict(getattr(prefetch, "unavailable", None) or {})
+    if not isinstance(data, dict):
+        data = {}
+    unavailable = getattr(prefetch, "unavailable", None)
+    unavailable = dict(unavailable) if isinstance(unavailable, Mapping) else {}
 
     seen: set[str] = set()
     labs: dict[str, list[LabResult]] = {}
@@ -342,10 +345,10 @@ def build_record(context: dict, prefetch: Any, now: datetime) -> PatientRecord:
     order_resources: list[dict[str, Any]] = []
     catalog = _classify.ResourceIndex()
 
-    for value in (data or {}).values():
+    for value in data.values():
         for full_url, resource in _iter_resources(value):
             rtype = resource.get("resourceType")
-            if rtype not in _RELEVANT_TYPES:
+            if not isinstance(rtype, str) or rtype not in _RELEVANT_TYPES:
                 continue
             key = _classify.resource_key(resource)
             if key is not None:
@@ -354,7 +357,7 @@ def build_record(context: dict, prefetch: Any, now: datetime) -> PatientRecord:
                 seen.add(key)
             if rtype == "Observation":
                 status = resource.get("status")
-                if status not in USABLE_OBSERVATION_STATUSES:
+                if not isinstance(status, str) or status not in USABLE_OBSERVATION_STATUSES:
                     continue
                 selected = _observation_analyte(resource)
                 if selected is None:
@@ -501,7 +504,7 @@ def orders_under_review(hook: str, context: dict, record: PatientRecord) -> tupl
     typed, bare = _selected_ids(context.get("selections")) if hook == "order-select" else (set(), set())
     out: list[OrderUnderReview] = []
     for _full_url, resource in drafts:
-        if resource.get("resourceType") not in _classify.MEDICATION_ORDER_TYPES:
+        if not _classify.is_medication_order(resource):
             continue
         if hook == "order-select":
             key = _classify.resource_key(resource)

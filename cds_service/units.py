@@ -8,6 +8,7 @@ why, rather than guessing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,11 @@ PAYNE_REFERENCE_ALBUMIN_G_DL = 4.0
 ALBUMIN_PAIRING_WINDOW = timedelta(days=2)
 # A Ca x P product only multiplies a calcium and a phosphate drawn this close together.
 CA_X_P_PAIRING_WINDOW = timedelta(days=2)
+
+
+def is_number(value: Any) -> bool:
+    """A finite JSON number (not a bool, not NaN/Infinity, which json.loads accepts)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def unit_key(unit: str) -> str:
@@ -106,7 +112,7 @@ def to_canonical(quantity: Any, analyte: str) -> NormalisedQuantity | None:
     if not isinstance(quantity, dict):
         return None
     value = quantity.get("value")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         return None
     candidates = []
     for unit in (quantity_unit(quantity), quantity.get("unit"), quantity.get("code")):

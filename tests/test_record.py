@@ -533,3 +533,80 @@ def test_captured_sandbox_patient_view_reads_the_meds_key():
     record = build_record(request["context"], ResolvedPrefetch(request["prefetch"], {}), NOW)
     assert len(record.medications) == 4  # the sandbox names its key "meds", not "medications"
     assert len(record.labs["calcium"]) == 9
+
+
+# --- robustness ---------------------------------------------------------------------------
+
+JUNK = (None, 5, -1.5, float("nan"), "x", "", [], {}, [None], {"a": 1}, True, [{"coding": 5}])
+
+
+def _mutate(node, rng, rate):
+    """A copy of ``node`` with some members replaced by values of the wrong type."""
+    if isinstance(node, dict):
+        return {k: (rng.choice(JUNK) if rng.random() < rate else _mutate(v, rng, rate)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [rng.choice(JUNK) if rng.random() < rate else _mutate(v, rng, rate) for v in node]
+    return node
+
+
+def _rich_request():
+    """One request touching every reader: labs, conditions, procedures, meds, drafts, references."""
+    medication = {"resourceType": "Medication", "id": "m1",
+                  "code": {"coding": [{"system": term.RXNORM, "code": "197433"}]},
+                  "ingredient": [{"itemCodeableConcept": {"coding": [{"system": term.RXNORM, "code": "1897"}]}}]}
+    prefetch = {
+        "calcium": bundle(obs("ca", "17861-6", 9.6, "mg/dL", days_ago(1)),
+                          obs("cc", "29265-6", 2.5, "mmol/L", days_ago(1)),
+                          obs("alb", "1751-7", 3.1, "g/dL", days_ago(1)),
+                          obs("p", "2777-1", 6.1, "mg/dL", days_ago(1), effectivePeriod={"start": days_ago(1)})),
+        "conditions": bundle(condition("c1", term.ICD10CM, "E83.59", "Calciphylaxis"),
+                             condition("c2", term.ICD10CM, "Z95.2", "Mechanical valve")),
+        "procedures": bundle({"resourceType": "Procedure", "id": "hd", "status": "completed",
+                              "code": {"coding": [{"system": term.SNOMED, "code": "302497006"}]},
+                              "performedPeriod": {"start": days_ago(2), "end": days_ago(2)}}),
+        "meds": bundle(med("a", "855332", "warfarin"), medication,
+                       {"resourceType": "MedicationRequest", "id": "r5", "status": "active",
+                        "medication": {"concept": {"text": "calcitriol"}, "reference": {"reference": "Medication/m1"}}},
+                       full_urls=["urn:uuid:a", "urn:uuid:m1", "urn:uuid:r5"]),
+    }
+    context = draft_context(
+        {"resourceType": "MedicationRequest", "id": "d1", "status": "draft",
+         "contained": [medication], "medicationReference": {"reference": "#m1"},
+         "category": {"coding": [{"code": "community"}]}},
+        draft("d2", "308867", "calcitriol", rtype="MedicationOrder"),
+        selections=["MedicationRequest/d1", "d2"],
+    )
+    return context, prefetch
+
+
+def test_wrongly_typed_members_anywhere_never_raise():
+    import random
+
+    rng = random.Random(20261121)
+    context, prefetch = _rich_request()
+    for _ in range(400):
+        bad_context = _mutate(context, rng, 0.08)
+        bad_prefetch = _mutate(prefetch, rng, 0.08)
+        record = build_record(bad_context, ResolvedPrefetch(bad_prefetch, {}), NOW)
+        record.corrected_calcium(), record.ca_x_p(), record.is_stale("calcium"), record.on_dialysis
+        for hook in ("order-select", "order-sign", "patient-view"):
+            orders_under_review(hook, bad_context, record)
+
+
+def test_the_unmutated_rich_request_reads_everything():
+    # The fuzz above only proves something if its base request exercises every reader.
+    context, prefetch = _rich_request()
+    record = build(prefetch, context=context)
+    assert record.has_calciphylaxis and record.on_dialysis
+    assert record.conditions_of("prosthetic_valve")
+    assert record.corrected_calcium().method == "reported-corrected"
+    assert record.ca_x_p() is not None
+    assert [m.drug_classes for m in record.medications] == [{"vka"}, {"calcium_binder"}]
+    reviewed = orders_under_review("order-select", context, record)
+    assert [o.order.drug_classes for o in reviewed] == [{"calcium_binder"}, {"active_vitamin_d"}]
+
+
+def test_nan_and_infinite_values_are_not_usable():
+    record = build({"calcium": bundle(obs("nan", "17861-6", float("nan"), "mg/dL", days_ago(1)),
+                                      obs("inf", "17861-6", float("inf"), "mg/dL", days_ago(1)))})
+    assert record.labs == {} and len(record.unusable_labs) == 2
