@@ -360,11 +360,9 @@ def _text_match(pattern: re.Pattern[str], texts: Iterable[str]) -> str | None:
 
 
 def _condition_texts(resource: Mapping[str, Any]) -> list[str]:
-    texts = _texts(resource.get("code"))
-    for note in as_list(resource.get("note")):
-        if isinstance(note, dict) and isinstance(note.get("text"), str):
-            texts.append(note["text"])
-    return texts
+    # Only what names the condition (code.text, coding displays): free-text notes mention other
+    # people's and ruled-out diagnoses too often to be read as the patient's problem.
+    return _texts(resource.get("code"))
 
 
 def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:

@@ -287,6 +287,13 @@ DRUG_PATTERNS: tuple[DrugPattern, ...] = (
             r"zemplar|hectorol|rayaldee|one-alpha)\b"),
         _NOT_SYSTEMIC,
     ),
+    # Chemical names of calcitriol and alfacalcidol (no word boundary inside them, so the
+    # nutritional pattern below cannot match "...hydroxycholecalciferol").
+    DrugPattern(
+        ACTIVE_D,
+        _rx(r"\b(1,\s?25-dihydroxy|1-?alpha-hydroxy|1α-hydroxy)-?(vitamin[\s-]*d3?|cholecalciferol)\b"),
+        _NOT_SYSTEMIC,
+    ),
     DrugPattern(
         NUTRITIONAL_D,
         _rx(r"\b(cholecalciferol|colecalciferol|ergocalciferol|vitamin[\s-]*d[23]?)\b"),

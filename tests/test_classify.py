@@ -325,6 +325,11 @@ def test_negated_calciphylaxis_text_does_not_count():
     assert kinds(condition(cc(text="Negative for calciphylaxis"))) == set()
 
 
+def test_a_diagnosis_mentioned_only_in_a_note_does_not_count():
+    resource = condition(cc(text="Leg ulcer"), note=[{"text": "Mother had calciphylaxis"}])
+    assert kinds(resource) == set()
+
+
 def test_prosthetic_valve_by_z95_2_and_by_mechanical_valve_text():
     assert kinds(condition(cc(term.ICD10CM, "Z95.2", "Presence of prosthetic heart valve"))) == {"prosthetic_valve"}
     assert kinds(condition(cc(text="Status post mechanical mitral valve replacement"))) == {"prosthetic_valve"}

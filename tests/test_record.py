@@ -18,8 +18,10 @@ from cds_service.record import (
     orders_under_review,
 )
 from cds_service.units import ALBUMIN_PAIRING_WINDOW, CA_X_P_PAIRING_WINDOW
+from tests.conftest import load_shared
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+# ../shared/fhir-data beside the repository (never copied into it); tests skip when absent.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "fhir-data"
 CONTEXT = {"patientId": "p1", "userId": "Practitioner/u1"}
 
@@ -414,17 +416,7 @@ def test_unknown_hook_reviews_nothing():
 # --- shared third-party data (skipped when ../shared/fhir-data is absent) -----------------
 
 
-def load_shared(relative: str):
-    path = SHARED_DATA / relative
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(data, dict):
-        data.pop("_captured", None)
-    return data
-
-
-SYNTHEA = "synthea-r4-bundles/Dirk_Kuhlman_1e503533-b8c2-42cb-a6d5-bbd7d70d07ad.json"
+SYNTHEA = "fhir-data/synthea-r4-bundles/Dirk_Kuhlman_1e503533-b8c2-42cb-a6d5-bbd7d70d07ad.json"
 
 
 def test_a_real_synthea_bundle_builds_a_record_out_of_scope():
@@ -520,7 +512,7 @@ def test_bulk_synthea_patient_with_dialysis_decades_ago_is_not_on_dialysis_now()
     ],
 )
 def test_captured_sandbox_order_select_requests(name, hook_ids, classes):
-    request = load_shared(f"sandbox-captured-requests/{name}")
+    request = load_shared(f"fhir-data/sandbox-captured-requests/{name}")
     record = build_record(request["context"], ResolvedPrefetch(request.get("prefetch") or {}, {}), NOW)
     reviewed = orders_under_review(request["hook"], request["context"], record)
     assert ids(reviewed) == hook_ids
@@ -529,7 +521,7 @@ def test_captured_sandbox_order_select_requests(name, hook_ids, classes):
 
 
 def test_captured_sandbox_patient_view_reads_the_meds_key():
-    request = load_shared("sandbox-captured-requests/patient-view-request.json")
+    request = load_shared("fhir-data/sandbox-captured-requests/patient-view-request.json")
     record = build_record(request["context"], ResolvedPrefetch(request["prefetch"], {}), NOW)
     assert len(record.medications) == 4  # the sandbox names its key "meds", not "medications"
     assert len(record.labs["calcium"]) == 9

@@ -187,6 +187,12 @@ def test_vitamin_d3_is_nutritional_but_an_active_sterol_name_wins():
     assert term.drug_classes_for_text("paricalcitol (vitamin D analog) 1 mcg") == {"active_vitamin_d"}
 
 
+@pytest.mark.parametrize("text", ["1,25-dihydroxycholecalciferol 0.25 mcg", "1-alpha-hydroxycholecalciferol 1 mcg",
+                                  "1,25-dihydroxyvitamin D3 capsule"])
+def test_chemical_names_of_active_sterols_are_active_not_nutritional(text):
+    assert term.drug_classes_for_text(text) == {"active_vitamin_d"}
+
+
 def test_topical_calcitriol_is_not_a_systemic_sterol():
     assert atc("D05AX03") == frozenset()
     assert term.drug_classes_for_text("calcitriol 3 MCG/G Topical Ointment") == frozenset()
