@@ -209,7 +209,7 @@ def _lab_text(c: CardContent, lab: LabValue) -> str:
     if lab.inputs:
         parts = ", ".join(
             f"{c.labels['analyte'].get(i.analyte, i.analyte).lower()} {_number(i.analyte, i.value)} {i.unit}"
-            + (f" [{i.original}]" if i.original else "")
+            + (f" [reported as {i.original}]" if i.original else "")
             for i in lab.inputs
         )
         extras.append(f"{method} from {parts}")
