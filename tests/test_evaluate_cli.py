@@ -1,0 +1,51 @@
+"""`calciphylaxis-cds evaluate REQUEST.json`: the cards of a request file, readable in a terminal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cds_service import cli
+from tests.conftest import FIXTURES, FROZEN_NOW
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch, tmp_path):
+    # The fixtures are dated around FROZEN_NOW; the command uses the wall clock.
+    monkeypatch.setattr("cds_service.pipeline._utcnow", lambda: FROZEN_NOW)
+    monkeypatch.setenv("CDS_FEEDBACK_DB", str(tmp_path / "f.db"))
+
+
+def test_evaluate_prints_each_card_with_its_rule_data_and_suggestions(capsys):
+    assert cli.main(["evaluate", str(FIXTURES / "c1-calcium-acetate-calciphylaxis.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "[1] !! CRITICAL: Stop calcium acetate 667 MG Oral Tablet: calcium-based binders are contraindicated"
+    )
+    assert "    rule: C1-calcium-binder-calciphylaxis" in out
+    assert "Corrected calcium: 9.7 mg/dL on 2026-11-16" in out
+    assert "suggestion: Replace with sevelamer carbonate 800 mg three times daily with meals (recommended)" in out
+    assert "- delete MedicationRequest/draft-ca: Remove the draft order" in out
+    assert "- create MedicationRequest sevelamer carbonate 800 MG Oral Tablet" in out
+    assert "**" not in out, "markdown bold markers are dropped for the terminal"
+    assert max(len(line) for line in out.splitlines() if not line.lstrip().startswith(("link:", "<"))) <= 130
+
+
+def test_evaluate_shows_a_results_table_without_markdown_rules(capsys):
+    assert cli.main(["evaluate", str(FIXTURES / "pv-calciphylaxis-active-medications.json")]) == 0
+    out = capsys.readouterr().out
+    assert "Test | Latest | Target | Status" in out and "| --- |" not in out
+    assert "[3] !! CRITICAL: Stop warfarin" in out
+
+
+def test_evaluate_says_when_there_is_nothing_to_flag(capsys):
+    assert cli.main(["evaluate", str(FIXTURES / "c1-osteoporosis-calcium-carbonate-out-of-scope.json")]) == 0
+    assert capsys.readouterr().out.strip() == "No cards: nothing to flag for this request."
+
+
+def test_evaluate_json_prints_the_wire_response(capsys):
+    assert cli.main(["evaluate", "--json", str(FIXTURES / "c2-warfarin-calciphylaxis-mechanical-valve.json")]) == 0
+    response = json.loads(capsys.readouterr().out)
+    (card,) = response["cards"]
+    assert card["indicator"] == "critical" and "suggestions" not in card and "rule_id" not in card
