@@ -347,7 +347,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
         "Calciphylaxis with atrial fibrillation; warfarin selected: stop, reduced-dose apixaban offered.",
         [{"rule": "C2-vka-calciphylaxis", "indicator": "critical", "drug": "warfarin",
           "substitutes": [APIXABAN_RX], "removes": "MedicationRequest/draft-warf",
-          "detail": ["Atrial fibrillation recorded", "No prosthetic heart valve recorded", "Hayashi"]}])
+          "detail": ["Atrial fibrillation recorded", "No mechanical or unspecified prosthetic heart valve recorded", "Hayashi"]}])
 
     pid = "c2-valve"
     add("c2-warfarin-calciphylaxis-mechanical-valve",
@@ -362,6 +362,20 @@ def scenarios() -> dict[str, dict[str, Any]]:
         [{"rule": "C2-vka-calciphylaxis", "indicator": "critical", "drug": "warfarin", "no_suggestions": True,
           "detail": ["Prosthetic heart valve recorded", "Condition/valve", "anticoagulation team"],
           "detail_absent": ["apixaban 2.5 MG Oral Tablet"]}])
+
+    pid = "c2-bioprosthetic"
+    add("c2-warfarin-calciphylaxis-bioprosthetic-valve",
+        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000030",
+                conditions=[calciphylaxis(pid), atrial_fibrillation(pid),
+                            condition("valve", pid, ICD10, "Z95.3", "Presence of xenogenic heart valve",
+                                      text="Bioprosthetic aortic valve")],
+                labs=calciphylaxis_labs(pid),
+                drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")]),
+        "A bioprosthetic (xenogenic, Z95.3) valve is not a mechanical valve: apixaban is still offered "
+        "for the atrial fibrillation.",
+        [{"rule": "C2-vka-calciphylaxis", "indicator": "critical", "drug": "warfarin",
+          "substitutes": [APIXABAN_RX], "removes": "MedicationRequest/draft-warf",
+          "detail": ["No mechanical or unspecified prosthetic heart valve recorded"]}])
 
     pid = "c2-dialysis"
     add("c2-warfarin-dialysis-no-calciphylaxis",
