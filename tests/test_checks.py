@@ -321,3 +321,19 @@ def test_mineral_status_does_not_nag_about_thiosulfate_when_it_is_prescribed():
 
 def test_mineral_status_is_only_for_calciphylaxis():
     assert review_chart(record(conditions=[ESRD], labs=NORMAL_LABS)) == []
+
+
+def test_without_the_medication_list_the_substitute_is_still_offered_and_the_card_says_duplicates_were_not_checked():
+    rec = record(conditions=[CALCIPHYLAXIS], unavailable={"medications": "FHIR server not trusted"})
+    f = only(check_order(rec, draft(CALCIUM_ACETATE)))
+    assert [s.key for s in f.substitutions] == ["sevelamer", "lanthanum"]
+    assert not any(c.key == "no_active_non_calcium_binder" for c in f.safety_checks)
+    assert [g.params for g in f.gaps if g.key == "prefetch_unavailable"] == [
+        {"key": "medications", "why": "FHIR server not trusted"}]
+
+
+def test_labs_missing_because_their_prefetch_failed_are_reported_once_as_unavailable():
+    rec = record(conditions=[ESRD], labs=[lab("calcium", 10.8)], unavailable={"pth": "timed out"})
+    f = only(check_order(rec, draft(CALCIUM_ACETATE)))
+    assert not any(g.key == "lab_missing" and g.params["analyte"] == "pth" for g in f.gaps)
+    assert any(g.key == "prefetch_unavailable" and g.params["key"] == "pth" for g in f.gaps)
