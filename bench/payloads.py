@@ -120,7 +120,7 @@ def prefetch(observations: int, now: datetime) -> dict:
     data = {key: _bundle(resources) for key, resources in by_key.items()}
     data["patient"] = {"resourceType": "Patient", "id": PATIENT_ID, "gender": "female", "birthDate": "1958-03-02"}
     data["conditions"] = _bundle(_conditions())
-    data["medications"] = _bundle(_medications())
+    data["meds"] = _bundle(_medications())
     return data
 
 

@@ -12,7 +12,7 @@ from flask.json.provider import JSONProvider
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from cds_service import __version__
+from cds_service import __version__, engine
 from cds_service.auth import Authenticator, build_authenticator
 from cds_service.config import Settings
 from cds_service.errors import ApiError, operation_outcome
@@ -58,6 +58,8 @@ def create_app(
     now=None,
 ) -> Flask:
     settings = settings or Settings()
+    # Card content is clinician-edited data: a broken file must stop start-up, not a hook call.
+    engine.warm_up()
     app = Flask(__name__)
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import logging
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -138,7 +139,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 print(f"calciphylaxis-cds: no service serves hook {hook!r}", file=sys.stderr)
                 return 2
             service = matches[0]
-        _, response = run_hook(service, body, PrefetchResolver(settings))
+        now = (lambda: args.now) if args.now else None
+        _, response = run_hook(service, body, PrefetchResolver(settings), now=now)
     except ApiError as exc:
         print(f"calciphylaxis-cds: {exc.status}: {exc.message}", file=sys.stderr)
         return 1
@@ -147,6 +149,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(render_response(response))
     return 0
+
+
+def _aware_datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("request", help="path to a CDS Hooks request JSON file")
     evaluate.add_argument("--service", help="service id (default: the service for the request's hook)")
     evaluate.add_argument("--json", action="store_true", help="print the JSON response instead of text")
+    evaluate.add_argument(
+        "--now",
+        type=_aware_datetime,
+        help="evaluate as of this time (ISO 8601, e.g. 2026-11-21T12:00Z): fixtures are dated, and "
+        "results older than the monitoring interval are reported as stale",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -31,7 +31,7 @@ from urllib.parse import quote, urlsplit
 from cds_service.errors import ApiError, PreconditionFailed
 from cds_service.fhir_client import FhirClient, FhirFetchError, is_under_base, server_problem
 from cds_service.protocol import CDSRequest
-from cds_service.terminology import LAB_LOINC, LOINC
+from cds_service.terminology import DIALYSIS_PROCEDURE_CODES, LOINC, LOINC_TO_ANALYTE
 
 log = logging.getLogger("cds_service.prefetch")
 
@@ -52,7 +52,8 @@ class PrefetchKey:
 
 
 def _observations(description: str, *analytes: str, count: int) -> PrefetchKey:
-    codes = sorted({code for analyte in analytes for code in LAB_LOINC[analyte]})
+    # Every code the record reads for these analytes, so the search and the reader cannot drift.
+    codes = sorted(code for code, analyte in LOINC_TO_ANALYTE.items() if analyte in analytes)
     code_param = ",".join(f"{LOINC}|{code}" for code in codes)
     template = (
         "Observation?patient={{context.patientId}}"
@@ -61,14 +62,19 @@ def _observations(description: str, *analytes: str, count: int) -> PrefetchKey:
     return PrefetchKey(template, description, newest=count)
 
 
+# Key names other modules refer to. "meds" is the name the public CDS Hooks sandbox was captured
+# sending for the medication list, so replayed sandbox requests match our template.
+CONDITIONS_KEY = "conditions"
+MEDICATIONS_KEY = "meds"
+
 # ``_count`` on conditions and medications is a page size (a bounded response), not a limit:
 # further pages are followed up to CDS_FHIR_MAX_PAGES.
 PREFETCH_KEYS: dict[str, PrefetchKey] = {
     "patient": PrefetchKey("Patient/{{context.patientId}}", "the patient record"),
-    "conditions": PrefetchKey(
+    CONDITIONS_KEY: PrefetchKey(
         "Condition?patient={{context.patientId}}&_count=100", "the patient's conditions"
     ),
-    "medications": PrefetchKey(
+    MEDICATIONS_KEY: PrefetchKey(
         "MedicationRequest?patient={{context.patientId}}&status=active,on-hold&_count=100",
         "the patient's active and on-hold medications",
     ),
@@ -79,6 +85,14 @@ PREFETCH_KEYS: dict[str, PrefetchKey] = {
     "phosphate": _observations("recent phosphate results", "phosphate", count=10),
     "pth": _observations("recent PTH results", "pth", count=6),
     "egfr": _observations("recent eGFR results", "egfr", count=3),
+    # Recent dialysis sessions: evidence of dialysis where no ESRD/dependence Condition is coded.
+    "procedures": PrefetchKey(
+        "Procedure?patient={{context.patientId}}&code="
+        + ",".join(f"{system}|{code}" for system, code in sorted(DIALYSIS_PROCEDURE_CODES))
+        + "&_sort=-date&_count=5",
+        "recent dialysis procedures",
+        newest=5,
+    ),
 }
 
 PREFETCH_TEMPLATES: dict[str, str] = {key: spec.template for key, spec in PREFETCH_KEYS.items()}
@@ -88,7 +102,7 @@ PREFETCH_TEMPLATES: dict[str, str] = {key: spec.template for key, spec in PREFET
 # The order hooks carry the orders under review in their context, so everything is optional there:
 # the engine says on a card what could not be checked.
 REQUIRED_KEYS: dict[str, frozenset[str]] = {
-    "patient-view": frozenset({"conditions", "medications"}),
+    "patient-view": frozenset({CONDITIONS_KEY, MEDICATIONS_KEY}),
     "order-select": frozenset(),
     "order-sign": frozenset(),
 }

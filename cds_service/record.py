@@ -145,6 +145,9 @@ class PatientRecord:
     labs: dict[str, tuple[LabResult, ...]] = field(default_factory=dict)
     # Prefetch keys whose data could not be obtained: cards say what could not be checked.
     unavailable: dict[str, str] = field(default_factory=dict)
+    # Prefetch keys whose data was read only in part (a later page or a referenced Medication
+    # could not be read): the checks use what was read and the cards say it is partial.
+    incomplete: dict[str, str] = field(default_factory=dict)
     # Final lab results of a known analyte that could not be used (unknown unit, no value ...).
     unusable_labs: tuple[UnusableLab, ...] = ()
     # Medication resources found in the prefetch (by "Medication/id", fullUrl, urn:uuid), so that
@@ -337,6 +340,8 @@ def build_record(context: dict, prefetch: Any, now: datetime) -> PatientRecord:
         data = {}
     unavailable = getattr(prefetch, "unavailable", None)
     unavailable = dict(unavailable) if isinstance(unavailable, Mapping) else {}
+    incomplete = getattr(prefetch, "incomplete", None)
+    incomplete = dict(incomplete) if isinstance(incomplete, Mapping) else {}
 
     seen: set[str] = set()
     labs: dict[str, list[LabResult]] = {}
@@ -395,6 +400,7 @@ def build_record(context: dict, prefetch: Any, now: datetime) -> PatientRecord:
         medications=tuple(medications),
         labs={analyte: tuple(sorted(series, key=_newest_first)) for analyte, series in labs.items()},
         unavailable=unavailable,
+        incomplete=incomplete,
         unusable_labs=tuple(unusable),
         medication_catalog=catalog.as_mapping(),
     )

@@ -170,7 +170,7 @@ def request(hook: str, pid: str, *, instance: str, conditions: list | None, medi
     prefetch: dict[str, Any] = {
         "patient": patient(pid),
         "conditions": bundle(*conditions) if conditions else None,
-        "medications": bundle(*medications) if medications else None,
+        "meds": bundle(*medications) if medications else None,
         **(labs or labs_prefetch(pid)),
     }
     for key in omit:

@@ -21,7 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-_DATE_FIELDS = ("effectiveDateTime", "effectiveInstant", "issued", "authoredOn", "recordedDate", "onsetDateTime")
+_DATE_FIELDS = (
+    "effectiveDateTime", "effectiveInstant", "issued", "authoredOn", "recordedDate", "onsetDateTime", "performedDateTime",
+)
 _SEARCH_PARAMS = {"patient", "subject", "code", "status", "_id", "_sort", "_count", "_offset"}
 
 

@@ -52,7 +52,7 @@ def patient_view_body() -> dict:
         "hook": "patient-view",
         "hookInstance": str(uuid.uuid4()),
         "context": {"userId": "Practitioner/1", "patientId": "p1"},
-        "prefetch": {"conditions": None, "medications": None},
+        "prefetch": {"conditions": None, "meds": None},
     }
 
 

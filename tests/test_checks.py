@@ -45,7 +45,7 @@ def med(*classes: str, name: str = "some drug", rid: str = "MedicationRequest/d1
     )
 
 
-def record(*, conditions=(), labs=(), medications=(), unavailable=None) -> PatientRecord:
+def record(*, conditions=(), labs=(), medications=(), unavailable=None, incomplete=None) -> PatientRecord:
     series: dict[str, list[LabResult]] = {}
     for item in labs:
         series.setdefault(item.analyte, []).append(item)
@@ -53,6 +53,7 @@ def record(*, conditions=(), labs=(), medications=(), unavailable=None) -> Patie
         patient_id="p1", now=NOW, conditions=tuple(conditions), medications=tuple(medications),
         labs={k: tuple(sorted(v, key=lambda r: r.effective, reverse=True)) for k, v in series.items()},
         unavailable=dict(unavailable or {}),
+        incomplete=dict(incomplete or {}),
     )
 
 
@@ -324,12 +325,12 @@ def test_mineral_status_is_only_for_calciphylaxis():
 
 
 def test_without_the_medication_list_the_substitute_is_still_offered_and_the_card_says_duplicates_were_not_checked():
-    rec = record(conditions=[CALCIPHYLAXIS], unavailable={"medications": "FHIR server not trusted"})
+    rec = record(conditions=[CALCIPHYLAXIS], unavailable={"meds": "FHIR server not trusted"})
     f = only(check_order(rec, draft(CALCIUM_ACETATE)))
     assert [s.key for s in f.substitutions] == ["sevelamer", "lanthanum"]
     assert not any(c.key == "no_active_non_calcium_binder" for c in f.safety_checks)
     assert [g.params for g in f.gaps if g.key == "prefetch_unavailable"] == [
-        {"key": "medications", "why": "FHIR server not trusted"}]
+        {"key": "meds", "why": "FHIR server not trusted"}]
 
 
 def test_labs_missing_because_their_prefetch_failed_are_reported_once_as_unavailable():
@@ -337,3 +338,29 @@ def test_labs_missing_because_their_prefetch_failed_are_reported_once_as_unavail
     f = only(check_order(rec, draft(CALCIUM_ACETATE)))
     assert not any(g.key == "lab_missing" and g.params["analyte"] == "pth" for g in f.gaps)
     assert any(g.key == "prefetch_unavailable" and g.params["key"] == "pth" for g in f.gaps)
+
+
+def test_partly_read_data_is_used_and_the_card_says_it_was_partial():
+    from cds_service.checks import review_chart
+
+    rec = record(conditions=[CALCIPHYLAXIS], incomplete={"calcium": "page 2 not read (timed out)"})
+    f = only(review_chart(rec))
+    assert f.rule_id == "M1-mineral-status-calciphylaxis"
+    assert [g.params for g in f.gaps if g.key == "prefetch_incomplete"] == [
+        {"key": "calcium", "why": "page 2 not read (timed out)"}]
+
+
+def test_a_partly_read_condition_list_never_silences_a_monitored_drug():
+    rec = record(incomplete={"conditions": "page 2 not read (FHIR server answered 500)"})
+    f = only(check_order(rec, draft(CALCIUM_ACETATE)))
+    assert f.rule_id == "X1-calciphylaxis-check-incomplete" and f.indicator == "info"
+    assert f.gaps[0].key == "prefetch_incomplete" and f.gaps[0].params["key"] == "conditions"
+
+
+def test_partial_data_is_named_in_the_rendered_card():
+    from cds_service.cards_render import render_cards
+    from cds_service.checks import review_chart
+
+    rec = record(conditions=[CALCIPHYLAXIS], incomplete={"calcium": "page 2 not read (timed out)"})
+    (card,) = render_cards(review_chart(rec), "p1")
+    assert "calcium results: only partly available (page 2 not read (timed out))" in card.detail

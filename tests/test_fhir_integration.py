@@ -95,6 +95,9 @@ def patient_resources() -> list[dict]:
         _observation("phos", "2777-1", 6.3, "mg/dL", 3),
         _observation("pth", "2731-8", 420, "pg/mL", 20),
         _observation("egfr", "98979-8", 8, "mL/min/{1.73_m2}", 3),
+        {"resourceType": "Procedure", "id": "hd-1", "status": "completed",
+         "code": {"coding": [{"system": SNOMED, "code": "302497006", "display": "Hemodialysis"}]},
+         "subject": {"reference": f"Patient/{PATIENT}"}, "performedDateTime": _when(2)},
     ]
 
 
@@ -185,7 +188,7 @@ def test_no_prefetch_gives_the_same_cards_as_full_prefetch_and_the_server_saw_th
 
     without_prefetch = cards_of(client.post(PATIENT_VIEW, json=hook_call(fhir)))
     seen = fhir.seen()
-    assert {s.resource_type for s in seen} == {"Patient", "Condition", "MedicationRequest", "Observation", "Medication"}
+    assert {s.resource_type for s in seen} == {"Patient", "Condition", "MedicationRequest", "Observation", "Medication", "Procedure"}
     assert sum(1 for s in seen if s.resource_type == "Condition") == 2  # both pages
     assert all(s.headers.get("authorization") == f"Bearer {TOKEN}" for s in seen)
     assert all(s.headers.get("accept") == "application/fhir+json" for s in seen)
@@ -214,7 +217,7 @@ def test_the_resolver_returns_the_same_data_fetched_as_prefetched(tmp_path, fhir
     for key in PREFETCH_TEMPLATES:
         assert ids(fetched.data, key) == ids(sent.data, key), key
     assert ids(fetched.data, "conditions") == ["esrd", "calci", "htn"]  # only this patient's, all pages
-    assert ids(fetched.data, "medications") == ["binder", "vka", "warfarin-5"]  # stopped excluded; Medication read
+    assert ids(fetched.data, "meds") == ["binder", "vka", "warfarin-5"]  # stopped excluded; Medication read
     assert ids(fetched.data, "calcium") == ["ca-new", "ca-old"]  # newest first
 
 

@@ -23,7 +23,7 @@ def minimal_patient_view(**overrides):
         "hook": "patient-view",
         "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
         "context": {"userId": "Practitioner/1", "patientId": "p1"},
-        "prefetch": {"conditions": None, "medications": None},
+        "prefetch": {"conditions": None, "meds": None},
     }
     body.update(overrides)
     return body

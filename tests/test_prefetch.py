@@ -23,7 +23,7 @@ from cds_service.prefetch import (
     fill_template,
 )
 from cds_service.protocol import HOOKS, CDSRequest
-from cds_service.terminology import LAB_LOINC
+from cds_service.terminology import LAB_LOINC, LOINC_TO_ANALYTE
 from tests.conftest import FROZEN_NOW
 
 BASE = "https://fhir.example.org/r4"
@@ -110,8 +110,9 @@ def full_prefetch() -> dict:
     return {
         "patient": PATIENT_RESOURCE,
         "conditions": searchset(condition(1)),
-        "medications": searchset(med_request(1)),
+        "meds": searchset(med_request(1)),
         **{key: searchset(observation(key)) for key in LAB_KEYS},
+        "procedures": searchset(),
     }
 
 
@@ -121,6 +122,7 @@ def serve_everything():
     responses.get(f"{BASE}/Condition", json=searchset(condition(1)))
     responses.get(f"{BASE}/MedicationRequest", json=searchset(med_request(1)))
     responses.get(f"{BASE}/Observation", json=searchset(observation(1)))
+    responses.get(f"{BASE}/Procedure", json=searchset())
 
 
 def paths_called() -> list[str]:
@@ -131,7 +133,7 @@ def paths_called() -> list[str]:
 
 
 def test_templates_keep_the_keys_fixtures_use():
-    assert set(PREFETCH_TEMPLATES) == {"patient", "conditions", "medications", *LAB_KEYS}
+    assert set(PREFETCH_TEMPLATES) == {"patient", "conditions", "meds", *LAB_KEYS, "procedures"}
 
 
 @pytest.mark.parametrize("key", LAB_KEYS)
@@ -139,7 +141,9 @@ def test_lab_templates_search_by_the_terminology_codes_newest_first_with_a_bound
     query = parse_qs(urlsplit(PREFETCH_TEMPLATES[key]).query)
     codes = {token.split("|")[1] for token in query["code"][0].split(",")}
     analytes = {"calcium": ("calcium", "ionized_calcium", "corrected_calcium")}.get(key, (key,))
-    assert codes == set().union(*(LAB_LOINC[a] for a in analytes))
+    # every code the record reads for the analyte (LOINC_TO_ANALYTE), so search and reader agree
+    assert codes == {code for code, analyte in LOINC_TO_ANALYTE.items() if analyte in analytes}
+    assert codes >= set().union(*(LAB_LOINC[a] for a in analytes))
     assert query["_sort"] == ["-date"]
     assert int(query["_count"][0]) == PREFETCH_KEYS[key].newest <= 10
 
@@ -153,7 +157,7 @@ def test_templates_use_only_the_2_0_query_subset():
 
 def test_required_data_is_declared_for_every_hook_and_only_patient_view_requires_any():
     assert set(REQUIRED_KEYS) == set(HOOKS)
-    assert REQUIRED_KEYS["patient-view"] == {"conditions", "medications"}
+    assert REQUIRED_KEYS["patient-view"] == {"conditions", "meds"}
     assert not REQUIRED_KEYS["order-select"] and not REQUIRED_KEYS["order-sign"]
     for keys in REQUIRED_KEYS.values():
         assert keys <= set(PREFETCH_TEMPLATES)
@@ -296,7 +300,7 @@ def test_absent_keys_are_fetched_from_the_trusted_server_with_the_token(resolver
     assert resolved.unavailable == {}
     assert resolved.fetched == set(PREFETCH_TEMPLATES)
     assert sorted(paths_called()) == sorted(
-        ["Patient/p1", "Condition", "MedicationRequest"] + ["Observation"] * len(LAB_KEYS)
+        ["Patient/p1", "Condition", "MedicationRequest", "Procedure"] + ["Observation"] * len(LAB_KEYS)
     )
     for call in responses.calls:
         assert call.request.headers["Authorization"] == f"Bearer {TOKEN}"
@@ -495,12 +499,12 @@ def test_referenced_medications_missing_from_the_bundle_are_read_and_included(re
         med_request(3, medicationReference={"reference": "#contained"}),
         med_request(4, medication={"reference": {"reference": f"{BASE}/Medication/warf/_history/2"}}),  # R5
     )
-    resolved = resolver.resolve(hook_request({**full_prefetch(), "medications": meds}), PREFETCH_TEMPLATES)
+    resolved = resolver.resolve(hook_request({**full_prefetch(), "meds": meds}), PREFETCH_TEMPLATES)
     assert paths_called() == ["Medication/warf"]
-    entries = resolved.data["medications"]["entry"]
+    entries = resolved.data["meds"]["entry"]
     assert entries[-1] == {"fullUrl": f"{BASE}/Medication/warf", "resource": warfarin, "search": {"mode": "include"}}
     assert len(entries) == 5
-    assert resolved.incomplete == {} and resolved.fetched == {"medications"}
+    assert resolved.incomplete == {} and resolved.fetched == {"meds"}
     assert "entry" in meds and len(meds["entry"]) == 4  # the request's own data is not modified
 
 
@@ -512,7 +516,7 @@ def test_medications_already_in_the_bundle_are_not_read_again(resolver):
         {"resourceType": "Medication", "id": "a"},
     )
     meds["entry"].append({"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Medication", "id": "b"}})
-    resolved = resolver.resolve(hook_request({**full_prefetch(), "medications": meds}), PREFETCH_TEMPLATES)
+    resolved = resolver.resolve(hook_request({**full_prefetch(), "meds": meds}), PREFETCH_TEMPLATES)
     assert len(responses.calls) == 0 and resolved.incomplete == {}
 
 
@@ -523,19 +527,19 @@ def test_medications_that_cannot_be_read_leave_the_list_marked_incomplete(resolv
         med_request(1, medicationReference={"reference": "Medication/gone"}),
         med_request(2, medicationReference={"reference": "https://elsewhere.example.com/fhir/Medication/x"}),
     )
-    resolved = resolver.resolve(hook_request({**full_prefetch(), "medications": meds}), PREFETCH_TEMPLATES)
+    resolved = resolver.resolve(hook_request({**full_prefetch(), "meds": meds}), PREFETCH_TEMPLATES)
     assert paths_called() == ["Medication/gone"]  # never the other server
-    assert len(resolved.data["medications"]["entry"]) == 2
-    assert resolved.incomplete == {"medications": "2 referenced Medication(s) not read (FHIR server answered 404)"}
+    assert len(resolved.data["meds"]["entry"]) == 2
+    assert resolved.incomplete == {"meds": "2 referenced Medication(s) not read (FHIR server answered 404)"}
 
 
 @responses.activate
 def test_referenced_medications_without_a_usable_server_are_reported():
     resolver = PrefetchResolver(make_settings(fhir_allowed_servers=[]))
     meds = searchset(med_request(1, medicationReference={"reference": "Medication/a"}))
-    resolved = resolver.resolve(hook_request({**full_prefetch(), "medications": meds}), PREFETCH_TEMPLATES)
+    resolved = resolver.resolve(hook_request({**full_prefetch(), "meds": meds}), PREFETCH_TEMPLATES)
     assert len(responses.calls) == 0
-    assert resolved.incomplete == {"medications": "1 referenced Medication(s) not read (FHIR server not trusted)"}
+    assert resolved.incomplete == {"meds": "1 referenced Medication(s) not read (FHIR server not trusted)"}
 
 
 # --- logging ----------------------------------------------------------------------------------
@@ -601,7 +605,7 @@ def test_patient_view_without_conditions_and_medications_is_412_naming_the_data(
     assert body["issue"][0]["code"] == "incomplete"
     message = body["issue"][0]["diagnostics"]
     assert "conditions (FHIR server not trusted)" in message
-    assert "medications (FHIR server not trusted)" in message
+    assert "meds (FHIR server not trusted)" in message
     assert TOKEN not in response.get_data(as_text=True) and BASE not in message
 
 
@@ -613,7 +617,7 @@ def test_patient_view_is_412_when_the_server_refuses_required_data(tmp_path):
     response = client.post("/cds-services/calciphylaxis-patient-view", json=body_of(hook_request()))
     assert response.status_code == 412
     message = response.get_json()["issue"][0]["diagnostics"]
-    assert "medications (FHIR server answered 403)" in message and "conditions" not in message.split("Not obtained")[1]
+    assert "meds (FHIR server answered 403)" in message and "conditions" not in message.split("Not obtained")[1]
 
 
 @responses.activate
@@ -675,5 +679,5 @@ def test_required_keys_raise_precondition_failed_from_the_resolver(resolver):
     with pytest.raises(PreconditionFailed) as caught:
         resolver.resolve(request, PREFETCH_TEMPLATES)
     assert caught.value.status == 412
-    assert "medications (no FHIR server given)" in caught.value.message
+    assert "meds (no FHIR server given)" in caught.value.message
     assert "conditions" not in caught.value.message.split("Not obtained")[1]

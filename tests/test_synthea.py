@@ -66,7 +66,7 @@ def prefetch_for(resources: list[dict]) -> dict:
     prefetch = {
         "patient": by_type["Patient"][0],
         "conditions": searchset(by_type.get("Condition", [])),
-        "medications": searchset([m for m in by_type.get("MedicationRequest", [])
+        "meds": searchset([m for m in by_type.get("MedicationRequest", [])
                                   if m.get("status") in ("active", "on-hold")]),
     }
     for key, analytes in LAB_KEYS.items():

@@ -20,6 +20,7 @@ from cds_service.checks.labs import LabFacts, lab_facts
 from cds_service.checks.mineral_status import mineral_status
 from cds_service.checks.scope import unavailable_gaps
 from cds_service.checks.vitamin_k_antagonists import check_vka
+from cds_service.prefetch import CONDITIONS_KEY
 from cds_service.record import OrderUnderReview, PatientRecord
 
 __all__ = [
@@ -42,9 +43,9 @@ def check_order(record: PatientRecord, review: OrderUnderReview, labs: LabFacts 
     finding saying the check could not be completed: never silence, never an error."""
     labs = labs or lab_facts(record)
     findings = [finding for check in ORDER_CHECKS for finding in check(record, review, labs)]
-    if "conditions" not in record.unavailable or not (review.order.drug_classes & MONITORED_CLASSES):
+    gap = _conditions_gap(record)
+    if gap is None or not (review.order.drug_classes & MONITORED_CLASSES):
         return findings
-    gap = Gap("conditions_unavailable", {"why": record.unavailable["conditions"]})
     if findings:
         return [replace(f, gaps=(gap,) + f.gaps) for f in findings]
     return [
@@ -52,9 +53,18 @@ def check_order(record: PatientRecord, review: OrderUnderReview, labs: LabFacts 
             rule_id=RULE_INCOMPLETE,
             indicator="info",
             review=review,
-            gaps=unavailable_gaps(record, ("conditions", "egfr")),
+            gaps=unavailable_gaps(record, (CONDITIONS_KEY, "egfr")),
         )
     ]
+
+
+def _conditions_gap(record: PatientRecord) -> Gap | None:
+    """Why the patient's calciphylaxis status may be unknown: conditions missing, or read in part."""
+    if CONDITIONS_KEY in record.unavailable:
+        return Gap("conditions_unavailable", {"why": record.unavailable[CONDITIONS_KEY]})
+    if CONDITIONS_KEY in record.incomplete:
+        return Gap("prefetch_incomplete", {"key": CONDITIONS_KEY, "why": record.incomplete[CONDITIONS_KEY]})
+    return None
 
 
 def run_checks(record: PatientRecord, orders: tuple[OrderUnderReview, ...] | list[OrderUnderReview]) -> list[Finding]:

@@ -11,6 +11,7 @@ from cds_service.checks import thresholds as T
 from cds_service.checks.findings import Finding, LabValue
 from cds_service.checks.labs import LabFacts, lab_facts
 from cds_service.checks.scope import calciphylaxis_conditions, lab_gaps, unavailable_gaps
+from cds_service.prefetch import MEDICATIONS_KEY
 from cds_service.record import PatientRecord
 
 RULE = "M1-mineral-status-calciphylaxis"
@@ -60,13 +61,13 @@ def mineral_status(record: PatientRecord, labs: LabFacts | None = None) -> list[
             notes.append("parathyroidectomy_referral")
         elif pth.value < T.PTH_AVOID_BELOW:
             notes.append("pth_below_avoid")
-    if "medications" not in record.unavailable and not any(
+    if MEDICATIONS_KEY not in record.unavailable and not any(
         "sodium_thiosulfate" in m.drug_classes for m in record.medications
     ):
         notes.append("sts_not_prescribed")
     gaps = (
         lab_gaps(record, {"corrected_calcium": cc, "phosphate": labs.phosphate, "pth": pth})
-        + unavailable_gaps(record, ("calcium", "albumin", "phosphate", "pth", "medications"))
+        + unavailable_gaps(record, ("calcium", "albumin", "phosphate", "pth", MEDICATIONS_KEY))
     )
     return [
         Finding(

@@ -39,12 +39,18 @@ def dialysis_evidence(record: PatientRecord, labs: LabFacts) -> tuple[tuple[Cond
 
 
 def unavailable_gaps(record: PatientRecord, keys: tuple[str, ...]) -> tuple[Gap, ...]:
-    """Prefetch keys among ``keys`` whose data could not be obtained."""
-    return tuple(
+    """Prefetch keys among ``keys`` whose data could not be obtained, or only in part."""
+    missing = tuple(
         Gap("prefetch_unavailable", {"key": key, "why": record.unavailable[key]})
         for key in keys
         if key in record.unavailable
     )
+    partial = tuple(
+        Gap("prefetch_incomplete", {"key": key, "why": record.incomplete[key]})
+        for key in keys
+        if key in record.incomplete and key not in record.unavailable
+    )
+    return missing + partial
 
 
 def lab_gaps(record: PatientRecord, wanted: dict[str, LabValue | None]) -> tuple[Gap, ...]:

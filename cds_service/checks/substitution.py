@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from cds_service.checks import thresholds as T
 from cds_service.checks.findings import Gap, LabValue, SafetyCheck, Substitution
 from cds_service.checks.labs import LabFacts
+from cds_service.prefetch import MEDICATIONS_KEY
 from cds_service.record import MedicationOrder, PatientRecord
 
 # The drug class of each substitute: an active order of that class makes the substitute a
@@ -55,8 +56,8 @@ def _active_of_class(record: PatientRecord, drug_class: str) -> tuple[Medication
 
 def _duplicate_check(record: PatientRecord, drug_class: str) -> tuple[SafetyCheck | None, Gap | None]:
     """Whether a drug of ``drug_class`` is already active; a Gap when the list is unavailable."""
-    if "medications" in record.unavailable:
-        return None, Gap("prefetch_unavailable", {"key": "medications", "why": record.unavailable["medications"]})
+    if MEDICATIONS_KEY in record.unavailable:
+        return None, Gap("prefetch_unavailable", {"key": MEDICATIONS_KEY, "why": record.unavailable[MEDICATIONS_KEY]})
     active = _active_of_class(record, drug_class)
     check = SafetyCheck(
         key=_DUPLICATE_CHECK[drug_class],
