@@ -9,7 +9,6 @@ hammer an issuer. A URL is only ever one the configuration named.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import threading
@@ -21,6 +20,8 @@ from urllib.parse import urlsplit
 
 import jwt
 import requests
+
+from cds_service.net import is_loopback_host
 
 log = logging.getLogger("cds_service.auth")
 
@@ -104,18 +105,9 @@ def check_key_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return url
-    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
         return url
     raise ValueError(f"'{url}' is not an https URL (plain http is allowed on loopback only)")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Refreshable:

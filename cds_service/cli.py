@@ -7,7 +7,6 @@ Every ``serve`` option can also be set by its environment variable (``CDS_HOST``
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import sys
@@ -19,17 +18,9 @@ from pydantic import ValidationError
 from cds_service import __version__
 from cds_service.config import Settings
 from cds_service.errors import describe_validation_error
+from cds_service.net import is_loopback_host
 
 log = logging.getLogger("cds_service")
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _settings(overrides: dict) -> Settings:
@@ -64,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"calciphylaxis-cds: cannot start: {exc}", file=sys.stderr)
         return 2
     if not getattr(authenticator, "enabled", False):
-        if is_loopback(settings.host):
+        if is_loopback_host(settings.host):
             log.warning(
                 "No trusted JWT issuers configured: serving WITHOUT authentication on loopback %s only.",
                 settings.host,

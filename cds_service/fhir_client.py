@@ -17,7 +17,6 @@ Failures raise ``FhirFetchError`` whose ``reason`` is a short phrase fit to show
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
@@ -27,6 +26,8 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
+
+from cds_service.net import is_loopback_host
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CHUNK = 64 * 1024
@@ -43,18 +44,6 @@ class FhirFetchError(Exception):
 # --------------------------------------------------------------------------------------------
 # Which servers may be contacted
 # --------------------------------------------------------------------------------------------
-
-
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    host = host.strip("[]").rstrip(".").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _parts(url: str) -> SplitResult | None:

@@ -113,3 +113,14 @@ def test_feedback_report_prints_per_rule_counts(tmp_path, capsys):
 def test_feedback_report_without_a_database_says_so(tmp_path, capsys):
     assert cli.main(["feedback-report", "--db", str(tmp_path / "none.db")]) == 0
     assert "No feedback database" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "host, loopback",
+    [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("LOCALHOST.", True), ("0.0.0.0", False), ("10.0.0.5", False), ("fhir.example.org", False), ("", False)],
+)
+def test_loopback_hosts_are_recognised_in_every_usual_spelling(host, loopback):
+    from cds_service.net import is_loopback_host
+
+    assert is_loopback_host(host) is loopback
