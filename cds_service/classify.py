@@ -121,10 +121,12 @@ def _coding_display(coding: dict[str, Any], concept: Any) -> str:
     return clean_text(texts[0]) if texts else str(coding.get("code"))
 
 
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+
+
 def clean_text(text: str) -> str:
     """Drop zero-width characters (Synthea writes one into an eGFR display) and squeeze spaces."""
-    text = re.sub(r"[\u200b\u200c\u200d\u2060\ufeff]", "", text)
-    return re.sub(r"\s+", " ", text).strip()
+    return " ".join(text.translate(_ZERO_WIDTH).split())
 
 
 def is_medication_order(resource: Any) -> bool:
@@ -348,9 +350,9 @@ def condition_counts(resource: Mapping[str, Any]) -> bool:
 
 
 def _text_match(pattern: re.Pattern[str], texts: Iterable[str]) -> str | None:
-    """The first text that matches ``pattern`` without an explicit negation just before it."""
-    for raw in texts:
-        text = clean_text(raw)
+    """The first text that matches ``pattern`` without an explicit negation just before it.
+    ``texts`` are already cleaned (``clean_text``): callers clean once, not once per pattern."""
+    for text in texts:
         for match in pattern.finditer(text):
             before = text[max(0, match.start() - 30):match.start()]
             after = text[match.end():match.end() + 30]
@@ -362,7 +364,7 @@ def _text_match(pattern: re.Pattern[str], texts: Iterable[str]) -> str | None:
 def _condition_texts(resource: Mapping[str, Any]) -> list[str]:
     # Only what names the condition (code.text, coding displays): free-text notes mention other
     # people's and ruled-out diagnoses too often to be read as the patient's problem.
-    return _texts(resource.get("code"))
+    return [clean_text(text) for text in _texts(resource.get("code"))]
 
 
 def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
@@ -440,7 +442,7 @@ def classify_procedure(resource: Any, now: datetime) -> ConditionFact | None:
             display = _coding_display(coding, code)
             break
     if matched_by is None:
-        named = _text_match(term.DIALYSIS_PROCEDURE_TEXT, _texts(code))
+        named = _text_match(term.DIALYSIS_PROCEDURE_TEXT, [clean_text(t) for t in _texts(code)])
         if named is None:
             return None
         matched_by, display = "text", named

@@ -15,7 +15,7 @@ card content fails a test instead of reaching an EHR:
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -44,15 +44,13 @@ class OutModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # Members the spec allows to be empty (e.g. ``{"cards": []}``).
-    _may_be_empty: frozenset[str] = frozenset()
+    MAY_BE_EMPTY: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="after")
     def _no_empty_members(self):
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if value is None or name in self._may_be_empty:
-                continue
-            if value == "" or value == [] or value == {}:
+        # Runs for every card, suggestion and action: read the field values directly.
+        for name, value in self.__dict__.items():
+            if isinstance(value, (str, list, dict)) and not value and name not in self.MAY_BE_EMPTY:
                 raise ValueError(f"'{name}' must be omitted rather than empty")
         return self
 
@@ -143,7 +141,7 @@ class Card(OutModel):
 class CDSResponse(OutModel):
     cards: list[Card] = Field(default_factory=list)
     systemActions: list[Action] | None = None
-    _may_be_empty = frozenset({"cards"})
+    MAY_BE_EMPTY: ClassVar[frozenset[str]] = frozenset({"cards"})
 
 
 class DiscoveryService(OutModel):

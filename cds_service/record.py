@@ -293,7 +293,7 @@ def _observation_analyte(resource: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def _lab_result(
-    resource: dict[str, Any], analyte: str, loinc: str, status: str
+    resource: dict[str, Any], analyte: str, loinc: str, status: str, effective: datetime | None
 ) -> LabResult | UnusableLab:
     rid = _classify.resource_key(resource) or "Observation"
     quantity = resource.get("valueQuantity")
@@ -310,7 +310,7 @@ def _lab_result(
         unit=canonical,
         original_value=normalised.original_value,
         original_unit=normalised.original_unit,
-        effective=_observation_effective(resource),
+        effective=effective,
         resource_id=rid,
         loinc=loinc,
         status=status,
@@ -318,11 +318,36 @@ def _lab_result(
     )
 
 
-def _newest_first(result: LabResult) -> tuple[int, float]:
+def _newest_first(effective: datetime | None) -> tuple[int, float]:
     # Undated results sort last; among dated ones, newest first.
-    if result.effective is None:
+    if effective is None:
         return (1, 0.0)
-    return (0, -result.effective.timestamp())
+    return (0, -effective.timestamp())
+
+
+# Every rule reads only recent results (the latest value, two consecutive PTH results, an albumin
+# drawn near the calcium), so each analyte keeps its newest usable results only. Units are
+# normalised for those alone: a chart with 10,000 Observations then costs little more to read
+# than one with 50.
+SERIES_LIMIT = 12
+
+
+def _newest_series(
+    candidates: list[tuple[datetime | None, dict[str, Any], str, str]], analyte: str
+) -> tuple[tuple[LabResult, ...], list[UnusableLab]]:
+    """Normalise ``analyte``'s candidates newest first until SERIES_LIMIT are usable."""
+    candidates.sort(key=lambda c: _newest_first(c[0]))
+    series: list[LabResult] = []
+    unusable: list[UnusableLab] = []
+    for effective, resource, loinc, status in candidates:
+        result = _lab_result(resource, analyte, loinc, status, effective)
+        if isinstance(result, LabResult):
+            series.append(result)
+            if len(series) == SERIES_LIMIT:
+                break
+        else:
+            unusable.append(result)
+    return tuple(series), unusable
 
 
 def build_record(context: dict, prefetch: Any, now: datetime) -> PatientRecord:
@@ -344,7 +369,8 @@ def build_record(context: dict, prefetch: Any, now: datetime) -> PatientRecord:
     incomplete = dict(incomplete) if isinstance(incomplete, Mapping) else {}
 
     seen: set[str] = set()
-    labs: dict[str, list[LabResult]] = {}
+    # analyte -> (effective, Observation, LOINC, status): selected by code and status only.
+    lab_candidates: dict[str, list[tuple[datetime | None, dict[str, Any], str, str]]] = {}
     unusable: list[UnusableLab] = []
     conditions: list[ConditionFact] = []
     order_resources: list[dict[str, Any]] = []
@@ -367,11 +393,10 @@ def build_record(context: dict, prefetch: Any, now: datetime) -> PatientRecord:
                 selected = _observation_analyte(resource)
                 if selected is None:
                     continue
-                result = _lab_result(resource, selected[0], selected[1], status)
-                if isinstance(result, LabResult):
-                    labs.setdefault(result.analyte, []).append(result)
-                else:
-                    unusable.append(result)
+                analyte, loinc = selected
+                lab_candidates.setdefault(analyte, []).append(
+                    (_observation_effective(resource), resource, loinc, status)
+                )
             elif rtype == "Condition":
                 conditions.extend(_classify.classify_condition(resource))
             elif rtype == "Procedure":
@@ -382,6 +407,13 @@ def build_record(context: dict, prefetch: Any, now: datetime) -> PatientRecord:
                 catalog.add(resource, full_url)
             else:  # MedicationRequest / MedicationOrder
                 order_resources.append(resource)
+
+    labs: dict[str, tuple[LabResult, ...]] = {}
+    for analyte, candidates in lab_candidates.items():
+        series, skipped = _newest_series(candidates, analyte)
+        if series:
+            labs[analyte] = series
+        unusable.extend(skipped)
 
     medications: list[MedicationOrder] = []
     for resource in order_resources:
@@ -398,7 +430,7 @@ def build_record(context: dict, prefetch: Any, now: datetime) -> PatientRecord:
         now=now,
         conditions=tuple(conditions),
         medications=tuple(medications),
-        labs={analyte: tuple(sorted(series, key=_newest_first)) for analyte, series in labs.items()},
+        labs=labs,
         unavailable=unavailable,
         incomplete=incomplete,
         unusable_labs=tuple(unusable),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 # Molar <-> mass factors from terminology.md section 4 (MIRACUM loinc-conversion).
@@ -77,9 +78,14 @@ UNIT_FACTORS: dict[str, dict[str, float]] = {
 }
 
 
+@lru_cache(maxsize=1024)
+def _factor(analyte: str, unit: str) -> float | None:
+    return UNIT_FACTORS.get(analyte, {}).get(unit_key(unit))
+
+
 def convert(value: float, unit: str, analyte: str) -> float | None:
     """``value`` in ``unit`` expressed in the analyte's canonical unit; ``None`` if not convertible."""
-    factor = UNIT_FACTORS.get(analyte, {}).get(unit_key(unit))
+    factor = _factor(analyte, unit)
     if factor is None:
         return None
     return value * factor

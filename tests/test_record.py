@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -602,3 +603,23 @@ def test_nan_and_infinite_values_are_not_usable():
     record = build({"calcium": bundle(obs("nan", "17861-6", float("nan"), "mg/dL", days_ago(1)),
                                       obs("inf", "17861-6", float("inf"), "mg/dL", days_ago(1)))})
     assert record.labs == {} and len(record.unusable_labs) == 2
+
+
+def test_each_analyte_keeps_only_its_newest_usable_results_whatever_the_input_order():
+    from cds_service.record import SERIES_LIMIT
+
+    days = list(range(40))
+    random.Random(7).shuffle(days)
+    results = [obs(f"ca-{d}", "17861-6", 9.0 + d / 100, "mg/dL", when=days_ago(d)) for d in days]
+    record = build({"calcium": bundle(*results)})
+    series = record.labs["calcium"]
+    assert len(series) == SERIES_LIMIT
+    assert [r.resource_id for r in series] == [f"Observation/ca-{d}" for d in range(SERIES_LIMIT)]
+
+
+def test_an_unusable_newest_result_is_reported_and_the_next_usable_one_is_used():
+    newest = obs("ca-new", "17861-6", 9.9, "furlongs", when=days_ago(1))
+    older = obs("ca-old", "17861-6", 9.1, "mg/dL", when=days_ago(3))
+    record = build({"calcium": bundle(older, newest)})
+    assert record.latest("calcium").resource_id == "Observation/ca-old"
+    assert [u.resource_id for u in record.unusable_labs] == ["Observation/ca-new"]
