@@ -45,3 +45,15 @@ def app(settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def preflight(client, path: str):
+    """A browser's CORS preflight for a POST with a JWT, as the CDS Hooks sandbox sends it."""
+    return client.options(
+        path,
+        headers={
+            "Origin": "https://sandbox.cds-hooks.org",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, Content-Type",
+        },
+    )

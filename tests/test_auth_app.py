@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 
+from tests.conftest import preflight
+
 from cds_service import cli, engine
 from cds_service.app import create_app
 from cds_service.config import Settings
@@ -162,14 +164,7 @@ def test_cors_preflight_needs_no_token_even_when_authentication_is_on(tmp_path, 
             raise AssertionError("a preflight must never be authenticated")
 
     client = create_app(Settings(feedback_db=tmp_path / "f.db"), authenticator=MustNotBeCalled()).test_client()
-    response = client.options(
-        path,
-        headers={
-            "Origin": "https://sandbox.cds-hooks.org",
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "Authorization, Content-Type",
-        },
-    )
+    response = preflight(client, path)
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert "authorization" in response.headers["Access-Control-Allow-Headers"].lower()

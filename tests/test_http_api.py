@@ -10,7 +10,7 @@ import pytest
 
 from cds_service.config import Settings
 from cds_service.app import create_app
-from tests.conftest import FHIR_DATA, load_shared
+from tests.conftest import FHIR_DATA, load_shared, preflight
 
 ORDER_SELECT = "/cds-services/calciphylaxis-order-select"
 PATIENT_VIEW = "/cds-services/calciphylaxis-patient-view"
@@ -252,14 +252,7 @@ def test_unexpected_exception_is_a_generic_500_and_logged(client, monkeypatch, c
 
 @pytest.mark.parametrize("path", ["/cds-services", PATIENT_VIEW, PATIENT_VIEW + "/feedback"])
 def test_cors_preflight_is_answered_without_credentials(client, path):
-    response = client.options(
-        path,
-        headers={
-            "Origin": "https://sandbox.cds-hooks.org",
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "Authorization, Content-Type",
-        },
-    )
+    response = preflight(client, path)
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     allowed = response.headers["Access-Control-Allow-Headers"].lower()

@@ -44,10 +44,7 @@ def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs
                 conditions=calciphylaxis_conditions(record),
                 labs=used,
                 reasons=("calciphylaxis",),
-                substitutions=plan.substitutions,
-                stop_only=not plan.substitutions,
-                safety_checks=plan.safety_checks,
-                notes=plan.notes,
+                **plan.finding_fields(),
                 gaps=lab_gaps(record, {"corrected_calcium": cc, "pth": pth})
                 + unavailable_gaps(record, LAB_KEYS)
                 + plan.gaps,
@@ -79,10 +76,7 @@ def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs
             conditions=conditions,
             labs=used + scope_labs,
             reasons=("corrected_calcium_high",),
-            substitutions=plan.substitutions,
-            stop_only=not plan.substitutions,
-            safety_checks=plan.safety_checks,
-            notes=plan.notes,
+            **plan.finding_fields(),
             gaps=gaps + plan.gaps,
         )
     ]

@@ -40,10 +40,7 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
                 conditions=calciphylaxis_conditions(record),
                 labs=shown_labs,
                 reasons=("calciphylaxis",),
-                substitutions=plan.substitutions,
-                stop_only=not plan.substitutions,
-                safety_checks=plan.safety_checks,
-                notes=plan.notes,
+                **plan.finding_fields(),
                 gaps=plan.gaps,
             )
         ]
@@ -84,10 +81,7 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
                 conditions=conditions,
                 labs=used,
                 reasons=tuple(fired),
-                substitutions=plan.substitutions,
-                stop_only=not plan.substitutions,
-                safety_checks=plan.safety_checks,
-                notes=plan.notes,
+                **plan.finding_fields(),
                 gaps=tuple(gaps) + plan.gaps,
             )
         ]

@@ -37,6 +37,16 @@ class SubstitutionPlan:
     notes: tuple[str, ...] = ()
     gaps: tuple[Gap, ...] = field(default=())
 
+    def finding_fields(self) -> dict:
+        """What a Finding takes from the plan (its gaps are merged by the caller, in order).
+        No substitute offered means the card can only suggest stopping the order."""
+        return {
+            "substitutions": self.substitutions,
+            "stop_only": not self.substitutions,
+            "safety_checks": self.safety_checks,
+            "notes": self.notes,
+        }
+
 
 def describe_lab(lab: LabValue | None) -> str:
     if lab is None:
