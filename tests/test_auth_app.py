@@ -8,13 +8,12 @@ import uuid
 
 import pytest
 
-from tests.conftest import preflight
-
 from cds_service import cli, engine
 from cds_service.app import create_app
 from cds_service.config import Settings
 from cds_service.protocol import Card, Source
 from tests.auth_support import BASE, bearer, claims, default_issuer, ec_key, raw_token, rsa_key, sign, write_issuers
+from tests.conftest import preflight
 
 DISCOVERY = "/cds-services"
 PATIENT_VIEW = "/cds-services/calciphylaxis-patient-view"
