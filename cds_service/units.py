@@ -120,16 +120,17 @@ def to_canonical(quantity: Any, analyte: str) -> NormalisedQuantity | None:
     value = quantity.get("value")
     if not is_number(value):
         return None
-    candidates = []
+    # The UCUM code first, then the human unit, then the code whatever its system.
+    tried = None
     for unit in (quantity_unit(quantity), quantity.get("unit"), quantity.get("code")):
-        if isinstance(unit, str) and unit.strip() and unit not in candidates:
-            candidates.append(unit)
-    for unit in candidates:
-        converted = convert(float(value), unit, analyte)
-        if converted is not None:
+        if unit == tried or not isinstance(unit, str) or not unit.strip():
+            continue
+        tried = unit
+        factor = _factor(analyte, unit)
+        if factor is not None:
             comparator = quantity.get("comparator")
             return NormalisedQuantity(
-                value=converted,
+                value=float(value) * factor,
                 original_value=float(value),
                 original_unit=unit,
                 comparator=comparator if isinstance(comparator, str) else None,
