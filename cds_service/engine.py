@@ -14,7 +14,7 @@ from typing import Any
 
 from cds_service.card_content import content
 from cds_service.cards_render import render_cards
-from cds_service.checks import review_chart, run_checks
+from cds_service.checks import lab_facts, review_chart, run_checks
 from cds_service.prefetch import ResolvedPrefetch
 from cds_service.protocol import Card
 from cds_service.record import build_record, orders_under_review
@@ -34,9 +34,10 @@ def evaluate(call: HookCall) -> list[Card]:
     """Cards for one hook call; ``[]`` for a patient out of scope or with nothing to flag."""
     record = build_record(call.context, call.prefetch, call.now)
     orders = orders_under_review(call.hook, call.context, record)
-    findings = run_checks(record, orders)
+    labs = lab_facts(record)  # one reading of the labs serves every check of this call
+    findings = run_checks(record, orders, labs)
     if call.hook == "patient-view":
-        findings = review_chart(record) + findings  # the mineral summary first, then per order
+        findings = review_chart(record, labs) + findings  # the mineral summary first, then per order
     if not findings:
         return []
     encounter = call.context.get("encounterId")

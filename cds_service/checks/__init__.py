@@ -67,10 +67,14 @@ def _conditions_gap(record: PatientRecord) -> Gap | None:
     return None
 
 
-def run_checks(record: PatientRecord, orders: tuple[OrderUnderReview, ...] | list[OrderUnderReview]) -> list[Finding]:
-    labs = lab_facts(record)
+def run_checks(
+    record: PatientRecord,
+    orders: tuple[OrderUnderReview, ...] | list[OrderUnderReview],
+    labs: LabFacts | None = None,
+) -> list[Finding]:
+    labs = labs or lab_facts(record)
     return [finding for review in orders for finding in check_order(record, review, labs)]
 
 
-def review_chart(record: PatientRecord) -> list[Finding]:
-    return mineral_status(record)
+def review_chart(record: PatientRecord, labs: LabFacts | None = None) -> list[Finding]:
+    return mineral_status(record, labs)
