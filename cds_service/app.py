@@ -7,15 +7,16 @@ import time
 from typing import Any
 
 import orjson
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask.json.provider import JSONProvider
 from flask_cors import CORS
+from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from cds_service import __version__, engine
 from cds_service.auth import Authenticator, build_authenticator
 from cds_service.config import Settings
-from cds_service.errors import ApiError, operation_outcome
+from cds_service.errors import ApiError, describe_validation_error, operation_outcome
 from cds_service.feedback import FeedbackStore, SQLiteFeedbackStore
 from cds_service.pipeline import find_service, run_hook
 from cds_service.prefetch import PrefetchResolver
@@ -89,8 +90,6 @@ def create_app(
 
 
 def _deps() -> dict[str, Any]:
-    from flask import current_app
-
     return current_app.extensions["cds"]
 
 
@@ -212,10 +211,6 @@ def _register_routes(app: Flask, settings: Settings) -> None:
 
     @app.post("/cds-services/<service_id>/feedback")
     def feedback(service_id: str):
-        from pydantic import ValidationError
-
-        from cds_service.errors import describe_validation_error
-
         _authenticate()
         service = find_service(service_id)
         g.log["service"] = service.id
