@@ -48,8 +48,6 @@ def validate_request(service: ServiceDefinition, body: Any) -> CDSRequest:
                 f"Invalid context for hook '{request.hook}': "
                 + describe_validation_error(exc, prefix="context."),
             ) from None
-    if request.prefetch is not None and not isinstance(request.prefetch, dict):
-        raise ApiError(400, "prefetch must be a JSON object")
     return request
 
 
