@@ -28,7 +28,7 @@ from pathlib import Path
 import orjson
 
 from bench import payloads
-from cds_service.app import create_app
+from cds_service.http.app import create_app
 from cds_service.config import Settings
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)

@@ -91,7 +91,7 @@ def iterations(size: str, quick: bool) -> int:
 
 
 def bench_in_process(quick: bool) -> list[dict]:
-    from cds_service.app import create_app
+    from cds_service.http.app import create_app
     from cds_service.config import Settings
 
     rows = []

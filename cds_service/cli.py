@@ -33,9 +33,9 @@ def _settings(overrides: dict) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from waitress import serve
 
-    from cds_service.app import create_app
+    from cds_service.http.app import create_app
     from cds_service.auth import IssuerConfigError, build_authenticator
-    from cds_service.logs import configure_logging
+    from cds_service.http.logs import configure_logging
 
     settings = _settings(
         {
@@ -105,10 +105,11 @@ def cmd_feedback_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cds_service.errors import ApiError
+    from cds_service.errors import CdsError
+    from cds_service.fhir.resolver import PrefetchResolver
+    from cds_service.http.errors import http_status
     from cds_service.pipeline import find_service, run_hook
-    from cds_service.prefetch import PrefetchResolver
-    from cds_service.render_text import render_response
+    from cds_service.render.text import render_response
     from cds_service.services import SERVICES
 
     try:
@@ -125,15 +126,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             service = find_service(args.service)
         else:
             hook = body.get("hook") if isinstance(body, dict) else None
-            matches = [s for s in SERVICES.values() if hook in s.hooks]
+            matches = [s for s in SERVICES.values() if hook == s.hook]
             if not matches:
                 print(f"calciphylaxis-cds: no service serves hook {hook!r}", file=sys.stderr)
                 return 2
             service = matches[0]
         now = (lambda: args.now) if args.now else None
         _, response = run_hook(service, body, PrefetchResolver(settings), now=now)
-    except ApiError as exc:
-        print(f"calciphylaxis-cds: {exc.status}: {exc.message}", file=sys.stderr)
+    except CdsError as exc:
+        print(f"calciphylaxis-cds: {http_status(exc)}: {exc.message}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(response.to_json(), indent=2))

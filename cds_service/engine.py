@@ -9,15 +9,17 @@ call, or ``warm_up()`` at start-up), never per request.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from datetime import datetime
 from typing import Any
 
-from cds_service.card_content import content
-from cds_service.cards_render import render_cards
 from cds_service.checks import lab_facts, review_chart, run_checks
-from cds_service.prefetch import ResolvedPrefetch
+from cds_service.fhir.resolver import ResolvedPrefetch
+from cds_service.patient.build import build_record, orders_under_review
 from cds_service.protocol import Card
-from cds_service.record import build_record, orders_under_review
+from cds_service.render.cards import render_cards
+from cds_service.render.content import content
+from cds_service.render.orders import validate_substitute_orders
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ def evaluate(call: HookCall) -> list[Card]:
     return render_cards(findings, record.patient_id, encounter if isinstance(encounter, str) else None)
 
 
+@cache
 def warm_up() -> None:
-    """Load and check the card content now (fails fast at start-up if a file is wrong)."""
-    content()
+    """Load and check the card content and every substitute order now (fails fast at start-up
+    if a file is wrong, never in a hook call)."""
+    validate_substitute_orders(content())

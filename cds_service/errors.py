@@ -1,58 +1,43 @@
-"""Errors the API answers with, as FHIR OperationOutcome bodies.
+"""Domain errors: what went wrong with a call, in words fit to show the caller.
 
-Messages are written for a developer integrating an EHR: they name the member at fault and
-what was expected, and never echo the value that was sent (it may hold a token or PHI).
+The layers below HTTP (authentication, the pipeline, the FHIR resolver) raise these; only the
+HTTP layer (``cds_service.http.errors``) knows which status each maps to. Messages are written
+for a developer integrating an EHR: they name the member at fault and what was expected, and
+never echo the value that was sent (it may hold a token or PHI).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-# HTTP status -> OperationOutcome issue type (http://hl7.org/fhir/issue-type)
-_ISSUE_CODE = {
-    400: "invalid",
-    401: "login",
-    403: "forbidden",
-    404: "not-found",
-    405: "not-supported",
-    412: "incomplete",
-    413: "too-long",
-    415: "not-supported",
-    500: "exception",
-}
+from pydantic import ValidationError
 
 
-class ApiError(Exception):
-    """An error with the HTTP status and the words to say to the caller."""
+class CdsError(Exception):
+    """Base of the errors a caller is told about; ``message`` is safe to send and to log."""
 
-    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None):
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status = status
         self.message = message
         self.headers = headers or {}
 
 
-class PreconditionFailed(ApiError):
-    """412: FHIR data the service needs could neither be taken from prefetch nor fetched."""
-
-    def __init__(self, message: str):
-        super().__init__(412, message)
+class BadRequest(CdsError):
+    """The request is malformed or asks for something this service does not do."""
 
 
-def operation_outcome(status: int, message: str) -> dict[str, Any]:
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [
-            {
-                "severity": "fatal" if status >= 500 else "error",
-                "code": _ISSUE_CODE.get(status, "processing"),
-                "diagnostics": message,
-            }
-        ],
-    }
+class NotFound(CdsError):
+    """No such service."""
 
 
-def describe_validation_error(exc, prefix: str = "") -> str:
+class Unauthorized(CdsError):
+    """The caller could not be authenticated (the reason is logged, never sent)."""
+
+
+class DataUnavailable(CdsError):
+    """FHIR data a hook cannot do without could be had neither from prefetch nor from a
+    trusted FHIR server."""
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """Turn a pydantic ValidationError into one readable sentence naming each field.
 
     Only the location and the message are used; the offending input is never echoed.

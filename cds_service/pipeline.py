@@ -11,8 +11,8 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from cds_service import engine
-from cds_service.errors import ApiError, describe_validation_error
-from cds_service.prefetch import PrefetchResolver
+from cds_service.errors import BadRequest, NotFound, describe_validation_error
+from cds_service.fhir.resolver import PrefetchResolver
 from cds_service.protocol import CONTEXT_MODELS, CDSRequest, CDSResponse
 from cds_service.services import SERVICES, ServiceDefinition
 
@@ -21,30 +21,27 @@ def find_service(service_id: str) -> ServiceDefinition:
     service = SERVICES.get(service_id)
     if service is None:
         known = ", ".join(sorted(SERVICES))
-        raise ApiError(404, f"No CDS service with id '{service_id}'. Services offered: {known}.")
+        raise NotFound(f"No CDS service with id '{service_id}'. Services offered: {known}.")
     return service
 
 
 def validate_request(service: ServiceDefinition, body: Any) -> CDSRequest:
     if not isinstance(body, dict):
-        raise ApiError(400, f"The request body must be a JSON object, not a JSON {_json_type(body)}.")
+        raise BadRequest(f"The request body must be a JSON object, not a JSON {_json_type(body)}.")
     try:
         request = CDSRequest.model_validate(body)
     except ValidationError as exc:
-        raise ApiError(400, "Invalid CDS Hooks request: " + describe_validation_error(exc)) from None
-    if request.hook not in service.hooks:
-        served = ", ".join(service.hooks)
-        raise ApiError(
-            400,
-            f"Service '{service.id}' does not serve hook '{request.hook}'; it serves: {served}.",
+        raise BadRequest("Invalid CDS Hooks request: " + describe_validation_error(exc)) from None
+    if request.hook != service.hook:
+        raise BadRequest(
+            f"Service '{service.id}' does not serve hook '{request.hook}'; it serves: {service.hook}."
         )
     context_model = CONTEXT_MODELS.get(request.hook)
     if context_model is not None:
         try:
             context_model.model_validate(request.context)
         except ValidationError as exc:
-            raise ApiError(
-                400,
+            raise BadRequest(
                 f"Invalid context for hook '{request.hook}': "
                 + describe_validation_error(exc, prefix="context."),
             ) from None

@@ -1,35 +1,85 @@
-"""The CDS services this server offers (what discovery lists and what each endpoint serves)."""
+"""The CDS services this server offers: each declares its hook, its prefetch keys (template,
+description, required or optional) and is listed by discovery from this one place.
+
+Observation templates search every LOINC code the record reads for their analytes (from the
+analyte table), so the search and the reader cannot drift apart.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
-from cds_service.prefetch import PREFETCH_TEMPLATES
-from cds_service.protocol import DiscoveryService
+from cds_service.fhir.templates import PrefetchKey
+from cds_service.patient import sources
+from cds_service.patient.analytes import ANALYTES
+from cds_service.patient.terminology import DIALYSIS_PROCEDURE_CODES, LOINC
+from cds_service.protocol import DiscoveryResponse, DiscoveryService
+
+
+def _observations(description: str, source: str, count: int) -> PrefetchKey:
+    codes = sorted(
+        code for a in ANALYTES.values() if a.source == source for code in a.loinc | a.extra_loinc
+    )
+    code_param = ",".join(f"{LOINC}|{code}" for code in codes)
+    template = f"Observation?patient={{{{context.patientId}}}}&code={code_param}&_sort=-date&_count={count}"
+    return PrefetchKey(template, description, newest=count)
+
+
+# Every key the services ask for. ``_count`` on conditions and medications is a page size (a
+# bounded response), not a limit: further pages are followed up to CDS_FHIR_MAX_PAGES.
+PREFETCH_KEYS: dict[str, PrefetchKey] = {
+    sources.PATIENT: PrefetchKey("Patient/{{context.patientId}}", "the patient record"),
+    sources.CONDITIONS: PrefetchKey(
+        "Condition?patient={{context.patientId}}&_count=100", "the patient's conditions"
+    ),
+    sources.MEDICATIONS: PrefetchKey(
+        "MedicationRequest?patient={{context.patientId}}&status=active,on-hold&_count=100",
+        "the patient's active and on-hold medications",
+    ),
+    sources.CALCIUM: _observations("recent calcium results", sources.CALCIUM, count=10),
+    sources.ALBUMIN: _observations("recent albumin results", sources.ALBUMIN, count=10),
+    sources.PHOSPHATE: _observations("recent phosphate results", sources.PHOSPHATE, count=10),
+    sources.PTH: _observations("recent PTH results", sources.PTH, count=6),
+    sources.EGFR: _observations("recent eGFR results", sources.EGFR, count=3),
+    # Recent dialysis sessions: evidence of dialysis where no ESRD/dependence Condition is coded.
+    sources.PROCEDURES: PrefetchKey(
+        "Procedure?patient={{context.patientId}}&code="
+        + ",".join(f"{system}|{code}" for system, code in sorted(DIALYSIS_PROCEDURE_CODES))
+        + "&_sort=-date&_count=5",
+        "recent dialysis procedures",
+        newest=5,
+    ),
+}
+
+
+def _keys(*required: str) -> dict[str, PrefetchKey]:
+    return {key: replace(spec, required=key in required) for key, spec in PREFETCH_KEYS.items()}
 
 
 @dataclass(frozen=True)
 class ServiceDefinition:
     id: str
-    hooks: tuple[str, ...]
+    hook: str
     title: str
     description: str
     usage_requirements: str
-    prefetch: dict[str, str] = field(default_factory=lambda: dict(PREFETCH_TEMPLATES))
+    prefetch: Mapping[str, PrefetchKey]
 
-    def discovery_entries(self) -> list[DiscoveryService]:
-        # One entry per hook: 2.0 allows the same id for several hooks.
-        return [
-            DiscoveryService(
-                hook=hook,
-                id=self.id,
-                title=self.title,
-                description=self.description,
-                usageRequirements=self.usage_requirements,
-                prefetch=self.prefetch,
-            )
-            for hook in self.hooks
-        ]
+    @property
+    def templates(self) -> dict[str, str]:
+        return {key: spec.template for key, spec in self.prefetch.items()}
+
+    def discovery_entry(self) -> DiscoveryService:
+        return DiscoveryService(
+            hook=self.hook,
+            id=self.id,
+            title=self.title,
+            description=self.description,
+            usageRequirements=self.usage_requirements,
+            prefetch=self.templates,
+        )
 
 
 _USAGE = (
@@ -43,7 +93,7 @@ SERVICES: dict[str, ServiceDefinition] = {
     for s in (
         ServiceDefinition(
             id="calciphylaxis-patient-view",
-            hooks=("patient-view",),
+            hook="patient-view",
             title="Calciphylaxis medication and mineral review",
             description=(
                 "On opening the chart of a dialysis patient or a patient with calciphylaxis, flags "
@@ -51,10 +101,12 @@ SERVICES: dict[str, ServiceDefinition] = {
                 "sterols, and summarises calcium, phosphate and PTH against targets."
             ),
             usage_requirements=_USAGE,
+            # Reviewing the chart: without conditions or medications there is nothing to review.
+            prefetch=_keys(sources.CONDITIONS, sources.MEDICATIONS),
         ),
         ServiceDefinition(
             id="calciphylaxis-order-select",
-            hooks=("order-select",),
+            hook="order-select",
             title="Calciphylaxis check on medication selection",
             description=(
                 "When a calcium-based binder, a vitamin K antagonist or an active vitamin D sterol "
@@ -62,10 +114,13 @@ SERVICES: dict[str, ServiceDefinition] = {
                 "substitute order in one click."
             ),
             usage_requirements=_USAGE,
+            # The orders under review come in the context: everything else is optional and the
+            # cards say what could not be checked.
+            prefetch=_keys(),
         ),
         ServiceDefinition(
             id="calciphylaxis-order-sign",
-            hooks=("order-sign",),
+            hook="order-sign",
             title="Calciphylaxis check before signing medication orders",
             description=(
                 "Before orders are signed, checks every draft medication order for calcium-based "
@@ -73,13 +128,12 @@ SERVICES: dict[str, ServiceDefinition] = {
                 "calciphylaxis patients, with substitute orders."
             ),
             usage_requirements=_USAGE,
+            prefetch=_keys(),
         ),
     )
 }
 
 
-def discovery_document() -> dict:
-    from cds_service.protocol import DiscoveryResponse
-
-    entries = [entry for service in SERVICES.values() for entry in service.discovery_entries()]
+def discovery_document() -> dict[str, Any]:
+    entries = [service.discovery_entry() for service in SERVICES.values()]
     return DiscoveryResponse(services=entries).to_json()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.app import create_app
+from cds_service.http.app import create_app
 from cds_service.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]

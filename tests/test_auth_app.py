@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from cds_service import cli, engine
-from cds_service.app import create_app
+from cds_service.http.app import create_app
 from cds_service.config import Settings
 from cds_service.protocol import Card, Source
 from tests.auth_support import BASE, bearer, claims, default_issuer, ec_key, raw_token, rsa_key, sign, write_issuers
@@ -187,7 +187,7 @@ def serve_env(monkeypatch, tmp_path):
         calls.update(kwargs, app=app)
 
     monkeypatch.setattr("waitress.serve", fake_serve)
-    monkeypatch.setattr("cds_service.logs.configure_logging", lambda level="INFO": None)
+    monkeypatch.setattr("cds_service.http.logs.configure_logging", lambda level="INFO": None)
     for name in ("CDS_ISSUERS_FILE", "CDS_ALLOW_UNAUTHENTICATED", "CDS_HOST", "CDS_JWT_ALGORITHMS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CDS_FEEDBACK_DB", str(tmp_path / "f.db"))
@@ -214,7 +214,7 @@ def test_allow_unauthenticated_environment_variable_works_like_the_flag(serve_en
     with caplog.at_level(logging.WARNING, logger="cds_service"):
         assert cli.main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 0
     assert serve_env["host"] == "0.0.0.0"
-    assert serve_env["app"].extensions["cds"]["authenticator"].enabled is False
+    assert serve_env["app"].extensions["cds"].authenticator.enabled is False
     assert any("anyone who can reach" in r.getMessage() for r in caplog.records)
 
 
@@ -231,13 +231,13 @@ def test_serve_on_loopback_without_issuers_starts_open_and_says_so(serve_env, ca
 
 def test_serve_with_issuers_starts_on_all_interfaces_with_authentication_on(serve_env, issuers_file):
     assert cli.main(["serve", "--host", "0.0.0.0", "--port", "0", "--issuers-file", str(issuers_file)]) == 0
-    assert serve_env["app"].extensions["cds"]["authenticator"].enabled is True
+    assert serve_env["app"].extensions["cds"].authenticator.enabled is True
 
 
 def test_serve_with_issuers_from_the_environment(serve_env, monkeypatch, issuers_file):
     monkeypatch.setenv("CDS_ISSUERS_FILE", str(issuers_file))
     assert cli.main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 0
-    assert serve_env["app"].extensions["cds"]["authenticator"].enabled is True
+    assert serve_env["app"].extensions["cds"].authenticator.enabled is True
 
 
 def test_serve_with_a_broken_issuers_file_refuses_with_a_clear_message(serve_env, tmp_path, capsys):

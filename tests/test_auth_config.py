@@ -12,10 +12,11 @@ import responses
 from pydantic import ValidationError
 
 from cds_service.auth import JwtAuthenticator, NoAuthentication, build_authenticator
-from cds_service.auth_issuers import SANDBOX_ISSUER, IssuerConfigError, build_issuers
-from cds_service.auth_keys import KeyStore
+from cds_service.auth.issuers import SANDBOX_ISSUER, IssuerConfigError, build_issuers
+from cds_service.auth.keys import KeyStore
 from cds_service.config import Settings
-from cds_service.errors import ApiError
+from cds_service.errors import Unauthorized
+from cds_service.http.errors import http_status
 from tests.auth_support import ISS, bearer, claims, ec_key, jwks, public_jwk, sign, write_issuers
 from tests.conftest import FHIR_DATA, REPO
 
@@ -188,9 +189,9 @@ def test_token_claiming_to_be_the_sandbox_but_signed_by_another_key_is_refused(t
         kid=SANDBOX_KID,
         jku=SANDBOX_JWKS_URL,
     )
-    with caplog.at_level(logging.WARNING, logger="cds_service.auth"), pytest.raises(ApiError) as exc:
+    with caplog.at_level(logging.WARNING, logger="cds_service.auth"), pytest.raises(Unauthorized) as exc:
         authenticator.authenticate(bearer(token), audience)
-    assert exc.value.status == 401
+    assert http_status(exc.value) == 401
     assert [r.reason for r in caplog.records if hasattr(r, "reason")] == [
         "signature does not verify with the issuer's key"
     ]

@@ -11,10 +11,10 @@ import pytest
 import responses
 
 from cds_service.auth import JwtAuthenticator
-from cds_service.auth_issuers import build_issuers
-from cds_service.auth_keys import MAX_JWKS_BYTES, JwksError, KeyStore, check_key_url, parse_jwk, parse_jwks
-from cds_service.auth_replay import InMemoryReplayCache, ReplayCacheFull
-from cds_service.errors import ApiError
+from cds_service.auth.issuers import build_issuers
+from cds_service.auth.keys import MAX_JWKS_BYTES, JwksError, KeyStore, check_key_url, parse_jwk, parse_jwks
+from cds_service.auth.replay import InMemoryReplayCache, ReplayCacheFull
+from cds_service.errors import Unauthorized
 from tests.auth_support import (
     ISS,
     NOW,
@@ -58,7 +58,7 @@ def authenticator(tmp_path, issuer: dict, clock: FakeClock, **kwargs) -> JwtAuth
 def accepted(auth: JwtAuthenticator, token: str) -> bool:
     try:
         auth.authenticate(bearer(token), SERVICE_URL)
-    except ApiError:
+    except Unauthorized:
         return False
     return True
 

@@ -28,9 +28,10 @@ from tests.auth_support import (
     write_issuers,
 )
 from cds_service.auth import JwtAuthenticator
-from cds_service.auth_issuers import build_issuers
-from cds_service.auth_keys import KeyStore
-from cds_service.errors import ApiError
+from cds_service.auth.issuers import build_issuers
+from cds_service.auth.keys import KeyStore
+from cds_service.errors import Unauthorized
+from cds_service.http.errors import http_status
 from tests.conftest import SPEC_EXAMPLES
 
 SPEC_AUD = "https://cds.example.org/cds-services/some-service"
@@ -66,8 +67,8 @@ def refusal(auth: JwtAuthenticator, header: str | None, audience: str = SERVICE_
     logger.addHandler(handler)
     try:
         auth.authenticate(header, audience)
-    except ApiError as exc:
-        assert exc.status == 401
+    except Unauthorized as exc:
+        assert http_status(exc) == 401
         assert exc.message == "Authentication failed."
         assert exc.headers == {"WWW-Authenticate": 'Bearer realm="cds-services"'}
         assert handler.reasons, "a refusal must log its reason"

@@ -10,12 +10,17 @@ import pytest
 from fhir.resources.R4B.medicationrequest import MedicationRequest as R4BMedicationRequest
 from fhir.resources.medicationrequest import MedicationRequest as R5MedicationRequest
 
-from cds_service import card_content, terminology
-from cds_service.card_content import CardContentError, content, fill
-from cds_service.cards_render import render_card, stopped_resource, substitute_resource
+from cds_service.patient import terminology
+from cds_service.render import content as card_content
+from cds_service.render.content import CardContentError, content, fill
+from cds_service.render.cards import render_card
+from cds_service.render.orders import stopped_resource, substitute_resource
 from cds_service.checks import check_order, review_chart
-from cds_service.checks import RULE_INCOMPLETE, active_vitamin_d, calcium_binders, vitamin_k_antagonists
-from cds_service.checks.mineral_status import RULE as MINERAL_RULE
+from cds_service.checks import CHART_RULES, ORDER_RULES, RULE_INCOMPLETE
+from cds_service.checks import c1_calcium_binders as calcium_binders
+from cds_service.checks import c2_vitamin_k_antagonists as vitamin_k_antagonists
+from cds_service.checks import c3_active_vitamin_d as active_vitamin_d
+from cds_service.checks.m1_mineral_status import RULE_ID as MINERAL_RULE
 from cds_service.checks.findings import Finding, Gap, Substitution
 from cds_service.checks.substitution import SUBSTITUTE_CLASS
 from cds_service.protocol import Card
@@ -51,7 +56,7 @@ def test_content_is_loaded_once_per_process():
 
 def test_evaluating_a_request_reads_no_file(monkeypatch):
     from cds_service.engine import HookCall, evaluate
-    from cds_service.prefetch import ResolvedPrefetch
+    from cds_service.fhir.resolver import ResolvedPrefetch
     from tests.conftest import FIXTURES, FROZEN_NOW
 
     body = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())

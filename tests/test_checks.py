@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from cds_service.checks import check_order, review_chart, run_checks
-from cds_service.record import ConditionFact, LabResult, MedicationOrder, OrderUnderReview, PatientRecord
+from cds_service.patient.model import ConditionFact, LabResult, MedicationOrder, OrderUnderReview, PatientRecord
 from tests.conftest import FROZEN_NOW
 
 NOW = FROZEN_NOW
@@ -358,7 +358,7 @@ def test_a_partly_read_condition_list_never_silences_a_monitored_drug():
 
 
 def test_partial_data_is_named_in_the_rendered_card():
-    from cds_service.cards_render import render_cards
+    from cds_service.render.cards import render_cards
     from cds_service.checks import review_chart
 
     rec = record(conditions=[CALCIPHYLAXIS], incomplete={"calcium": "page 2 not read (timed out)"})

@@ -6,14 +6,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cds_service import terminology as term
-from cds_service.classify import (
+from cds_service.patient import terminology as term
+from cds_service.fhir.reading import ResourceIndex, parse_fhir_datetime
+from cds_service.patient.classify import (
     DIALYSIS_PROCEDURE_RECENT,
-    ResourceIndex,
     classify_condition,
     classify_medication,
     classify_procedure,
-    parse_fhir_datetime,
 )
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)

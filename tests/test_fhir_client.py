@@ -8,7 +8,7 @@ import pytest
 import requests
 import responses
 
-from cds_service.fhir_client import (
+from cds_service.fhir.client import (
     FhirClient,
     FhirFetchError,
     is_loopback_host,

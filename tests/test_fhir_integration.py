@@ -10,9 +10,11 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from cds_service.app import create_app
+from cds_service.http.app import create_app
 from cds_service.config import Settings
-from cds_service.prefetch import PREFETCH_TEMPLATES, PrefetchResolver, fill_template
+from cds_service.fhir.resolver import PrefetchResolver
+from cds_service.fhir.templates import fill_template
+from cds_service.services import PREFETCH_KEYS
 from cds_service.protocol import CDSRequest
 from tests.conftest import FROZEN_NOW
 from tests.fhir_server import FhirTestServer
@@ -154,7 +156,7 @@ def full_prefetch(server: FhirTestServer) -> dict:
                 headers={"Authorization": f"Bearer {TOKEN}"},
                 timeout=5,
             ).json()
-            for key, template in PREFETCH_TEMPLATES.items()
+            for key, template in ((k, v.template) for k, v in PREFETCH_KEYS.items())
         }
     finally:
         server.max_page_size = saved
@@ -201,8 +203,8 @@ def test_the_resolver_returns_the_same_data_fetched_as_prefetched(tmp_path, fhir
     resolver = PrefetchResolver(settings_for(tmp_path, fhir))
     try:
         prefetch = full_prefetch(fhir)
-        fetched = resolver.resolve(CDSRequest.model_validate(hook_call(fhir)), PREFETCH_TEMPLATES)
-        sent = resolver.resolve(CDSRequest.model_validate(hook_call(fhir, prefetch)), PREFETCH_TEMPLATES)
+        fetched = resolver.resolve(CDSRequest.model_validate(hook_call(fhir)), PREFETCH_KEYS)
+        sent = resolver.resolve(CDSRequest.model_validate(hook_call(fhir, prefetch)), PREFETCH_KEYS)
     finally:
         resolver.close()
     assert fetched.unavailable == sent.unavailable == {}
@@ -214,7 +216,7 @@ def test_the_resolver_returns_the_same_data_fetched_as_prefetched(tmp_path, fhir
             return [value["id"]]
         return [e["resource"]["id"] for e in value["entry"]]
 
-    for key in PREFETCH_TEMPLATES:
+    for key in PREFETCH_KEYS:
         assert ids(fetched.data, key) == ids(sent.data, key), key
     assert ids(fetched.data, "conditions") == ["esrd", "calci", "htn"]  # only this patient's, all pages
     assert ids(fetched.data, "meds") == ["binder", "vka", "warfarin-5"]  # stopped excluded; Medication read
@@ -248,10 +250,10 @@ def test_a_slow_server_costs_at_most_the_deadline_and_says_timed_out(tmp_path, f
     resolver = PrefetchResolver(settings)
     try:
         request = CDSRequest.model_validate({**hook_call(fhir), "hook": "order-sign"})
-        resolved = resolver.resolve(request, PREFETCH_TEMPLATES)
+        resolved = resolver.resolve(request, PREFETCH_KEYS)
     finally:
         resolver.close()
-    assert resolved.unavailable == {key: "timed out" for key in PREFETCH_TEMPLATES}
+    assert resolved.unavailable == {key: "timed out" for key in PREFETCH_KEYS}
 
 
 def test_a_wrong_token_is_reported_as_the_servers_answer(tmp_path, fhir):

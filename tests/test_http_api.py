@@ -9,7 +9,7 @@ import re
 import pytest
 
 from cds_service.config import Settings
-from cds_service.app import create_app
+from cds_service.http.app import create_app
 from tests.conftest import FHIR_DATA, load_shared, preflight
 
 ORDER_SELECT = "/cds-services/calciphylaxis-order-select"
@@ -304,7 +304,7 @@ def test_one_structured_log_line_per_request_without_tokens(client, caplog):
     assert record.hookInstance == "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"
     assert record.status in (200, 412)
     assert isinstance(record.duration_ms, float)
-    from cds_service.logs import JsonFormatter
+    from cds_service.http.logs import JsonFormatter
 
     text = JsonFormatter().format(record)
     assert "secret-token-value" not in text and "jwt-value" not in text

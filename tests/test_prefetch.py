@@ -11,20 +11,22 @@ import pytest
 import requests
 import responses
 
-from cds_service.app import create_app
+from cds_service.http.app import create_app
 from cds_service.config import Settings
-from cds_service.errors import ApiError, PreconditionFailed
-from cds_service.prefetch import (
-    PREFETCH_KEYS,
-    PREFETCH_TEMPLATES,
-    REQUIRED_KEYS,
-    PrefetchResolver,
-    TemplateError,
-    fill_template,
-)
+from cds_service.errors import BadRequest, DataUnavailable
+from cds_service.fhir.resolver import PrefetchResolver
+from cds_service.fhir.templates import PrefetchKey, TemplateError, fill_template
+from cds_service.http.errors import http_status
+from cds_service.services import PREFETCH_KEYS, SERVICES
 from cds_service.protocol import HOOKS, CDSRequest
-from cds_service.terminology import LAB_LOINC, LOINC_TO_ANALYTE
+from cds_service.patient.terminology import LAB_LOINC, LOINC_TO_ANALYTE
 from tests.conftest import FROZEN_NOW
+
+# The templates every service declares, and which keys each hook's service requires.
+PREFETCH_TEMPLATES = {key: spec.template for key, spec in PREFETCH_KEYS.items()}
+REQUIRED_KEYS = {
+    service.hook: {key for key, spec in service.prefetch.items() if spec.required} for service in SERVICES.values()
+}
 
 BASE = "https://fhir.example.org/r4"
 TOKEN = "opaque-access-token-XYZ"
@@ -48,6 +50,12 @@ def resolver():
     resolver = PrefetchResolver(make_settings())
     yield resolver
     resolver.close()
+
+
+def resolve_all(resolver: PrefetchResolver, request: CDSRequest):
+    """Resolve every key the service of the request's hook declares (its required ones too)."""
+    service = next(s for s in SERVICES.values() if s.hook == request.hook)
+    return resolver.resolve(request, service.prefetch)
 
 
 def hook_request(
@@ -159,8 +167,8 @@ def test_required_data_is_declared_for_every_hook_and_only_patient_view_requires
     assert set(REQUIRED_KEYS) == set(HOOKS)
     assert REQUIRED_KEYS["patient-view"] == {"conditions", "meds"}
     assert not REQUIRED_KEYS["order-select"] and not REQUIRED_KEYS["order-sign"]
-    for keys in REQUIRED_KEYS.values():
-        assert keys <= set(PREFETCH_TEMPLATES)
+    for service in SERVICES.values():
+        assert set(service.prefetch) == set(PREFETCH_TEMPLATES)
 
 
 # --- tokens -----------------------------------------------------------------------------------
@@ -205,7 +213,7 @@ def test_unfillable_tokens_are_reported(template, context, reason):
 @responses.activate
 def test_a_template_that_cannot_be_filled_is_unavailable_without_a_call(resolver):
     request = hook_request(hook="order-sign")
-    resolved = resolver.resolve(request, {"encounter": "Encounter/{{context.encounterId}}"})
+    resolved = resolver.resolve(request, {"encounter": PrefetchKey("Encounter/{{context.encounterId}}", "the encounter")})
     assert resolved.unavailable == {"encounter": "request has no usable context.encounterId"}
     assert len(responses.calls) == 0
 
@@ -216,7 +224,7 @@ def test_a_template_that_cannot_be_filled_is_unavailable_without_a_call(resolver
 @responses.activate
 def test_prefetched_resources_and_bundles_are_used_without_calling_the_server(resolver):
     sent = full_prefetch()
-    resolved = resolver.resolve(hook_request(sent), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent))
     assert len(responses.calls) == 0
     assert resolved.unavailable == {} and resolved.fetched == frozenset()
     assert resolved.data["patient"] == PATIENT_RESOURCE
@@ -226,7 +234,7 @@ def test_prefetched_resources_and_bundles_are_used_without_calling_the_server(re
 @responses.activate
 def test_null_means_the_ehr_has_no_such_data_not_that_it_is_missing(resolver):
     sent = {key: None for key in PREFETCH_TEMPLATES}
-    resolved = resolver.resolve(hook_request(sent), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent))
     assert len(responses.calls) == 0
     assert resolved.data == sent and resolved.unavailable == {}
 
@@ -234,7 +242,7 @@ def test_null_means_the_ehr_has_no_such_data_not_that_it_is_missing(resolver):
 @responses.activate
 def test_operation_outcome_entries_are_dropped_from_a_prefetched_bundle(resolver):
     sent = {**full_prefetch(), "conditions": searchset(condition(1), outcomes=[outcome("warning"), outcome("error")])}
-    resolved = resolver.resolve(hook_request(sent), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent))
     assert len(responses.calls) == 0
     kinds = [e["resource"]["resourceType"] for e in resolved.data["conditions"]["entry"]]
     assert kinds == ["Condition"]
@@ -243,7 +251,7 @@ def test_operation_outcome_entries_are_dropped_from_a_prefetched_bundle(resolver
 @responses.activate
 def test_a_bundle_of_only_informational_outcomes_is_an_empty_result(resolver):
     sent = {**full_prefetch(), "conditions": searchset(outcomes=[outcome("information")])}
-    resolved = resolver.resolve(hook_request(sent), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent))
     assert len(responses.calls) == 0
     assert resolved.data["conditions"]["entry"] == []
 
@@ -269,7 +277,7 @@ def test_a_bundle_of_only_informational_outcomes_is_an_empty_result(resolver):
 def test_errors_and_odd_prefetch_values_are_fetched_instead(resolver, value):
     serve_everything()
     sent = {**full_prefetch(), "conditions": value}
-    resolved = resolver.resolve(hook_request(sent), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent))
     assert paths_called() == ["Condition"]
     assert resolved.fetched == {"conditions"}
     assert [e["resource"]["id"] for e in resolved.data["conditions"]["entry"]] == ["c1"]
@@ -278,7 +286,7 @@ def test_errors_and_odd_prefetch_values_are_fetched_instead(resolver, value):
 @responses.activate
 def test_an_absent_key_in_a_prefetch_without_a_server_is_unavailable(resolver):
     sent = {k: v for k, v in full_prefetch().items() if k != "pth"}
-    resolved = resolver.resolve(hook_request(sent, server=None), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent, server=None))
     assert resolved.unavailable == {"pth": "no FHIR server given"}
     assert "pth" not in resolved.data
 
@@ -286,7 +294,7 @@ def test_an_absent_key_in_a_prefetch_without_a_server_is_unavailable(resolver):
 @responses.activate
 def test_a_prefetch_error_without_a_server_says_both_things(resolver):
     sent = {**full_prefetch(), "pth": outcome()}
-    resolved = resolver.resolve(hook_request(sent, server=None), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent, server=None))
     assert resolved.unavailable == {"pth": "the EHR reported an error prefetching it; no FHIR server given"}
 
 
@@ -296,7 +304,7 @@ def test_a_prefetch_error_without_a_server_says_both_things(resolver):
 @responses.activate
 def test_absent_keys_are_fetched_from_the_trusted_server_with_the_token(resolver):
     serve_everything()
-    resolved = resolver.resolve(hook_request(), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request())
     assert resolved.unavailable == {}
     assert resolved.fetched == set(PREFETCH_TEMPLATES)
     assert sorted(paths_called()) == sorted(
@@ -313,7 +321,7 @@ def test_absent_keys_are_fetched_from_the_trusted_server_with_the_token(resolver
 @responses.activate
 def test_without_fhir_authorization_no_token_is_sent(resolver):
     serve_everything()
-    resolved = resolver.resolve(hook_request(token=False), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(token=False))
     assert resolved.unavailable == {}
     assert responses.calls and all("Authorization" not in c.request.headers for c in responses.calls)
 
@@ -321,7 +329,7 @@ def test_without_fhir_authorization_no_token_is_sent(resolver):
 @responses.activate
 def test_filled_lab_searches_carry_the_terminology_codes(resolver):
     serve_everything()
-    resolver.resolve(hook_request(), {"pth": PREFETCH_TEMPLATES["pth"]})
+    resolver.resolve(hook_request(), {"pth": PREFETCH_KEYS["pth"]})
     query = parse_qs(urlsplit(responses.calls[0].request.url).query)
     assert {t.split("|")[1] for t in query["code"][0].split(",")} == set(LAB_LOINC["pth"])
 
@@ -351,7 +359,7 @@ def test_each_fetch_failure_makes_only_that_key_unavailable_with_its_reason(mock
     resolver = PrefetchResolver(make_settings(fhir_max_response_bytes=4096))
     responses.get(f"{BASE}/Condition", **mock)
     sent = {k: v for k, v in full_prefetch().items() if k != "conditions"}
-    resolved = resolver.resolve(hook_request(sent, hook="order-sign"), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent, hook="order-sign"))
     assert resolved.unavailable == {"conditions": reason}
     assert "conditions" not in resolved.data
     assert set(resolved.data) == set(PREFETCH_TEMPLATES) - {"conditions"}
@@ -362,7 +370,7 @@ def test_each_fetch_failure_makes_only_that_key_unavailable_with_its_reason(mock
 def test_a_read_answered_with_another_resource_type_is_unavailable(resolver):
     responses.get(f"{BASE}/Patient/{PATIENT}", json=searchset())
     sent = {k: v for k, v in full_prefetch().items() if k != "patient"}
-    resolved = resolver.resolve(hook_request(sent), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent))
     assert resolved.unavailable == {"patient": "FHIR server sent Bundle, not Patient"}
 
 
@@ -370,7 +378,7 @@ def test_a_read_answered_with_another_resource_type_is_unavailable(resolver):
 def test_an_untrusted_fhir_server_is_never_contacted_nor_sent_the_token():
     resolver = PrefetchResolver(make_settings(fhir_allowed_servers=["https://other.example.org/fhir"]))
     responses.get(re.compile(r".*"), json=searchset())
-    resolved = resolver.resolve(hook_request(hook="order-sign"), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(hook="order-sign"))
     assert len(responses.calls) == 0
     assert resolved.unavailable == {key: "FHIR server not trusted" for key in PREFETCH_TEMPLATES}
 
@@ -379,7 +387,7 @@ def test_an_untrusted_fhir_server_is_never_contacted_nor_sent_the_token():
 def test_with_the_default_settings_no_fhir_server_is_trusted():
     resolver = PrefetchResolver(Settings())
     responses.get(re.compile(r".*"), json=searchset())
-    resolved = resolver.resolve(hook_request(hook="order-sign"), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(hook="order-sign"))
     assert len(responses.calls) == 0
     assert set(resolved.unavailable.values()) == {"FHIR server not trusted"}
 
@@ -388,7 +396,7 @@ def test_with_the_default_settings_no_fhir_server_is_trusted():
 def test_a_plain_http_fhir_server_is_refused_unless_on_loopback():
     resolver = PrefetchResolver(make_settings(fhir_allowed_servers=["fhir.example.org", "127.0.0.1"]))
     responses.get(re.compile(r".*"), json=searchset())
-    templates = {"c": "Condition?patient={{context.patientId}}"}
+    templates = {"c": PrefetchKey("Condition?patient={{context.patientId}}", "conditions")}
     remote = resolver.resolve(hook_request(hook="order-sign", server="http://fhir.example.org/r4"), templates)
     assert remote.unavailable == {"c": "FHIR server not using https"}
     assert len(responses.calls) == 0
@@ -397,15 +405,15 @@ def test_a_plain_http_fhir_server_is_refused_unless_on_loopback():
 
 
 def test_a_token_for_another_patient_is_refused_rather_than_mixing_patients(resolver):
-    with pytest.raises(ApiError) as caught:
-        resolver.resolve(hook_request(full_prefetch(), auth_patient="someone-else"), PREFETCH_TEMPLATES)
-    assert caught.value.status == 400
+    with pytest.raises(BadRequest) as caught:
+        resolve_all(resolver, hook_request(full_prefetch(), auth_patient="someone-else"))
+    assert http_status(caught.value) == 400
     assert "fhirAuthorization.patient" in caught.value.message and "someone-else" not in caught.value.message
 
 
 @pytest.mark.parametrize("auth_patient", [PATIENT, f"Patient/{PATIENT}"])
 def test_a_token_for_the_same_patient_is_accepted(resolver, auth_patient):
-    resolved = resolver.resolve(hook_request(full_prefetch(), auth_patient=auth_patient), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(full_prefetch(), auth_patient=auth_patient))
     assert resolved.unavailable == {}
 
 
@@ -416,7 +424,7 @@ def test_a_token_for_the_same_patient_is_accepted(resolver, auth_patient):
 def test_a_paginated_prefetch_is_followed_on_the_trusted_server_with_the_token(resolver):
     responses.get(f"{BASE}", json=searchset(condition(2), condition(3)))
     sent = {**full_prefetch(), "conditions": searchset(condition(1), next_url=f"{BASE}?_getpages=abc&_offset=1")}
-    resolved = resolver.resolve(hook_request(sent), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent))
     assert [e["resource"]["id"] for e in resolved.data["conditions"]["entry"]] == ["c1", "c2", "c3"]
     assert "link" not in resolved.data["conditions"]
     assert len(responses.calls) == 1
@@ -429,7 +437,7 @@ def test_a_paginated_fetch_is_followed_until_the_last_page(resolver):
     responses.get(f"{BASE}/Condition", json=searchset(condition(1), next_url=f"{BASE}?page=2"))
     responses.get(f"{BASE}", json=searchset(condition(2)))
     sent = {k: v for k, v in full_prefetch().items() if k != "conditions"}
-    resolved = resolver.resolve(hook_request(sent), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent))
     assert [e["resource"]["id"] for e in resolved.data["conditions"]["entry"]] == ["c1", "c2"]
     assert len(responses.calls) == 2 and resolved.incomplete == {}
 
@@ -439,7 +447,7 @@ def test_paging_stops_at_the_page_cap_and_says_the_data_is_incomplete():
     resolver = PrefetchResolver(make_settings(fhir_max_pages=3))
     responses.get(f"{BASE}", json=searchset(condition(9), next_url=f"{BASE}?page=n"))  # endless
     sent = {**full_prefetch(), "conditions": searchset(condition(1), next_url=f"{BASE}?page=2")}
-    resolved = resolver.resolve(hook_request(sent), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent))
     assert len(responses.calls) == 2  # pages 2 and 3
     assert len(resolved.data["conditions"]["entry"]) == 3
     assert resolved.incomplete == {"conditions": "more than 3 pages; the rest not read"}
@@ -449,7 +457,7 @@ def test_paging_stops_at_the_page_cap_and_says_the_data_is_incomplete():
 def test_a_next_link_to_another_server_is_not_followed(resolver):
     responses.get(re.compile(r".*"), json=searchset(condition(2)))
     sent = {**full_prefetch(), "conditions": searchset(condition(1), next_url="https://evil.example.com/r4?page=2")}
-    resolved = resolver.resolve(hook_request(sent), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent))
     assert len(responses.calls) == 0
     assert [e["resource"]["id"] for e in resolved.data["conditions"]["entry"]] == ["c1"]
     assert resolved.incomplete == {"conditions": "next page is on another server; not read"}
@@ -459,7 +467,7 @@ def test_a_next_link_to_another_server_is_not_followed(resolver):
 def test_a_paginated_prefetch_with_an_untrusted_server_keeps_its_first_page():
     resolver = PrefetchResolver(make_settings(fhir_allowed_servers=[]))
     sent = {**full_prefetch(), "conditions": searchset(condition(1), next_url=f"{BASE}?page=2")}
-    resolved = resolver.resolve(hook_request(sent), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent))
     assert len(responses.calls) == 0
     assert [e["resource"]["id"] for e in resolved.data["conditions"]["entry"]] == ["c1"]
     assert resolved.incomplete == {"conditions": "later pages not read (FHIR server not trusted)"}
@@ -469,7 +477,7 @@ def test_a_paginated_prefetch_with_an_untrusted_server_keeps_its_first_page():
 def test_a_failing_later_page_keeps_what_was_read_and_says_so(resolver):
     responses.get(f"{BASE}", status=503)
     sent = {**full_prefetch(), "conditions": searchset(condition(1), next_url=f"{BASE}?page=2")}
-    resolved = resolver.resolve(hook_request(sent), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request(sent))
     assert [e["resource"]["id"] for e in resolved.data["conditions"]["entry"]] == ["c1"]
     assert resolved.incomplete == {"conditions": "later pages not read (FHIR server answered 503)"}
 
@@ -480,9 +488,9 @@ def test_a_newest_n_lab_search_does_not_page_once_it_has_n_results(resolver):
     responses.get(f"{BASE}", json=searchset(observation("older")))
     full_page = searchset(*(observation(i) for i in range(wanted)), next_url=f"{BASE}?page=2")
     short_page = searchset(observation("only"), next_url=f"{BASE}?page=2")
-    resolved = resolver.resolve(hook_request({**full_prefetch(), "pth": full_page}), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request({**full_prefetch(), "pth": full_page}))
     assert len(responses.calls) == 0 and len(resolved.data["pth"]["entry"]) == wanted
-    resolved = resolver.resolve(hook_request({**full_prefetch(), "pth": short_page}), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request({**full_prefetch(), "pth": short_page}))
     assert len(responses.calls) == 1 and len(resolved.data["pth"]["entry"]) == 2
 
 
@@ -499,7 +507,7 @@ def test_referenced_medications_missing_from_the_bundle_are_read_and_included(re
         med_request(3, medicationReference={"reference": "#contained"}),
         med_request(4, medication={"reference": {"reference": f"{BASE}/Medication/warf/_history/2"}}),  # R5
     )
-    resolved = resolver.resolve(hook_request({**full_prefetch(), "meds": meds}), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request({**full_prefetch(), "meds": meds}))
     assert paths_called() == ["Medication/warf"]
     entries = resolved.data["meds"]["entry"]
     assert entries[-1] == {"fullUrl": f"{BASE}/Medication/warf", "resource": warfarin, "search": {"mode": "include"}}
@@ -516,7 +524,7 @@ def test_medications_already_in_the_bundle_are_not_read_again(resolver):
         {"resourceType": "Medication", "id": "a"},
     )
     meds["entry"].append({"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Medication", "id": "b"}})
-    resolved = resolver.resolve(hook_request({**full_prefetch(), "meds": meds}), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request({**full_prefetch(), "meds": meds}))
     assert len(responses.calls) == 0 and resolved.incomplete == {}
 
 
@@ -527,7 +535,7 @@ def test_medications_that_cannot_be_read_leave_the_list_marked_incomplete(resolv
         med_request(1, medicationReference={"reference": "Medication/gone"}),
         med_request(2, medicationReference={"reference": "https://elsewhere.example.com/fhir/Medication/x"}),
     )
-    resolved = resolver.resolve(hook_request({**full_prefetch(), "meds": meds}), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request({**full_prefetch(), "meds": meds}))
     assert paths_called() == ["Medication/gone"]  # never the other server
     assert len(resolved.data["meds"]["entry"]) == 2
     assert resolved.incomplete == {"meds": "2 referenced Medication(s) not read (FHIR server answered 404)"}
@@ -537,7 +545,7 @@ def test_medications_that_cannot_be_read_leave_the_list_marked_incomplete(resolv
 def test_referenced_medications_without_a_usable_server_are_reported():
     resolver = PrefetchResolver(make_settings(fhir_allowed_servers=[]))
     meds = searchset(med_request(1, medicationReference={"reference": "Medication/a"}))
-    resolved = resolver.resolve(hook_request({**full_prefetch(), "meds": meds}), PREFETCH_TEMPLATES)
+    resolved = resolve_all(resolver, hook_request({**full_prefetch(), "meds": meds}))
     assert len(responses.calls) == 0
     assert resolved.incomplete == {"meds": "1 referenced Medication(s) not read (FHIR server not trusted)"}
 
@@ -550,7 +558,7 @@ def test_the_token_and_the_query_never_reach_the_log(resolver, caplog):
     serve_everything()
     responses.replace(responses.GET, f"{BASE}/Condition", status=403)
     caplog.set_level(logging.DEBUG)
-    resolver.resolve(hook_request(hook="order-sign"), PREFETCH_TEMPLATES)
+    resolve_all(resolver, hook_request(hook="order-sign"))
     assert caplog.records
     for record in caplog.records:
         text = json.dumps(vars(record), default=str)
@@ -676,8 +684,8 @@ def test_no_fhir_failure_ever_produces_a_500(tmp_path, hook, mock):
 
 def test_required_keys_raise_precondition_failed_from_the_resolver(resolver):
     request = hook_request({"conditions": None}, server=None)
-    with pytest.raises(PreconditionFailed) as caught:
-        resolver.resolve(request, PREFETCH_TEMPLATES)
-    assert caught.value.status == 412
+    with pytest.raises(DataUnavailable) as caught:
+        resolve_all(resolver, request)
+    assert http_status(caught.value) == 412
     assert "meds (no FHIR server given)" in caught.value.message
     assert "conditions" not in caught.value.message.split("Not obtained")[1]

@@ -10,15 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from cds_service import terminology as term
-from cds_service.prefetch import ResolvedPrefetch
-from cds_service.record import (
-    STALE_AFTER,
-    PatientRecord,
-    build_record,
-    orders_under_review,
-)
-from cds_service.units import ALBUMIN_PAIRING_WINDOW, CA_X_P_PAIRING_WINDOW
+from cds_service.patient import terminology as term
+from cds_service.checks.labs import ca_x_p, corrected_calcium
+from cds_service.fhir.resolver import ResolvedPrefetch
+from cds_service.patient.build import SERIES_LIMIT, build_record, orders_under_review
+from cds_service.patient.model import STALE_AFTER, PatientRecord
+from cds_service.patient.units import ALBUMIN_PAIRING_WINDOW, CA_X_P_PAIRING_WINDOW
 from tests.conftest import load_shared
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
@@ -182,7 +179,7 @@ def test_patient_id_comes_from_the_context():
 def test_corrected_calcium_uses_an_albumin_drawn_the_same_day():
     record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1))),
                     "albumin": bundle(obs("alb", "1751-7", 2.5, "g/dL", days_ago(1.1)))})
-    corrected = record.corrected_calcium()
+    corrected = corrected_calcium(record)
     assert corrected.method == "corrected"
     assert corrected.value == pytest.approx(8.8 + 0.8 * 1.5)
     assert corrected.albumin.resource_id == "Observation/alb"
@@ -192,14 +189,14 @@ def test_corrected_calcium_uses_an_albumin_drawn_the_same_day():
 def test_corrected_calcium_accepts_albumin_in_g_per_litre():
     record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1))),
                     "albumin": bundle(obs("alb", "1751-7", 25, "g/L", days_ago(1)))})
-    assert record.corrected_calcium().value == pytest.approx(10.0)
+    assert corrected_calcium(record).value == pytest.approx(10.0)
 
 
 def test_a_far_albumin_is_not_used_and_the_measured_value_is_reported():
     far = ALBUMIN_PAIRING_WINDOW + timedelta(hours=2)
     record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1))),
                     "albumin": bundle(obs("alb", "1751-7", 2.5, "g/dL", days_ago(1 + far.total_seconds() / 86400)))})
-    corrected = record.corrected_calcium()
+    corrected = corrected_calcium(record)
     assert corrected.method == "measured" and corrected.value == 8.8 and corrected.albumin is None
 
 
@@ -207,13 +204,13 @@ def test_the_albumin_nearest_the_calcium_is_chosen():
     record = build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(3))),
                     "albumin": bundle(obs("newer", "1751-7", 4.0, "g/dL", days_ago(1.5)),
                                       obs("near", "1751-7", 3.0, "g/dL", days_ago(3)))})
-    assert record.corrected_calcium().albumin.resource_id == "Observation/near"
+    assert corrected_calcium(record).albumin.resource_id == "Observation/near"
 
 
 def test_a_newer_lab_reported_corrected_calcium_is_preferred():
     record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(5)),
                                       obs("cc", "29265-6", 2.6, "mmol/L", days_ago(1)))})
-    corrected = record.corrected_calcium()
+    corrected = corrected_calcium(record)
     assert corrected.method == "reported-corrected"
     assert corrected.value == pytest.approx(2.6 * 4.008)
 
@@ -221,18 +218,18 @@ def test_a_newer_lab_reported_corrected_calcium_is_preferred():
 def test_an_older_lab_reported_corrected_calcium_yields_to_the_newer_total():
     record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1)),
                                       obs("cc", "29265-6", 2.6, "mmol/L", days_ago(30)))})
-    assert record.corrected_calcium().method == "measured"
+    assert corrected_calcium(record).method == "measured"
 
 
 def test_no_calcium_means_no_corrected_calcium():
-    assert build({}).corrected_calcium() is None
+    assert corrected_calcium(build({})) is None
 
 
 def test_ca_x_p_multiplies_the_corrected_calcium_and_the_latest_phosphate():
     record = build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(2))),
                     "albumin": bundle(obs("alb", "1751-7", 3.0, "g/dL", days_ago(2))),
                     "phosphate": bundle(obs("p", "14879-1", 2.0, "mmol/L", days_ago(2)))})
-    product = record.ca_x_p()
+    product = ca_x_p(record)
     assert product.value == pytest.approx(9.8 * 2.0 * 3.097)
     assert product.calcium.method == "corrected"
     assert product.phosphate.resource_id == "Observation/p"
@@ -242,8 +239,8 @@ def test_ca_x_p_needs_calcium_and_phosphate_drawn_together():
     apart = CA_X_P_PAIRING_WINDOW.days + 5
     record = build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(1))),
                     "phosphate": bundle(obs("p", "2777-1", 6.0, "mg/dL", days_ago(1 + apart)))})
-    assert record.ca_x_p() is None
-    assert build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(1)))}).ca_x_p() is None
+    assert ca_x_p(record) is None
+    assert ca_x_p(build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(1)))})) is None
 
 
 # --- staleness ----------------------------------------------------------------------------
@@ -458,8 +455,8 @@ def test_a_synthea_bundle_with_added_dialysis_calciphylaxis_and_urn_uuid_medicat
                           ResolvedPrefetch({"everything": transaction}, {}), NOW)
     assert record.has_calciphylaxis and record.on_dialysis
     assert record.latest("calcium").resource_id == "Observation/ca-new"
-    assert record.corrected_calcium().value == pytest.approx(10.4 + 0.8 * 1.0)
-    assert record.ca_x_p().value == pytest.approx(11.2 * 6.5)
+    assert corrected_calcium(record).value == pytest.approx(10.4 + 0.8 * 1.0)
+    assert ca_x_p(record).value == pytest.approx(11.2 * 6.5)
     binders = [m for m in record.medications if "calcium_binder" in m.drug_classes]
     assert [m.resource_id for m in binders] == ["MedicationRequest/mr-ca"]
 
@@ -581,7 +578,7 @@ def test_wrongly_typed_members_anywhere_never_raise():
         bad_context = _mutate(context, rng, 0.08)
         bad_prefetch = _mutate(prefetch, rng, 0.08)
         record = build_record(bad_context, ResolvedPrefetch(bad_prefetch, {}), NOW)
-        record.corrected_calcium(), record.ca_x_p(), record.is_stale("calcium"), record.on_dialysis
+        corrected_calcium(record), ca_x_p(record), record.is_stale("calcium"), record.on_dialysis
         for hook in ("order-select", "order-sign", "patient-view"):
             orders_under_review(hook, bad_context, record)
 
@@ -592,8 +589,8 @@ def test_the_unmutated_rich_request_reads_everything():
     record = build(prefetch, context=context)
     assert record.has_calciphylaxis and record.on_dialysis
     assert record.conditions_of("prosthetic_valve")
-    assert record.corrected_calcium().method == "reported-corrected"
-    assert record.ca_x_p() is not None
+    assert corrected_calcium(record).method == "reported-corrected"
+    assert ca_x_p(record) is not None
     assert [m.drug_classes for m in record.medications] == [{"vka"}, {"calcium_binder"}]
     reviewed = orders_under_review("order-select", context, record)
     assert [o.order.drug_classes for o in reviewed] == [{"calcium_binder"}, {"active_vitamin_d"}]
@@ -606,7 +603,6 @@ def test_nan_and_infinite_values_are_not_usable():
 
 
 def test_each_analyte_keeps_only_its_newest_usable_results_whatever_the_input_order():
-    from cds_service.record import SERIES_LIMIT
 
     days = list(range(40))
     random.Random(7).shuffle(days)

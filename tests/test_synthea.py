@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import pytest
 
-from cds_service.terminology import LAB_LOINC
+from cds_service.patient.terminology import LAB_LOINC
 from tests.conftest import FHIR_DATA
 
 BUNDLES = FHIR_DATA / "synthea-r4-bundles"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cds_service import terminology as term
-from cds_service.record import DRUG_CLASSES
+from cds_service.patient import terminology as term
+from cds_service.patient.model import DRUG_CLASSES
 
 
 def rx(code):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cds_service import units
-from cds_service.record import CANONICAL_UNITS
+from cds_service.patient import units
+from cds_service.patient.model import CANONICAL_UNITS
 
 
 def q(value, code=None, unit=None, system="http://unitsofmeasure.org", **extra):

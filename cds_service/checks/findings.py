@@ -2,7 +2,7 @@
 
 A Finding holds structured facts only (rule id, the order, the conditions and lab values used,
 what was checked before offering a substitute, what could not be checked). All wording lives in
-``cards/`` and is applied by ``cds_service.cards_render``.
+``cards/`` and is applied by ``cds_service.render.cards``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from cds_service.record import ConditionFact, MedicationOrder, OrderUnderReview
+from cds_service.patient.model import ConditionFact, MedicationOrder, OrderUnderReview
 
 Indicator = Literal["info", "warning", "critical"]
 LabMethod = Literal["measured", "corrected", "reported-corrected", "computed"]
@@ -65,6 +65,8 @@ class Finding:
     conditions: tuple[ConditionFact, ...] = ()  # the conditions that put the patient in scope
     labs: tuple[LabValue, ...] = ()  # lab values the rule used or the card should show
     reasons: tuple[str, ...] = ()  # what fired, e.g. ("corrected_calcium_high",)
+    # Chart reviews: (analyte, "low" | "high") for each recent value outside its target.
+    positions: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()  # extra statements to make, e.g. ("parathyroidectomy_conflict",)
     substitutions: tuple[Substitution, ...] = ()
     stop_only: bool = False  # no safe substitute, but removing/stopping the order is advised

@@ -1,5 +1,7 @@
 """The laboratory facts the checks use, as ``LabValue``s that carry date, method and staleness.
 
+Derived values (albumin-corrected calcium, Ca x P) are computed here, once per hook call.
+
 Decisions use values rounded to the precision the cards display (calcium to 0.1 mg/dL, PTH to
 1 pg/mL ...), so a card can never say "corrected calcium 10.2 mg/dL is above 10.2".
 """
@@ -7,24 +9,18 @@ Decisions use values rounded to the precision the cards display (calcium to 0.1 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
+from cds_service.checks import thresholds as T
 from cds_service.checks.findings import LabValue
-from cds_service.record import CorrectedCalcium, LabResult, PatientRecord
+from cds_service.patient import units
+from cds_service.patient.analytes import ANALYTES
+from cds_service.patient.model import CalciumPhosphateProduct, CorrectedCalcium, LabResult, PatientRecord
 
-# Decimal places shown (and compared) per analyte.
-DISPLAY_DECIMALS: dict[str, int] = {
-    "calcium": 1,
-    "corrected_calcium": 1,
-    "ionized_calcium": 2,
-    "albumin": 1,
-    "phosphate": 1,
-    "pth": 0,
-    "ca_x_p": 0,
-    "crp": 1,
-    "egfr": 0,
-}
-CA_X_P_UNIT = "mg2/dL2"
+# Decimal places shown (and compared) per analyte: from the analyte table.
+DISPLAY_DECIMALS: dict[str, int] = {a.key: a.decimals for a in ANALYTES.values()}
+CA_X_P_UNIT = ANALYTES["ca_x_p"].unit
 
 
 def shown(analyte: str, value: float) -> float:
@@ -32,6 +28,58 @@ def shown(analyte: str, value: float) -> float:
     places = DISPLAY_DECIMALS.get(analyte, 2)
     quantum = Decimal(1).scaleb(-places)
     return float(Decimal(repr(value)).quantize(quantum, rounding=ROUND_HALF_UP))
+
+
+def _within(a: LabResult, b: LabResult, window: timedelta) -> bool:
+    if a.effective is None or b.effective is None:
+        return False
+    return abs(a.effective - b.effective) <= window
+
+
+def corrected_calcium(record: PatientRecord) -> CorrectedCalcium | None:
+    """The calcium value the rules use, in mg/dL, and how it was obtained.
+
+    A lab-reported albumin-corrected calcium (LOINC 29265-6) when it is at least as recent as
+    the latest total calcium; else Payne from the latest total calcium and the albumin drawn
+    nearest to it within ``units.ALBUMIN_PAIRING_WINDOW``; else the measured total calcium.
+    """
+    total = record.latest("calcium")
+    reported = record.latest("corrected_calcium")
+    if reported is not None and (
+        total is None
+        or (reported.effective is not None
+            and (total.effective is None or reported.effective >= total.effective))
+    ):
+        return CorrectedCalcium(value=reported.value, method="reported-corrected", calcium=reported)
+    if total is None:
+        return None
+    albumins = [a for a in record.labs.get("albumin", ()) if _within(a, total, units.ALBUMIN_PAIRING_WINDOW)]
+    if albumins:
+        albumin = min(albumins, key=lambda a: abs(a.effective - total.effective))
+        return CorrectedCalcium(
+            value=units.payne_corrected_calcium(total.value, albumin.value),
+            method="corrected",
+            calcium=total,
+            albumin=albumin,
+        )
+    return CorrectedCalcium(value=total.value, method="measured", calcium=total)
+
+
+def ca_x_p(record: PatientRecord, calcium: CorrectedCalcium | None = None) -> CalciumPhosphateProduct | None:
+    """Ca x P (mg2/dL2) from the corrected calcium and the latest phosphate, when both were
+    drawn within ``units.CA_X_P_PAIRING_WINDOW`` of each other; else ``None``. ``calcium``:
+    the corrected calcium when the caller has it already."""
+    calcium = calcium or corrected_calcium(record)
+    phosphate = record.latest("phosphate")
+    if calcium is None or phosphate is None:
+        return None
+    if not _within(calcium.calcium, phosphate, units.CA_X_P_PAIRING_WINDOW):
+        return None
+    return CalciumPhosphateProduct(
+        value=units.calcium_phosphate_product(calcium.value, phosphate.value),
+        calcium=calcium,
+        phosphate=phosphate,
+    )
 
 
 def from_result(record: PatientRecord, lab: LabResult, analyte: str | None = None) -> LabValue:
@@ -92,15 +140,15 @@ def lab_facts(record: PatientRecord) -> LabFacts:
         lab = record.latest(analyte)
         return from_result(record, lab) if lab is not None else None
 
-    cc = record.corrected_calcium()
+    cc = corrected_calcium(record)
     corrected = _from_corrected(record, cc) if cc is not None else None
-    product = record.ca_x_p()
-    ca_x_p = None
+    product = ca_x_p(record, cc)
+    product_value = None
     if product is not None:
         calcium = _from_corrected(record, product.calcium)
         phosphate = from_result(record, product.phosphate)
         dates = [d for d in (calcium.effective, phosphate.effective) if d is not None]
-        ca_x_p = LabValue(
+        product_value = LabValue(
             analyte="ca_x_p",
             value=shown("ca_x_p", product.value),
             unit=CA_X_P_UNIT,
@@ -115,9 +163,21 @@ def lab_facts(record: PatientRecord) -> LabFacts:
         total_calcium=latest("calcium"),
         ionized_calcium=latest("ionized_calcium"),
         phosphate=latest("phosphate"),
-        ca_x_p=ca_x_p,
+        ca_x_p=product_value,
         pth=tuple(from_result(record, lab) for lab in record.labs.get("pth", ())),
         albumin=latest("albumin"),
         crp=latest("crp"),
         egfr=latest("egfr"),
     )
+
+
+def pth_notes(pth: LabValue | None) -> tuple[str, ...]:
+    """What a recent PTH adds to a card: a parathyroidectomy referral above its threshold (with
+    the conflicting thresholds), a warning against further suppression below the floor."""
+    if pth is None or pth.stale:
+        return ()
+    if pth.value > T.PTH_PARATHYROIDECTOMY_001_004:
+        return ("parathyroidectomy_referral",)
+    if pth.value < T.PTH_AVOID_BELOW:
+        return ("pth_below_avoid",)
+    return ()

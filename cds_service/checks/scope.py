@@ -4,20 +4,8 @@ from __future__ import annotations
 
 from cds_service.checks.findings import Gap, LabValue
 from cds_service.checks.labs import LabFacts
-from cds_service.record import ConditionFact, PatientRecord
-
-KIDNEY_FAILURE_EGFR = 15.0  # same cut-off as PatientRecord.on_dialysis (clinical-rules.md)
-
-# The prefetch key each analyte is read from (prefetch.PREFETCH_TEMPLATES).
-PREFETCH_KEY = {
-    "calcium": "calcium",
-    "corrected_calcium": "calcium",
-    "ionized_calcium": "calcium",
-    "albumin": "albumin",
-    "phosphate": "phosphate",
-    "pth": "pth",
-    "egfr": "egfr",
-}
+from cds_service.patient.analytes import ANALYTES
+from cds_service.patient.model import KIDNEY_FAILURE_EGFR, ConditionFact, PatientRecord
 
 
 def calciphylaxis_conditions(record: PatientRecord) -> tuple[ConditionFact, ...]:
@@ -59,7 +47,7 @@ def lab_gaps(record: PatientRecord, wanted: dict[str, LabValue | None]) -> tuple
     Analytes whose prefetch key was unavailable are left to ``unavailable_gaps``."""
     gaps: list[Gap] = []
     for analyte, lab in wanted.items():
-        if PREFETCH_KEY.get(analyte) in record.unavailable:
+        if ANALYTES[analyte].source in record.unavailable:
             continue  # reported once as an unavailable prefetch key
         unusable = [u for u in record.unusable_labs if u.analyte == analyte]
         if lab is None:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, replace
 
 from cds_service.checks import thresholds as T
 from cds_service.checks.findings import Gap, LabValue, SafetyCheck, Substitution
-from cds_service.checks.labs import LabFacts
-from cds_service.prefetch import MEDICATIONS_KEY
-from cds_service.record import MedicationOrder, PatientRecord
+from cds_service.checks.labs import LabFacts, pth_notes
+from cds_service.patient.model import MedicationOrder, PatientRecord
+from cds_service.patient import sources
 
 # The drug class of each substitute: an active order of that class makes the substitute a
 # duplicate (a second phosphate binder, anticoagulant or calcimimetic), so it is withheld.
@@ -66,8 +66,8 @@ def _active_of_class(record: PatientRecord, drug_class: str) -> tuple[Medication
 
 def _duplicate_check(record: PatientRecord, drug_class: str) -> tuple[SafetyCheck | None, Gap | None]:
     """Whether a drug of ``drug_class`` is already active; a Gap when the list is unavailable."""
-    if MEDICATIONS_KEY in record.unavailable:
-        return None, Gap("prefetch_unavailable", {"key": MEDICATIONS_KEY, "why": record.unavailable[MEDICATIONS_KEY]})
+    if sources.MEDICATIONS in record.unavailable:
+        return None, Gap("prefetch_unavailable", {"key": sources.MEDICATIONS, "why": record.unavailable[sources.MEDICATIONS]})
     active = _active_of_class(record, drug_class)
     check = SafetyCheck(
         key=_DUPLICATE_CHECK[drug_class],
@@ -129,13 +129,7 @@ def cinacalcet_plan(record: PatientRecord, labs: LabFacts) -> SubstitutionPlan:
         SafetyCheck("pth_in_cinacalcet_range", pth_ok, describe_lab(pth)),
         SafetyCheck("corrected_calcium_not_low", ca_ok, describe_lab(cc)),
     ]
-    notes: list[str] = []
-    if pth is not None and not pth.stale:
-        if pth.value > T.PTH_PARATHYROIDECTOMY_001_004:
-            notes.append("parathyroidectomy_referral")
-        elif pth.value < T.PTH_AVOID_BELOW:
-            notes.append("pth_below_avoid")
-    plan = _plan(record, (("cinacalcet", True),), checks, notes=tuple(notes))
+    plan = _plan(record, (("cinacalcet", True),), checks, notes=pth_notes(pth))
     if plan.substitutions:
         plan = replace(plan, notes=plan.notes + ("check_calcium_after_cinacalcet",))
     return plan

@@ -25,6 +25,7 @@ ENGINE_FIELDS = frozenset(
     }
 )
 ALLOWED_FIELDS = ENGINE_FIELDS | frozenset(TEMPLATE_VALUES)
+LAYOUTS = frozenset({"order", "results-table"})
 
 
 class CardContentError(ValueError):
@@ -68,6 +69,9 @@ class RuleContent:
     substitutes: tuple[tuple[str, bool], ...]  # (substitute key, recommended)
     override_reasons: tuple[str, ...]
     extra: Mapping[str, str] = field(default_factory=dict)  # rule-specific texts (status_*)
+    # How the card lays out its data: "order" (the order, conditions and labs used) or
+    # "results-table" (chart reviews: labs against targets, a status phrase in the summary).
+    layout: str = "order"
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,7 @@ def _substitute(key: str, v: dict[str, Any]) -> SubstituteSpec:
 
 def _rule(rule_id: str, v: dict[str, Any]) -> RuleContent:
     known = {"topic", "summary", "rule", "why", "evidence", "conflicts", "substitutes",
-             "override_reasons"}
+             "override_reasons", "layout"}
     try:
         return RuleContent(
             rule_id=rule_id,
@@ -233,6 +237,7 @@ def _rule(rule_id: str, v: dict[str, Any]) -> RuleContent:
             substitutes=tuple((s["key"], bool(s.get("recommended", False))) for s in v.get("substitutes", ())),
             override_reasons=tuple(v.get("override_reasons", ())),
             extra={k: val for k, val in v.items() if k not in known},
+            layout=v.get("layout", "order"),
         )
     except KeyError as exc:
         raise CardContentError(f"rule {rule_id!r} lacks {exc}") from None
@@ -284,6 +289,8 @@ def _check(c: CardContent) -> None:
     for key, sub in c.substitutes.items():
         problems += [f"substitutes.{key} cites unknown reference {r!r}" for r in sub.references if r not in c.references]
     for rule_id, rule in c.rules.items():
+        if rule.layout not in LAYOUTS:
+            problems.append(f"{rule_id}: unknown layout {rule.layout!r} (one of {sorted(LAYOUTS)})")
         if rule.topic not in c.topics:
             problems.append(f"{rule_id}: unknown topic {rule.topic!r}")
         problems += [f"{rule_id}: unknown reference {r!r}" for r in rule.evidence if r not in c.references]

@@ -14,6 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from cds_service.patient.analytes import ANALYTES
+from cds_service.patient.analytes import LOINC_TO_ANALYTE as LOINC_TO_ANALYTE  # re-exported
+
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -25,48 +28,11 @@ ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
 # HL7 THO canonical URI of CPT (CodeSystem-CPT, https://terminology.hl7.org/CodeSystem-CPT.html).
 CPT = "http://www.ama-assn.org/go/cpt"
 
-# Laboratory analytes by LOINC code (terminology.md section 2). Keys are the analyte names the
-# record and the checks use; the prefetch templates search by these codes.
-LAB_LOINC: dict[str, frozenset[str]] = {
-    "calcium": frozenset({"17861-6", "2000-8"}),
-    "ionized_calcium": frozenset({"1995-0", "12180-6", "1994-3", "17863-2"}),
-    "corrected_calcium": frozenset({"29265-6"}),
-    "albumin": frozenset({"1751-7", "61151-7"}),
-    "phosphate": frozenset({"2777-1", "14879-1"}),
-    "pth": frozenset({"2731-8", "14866-8"}),
-    "crp": frozenset({"1988-5", "30522-7"}),
-    "egfr": frozenset(
-        {"98979-8", "98980-6", "62238-1", "94677-2", "50210-4", "77147-7", "70969-1", "69405-9",
-         "88293-6", "88294-4", "48642-3", "48643-1", "50044-7"}
-    ),
-}
+# Laboratory analytes by LOINC code: the codes live in the analyte table (analytes.py); these are
+# views of it by analyte (searched codes, and codes only read) and by code.
+LAB_LOINC: dict[str, frozenset[str]] = {a.key: a.loinc for a in ANALYTES.values() if a.loinc}
+EXTRA_LAB_LOINC: dict[str, frozenset[str]] = {a.key: a.extra_loinc for a in ANALYTES.values() if a.extra_loinc}
 
-# Codes the record also reads, beyond the prefetch searches above (they are what Synthea emits).
-# 49765-1 "Calcium [Mass/volume] in Blood" (mg/dL): confirmed by two independent public sources:
-#   synthetichealth/synthea src/test/.../HealthRecordTest.java lists it as Calcium in its metabolic
-#   panel, and a public LOINC usage table of Synthea output ("http://loinc.org | 49765-1 | Calcium
-#   [Mass/volume] in Blood"); a third project maps it to "Calcium in Blood". Whole-blood total
-#   calcium, so it is read as total calcium.
-# 33914-3 "Glomerular filtration rate/1.73 sq M.predicted" (MDRD eGFR, mL/min/{1.73_m2}): the eGFR
-#   code of the Synthea bundles in ../shared/fhir-data, and used as eGFR by several public
-#   projects (e.g. sophie-kearney/CVD_multimodal_prediction supplementary/loinc_feature_mappings.md).
-EXTRA_LAB_LOINC: dict[str, frozenset[str]] = {
-    "calcium": frozenset({"49765-1"}),
-    "egfr": frozenset({"33914-3"}),
-}
-
-
-def _lab_index() -> dict[str, str]:
-    index: dict[str, str] = {}
-    for table in (LAB_LOINC, EXTRA_LAB_LOINC):
-        for analyte, codes in table.items():
-            for code in codes:
-                index[code] = analyte
-    return index
-
-
-# LOINC code -> analyte key, for a one-lookup selection of Observations from raw JSON.
-LOINC_TO_ANALYTE: dict[str, str] = _lab_index()
 
 # Alternative spellings of the code-system URIs seen in real data (OIDs from terminology.md
 # section 5; the German ATC URI from the traps, section 6).

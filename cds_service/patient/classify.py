@@ -16,11 +16,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
-from cds_service import terminology as term
-from cds_service.record import ConditionFact, MedicationOrder
+from cds_service.fhir.reading import (
+    ResourceIndex,
+    as_list,
+    clean_text,
+    codings,
+    parse_fhir_datetime,
+    resource_key,
+    status_code,
+    texts,
+)
+from cds_service.patient import terminology as term
+from cds_service.patient.model import ConditionFact, MedicationOrder
 
 MEDICATION_ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
 
@@ -38,154 +48,18 @@ EXCLUDED_VERIFICATION_STATUSES = frozenset({"refuted", "entered-in-error"})
 EXCLUDED_PROCEDURE_STATUSES = frozenset({"not-done", "entered-in-error"})
 
 
-# ------------------------------------------------------------------------------------------
-# Small readers
-# ------------------------------------------------------------------------------------------
-
-_PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
-
-
-def parse_fhir_datetime(value: Any) -> datetime | None:
-    """FHIR date/dateTime/instant -> aware datetime (UTC when no zone is given); else ``None``.
-
-    Partial dates ("2019", "2019-11") take the first instant of the period.
-    """
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    match = _PARTIAL_DATE.match(text)
-    try:
-        if match:
-            year, month, day = match.groups()
-            parsed = datetime(int(year), int(month or 1), int(day or 1))
-        else:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed
-
-
-def status_code(value: Any) -> str | None:
-    """A status that is a plain code (R4 ``status``, DSTU2 ``clinicalStatus``) or a CodeableConcept."""
-    if isinstance(value, str):
-        return value.strip().lower() or None
-    if isinstance(value, dict):
-        for coding in _codings(value):
-            code = coding.get("code")
-            if isinstance(code, str) and code.strip():
-                return code.strip().lower()
-        text = value.get("text")
-        if isinstance(text, str) and text.strip():
-            return text.strip().lower()
-    return None
-
-
-def _codings(concept: Any) -> list[dict[str, Any]]:
-    if not isinstance(concept, dict):
-        return []
-    codings = concept.get("coding")
-    if isinstance(codings, dict):  # tolerate a single coding sent as an object
-        codings = [codings]
-    if not isinstance(codings, list):
-        return []
-    return [c for c in codings if isinstance(c, dict)]
-
-
-def _texts(concept: Any) -> list[str]:
-    """Human-readable strings of a CodeableConcept: text first, then coding displays."""
-    out: list[str] = []
-    if isinstance(concept, dict):
-        text = concept.get("text")
-        if isinstance(text, str) and text.strip():
-            out.append(text.strip())
-        for coding in _codings(concept):
-            display = coding.get("display")
-            if isinstance(display, str) and display.strip():
-                out.append(display.strip())
-    return out
-
-
-def as_list(value: Any) -> list[Any]:
-    """A JSON array member, or [] when it is missing or of another type."""
-    return value if isinstance(value, list) else []
-
-
 def _coding_display(coding: dict[str, Any], concept: Any) -> str:
     """What to show for a matched coding: its display, else the concept's text, else the code."""
     display = coding.get("display")
     if isinstance(display, str) and display.strip():
         return clean_text(display)
-    texts = _texts(concept)
-    return clean_text(texts[0]) if texts else str(coding.get("code"))
-
-
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
-
-
-def clean_text(text: str) -> str:
-    """Drop zero-width characters (Synthea writes one into an eGFR display) and squeeze spaces."""
-    return " ".join(text.translate(_ZERO_WIDTH).split())
+    names = texts(concept)
+    return clean_text(names[0]) if names else str(coding.get("code"))
 
 
 def is_medication_order(resource: Any) -> bool:
     rtype = resource.get("resourceType") if isinstance(resource, dict) else None
     return isinstance(rtype, str) and rtype in MEDICATION_ORDER_TYPES
-
-
-def resource_key(resource: Mapping[str, Any]) -> str | None:
-    rtype = resource.get("resourceType")
-    rid = resource.get("id")
-    if isinstance(rtype, str) and isinstance(rid, str) and rid:
-        return f"{rtype}/{rid}"
-    return None
-
-
-# ------------------------------------------------------------------------------------------
-# Reference index (Medications elsewhere in a bundle or the prefetch)
-# ------------------------------------------------------------------------------------------
-
-
-class ResourceIndex:
-    """Find a resource by reference: ``Type/id``, absolute URL, or ``urn:uuid:``."""
-
-    def __init__(self, resources: Iterable[tuple[str | None, Mapping[str, Any]]] = ()):
-        self._by_ref: dict[str, Mapping[str, Any]] = {}
-        for full_url, resource in resources:
-            self.add(resource, full_url)
-
-    def add(self, resource: Mapping[str, Any], full_url: str | None = None) -> None:
-        key = resource_key(resource)
-        if key:
-            self._by_ref.setdefault(key, resource)
-        if isinstance(full_url, str) and full_url:
-            self._by_ref.setdefault(full_url, resource)
-
-    def update(self, other: "ResourceIndex | Mapping[str, Mapping[str, Any]] | None") -> None:
-        if other is None:
-            return
-        items = other._by_ref.items() if isinstance(other, ResourceIndex) else other.items()
-        for ref, resource in items:
-            self._by_ref.setdefault(ref, resource)
-
-    def resolve(self, reference: Any) -> Mapping[str, Any] | None:
-        if not isinstance(reference, str) or not reference:
-            return None
-        found = self._by_ref.get(reference)
-        if found is not None:
-            return found
-        # An absolute URL to "<base>/Medication/<id>" (optionally "/_history/<v>").
-        parts = reference.split("/_history/")[0].rstrip("/").split("/")
-        if len(parts) >= 2:
-            return self._by_ref.get(f"{parts[-2]}/{parts[-1]}")
-        return None
-
-    def as_mapping(self) -> dict[str, Mapping[str, Any]]:
-        return dict(self._by_ref)
-
-    def __len__(self) -> int:
-        return len(self._by_ref)
 
 
 def _resolve(reference: Any, resource: Mapping[str, Any], index: Any) -> Mapping[str, Any] | None:
@@ -249,19 +123,19 @@ def _medication_sources(resource: Mapping[str, Any], index: Any) -> tuple[list[A
 
 def _drug_name(concepts: list[Any], names: list[str]) -> str:
     for concept in concepts:  # an RxNorm display is the most precise name
-        for coding in _codings(concept):
+        for coding in codings(concept):
             display = coding.get("display")
             if term.canonical_system(coding.get("system")) == term.RXNORM and isinstance(display, str) \
                     and display.strip():
                 return clean_text(display)
     for concept in concepts:
-        texts = _texts(concept)
-        if texts:
-            return clean_text(texts[0])
+        names = texts(concept)
+        if names:
+            return clean_text(names[0])
     if names:
         return clean_text(names[0])
     for concept in concepts:
-        for coding in _codings(concept):
+        for coding in codings(concept):
             code = coding.get("code")
             if not isinstance(code, str):
                 continue
@@ -279,7 +153,7 @@ def classify_concepts(
     classes: set[str] = set()
     matched_codes: list[str] = []
     for concept in concepts:
-        for coding in _codings(concept):
+        for coding in codings(concept):
             found = term.drug_classes_for_code(coding.get("system"), coding.get("code"))
             if found is not None:
                 classes |= found
@@ -291,8 +165,8 @@ def classify_concepts(
              if term.drug_classes_for_code(*c.split("|", 1))), matched_codes[0]
         )
         return frozenset(classes), "code", best
-    texts = [t for concept in concepts for t in _texts(concept)] + list(names)
-    for text in texts:
+    written = [t for concept in concepts for t in texts(concept)] + list(names)
+    for text in written:
         classes |= term.drug_classes_for_text(clean_text(text))
     if "active_vitamin_d" in classes:
         classes.discard("nutritional_vitamin_d")
@@ -364,7 +238,7 @@ def _text_match(pattern: re.Pattern[str], texts: Iterable[str]) -> str | None:
 def _condition_texts(resource: Mapping[str, Any]) -> list[str]:
     # Only what names the condition (code.text, coding displays): free-text notes mention other
     # people's and ruled-out diagnoses too often to be read as the patient's problem.
-    return [clean_text(text) for text in _texts(resource.get("code"))]
+    return [clean_text(text) for text in texts(resource.get("code"))]
 
 
 def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
@@ -374,7 +248,7 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
     if not condition_counts(resource):
         return ()
     code = resource.get("code")
-    texts = _condition_texts(resource)
+    written = _condition_texts(resource)
     facts: dict[str, ConditionFact] = {}
     common = dict(
         resource_id=resource_key(resource) or "Condition",
@@ -385,13 +259,13 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
             or resource.get("dateRecorded") or resource.get("assertedDate")
         ),
     )
-    for coding in _codings(code):
+    for coding in codings(code):
         system, value = coding.get("system"), coding.get("code")
         kind = term.condition_kind_for_code(system, value)
         display = _coding_display(coding, code)
         if kind is None and term.is_calciphylaxis_catchall(system, value):
             # E83.59 only when the text or display names calciphylaxis.
-            named = _text_match(term.CALCIPHYLAXIS_TEXT, texts)
+            named = _text_match(term.CALCIPHYLAXIS_TEXT, written)
             if named is None:
                 continue
             kind, display = "calciphylaxis", named
@@ -404,7 +278,7 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
     for kind, pattern in term.CONDITION_TEXT_PATTERNS:
         if kind in facts:
             continue
-        named = _text_match(pattern, texts)
+        named = _text_match(pattern, written)
         if named is None:
             continue
         if kind == "prosthetic_valve" and term.BIOPROSTHETIC_TEXT.search(named) \
@@ -435,14 +309,14 @@ def classify_procedure(resource: Any, now: datetime) -> ConditionFact | None:
     code = resource.get("code")
     matched_by, code_value, system = None, None, None
     display = None
-    for coding in _codings(code):
+    for coding in codings(code):
         if term.is_dialysis_procedure_code(coding.get("system"), coding.get("code")):
             matched_by, code_value = "code", coding.get("code")
             system = term.canonical_system(coding.get("system"))
             display = _coding_display(coding, code)
             break
     if matched_by is None:
-        named = _text_match(term.DIALYSIS_PROCEDURE_TEXT, [clean_text(t) for t in _texts(code)])
+        named = _text_match(term.DIALYSIS_PROCEDURE_TEXT, [clean_text(t) for t in texts(code)])
         if named is None:
             return None
         matched_by, display = "text", named

@@ -2,7 +2,7 @@
 
 The app calls ``authenticator.authenticate(authorization_header, audience)`` before every
 discovery, service and feedback call (never on CORS preflight). It returns what the request
-context may use (``{"iss", "tenant", "jti"}``) or raises ``ApiError(401)``.
+context may use (``{"iss", "tenant", "jti"}``) or raises ``Unauthorized`` (answered 401).
 
 The caller only ever learns that authentication failed; the precise reason is logged with the
 token's iss, kid and jti (never the token itself), which is what an integrator needs to debug.
@@ -20,10 +20,10 @@ from typing import Any, Callable, Protocol
 
 import jwt
 
-from cds_service.auth_issuers import SANDBOX_ISSUER, IssuerConfigError, TrustedIssuer, build_issuers
-from cds_service.auth_keys import KeyStore
-from cds_service.auth_replay import InMemoryReplayCache, ReplayCache, ReplayCacheFull
-from cds_service.errors import ApiError
+from cds_service.auth.issuers import SANDBOX_ISSUER, IssuerConfigError, TrustedIssuer, build_issuers
+from cds_service.auth.keys import KeyStore
+from cds_service.auth.replay import InMemoryReplayCache, ReplayCache, ReplayCacheFull
+from cds_service.errors import Unauthorized
 
 __all__ = [
     "Authenticator",
@@ -103,7 +103,7 @@ class JwtAuthenticator:
                 "CDS_JWT_MAX_LIFETIME_SECONDS)",
                 extra={"reason": str(exc), **{k: _short(v) for k, v in seen.items()}},
             )
-        raise ApiError(401, AUTH_FAILED, headers=dict(WWW_AUTHENTICATE))
+        raise Unauthorized(AUTH_FAILED, headers=dict(WWW_AUTHENTICATE))
 
     def _verify(self, authorization_header: str | None, audience: str, seen: dict[str, Any]) -> dict[str, Any]:
         token = self._bearer_token(authorization_header)

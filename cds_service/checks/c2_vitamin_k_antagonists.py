@@ -10,19 +10,17 @@
 from __future__ import annotations
 
 from cds_service.checks.findings import Finding
-from cds_service.checks.labs import LabFacts, lab_facts
+from cds_service.checks.labs import LabFacts
+from cds_service.checks.rule import OrderRule
 from cds_service.checks.scope import calciphylaxis_conditions, dialysis_evidence
 from cds_service.checks.substitution import anticoagulant_plan
-from cds_service.record import OrderUnderReview, PatientRecord
+from cds_service.patient.model import OrderUnderReview, PatientRecord
 
-DRUG_CLASS = "vka"
 RULE_CALCIPHYLAXIS = "C2-vka-calciphylaxis"
 RULE_DIALYSIS = "C2-vka-dialysis"
 
 
-def check_vka(record: PatientRecord, review: OrderUnderReview, labs: LabFacts | None = None) -> list[Finding]:
-    if DRUG_CLASS not in review.order.drug_classes:
-        return []
+def check_vka(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
     if record.has_calciphylaxis:
         plan = anticoagulant_plan(record)
         return [
@@ -42,7 +40,7 @@ def check_vka(record: PatientRecord, review: OrderUnderReview, labs: LabFacts | 
             )
         ]
     if review.is_draft and record.on_dialysis:
-        conditions, scope_labs = dialysis_evidence(record, labs or lab_facts(record))
+        conditions, scope_labs = dialysis_evidence(record, labs)
         return [
             Finding(
                 rule_id=RULE_DIALYSIS,
@@ -54,3 +52,11 @@ def check_vka(record: PatientRecord, review: OrderUnderReview, labs: LabFacts | 
             )
         ]
     return []
+
+
+RULE = OrderRule(
+    name="c2_vitamin_k_antagonists",
+    drug_class="vka",
+    finding_ids=(RULE_CALCIPHYLAXIS, RULE_DIALYSIS),
+    check=check_vka,
+)

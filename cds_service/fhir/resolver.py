@@ -1,8 +1,8 @@
-"""Prefetch templates, what each hook cannot do without, and the code that obtains their data.
+"""Obtaining the FHIR data a service declares: from prefetch, else from a trusted FHIR server.
 
-Each service declares the FHIR data it needs as CDS Hooks 2.0 prefetch templates (only 2.0
-tokens: ``{{context.patientId}}`` ...; only the 2.0 restricted query subset). ``PrefetchResolver``
-turns a hook call into one dict ``key -> resource | Bundle | None`` for the engine:
+Each service declares its prefetch keys (``cds_service.services``: template, description,
+required or optional). ``PrefetchResolver`` turns a hook call into one dict
+``key -> resource | Bundle | None`` for the engine:
 
 * a resource or Bundle the EHR prefetched is used as sent (OperationOutcome entries dropped; a
   Bundle whose entries are all errors counts as an error; ``next`` pages are followed);
@@ -10,8 +10,8 @@ turns a hook call into one dict ``key -> resource | Bundle | None`` for the engi
 * an OperationOutcome, an absent key or an odd value (a bare string, a list ...) is fetched from
   ``fhirServer`` when that server is trusted, in parallel, within the hook call's deadline;
 * what still cannot be had is listed in ``ResolvedPrefetch.unavailable`` with a short reason the
-  cards show clinicians; if that includes data the hook requires (``REQUIRED_KEYS``) the call
-  fails with 412 Precondition Failed.
+  cards show clinicians; if that includes data the service requires, ``DataUnavailable`` is
+  raised (the HTTP layer answers 412 Precondition Failed).
 
 Medications referenced as ``medicationReference`` to a ``Medication`` the Bundle does not hold
 are read one by one from the trusted server and added to the Bundle (``search.mode: include``),
@@ -25,87 +25,18 @@ import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-from cds_service.errors import ApiError, PreconditionFailed
-from cds_service.fhir_client import FhirClient, FhirFetchError, is_under_base, server_problem
+from cds_service.config import Settings
+from cds_service.errors import BadRequest, DataUnavailable
+from cds_service.fhir.client import FhirClient, FhirFetchError, is_under_base, server_problem
+from cds_service.fhir.templates import PrefetchKey, Shape, TemplateError, fill_template, shape_of
 from cds_service.protocol import CDSRequest
-from cds_service.terminology import DIALYSIS_PROCEDURE_CODES, LOINC, LOINC_TO_ANALYTE
 
-log = logging.getLogger("cds_service.prefetch")
+log = logging.getLogger("cds_service.fhir")
 
-
-# --------------------------------------------------------------------------------------------
-# What the services ask for
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PrefetchKey:
-    template: str
-    # What a clinician would call this data (used in the 412 message).
-    description: str
-    # Labs: only the newest N results matter (the template's ``_count``), so pagination stops once
-    # N are in hand. ``None``: the whole result set is needed (conditions, medications).
-    newest: int | None = None
-
-
-def _observations(description: str, *analytes: str, count: int) -> PrefetchKey:
-    # Every code the record reads for these analytes, so the search and the reader cannot drift.
-    codes = sorted(code for code, analyte in LOINC_TO_ANALYTE.items() if analyte in analytes)
-    code_param = ",".join(f"{LOINC}|{code}" for code in codes)
-    template = (
-        "Observation?patient={{context.patientId}}"
-        f"&code={code_param}&_sort=-date&_count={count}"
-    )
-    return PrefetchKey(template, description, newest=count)
-
-
-# Key names other modules refer to. "meds" is the name the public CDS Hooks sandbox was captured
-# sending for the medication list, so replayed sandbox requests match our template.
-CONDITIONS_KEY = "conditions"
-MEDICATIONS_KEY = "meds"
-
-# ``_count`` on conditions and medications is a page size (a bounded response), not a limit:
-# further pages are followed up to CDS_FHIR_MAX_PAGES.
-PREFETCH_KEYS: dict[str, PrefetchKey] = {
-    "patient": PrefetchKey("Patient/{{context.patientId}}", "the patient record"),
-    CONDITIONS_KEY: PrefetchKey(
-        "Condition?patient={{context.patientId}}&_count=100", "the patient's conditions"
-    ),
-    MEDICATIONS_KEY: PrefetchKey(
-        "MedicationRequest?patient={{context.patientId}}&status=active,on-hold&_count=100",
-        "the patient's active and on-hold medications",
-    ),
-    "calcium": _observations(
-        "recent calcium results", "calcium", "ionized_calcium", "corrected_calcium", count=10
-    ),
-    "albumin": _observations("recent albumin results", "albumin", count=10),
-    "phosphate": _observations("recent phosphate results", "phosphate", count=10),
-    "pth": _observations("recent PTH results", "pth", count=6),
-    "egfr": _observations("recent eGFR results", "egfr", count=3),
-    # Recent dialysis sessions: evidence of dialysis where no ESRD/dependence Condition is coded.
-    "procedures": PrefetchKey(
-        "Procedure?patient={{context.patientId}}&code="
-        + ",".join(f"{system}|{code}" for system, code in sorted(DIALYSIS_PROCEDURE_CODES))
-        + "&_sort=-date&_count=5",
-        "recent dialysis procedures",
-        newest=5,
-    ),
-}
-
-PREFETCH_TEMPLATES: dict[str, str] = {key: spec.template for key, spec in PREFETCH_KEYS.items()}
-
-# Without these the hook cannot do its job, so their absence is a 412 rather than an info card.
-# patient-view reviews the chart: no conditions or no medications means nothing can be reviewed.
-# The order hooks carry the orders under review in their context, so everything is optional there:
-# the engine says on a card what could not be checked.
-REQUIRED_KEYS: dict[str, frozenset[str]] = {
-    "patient-view": frozenset({CONDITIONS_KEY, MEDICATIONS_KEY}),
-    "order-select": frozenset(),
-    "order-sign": frozenset(),
-}
 
 # Follow-up reads of Medications that MedicationRequests reference (per hook call).
 MAX_MEDICATION_READS = 20
@@ -130,72 +61,6 @@ class ResolvedPrefetch:
     incomplete: dict[str, str] = field(default_factory=dict)
     # Keys obtained (wholly or partly) from the FHIR server rather than from prefetch.
     fetched: frozenset[str] = frozenset()
-
-
-# --------------------------------------------------------------------------------------------
-# Templates: what a template asks for, and filling its tokens
-# --------------------------------------------------------------------------------------------
-
-_TOKEN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_USER_TOKENS = {
-    "userPractitionerId": "Practitioner",
-    "userPractitionerRoleId": "PractitionerRole",
-    "userPatientId": "Patient",
-    "userRelatedPersonId": "RelatedPerson",
-}
-
-
-class TemplateError(Exception):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class _Shape:
-    """What a filled template returns: a read gives one resource, a search a searchset Bundle."""
-
-    resource_type: str
-    is_read: bool
-    newest: int | None
-
-
-def _shape(key: str, template: str) -> _Shape:
-    path, _, query = template.partition("?")
-    segments = [s for s in path.split("/") if s]
-    is_read = not query and len(segments) == 2
-    spec = PREFETCH_KEYS.get(key)
-    # Only our own lab keys are newest-N; another template's _count is a page size, not a limit.
-    newest = spec.newest if spec is not None and spec.template == template else None
-    return _Shape(segments[0] if segments else "", is_read, newest)
-
-
-def fill_template(template: str, context: dict[str, Any]) -> str:
-    """Replace the 2.0 prefetch tokens; raise ``TemplateError`` when one cannot be filled.
-
-    Values are percent-encoded so that an id can never add a query parameter or a path segment.
-    """
-
-    def value_of(match: re.Match) -> str:
-        token = match.group(1)
-        if token.startswith("context."):
-            name = token[len("context.") :]
-            value = context.get(name)
-            # 2.0: only first-level primitive context fields are tokens.
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            if not isinstance(value, (str, int, float)) or value == "":
-                raise TemplateError(f"request has no usable context.{name}")
-            return quote(str(value), safe="-._~")
-        if token in _USER_TOKENS:
-            user = context.get("userId")
-            kind, _, user_id = user.partition("/") if isinstance(user, str) else ("", "", "")
-            if kind != _USER_TOKENS[token] or not user_id:
-                raise TemplateError(f"request has no {_USER_TOKENS[token]} user")
-            return quote(user_id, safe="-._~")
-        raise TemplateError("template uses a token this service cannot fill")
-
-    return _TOKEN.sub(value_of, template)
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +133,7 @@ _USE, _NONE, _FETCH, _MORE_PAGES = "use", "none", "fetch", "more-pages"
 _MISSING = object()
 
 
-def _judge_prefetched(value: Any, shape: _Shape) -> tuple[str, Any]:
+def _judge_prefetched(value: Any, shape: Shape) -> tuple[str, Any]:
     if value is _MISSING:
         return _FETCH, "not in prefetch"
     if value is None:
@@ -292,7 +157,7 @@ def _judge_prefetched(value: Any, shape: _Shape) -> tuple[str, Any]:
     return _USE, cleaned
 
 
-def _check_fetched(data: dict[str, Any], shape: _Shape) -> dict[str, Any]:
+def _check_fetched(data: dict[str, Any], shape: Shape) -> dict[str, Any]:
     kind = data["resourceType"]
     if kind == "OperationOutcome":
         raise FhirFetchError("FHIR server reported an error")
@@ -323,11 +188,8 @@ class PrefetchResolver:
     """Obtains every declared key for a hook call. One per app: it owns a pooled HTTP session and
     a worker pool shared by all requests (thread-safe; the WSGI server runs several threads)."""
 
-    def __init__(self, settings=None, *, client: FhirClient | None = None):
-        if settings is None:
-            from cds_service.config import Settings
-
-            settings = Settings()
+    def __init__(self, settings: Settings | None = None, *, client: FhirClient | None = None):
+        settings = settings or Settings()
         self.settings = settings
         self.client = client or FhirClient.from_settings(settings)
         self.executor = ThreadPoolExecutor(
@@ -340,7 +202,9 @@ class PrefetchResolver:
 
     # -- entry point ---------------------------------------------------------------------------
 
-    def resolve(self, request: CDSRequest, templates: dict[str, str]) -> ResolvedPrefetch:
+    def resolve(self, request: CDSRequest, keys: Mapping[str, PrefetchKey]) -> ResolvedPrefetch:
+        """Every declared key's data; ``DataUnavailable`` when a required key cannot be had,
+        ``BadRequest`` when the request would mix two patients' data."""
         _refuse_patient_mismatch(request)
         deadline = time.monotonic() + self.settings.fhir_deadline
         sent = request.prefetch if isinstance(request.prefetch, dict) else {}
@@ -357,8 +221,8 @@ class PrefetchResolver:
                 server = self._server(request)
             return server
 
-        shapes = {key: _shape(key, template) for key, template in templates.items()}
-        for key, template in templates.items():
+        shapes = {key: shape_of(spec) for key, spec in keys.items()}
+        for key, spec in keys.items():
             shape = shapes[key]
             verdict, detail = _judge_prefetched(sent.get(key, _MISSING), shape)
             if verdict == _USE:
@@ -379,7 +243,7 @@ class PrefetchResolver:
                     unavailable[key] = srv if detail == "not in prefetch" else f"{detail}; {srv}"
                     continue
                 try:
-                    url = srv.url(fill_template(template, request.context))
+                    url = srv.url(fill_template(spec.template, request.context))
                 except TemplateError as exc:
                     unavailable[key] = exc.reason
                     continue
@@ -411,7 +275,7 @@ class PrefetchResolver:
                     "fhir_host": _host(request.fhirServer),
                 },
             )
-        _require(request.hook, templates, resolved)
+        _require(request.hook, keys, resolved)
         return resolved
 
     # -- server ----------------------------------------------------------------------------------
@@ -455,7 +319,7 @@ class PrefetchResolver:
     def _get(self, url: str, server: _Server, deadline: float) -> dict[str, Any]:
         return self.client.get_json(url, token=server.token, deadline=deadline)
 
-    def _fetch(self, url: str, shape: _Shape, server: _Server, deadline: float) -> _Result:
+    def _fetch(self, url: str, shape: Shape, server: _Server, deadline: float) -> _Result:
         raw = self._get(url, server, deadline)
         first = _check_fetched(raw, shape)
         if shape.is_read:
@@ -466,7 +330,7 @@ class PrefetchResolver:
         self,
         first_page: dict[str, Any],
         next_url: str | None,
-        shape: _Shape,
+        shape: Shape,
         server: _Server,
         deadline: float,
     ) -> _Result:
@@ -527,7 +391,7 @@ class PrefetchResolver:
                 reads[path] = srv.url(path)
             else:
                 unreadable += 1
-        medication = _Shape("Medication", is_read=True, newest=None)
+        medication = Shape("Medication", is_read=True, newest=None)
         jobs = {path: _bind(self._fetch, url, medication, srv, deadline) for path, url in reads.items()}
         outcomes = self._run(jobs, deadline)
         added, reasons = [], []
@@ -576,10 +440,9 @@ def _refuse_patient_mismatch(request: CDSRequest) -> None:
     token_patient = auth.patient.removeprefix("Patient/")
     context_patient = str(request.context.get("patientId", "")).removeprefix("Patient/")
     if token_patient != context_patient:
-        raise ApiError(
-            400,
+        raise BadRequest(
             "fhirAuthorization.patient does not match context.patientId; the service will not "
-            "combine data of two patients.",
+            "combine data of two patients."
         )
 
 
@@ -635,13 +498,12 @@ def _medication_path(ref: str, server: _Server) -> str | None:
     return relative
 
 
-def _require(hook: str, templates: dict[str, str], resolved: ResolvedPrefetch) -> None:
-    required = REQUIRED_KEYS.get(hook, frozenset())
-    missing = [k for k in sorted(required) if k in templates and k in resolved.unavailable]
+def _require(hook: str, keys: Mapping[str, PrefetchKey], resolved: ResolvedPrefetch) -> None:
+    missing = [k for k in sorted(keys) if keys[k].required and k in resolved.unavailable]
     if not missing:
         return
-    described = [PREFETCH_KEYS[k].description if k in PREFETCH_KEYS else k for k in missing]
-    raise PreconditionFailed(
+    described = [keys[k].description for k in missing]
+    raise DataUnavailable(
         f"Cannot run {hook} decision support without {_and(described)}. Not obtained from "
         "prefetch or the FHIR server: "
         + "; ".join(f"{k} ({resolved.unavailable[k]})" for k in missing)

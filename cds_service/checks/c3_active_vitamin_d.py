@@ -15,22 +15,19 @@ from __future__ import annotations
 
 from cds_service.checks import thresholds as T
 from cds_service.checks.findings import Finding
-from cds_service.checks.labs import LabFacts, lab_facts
+from cds_service.checks.labs import LabFacts
+from cds_service.checks.rule import OrderRule
 from cds_service.checks.scope import calciphylaxis_conditions, dialysis_evidence, lab_gaps, unavailable_gaps
 from cds_service.checks.substitution import cinacalcet_plan
-from cds_service.record import OrderUnderReview, PatientRecord
+from cds_service.patient.model import OrderUnderReview, PatientRecord
 
-DRUG_CLASS = "active_vitamin_d"
 RULE_CALCIPHYLAXIS = "C3-active-vitamin-d-calciphylaxis"
 RULE_DIALYSIS = "C3-active-vitamin-d-dialysis"
 RULE_DIALYSIS_STALE = "C3-active-vitamin-d-dialysis-stale-data"
 LAB_KEYS = ("calcium", "albumin", "pth")
 
 
-def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs: LabFacts | None = None) -> list[Finding]:
-    if DRUG_CLASS not in review.order.drug_classes:
-        return []
-    labs = labs or lab_facts(record)
+def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
     cc, pth = labs.corrected_calcium, labs.latest_pth
     used = tuple(v for v in (cc, pth) if v is not None)
 
@@ -80,3 +77,11 @@ def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs
             gaps=gaps + plan.gaps,
         )
     ]
+
+
+RULE = OrderRule(
+    name="c3_active_vitamin_d",
+    drug_class="active_vitamin_d",
+    finding_ids=(RULE_CALCIPHYLAXIS, RULE_DIALYSIS, RULE_DIALYSIS_STALE),
+    check=check_active_vitamin_d,
+)

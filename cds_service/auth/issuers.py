@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cds_service.auth_keys import FileKeys, JwksError, KeyStore, PublicKey, UrlKeys, check_key_url, parse_jwks
+from cds_service.auth.keys import FileKeys, JwksError, KeyStore, PublicKey, UrlKeys, check_key_url, parse_jwks
 from cds_service.errors import describe_validation_error
 
 # Its signing key is published in the sandbox's public repository, so anyone can mint its tokens.

@@ -12,22 +12,19 @@ from __future__ import annotations
 
 from cds_service.checks import thresholds as T
 from cds_service.checks.findings import Finding, Gap
-from cds_service.checks.labs import LabFacts, lab_facts
+from cds_service.checks.labs import LabFacts
+from cds_service.checks.rule import OrderRule
 from cds_service.checks.scope import calciphylaxis_conditions, dialysis_evidence, lab_gaps, unavailable_gaps
 from cds_service.checks.substitution import phosphate_binder_plan
-from cds_service.record import OrderUnderReview, PatientRecord
+from cds_service.patient.model import OrderUnderReview, PatientRecord
 
-DRUG_CLASS = "calcium_binder"
 RULE_CALCIPHYLAXIS = "C1-calcium-binder-calciphylaxis"
 RULE_DIALYSIS = "C1-calcium-binder-dialysis"
 RULE_DIALYSIS_STALE = "C1-calcium-binder-dialysis-stale-data"
 LAB_KEYS = ("calcium", "albumin", "pth")
 
 
-def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: LabFacts | None = None) -> list[Finding]:
-    if DRUG_CLASS not in review.order.drug_classes:
-        return []
-    labs = labs or lab_facts(record)
+def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
     shown_labs = tuple(v for v in (labs.corrected_calcium, labs.phosphate, labs.latest_pth) if v is not None)
     plan = phosphate_binder_plan(record)
 
@@ -98,3 +95,11 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
             )
         ]
     return []
+
+
+RULE = OrderRule(
+    name="c1_calcium_binders",
+    drug_class="calcium_binder",
+    finding_ids=(RULE_CALCIPHYLAXIS, RULE_DIALYSIS, RULE_DIALYSIS_STALE),
+    check=check_calcium_binder,
+)

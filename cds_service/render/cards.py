@@ -1,4 +1,4 @@
-"""Findings -> CDS Hooks cards, with every word taken from ``cards/*.toml``.
+"""Findings -> CDS Hooks cards (markdown), with every word taken from ``cards/*.toml``.
 
 One card per finding: summary (< 140 characters, naming the drug and the reason), a markdown
 detail that lists the data used (value, unit, date, measured or corrected, stale or not), the
@@ -9,17 +9,18 @@ click; coded override reasons.
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
-from cds_service import terminology as term
-from cds_service.card_content import CardContent, RuleContent, SubstituteSpec, content, fill
-from cds_service.checks.findings import Finding, Gap, LabValue
+from cds_service.checks.findings import Finding, Gap, LabValue, SafetyCheck
 from cds_service.checks.labs import DISPLAY_DECIMALS
+from cds_service.patient import terminology as term
+from cds_service.patient.model import STALE_AFTER, ConditionFact, MedicationOrder
 from cds_service.protocol import Action, Card, Coding, Link, OverrideReason, Source, Suggestion
-from cds_service.record import STALE_AFTER, ConditionFact, MedicationOrder
+from cds_service.render.content import CardContent, RuleContent, content, fill
+from cds_service.render.orders import stopped_resource, substitute_resource
 
 SUMMARY_MAX = 139  # CDS Hooks: "<140-character summary"
+# A rule whose content declares this layout shows its labs as a table against targets and a
+# status phrase in its summary (chart reviews); every other rule lists the data it used.
+RESULTS_TABLE = "results-table"
 _SYSTEM_NAMES = {
     term.RXNORM: "RxNorm",
     term.ATC: "ATC",
@@ -73,7 +74,7 @@ def _card(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None)
 def _values(c: CardContent, f: Finding) -> dict[str, str]:
     order = f.order
     classes = order.drug_classes if order else frozenset()
-    drug_class = next((c.labels["drug_class"][k] for k in ("calcium_binder", "vka", "active_vitamin_d") if k in classes), "medication")
+    drug_class = next((label for key, label in c.labels["drug_class"].items() if key in classes), "medication")
     return {"drug": order.drug_name if order else "", "drug_class": drug_class}
 
 
@@ -89,7 +90,7 @@ def _summary(c: CardContent, rule: RuleContent, f: Finding) -> str:
         c.labels["prefetch"].get(g.params.get("key"), str(g.params.get("key")))
         for g in f.gaps if g.key == "prefetch_unavailable"
     ) or "patient data"
-    values["status"] = _mineral_status_phrase(c, rule, f) if f.rule_id.startswith("M1") else ""
+    values["status"] = _chart_status_phrase(c, rule, f) if rule.layout == RESULTS_TABLE else ""
     text = fill(rule.summary, values)
     if len(text) > SUMMARY_MAX and values["drug"]:
         # Shorten the drug name first: the reason is the part a clinician must read.
@@ -102,7 +103,7 @@ def _summary(c: CardContent, rule: RuleContent, f: Finding) -> str:
     return text
 
 
-def _mineral_status_phrase(c: CardContent, rule: RuleContent, f: Finding) -> str:
+def _chart_status_phrase(c: CardContent, rule: RuleContent, f: Finding) -> str:
     parts = []
     if f.reasons:
         parts.append(fill(rule.extra["status_out_of_range"], {"n": str(len(f.reasons))}))
@@ -129,7 +130,7 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
     if f.order is not None:
         out.append(f"**{h['text_match']}.** {_recognition(c, f.order)}")
 
-    if f.rule_id.startswith("M1"):
+    if rule.layout == RESULTS_TABLE:
         out.append(f"**{h['results']}**\n\n{_results_table(c, f)}")
         data = [_condition_line(c, cond) for cond in f.conditions]
     else:
@@ -247,7 +248,7 @@ def _condition_line(c: CardContent, cond: ConditionFact) -> str:
     return f"- {label}: {cond.display} ({how}; {cond.resource_id}" + (f"; {status}" if status else "") + ")"
 
 
-def _safety_line(c: CardContent, check) -> str:
+def _safety_line(c: CardContent, check: SafetyCheck) -> str:
     texts = c.safety[check.key]
     mark = "\u2714" if check.passed else "\u2718"
     return f"- {mark} " + fill(texts["passed" if check.passed else "failed"], {"detail": check.detail or "none"})
@@ -281,7 +282,7 @@ def _stale_days(lab: LabValue) -> int:
 
 def _results_table(c: CardContent, f: Finding) -> str:
     rows = ["| Test | Latest | Target | Status |", "| --- | --- | --- | --- |"]
-    flagged = {r.rsplit("_", 1)[0]: r.rsplit("_", 1)[1] for r in f.reasons}
+    flagged = dict(f.positions)
     for lab in f.labs:
         target = fill(c.targets[lab.analyte]) if lab.analyte in c.targets else ""
         if lab.stale:
@@ -335,66 +336,3 @@ def _remove_action(c: CardContent, order: MedicationOrder, is_draft: bool) -> Ac
     if not order.raw:
         return None
     return Action(type="update", description=fill(c.text["action_stop"], drug), resource=stopped_resource(c, order))
-
-
-def fhir_version(order: MedicationOrder) -> str:
-    """The FHIR version of the order under review, so the substitute matches it."""
-    if order.resource_type == "MedicationOrder":
-        return "DSTU2"
-    medication = order.raw.get("medication")
-    if isinstance(medication, dict) and ("concept" in medication or "reference" in medication):
-        return "R5"
-    return "R4"
-
-
-def substitute_resource(spec: SubstituteSpec, order: MedicationOrder, patient_id: str,
-                        encounter_id: str | None = None) -> dict[str, Any]:
-    """The new order: R4 MedicationRequest by default; R5 or DSTU2 MedicationOrder to match."""
-    version = fhir_version(order)
-    concept = {
-        "coding": [{"system": term.RXNORM, "code": spec.rxnorm, "display": spec.display}],
-        "text": spec.display,
-    }
-    repeat: dict[str, Any] = {"frequency": spec.frequency, "period": spec.period}
-    dose = {"value": spec.dose_value, "unit": spec.dose_unit, "system": term.UCUM, "code": spec.dose_unit}
-    dosage: dict[str, Any] = {"text": fill(spec.dosage_text)}
-    patient = {"reference": f"Patient/{patient_id}"}
-    if version == "DSTU2":
-        repeat["periodUnits"] = spec.period_unit
-        if spec.when:
-            repeat["when"] = spec.when[0]  # DSTU2 Timing.repeat.when is a single code
-        dosage.update(timing={"repeat": repeat}, route={"text": spec.route}, doseQuantity=dose)
-        resource: dict[str, Any] = {
-            "resourceType": "MedicationOrder",
-            "status": "draft",
-            "patient": patient,
-            "medicationCodeableConcept": concept,
-            "dosageInstruction": [dosage],
-        }
-    else:
-        repeat["periodUnit"] = spec.period_unit
-        if spec.when:
-            repeat["when"] = list(spec.when)
-        dosage.update(timing={"repeat": repeat}, route={"text": spec.route}, doseAndRate=[{"doseQuantity": dose}])
-        resource = {"resourceType": "MedicationRequest", "status": "draft", "intent": "order", "subject": patient}
-        if version == "R5":
-            resource["medication"] = {"concept": concept}
-        else:
-            resource["medicationCodeableConcept"] = concept
-        resource["dosageInstruction"] = [dosage]
-    if encounter_id:
-        resource["encounter"] = {"reference": f"Encounter/{encounter_id}"}
-    return resource
-
-
-def stopped_resource(c: CardContent, order: MedicationOrder) -> dict[str, Any]:
-    """The whole existing order with status stopped (CDS Hooks: an update carries the entire
-    resource), plus why, in the member each FHIR version has for it."""
-    resource = copy.deepcopy(order.raw)
-    resource["status"] = "stopped"
-    reason = {"text": fill(c.text["stop_reason"])}
-    if fhir_version(order) == "DSTU2":
-        resource["reasonEnded"] = reason
-    else:
-        resource["statusReason"] = reason
-    return resource

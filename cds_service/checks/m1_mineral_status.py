@@ -1,0 +1,77 @@
+"""M1: on patient-view, one info card summarising mineral status for a calciphylaxis patient.
+
+Latest corrected calcium, phosphate, Ca x P and PTH against their targets (the analyte table),
+which monitoring is overdue or missing, and whether sodium thiosulfate is on the active
+medication list (with the conflicting evidence; info only, seed 004).
+"""
+
+from __future__ import annotations
+
+from cds_service.checks.findings import Finding, LabValue
+from cds_service.checks.labs import LabFacts, pth_notes
+from cds_service.checks.rule import ChartRule
+from cds_service.checks.scope import calciphylaxis_conditions, lab_gaps, unavailable_gaps
+from cds_service.patient import sources
+from cds_service.patient.analytes import ANALYTES
+from cds_service.patient.model import PatientRecord
+
+RULE_ID = "M1-mineral-status-calciphylaxis"
+
+
+def position(analyte: str, value: float) -> str:
+    """"low", "high" or "in_range" against the analyte's target."""
+    spec = ANALYTES[analyte]
+    assert spec.target is not None, f"{analyte} has no target"
+    low, high = spec.target
+    if low is not None and value < low:
+        return "low"
+    if high is not None and (value >= high if spec.target_high_exclusive else value > high):
+        return "high"
+    return "in_range"
+
+
+def out_of_range(labs: tuple[LabValue, ...]) -> tuple[tuple[str, str], ...]:
+    """(analyte, "low" | "high") for each recent value outside its target."""
+    positions = (
+        (lab.analyte, position(lab.analyte, lab.value))
+        for lab in labs
+        if ANALYTES[lab.analyte].target is not None and not lab.stale
+    )
+    return tuple((analyte, where) for analyte, where in positions if where != "in_range")
+
+
+def mineral_status(record: PatientRecord, labs: LabFacts) -> list[Finding]:
+    if not record.has_calciphylaxis:
+        return []
+    shown = tuple(
+        v for v in (labs.corrected_calcium, labs.phosphate, labs.ca_x_p, labs.latest_pth, labs.crp) if v is not None
+    )
+    notes: list[str] = []
+    cc, pth = labs.corrected_calcium, labs.latest_pth
+    if cc is not None and not cc.stale and position("corrected_calcium", cc.value) == "high":
+        notes.append("calcium_above_target")
+    notes += pth_notes(pth)
+    if sources.MEDICATIONS not in record.unavailable and not any(
+        "sodium_thiosulfate" in m.drug_classes for m in record.medications
+    ):
+        notes.append("sts_not_prescribed")
+    gaps = lab_gaps(record, {"corrected_calcium": cc, "phosphate": labs.phosphate, "pth": pth}) + unavailable_gaps(
+        record, (sources.CALCIUM, sources.ALBUMIN, sources.PHOSPHATE, sources.PTH, sources.MEDICATIONS)
+    )
+    flagged = out_of_range(shown)
+    return [
+        Finding(
+            rule_id=RULE_ID,
+            indicator="info",
+            review=None,
+            conditions=calciphylaxis_conditions(record),
+            labs=shown,
+            reasons=tuple(f"{analyte}_{where}" for analyte, where in flagged),
+            positions=flagged,
+            notes=tuple(notes),
+            gaps=gaps,
+        )
+    ]
+
+
+RULE = ChartRule(name="m1_mineral_status", finding_ids=(RULE_ID,), check=mineral_status)

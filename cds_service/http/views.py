@@ -1,0 +1,130 @@
+"""The HTTP endpoints as a blueprint: one call into the layers below per endpoint.
+
+Discovery, hook calls and feedback authenticate first; the hook call runs the pipeline and
+records the served cards; feedback is validated and stored. Errors are raised as domain errors
+and answered by ``cds_service.http.app`` as OperationOutcomes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, current_app, g, request
+from pydantic import ValidationError
+
+from cds_service import __version__
+from cds_service.errors import BadRequest, describe_validation_error
+from cds_service.http.deps import Deps
+from cds_service.http.errors import ApiError
+from cds_service.http.responses import json_response
+from cds_service.pipeline import find_service, run_hook
+from cds_service.protocol import FeedbackRequest
+from cds_service.services import discovery_document
+
+JSON_MIMETYPES = frozenset({"application/json", "application/fhir+json"})
+
+blueprint = Blueprint("cds", __name__)
+
+
+def deps() -> Deps:
+    found: Deps = current_app.extensions["cds"]
+    return found
+
+
+def _audience() -> str:
+    base = deps().settings.public_base_url
+    if base:
+        return base.rstrip("/") + request.path
+    return request.base_url
+
+
+def _authenticate() -> None:
+    g.auth = deps().authenticator.authenticate(request.headers.get("Authorization"), _audience())
+    if g.auth:
+        # Who called (never the token): the tenant for the request context, both for the log line.
+        g.tenant = g.auth.get("tenant")
+        g.log.update(iss=g.auth.get("iss"), tenant=g.tenant)
+
+
+def _json_body() -> Any:
+    """Decode the body as JSON, with the right status for each way it can be wrong."""
+    if request.mimetype and request.mimetype not in JSON_MIMETYPES:
+        raise ApiError(
+            415,
+            f"Content-Type '{request.mimetype}' is not supported; send application/json "
+            "(or application/fhir+json).",
+        )
+    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    if not raw:
+        raise BadRequest("The request body is empty; a JSON object is required.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON ({exc}).") from None
+
+
+@blueprint.get("/")
+def index() -> Response:
+    return json_response(
+        {
+            "name": "calciphylaxis-cds",
+            "version": __version__,
+            "description": "CDS Hooks 2.0 service: calciphylaxis decision support for dialysis care.",
+            "discovery": request.host_url.rstrip("/") + "/cds-services",
+            "health": request.host_url.rstrip("/") + "/health",
+        }
+    )
+
+
+@blueprint.get("/health")
+def health() -> Response:
+    return json_response({"status": "ok", "version": __version__})
+
+
+@blueprint.get("/cds-services")
+def discovery() -> Response:
+    _authenticate()
+    return json_response(discovery_document())
+
+
+@blueprint.post("/cds-services/<service_id>")
+def call_service(service_id: str) -> Response:
+    d = deps()
+    _authenticate()
+    service = find_service(service_id)
+    g.log["service"] = service.id
+    body = _json_body()
+    if isinstance(body, dict):
+        g.log.update(hook=body.get("hook"), hookInstance=body.get("hookInstance"))
+    request_model, response = run_hook(service, body, d.resolver, now=d.now)
+    g.log["cards"] = len(response.cards)
+    d.store.record_served(service.id, request_model.hook, str(request_model.context.get("patientId")), response.cards)
+    return json_response(response.to_json())
+
+
+@blueprint.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    _authenticate()
+    service = find_service(service_id)
+    g.log["service"] = service.id
+    body = _json_body()
+    if not isinstance(body, dict):
+        raise BadRequest("The feedback body must be a JSON object with a 'feedback' array.")
+    try:
+        parsed = FeedbackRequest.model_validate(body)
+    except ValidationError as exc:
+        raise BadRequest("Invalid feedback: " + describe_validation_error(exc)) from None
+    stored, duplicates = deps().store.add_feedback(service.id, parsed.feedback)
+    g.log.update(feedback_stored=stored, feedback_duplicates=duplicates)
+    return json_response({"stored": stored, "duplicates": duplicates})
+
+
+bench_blueprint = Blueprint("bench", __name__)
+
+
+@bench_blueprint.post("/bench/echo")
+def bench_echo() -> Response:
+    """Decode the body and answer empty cards: the benchmark's floor (CDS_BENCH_ECHO only)."""
+    _json_body()
+    return json_response({"cards": []})

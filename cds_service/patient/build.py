@@ -1,0 +1,285 @@
+"""Building the record: from a hook's raw ``context`` and resolved prefetch to a ``PatientRecord``.
+
+``build_record`` selects the resources that matter by type and code *before* any model
+validation, normalises lab units, classifies medications and conditions, and returns one
+immutable record; ``orders_under_review`` picks the medication orders a hook asks about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from cds_service.fhir.reading import ResourceIndex, iter_resources, parse_fhir_datetime, resource_key, status_code
+from cds_service.patient import units
+from cds_service.patient.analytes import LOINC_TO_ANALYTE
+from cds_service.patient.classify import (
+    classify_condition,
+    classify_medication,
+    classify_procedure,
+    is_medication_order,
+)
+from cds_service.patient.terminology import LOINC, canonical_system
+from cds_service.patient.model import (
+    CANONICAL_UNITS,
+    ConditionFact,
+    LabResult,
+    MedicationOrder,
+    OrderUnderReview,
+    PatientRecord,
+    UnusableLab,
+)
+
+# Observation statuses whose values may be acted on.
+USABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
+# Medication statuses that make an order count (patient-view: on the chart; order hooks: drafts).
+ACTIVE_MEDICATION_STATUSES = frozenset({"active", "on-hold"})
+# Never under review, whatever the hook.
+CLOSED_MEDICATION_STATUSES = frozenset({"stopped", "completed", "cancelled", "entered-in-error"})
+
+
+def _observation_effective(resource: dict[str, Any]) -> datetime | None:
+    period = resource.get("effectivePeriod")
+    return (
+        parse_fhir_datetime(resource.get("effectiveDateTime"))
+        or (parse_fhir_datetime(period.get("start")) if isinstance(period, dict) else None)
+        or parse_fhir_datetime(resource.get("effectiveInstant"))
+        or parse_fhir_datetime(resource.get("issued"))
+    )
+
+
+def _observation_analyte(resource: dict[str, Any]) -> tuple[str, str] | None:
+    """(analyte, loinc) when the Observation carries a LOINC code the record reads."""
+    code = resource.get("code")
+    if not isinstance(code, dict):
+        return None
+    codings = code.get("coding")
+    if not isinstance(codings, list):
+        return None
+    for coding in codings:
+        if not isinstance(coding, dict):
+            continue
+        value = coding.get("code")
+        analyte = LOINC_TO_ANALYTE.get(value) if isinstance(value, str) else None
+        if analyte is not None and canonical_system(coding.get("system")) == LOINC:
+            return analyte, value
+    return None
+
+
+def _lab_result(
+    resource: dict[str, Any], analyte: str, loinc: str, status: str, effective: datetime | None
+) -> LabResult | UnusableLab:
+    rid = resource_key(resource) or "Observation"
+    quantity = resource.get("valueQuantity")
+    canonical = CANONICAL_UNITS[analyte]
+    if not isinstance(quantity, dict) or not units.is_number(quantity.get("value")):
+        return UnusableLab(analyte, rid, "no numeric valueQuantity")
+    normalised = units.to_canonical(quantity, analyte)
+    if normalised is None:
+        unit = units.quantity_unit(quantity) or "(none)"
+        return UnusableLab(analyte, rid, f"unit '{unit}' cannot be converted to {canonical}")
+    return LabResult(
+        analyte=analyte,
+        value=normalised.value,
+        unit=canonical,
+        original_value=normalised.original_value,
+        original_unit=normalised.original_unit,
+        effective=effective,
+        resource_id=rid,
+        loinc=loinc,
+        status=status,
+        comparator=normalised.comparator,
+    )
+
+
+def _newest_first(effective: datetime | None) -> tuple[int, float]:
+    # Undated results sort last; among dated ones, newest first.
+    if effective is None:
+        return (1, 0.0)
+    return (0, -effective.timestamp())
+
+
+# Every rule reads only recent results (the latest value, two consecutive PTH results, an albumin
+# drawn near the calcium), so each analyte keeps its newest usable results only. Units are
+# normalised for those alone: a chart with 10,000 Observations then costs little more to read
+# than one with 50.
+SERIES_LIMIT = 12
+
+
+def _newest_series(
+    candidates: list[tuple[datetime | None, dict[str, Any], str, str]], analyte: str
+) -> tuple[tuple[LabResult, ...], list[UnusableLab]]:
+    """Normalise ``analyte``'s candidates newest first until SERIES_LIMIT are usable."""
+    candidates.sort(key=lambda c: _newest_first(c[0]))
+    series: list[LabResult] = []
+    unusable: list[UnusableLab] = []
+    for effective, resource, loinc, status in candidates:
+        result = _lab_result(resource, analyte, loinc, status, effective)
+        if isinstance(result, LabResult):
+            series.append(result)
+            if len(series) == SERIES_LIMIT:
+                break
+        else:
+            unusable.append(result)
+    return tuple(series), unusable
+
+
+def build_record(context: dict, prefetch: Any, now: datetime) -> PatientRecord:
+    """One immutable ``PatientRecord`` from a hook's ``context`` and resolved prefetch.
+
+    Resources are selected by type (and Observations by LOINC code) from the raw JSON before
+    anything else is read, so a large prefetch costs little more than decoding it. Nothing here
+    raises on malformed FHIR: what cannot be read is skipped (labs: noted in ``unusable_labs``).
+    """
+    context = context if isinstance(context, dict) else {}
+    data = getattr(prefetch, "data", None)
+    if data is None and isinstance(prefetch, dict):
+        data = prefetch
+    if not isinstance(data, dict):
+        data = {}
+    unavailable = getattr(prefetch, "unavailable", None)
+    unavailable = dict(unavailable) if isinstance(unavailable, Mapping) else {}
+    incomplete = getattr(prefetch, "incomplete", None)
+    incomplete = dict(incomplete) if isinstance(incomplete, Mapping) else {}
+
+    seen: set[str] = set()
+    # analyte -> (effective, Observation, LOINC, status): selected by code and status only.
+    lab_candidates: dict[str, list[tuple[datetime | None, dict[str, Any], str, str]]] = {}
+    unusable: list[UnusableLab] = []
+    conditions: list[ConditionFact] = []
+    order_resources: list[dict[str, Any]] = []
+    catalog = ResourceIndex()
+
+    for value in data.values():
+        for full_url, resource in iter_resources(value):
+            rtype = resource.get("resourceType")
+            if not isinstance(rtype, str) or rtype not in _RELEVANT_TYPES:
+                continue
+            key = resource_key(resource)
+            if key is not None:
+                if key in seen:  # the same resource under two prefetch keys
+                    continue
+                seen.add(key)
+            if rtype == "Observation":
+                status = resource.get("status")
+                if not isinstance(status, str) or status not in USABLE_OBSERVATION_STATUSES:
+                    continue
+                selected = _observation_analyte(resource)
+                if selected is None:
+                    continue
+                analyte, loinc = selected
+                lab_candidates.setdefault(analyte, []).append(
+                    (_observation_effective(resource), resource, loinc, status)
+                )
+            elif rtype == "Condition":
+                conditions.extend(classify_condition(resource))
+            elif rtype == "Procedure":
+                fact = classify_procedure(resource, now)
+                if fact is not None:
+                    conditions.append(fact)
+            elif rtype == "Medication":
+                catalog.add(resource, full_url)
+            else:  # MedicationRequest / MedicationOrder
+                order_resources.append(resource)
+
+    labs: dict[str, tuple[LabResult, ...]] = {}
+    for analyte, candidates in lab_candidates.items():
+        series, skipped = _newest_series(candidates, analyte)
+        if series:
+            labs[analyte] = series
+        unusable.extend(skipped)
+
+    medications: list[MedicationOrder] = []
+    for resource in order_resources:
+        status = status_code(resource.get("status"))
+        if status not in ACTIVE_MEDICATION_STATUSES:
+            continue
+        order = classify_medication(resource, catalog)
+        if order is not None:
+            medications.append(order)
+
+    patient_id = context.get("patientId")
+    return PatientRecord(
+        patient_id=patient_id if isinstance(patient_id, str) else "",
+        now=now,
+        conditions=tuple(conditions),
+        medications=tuple(medications),
+        labs=labs,
+        unavailable=unavailable,
+        incomplete=incomplete,
+        unusable_labs=tuple(unusable),
+        medication_catalog=catalog.as_mapping(),
+    )
+
+
+_RELEVANT_TYPES = frozenset(
+    {"Observation", "Condition", "Procedure", "Medication", "MedicationRequest", "MedicationOrder"}
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Orders under review
+# --------------------------------------------------------------------------------------------
+
+
+def _selected_ids(selections: Any) -> tuple[set[str], set[str]]:
+    """("Type/id" references, bare ids) named in ``context.selections``."""
+    typed: set[str] = set()
+    bare: set[str] = set()
+    if isinstance(selections, str):
+        selections = [selections]
+    if not isinstance(selections, list):
+        return typed, bare
+    for item in selections:
+        if not isinstance(item, str) or not item.strip():
+            continue
+        item = item.strip()
+        parts = item.split("/_history/")[0].rstrip("/").split("/")
+        if len(parts) >= 2:
+            typed.add(f"{parts[-2]}/{parts[-1]}")
+        else:
+            bare.add(item)
+    return typed, bare
+
+
+def orders_under_review(hook: str, context: dict, record: PatientRecord) -> tuple[OrderUnderReview, ...]:
+    """The medication orders a hook asks about.
+
+    * order-select: the MedicationRequests / MedicationOrders of ``context.draftOrders`` named in
+      ``context.selections`` ("MedicationRequest/id"; bare ids tolerated);
+    * order-sign: every medication draft in ``context.draftOrders`` (any status that is not
+      stopped / completed / cancelled / entered-in-error, e.g. a re-signed active order);
+    * patient-view: the active / on-hold medications from the prefetch (``is_draft=False``).
+
+    Non-medication drafts, drafts naming no medication and malformed entries are skipped.
+    """
+    if hook == "patient-view":
+        return tuple(OrderUnderReview(order=m, is_draft=False) for m in record.medications)
+    if hook not in ("order-select", "order-sign"):
+        return ()
+    context = context if isinstance(context, dict) else {}
+    drafts = list(iter_resources(context.get("draftOrders")))
+    index = ResourceIndex()
+    index.update(record.medication_catalog)
+    for full_url, resource in drafts:
+        if resource.get("resourceType") == "Medication":
+            index.add(resource, full_url)
+
+    typed, bare = _selected_ids(context.get("selections")) if hook == "order-select" else (set(), set())
+    out: list[OrderUnderReview] = []
+    for _full_url, resource in drafts:
+        if not is_medication_order(resource):
+            continue
+        if hook == "order-select":
+            key = resource_key(resource)
+            rid = resource.get("id")
+            if key not in typed and not (isinstance(rid, str) and rid in bare):
+                continue
+        status = status_code(resource.get("status"))
+        if status in CLOSED_MEDICATION_STATUSES:
+            continue
+        order = classify_medication(resource, index)
+        if order is not None:
+            out.append(OrderUnderReview(order=order, is_draft=True))
+    return tuple(out)

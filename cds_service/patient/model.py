@@ -1,0 +1,194 @@
+"""The patient as the checks see it: the types of one immutable record per hook call.
+
+``cds_service.patient.build`` fills them from raw JSON; the checks are pure functions of a
+``PatientRecord`` and the orders under review.
+
+Canonical units (every ``LabResult.value`` is in these):
+calcium mg/dL, corrected_calcium mg/dL, ionized_calcium mmol/L, albumin g/dL, phosphate mg/dL,
+pth pg/mL, crp mg/L, egfr mL/min/{1.73_m2}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from cds_service.patient.analytes import ANALYTES, CANONICAL_UNITS
+
+__all__ = ["CANONICAL_UNITS"]
+
+
+@dataclass(frozen=True)
+class LabResult:
+    """One final/amended/corrected Observation, normalised to the analyte's canonical unit."""
+
+    analyte: str  # key of terminology.LAB_LOINC / CANONICAL_UNITS
+    value: float  # in CANONICAL_UNITS[analyte]
+    unit: str  # == CANONICAL_UNITS[analyte]
+    original_value: float
+    original_unit: str
+    effective: datetime | None  # effectiveDateTime / effectivePeriod.start / issued
+    resource_id: str  # "Observation/<id>"
+    loinc: str
+    status: str
+    comparator: str | None = None  # "<", "<=", ">=", ">" when the lab reported one (eGFR ">60")
+
+
+@dataclass(frozen=True)
+class CorrectedCalcium:
+    """The calcium value a rule uses, and how it was obtained (cards must say which)."""
+
+    value: float  # mg/dL
+    method: Literal["corrected", "measured", "reported-corrected"]
+    calcium: LabResult  # the total (or lab-reported corrected) calcium it came from
+    albumin: LabResult | None = None  # the albumin used for the Payne correction, if any
+
+
+@dataclass(frozen=True)
+class ConditionFact:
+    """A Condition (or Procedure) that puts the patient in or out of scope."""
+
+    kind: Literal["calciphylaxis", "kidney_failure", "dialysis", "atrial_fibrillation", "prosthetic_valve"]
+    resource_id: str  # "Condition/<id>" or "Procedure/<id>"
+    display: str  # what to show a clinician (coding display or text)
+    matched_by: Literal["code", "text"]
+    code: str | None = None
+    system: str | None = None
+    clinical_status: str | None = None
+    verification_status: str | None = None
+    recorded: datetime | None = None  # onset / recordedDate / performed, when known
+
+
+@dataclass(frozen=True)
+class MedicationOrder:
+    """A MedicationRequest (R4/R5) or MedicationOrder (DSTU2), classified by drug class."""
+
+    resource_id: str  # "MedicationRequest/<id>"
+    resource_type: str  # "MedicationRequest" | "MedicationOrder"
+    status: str | None
+    drug_name: str  # best human name (coding display, text, or Medication.code)
+    drug_classes: frozenset[str]  # e.g. {"calcium_binder"}; empty when nothing matched
+    matched_by: Literal["code", "text", "none"]
+    matched_code: str | None = None  # "system|code" that matched, when by code
+    authored: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+# Drug classes the classifier assigns (terminology.py maps codes and names to these).
+DRUG_CLASSES = (
+    "calcium_binder",  # calcium-based phosphate binders and other calcium salts (a calcium load)
+    "vka",  # warfarin, acenocoumarol, phenprocoumon, phenindione
+    "active_vitamin_d",  # calcitriol, alfacalcidol, paricalcitol, doxercalciferol, calcifediol
+    "nutritional_vitamin_d",  # cholecalciferol, ergocalciferol: NOT active sterols
+    "non_calcium_binder",  # sevelamer, lanthanum, ferric citrate, sucroferric oxyhydroxide
+    "aluminium_binder",
+    "doac",  # apixaban, rivaroxaban
+    "calcimimetic",  # cinacalcet, etelcalcetide
+    "sodium_thiosulfate",
+    "iron",
+    "magnesium",
+)
+
+
+@dataclass(frozen=True)
+class UnusableLab:
+    """A lab Observation of a known analyte that could not be used, and why (cards may say so)."""
+
+    analyte: str
+    resource_id: str
+    reason: str  # e.g. "unit 'mEq/L' cannot be converted to mg/dL"
+
+
+@dataclass(frozen=True)
+class CalciumPhosphateProduct:
+    """Ca x P in mg2/dL2 and the two results it multiplies."""
+
+    value: float  # mg2/dL2
+    calcium: CorrectedCalcium  # the calcium value used (corrected when possible; says which)
+    phosphate: LabResult
+
+
+# When a result goes out of date, per analyte (from the analyte table; absent = never).
+STALE_AFTER: dict[str, timedelta] = {
+    a.key: a.stale_after for a in ANALYTES.values() if a.stale_after is not None
+}
+
+
+# Kidney failure by eGFR (mL/min/1.73m2) where no condition or procedure says so (clinical-rules.md).
+KIDNEY_FAILURE_EGFR = 15.0
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    patient_id: str
+    now: datetime
+    conditions: tuple[ConditionFact, ...] = ()
+    # Active / on-hold medications already on the chart (prefetch), not the drafts under review.
+    medications: tuple[MedicationOrder, ...] = ()
+    # Newest first, final/amended/corrected only, per analyte key.
+    labs: dict[str, tuple[LabResult, ...]] = field(default_factory=dict)
+    # Prefetch keys whose data could not be obtained: cards say what could not be checked.
+    unavailable: dict[str, str] = field(default_factory=dict)
+    # Prefetch keys whose data was read only in part (a later page or a referenced Medication
+    # could not be read): the checks use what was read and the cards say it is partial.
+    incomplete: dict[str, str] = field(default_factory=dict)
+    # Final lab results of a known analyte that could not be used (unknown unit, no value ...).
+    unusable_labs: tuple[UnusableLab, ...] = ()
+    # Medication resources found in the prefetch (by "Medication/id", fullUrl, urn:uuid), so that
+    # draft orders referring to them can be classified.
+    medication_catalog: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def conditions_of(self, kind: str) -> tuple[ConditionFact, ...]:
+        return tuple(c for c in self.conditions if c.kind == kind)
+
+    @property
+    def has_calciphylaxis(self) -> bool:
+        return bool(self.conditions_of("calciphylaxis"))
+
+    @property
+    def on_dialysis(self) -> bool:
+        """Kidney failure / dialysis by condition or procedure, or latest eGFR < 15."""
+        if self.conditions_of("kidney_failure") or self.conditions_of("dialysis"):
+            return True
+        egfr = self.latest("egfr")
+        return egfr is not None and egfr.value < KIDNEY_FAILURE_EGFR
+
+    def latest(self, analyte: str) -> LabResult | None:
+        series = self.labs.get(analyte) or ()
+        return series[0] if series else None
+
+    # --- staleness -------------------------------------------------------------------------
+
+    @staticmethod
+    def stale_after(analyte: str) -> timedelta | None:
+        """The monitoring interval after which a result of ``analyte`` is stale (None: never)."""
+        return STALE_AFTER.get(analyte)
+
+    def age(self, lab: LabResult) -> timedelta | None:
+        return None if lab.effective is None else self.now - lab.effective
+
+    def is_stale(self, lab: LabResult | str | None) -> bool:
+        """Whether a result (or the latest of an analyte) is older than its monitoring interval.
+
+        A result with no date is stale (its age cannot be shown); a missing result is not stale
+        (it is missing: check ``latest`` for ``None``).
+        """
+        if isinstance(lab, str):
+            lab = self.latest(lab)
+        if lab is None:
+            return False
+        limit = STALE_AFTER.get(lab.analyte)
+        if limit is None:
+            return False
+        age = self.age(lab)
+        return age is None or age > limit
+
+
+@dataclass(frozen=True)
+class OrderUnderReview:
+    """A medication order the hook asks about: a draft (order hooks) or an active one (patient-view)."""
+
+    order: MedicationOrder
+    is_draft: bool  # True: suggestions delete it; False: suggestions stop it (update status)

@@ -1,0 +1,19 @@
+"""Names of the data sources a patient record is read from.
+
+Each is a CDS Hooks prefetch key: the service declarations (``cds_service.services``) give each
+one its FHIR query, and the record notes by these names what could not be obtained, so the
+checks can say on a card what they could not verify. "meds" is the name the public CDS Hooks
+sandbox was captured sending for the medication list, so replayed sandbox requests match.
+"""
+
+from __future__ import annotations
+
+PATIENT = "patient"
+CONDITIONS = "conditions"
+MEDICATIONS = "meds"
+PROCEDURES = "procedures"
+CALCIUM = "calcium"
+ALBUMIN = "albumin"
+PHOSPHATE = "phosphate"
+PTH = "pth"
+EGFR = "egfr"

@@ -1,0 +1,108 @@
+"""Writing FHIR orders for the cards' suggestions: a substitute draft order, or the existing
+order marked stopped, in the FHIR version of the order under review (R4 and R5
+MedicationRequest, DSTU2 MedicationOrder for the public sandbox).
+
+``validate_substitute_orders`` runs at start-up: every substitute order the service can create
+is built for a placeholder patient and validated against the ``fhir.resources`` models (R4B for
+R4, R5), so a broken template in ``cards/substitutes.toml`` stops start-up like broken card
+content, never a hook call. DSTU2 has no model in ``fhir.resources`` 8; its shape is covered by
+tests.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+from cds_service.patient import terminology as term
+from cds_service.patient.model import MedicationOrder
+from cds_service.render.content import CardContent, CardContentError, SubstituteSpec, fill
+
+FhirVersion = Literal["R4", "R5", "DSTU2"]
+
+
+def fhir_version(order: MedicationOrder) -> FhirVersion:
+    """The FHIR version of the order under review, so the substitute matches it."""
+    if order.resource_type == "MedicationOrder":
+        return "DSTU2"
+    medication = order.raw.get("medication")
+    if isinstance(medication, dict) and ("concept" in medication or "reference" in medication):
+        return "R5"
+    return "R4"
+
+
+def substitute_resource(spec: SubstituteSpec, order: MedicationOrder, patient_id: str,
+                        encounter_id: str | None = None) -> dict[str, Any]:
+    """The new order: R4 MedicationRequest by default; R5 or DSTU2 MedicationOrder to match."""
+    return new_order(spec, fhir_version(order), patient_id, encounter_id)
+
+
+def new_order(spec: SubstituteSpec, version: FhirVersion, patient_id: str,
+              encounter_id: str | None = None) -> dict[str, Any]:
+    """A draft order for a substitute in one FHIR version (``substitute_resource`` picks it)."""
+    concept = {
+        "coding": [{"system": term.RXNORM, "code": spec.rxnorm, "display": spec.display}],
+        "text": spec.display,
+    }
+    repeat: dict[str, Any] = {"frequency": spec.frequency, "period": spec.period}
+    dose = {"value": spec.dose_value, "unit": spec.dose_unit, "system": term.UCUM, "code": spec.dose_unit}
+    dosage: dict[str, Any] = {"text": fill(spec.dosage_text)}
+    patient = {"reference": f"Patient/{patient_id}"}
+    if version == "DSTU2":
+        repeat["periodUnits"] = spec.period_unit
+        if spec.when:
+            repeat["when"] = spec.when[0]  # DSTU2 Timing.repeat.when is a single code
+        dosage.update(timing={"repeat": repeat}, route={"text": spec.route}, doseQuantity=dose)
+        resource: dict[str, Any] = {
+            "resourceType": "MedicationOrder",
+            "status": "draft",
+            "patient": patient,
+            "medicationCodeableConcept": concept,
+            "dosageInstruction": [dosage],
+        }
+    else:
+        repeat["periodUnit"] = spec.period_unit
+        if spec.when:
+            repeat["when"] = list(spec.when)
+        dosage.update(timing={"repeat": repeat}, route={"text": spec.route}, doseAndRate=[{"doseQuantity": dose}])
+        resource = {"resourceType": "MedicationRequest", "status": "draft", "intent": "order", "subject": patient}
+        if version == "R5":
+            resource["medication"] = {"concept": concept}
+        else:
+            resource["medicationCodeableConcept"] = concept
+        resource["dosageInstruction"] = [dosage]
+    if encounter_id:
+        resource["encounter"] = {"reference": f"Encounter/{encounter_id}"}
+    return resource
+
+
+def stopped_resource(c: CardContent, order: MedicationOrder) -> dict[str, Any]:
+    """The whole existing order with status stopped (CDS Hooks: an update carries the entire
+    resource), plus why, in the member each FHIR version has for it."""
+    resource = copy.deepcopy(order.raw)
+    resource["status"] = "stopped"
+    reason = {"text": fill(c.text["stop_reason"])}
+    if fhir_version(order) == "DSTU2":
+        resource["reasonEnded"] = reason
+    else:
+        resource["statusReason"] = reason
+    return resource
+
+
+def validate_substitute_orders(c: CardContent) -> None:
+    """Build every substitute order in R4 and R5 and validate it with ``fhir.resources``;
+    raise ``CardContentError`` naming each one that does not validate."""
+    from fhir.resources.medicationrequest import MedicationRequest as R5MedicationRequest
+    from fhir.resources.R4B.medicationrequest import MedicationRequest as R4MedicationRequest
+    from pydantic import ValidationError
+
+    models: dict[FhirVersion, Any] = {"R4": R4MedicationRequest, "R5": R5MedicationRequest}
+    problems: list[str] = []
+    for key, spec in c.substitutes.items():
+        for version, model in models.items():
+            try:
+                model.model_validate(new_order(spec, version, "example", "example"))
+            except ValidationError as exc:
+                problems.append(f"substitutes.{key} is not a valid {version} MedicationRequest: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}")
+    if problems:
+        raise CardContentError("substitute order problems:\n  " + "\n  ".join(problems))
