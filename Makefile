@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: run test install install-test bench clean
+.PHONY: run test install install-test lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ run: install
 
 test: install-test
 	$(BIN)/python -m pytest
+
+# Lint and types: ruff (lint + format check) on everything, mypy --strict on the package.
+lint: install-test
+	$(BIN)/ruff check cds_service cards tests bench tools fhir_fixtures
+	$(BIN)/ruff format --check cds_service cards tests bench tools fhir_fixtures
+	$(BIN)/mypy
+
+format: install-test
+	$(BIN)/ruff check --fix cds_service cards tests bench tools fhir_fixtures
+	$(BIN)/ruff format cds_service cards tests bench tools fhir_fixtures
 
 # Benchmark (docs/performance.md): needs wrk, installed from Debian's packages when missing.
 bench: install-test

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 PATIENT_ID = "bench-patient-1"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -53,8 +53,9 @@ def _observation(i: int, code: str, unit: str, value: float, when: datetime) -> 
         "resourceType": "Observation",
         "id": f"obs-{i}",
         "status": "final",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "laboratory"}]}],
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}
+        ],
         "code": {"coding": [{"system": LOINC, "code": code}], "text": code},
         "subject": {"reference": f"Patient/{PATIENT_ID}"},
         "effectiveDateTime": when.isoformat(),
@@ -68,10 +69,14 @@ def _conditions() -> list[dict]:
         return {
             "resourceType": "Condition",
             "id": f"cond-{i}",
-            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                           "code": status}]},
-            "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-                                               "code": "confirmed"}]},
+            "clinicalStatus": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": status}]
+            },
+            "verificationStatus": {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}
+                ]
+            },
             "code": {"coding": [{"system": system, "code": code, "display": display}], "text": display},
             "subject": {"reference": f"Patient/{PATIENT_ID}"},
             "recordedDate": "2026-09-01",
@@ -93,15 +98,20 @@ def _medications(count: int = 15) -> list[dict]:
     meds = []
     for i in range(count):
         code, name = _MEDS[i % len(_MEDS)]
-        meds.append({
-            "resourceType": "MedicationRequest",
-            "id": f"med-{i}",
-            "status": "active" if i < len(_MEDS) else "completed",
-            "intent": "order",
-            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code, "display": name}], "text": name},
-            "subject": {"reference": f"Patient/{PATIENT_ID}"},
-            "authoredOn": "2026-08-01",
-        })
+        meds.append(
+            {
+                "resourceType": "MedicationRequest",
+                "id": f"med-{i}",
+                "status": "active" if i < len(_MEDS) else "completed",
+                "intent": "order",
+                "medicationCodeableConcept": {
+                    "coding": [{"system": RXNORM, "code": code, "display": name}],
+                    "text": name,
+                },
+                "subject": {"reference": f"Patient/{PATIENT_ID}"},
+                "authoredOn": "2026-08-01",
+            }
+        )
     return meds
 
 
@@ -125,15 +135,16 @@ def prefetch(observations: int, now: datetime) -> dict:
 
 
 def order_select(observations: int, now: datetime | None = None) -> dict:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     draft = {
         "resourceType": "MedicationRequest",
         "id": "draft-1",
         "status": "draft",
         "intent": "order",
-        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "197433",
-                                                  "display": "calcium acetate 667 MG Oral Tablet"}],
-                                      "text": "calcium acetate 667 MG Oral Tablet"},
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": "197433", "display": "calcium acetate 667 MG Oral Tablet"}],
+            "text": "calcium acetate 667 MG Oral Tablet",
+        },
         "subject": {"reference": f"Patient/{PATIENT_ID}"},
         "dosageInstruction": [{"text": "667 mg three times daily with meals"}],
     }
@@ -151,7 +162,7 @@ def order_select(observations: int, now: datetime | None = None) -> dict:
 
 
 def patient_view(observations: int, now: datetime | None = None) -> dict:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return {
         "hook": "patient-view",
         "hookInstance": "bench-patient-view",

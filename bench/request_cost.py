@@ -22,16 +22,16 @@ import json
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
 from bench import payloads
-from cds_service.http.app import create_app
 from cds_service.config import Settings
+from cds_service.http.app import create_app
 
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 def median_seconds(fn, runs: int, warmup: int = 3) -> float:
@@ -47,7 +47,9 @@ def median_seconds(fn, runs: int, warmup: int = 3) -> float:
 
 
 def measure(hook: str, observations: int, runs: int, client) -> dict[str, float]:
-    request = payloads.order_select(observations, NOW) if hook == "order-select" else payloads.patient_view(observations, NOW)
+    request = (
+        payloads.order_select(observations, NOW) if hook == "order-select" else payloads.patient_view(observations, NOW)
+    )
     body = payloads.body(request)
     path = f"/cds-services/calciphylaxis-{hook}"
 
@@ -73,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(feedback_db=Path(tmp) / "feedback.sqlite3", max_body_bytes=64 * 1024 * 1024)
         client = create_app(settings, now=lambda: NOW).test_client()
         print(f"{args.observations:,} Observations in prefetch, median of {args.runs} runs")
-        print(f"{'hook':<14}{'body':>9}{'cards':>7}{'json.loads':>13}{'orjson':>10}{'full':>10}"
-              f"{'full/json.loads':>17}{'full/orjson':>13}")
+        print(
+            f"{'hook':<14}{'body':>9}{'cards':>7}{'json.loads':>13}{'orjson':>10}{'full':>10}"
+            f"{'full/json.loads':>17}{'full/orjson':>13}"
+        )
         for hook in ("order-select", "patient-view"):
             m = measure(hook, args.observations, args.runs, client)
             print(

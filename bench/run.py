@@ -91,8 +91,8 @@ def iterations(size: str, quick: bool) -> int:
 
 
 def bench_in_process(quick: bool) -> list[dict]:
-    from cds_service.http.app import create_app
     from cds_service.config import Settings
+    from cds_service.http.app import create_app
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,19 +111,24 @@ def bench_in_process(quick: bool) -> list[dict]:
                 assert response.status_code == 200, response.get_data(as_text=True)[:300]
 
             full = repeat(handle, n)
-            cards = len(client.post("/cds-services/calciphylaxis-order-select", data=body,
-                                    content_type="application/json").get_json()["cards"])
-            rows.append({
-                "size": size,
-                "observations": observations,
-                "body_bytes": len(body),
-                "cards": cards,
-                "json_loads": percentiles(stdlib),
-                "orjson_loads": percentiles(decode),
-                "full_handling": percentiles(full),
-                "ratio_full_vs_json_loads": statistics.median(full) / statistics.median(stdlib),
-                "ratio_full_vs_orjson_loads": statistics.median(full) / statistics.median(decode),
-            })
+            cards = len(
+                client.post(
+                    "/cds-services/calciphylaxis-order-select", data=body, content_type="application/json"
+                ).get_json()["cards"]
+            )
+            rows.append(
+                {
+                    "size": size,
+                    "observations": observations,
+                    "body_bytes": len(body),
+                    "cards": cards,
+                    "json_loads": percentiles(stdlib),
+                    "orjson_loads": percentiles(decode),
+                    "full_handling": percentiles(full),
+                    "ratio_full_vs_json_loads": statistics.median(full) / statistics.median(stdlib),
+                    "ratio_full_vs_orjson_loads": statistics.median(full) / statistics.median(decode),
+                }
+            )
     return rows
 
 
@@ -140,8 +145,13 @@ class Server:
         self.tmp = tempfile.TemporaryDirectory()
         exe = Path(sys.executable).with_name("calciphylaxis-cds")
         command = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "cds_service", "serve"]
-        env = dict(os.environ, CDS_PORT=str(self.port), CDS_BENCH_ECHO="true",
-                   CDS_FEEDBACK_DB=str(Path(self.tmp.name) / "f.db"), **(extra_env or {}))
+        env = dict(
+            os.environ,
+            CDS_PORT=str(self.port),
+            CDS_BENCH_ECHO="true",
+            CDS_FEEDBACK_DB=str(Path(self.tmp.name) / "f.db"),
+            **(extra_env or {}),
+        )
         self.log = open(Path(self.tmp.name) / "server.log", "wb")
         self.proc = subprocess.Popen(command, env=env, stdout=self.log, stderr=self.log)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -166,14 +176,19 @@ def bench_http_sequential(server: Server, quick: bool) -> list[dict]:
     for size, observations in payloads.SIZES.items():
         n = iterations(size, quick)
         bodies = {
-            "order-select": (payloads.body(payloads.order_select(observations)),
-                             "/cds-services/calciphylaxis-order-select"),
-            "patient-view": (payloads.body(payloads.patient_view(observations)),
-                             "/cds-services/calciphylaxis-patient-view"),
+            "order-select": (
+                payloads.body(payloads.order_select(observations)),
+                "/cds-services/calciphylaxis-order-select",
+            ),
+            "patient-view": (
+                payloads.body(payloads.patient_view(observations)),
+                "/cds-services/calciphylaxis-patient-view",
+            ),
             "echo": (payloads.body(payloads.order_select(observations)), "/bench/echo"),
         }
         row = {"size": size, "observations": observations}
         for name, (body, path) in bodies.items():
+
             def call():
                 response = session.post(server.base + path, data=body, headers=headers)
                 assert response.status_code == 200, response.text[:300]
@@ -202,9 +217,21 @@ def run_wrk(url: str, body: bytes, connections: int, seconds: int) -> dict:
         body_file.write_bytes(body)
         threads = min(connections, 2)
         out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency",
-             "-s", str(script), url],
-            capture_output=True, text=True, env=dict(os.environ, BENCH_BODY=str(body_file)),
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--timeout",
+                "5s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, BENCH_BODY=str(body_file)),
             timeout=seconds + 30,
         ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -218,8 +245,7 @@ def run_wrk(url: str, body: bytes, connections: int, seconds: int) -> dict:
         if m := re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out):
             value, unit = float(m.group(1)), m.group(2)
             latency[f"p{pct}_ms"] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-    return {"connections": connections, "requests": total, "rps": rps,
-            "errors": non_2xx + socket_errors, **latency}
+    return {"connections": connections, "requests": total, "rps": rps, "errors": non_2xx + socket_errors, **latency}
 
 
 def bench_http_load(server: Server, quick: bool) -> list[dict]:
@@ -240,10 +266,16 @@ def bench_memory(server: Server) -> dict:
     session = requests.Session()
     body = payloads.body(payloads.order_select(payloads.SIZES["huge"]))
     for _ in range(3):
-        session.post(server.base + "/cds-services/calciphylaxis-order-select", data=body,
-                     headers={"Content-Type": "application/json"})
-    return {"peak_rss_mb_at_start": server.rss_at_start_mb, "peak_rss_mb_after_huge": server.peak_rss_mb(),
-            "huge_body_mb": len(body) / 1e6}
+        session.post(
+            server.base + "/cds-services/calciphylaxis-order-select",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+    return {
+        "peak_rss_mb_at_start": server.rss_at_start_mb,
+        "peak_rss_mb_after_huge": server.peak_rss_mb(),
+        "huge_body_mb": len(body) / 1e6,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,8 +311,9 @@ def bench_no_prefetch(quick: bool) -> dict:
 
             samples = repeat(call, 10 if quick else 30)
             # One FHIR round trip as the service sees it: a single search with the same delay.
-            one_trip = repeat(lambda: session.get(fhir.base_url + f"/Patient/{payloads.PATIENT_ID}"),
-                              10 if quick else 30)
+            one_trip = repeat(
+                lambda: session.get(fhir.base_url + f"/Patient/{payloads.PATIENT_ID}"), 10 if quick else 30
+            )
         finally:
             server.close()
     result = {
@@ -301,17 +334,27 @@ def bench_no_prefetch(quick: bool) -> dict:
 def machine() -> dict:
     cpu = ""
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
+    return {
+        "cpu": cpu or platform.processor(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def render(results: dict) -> str:
-    out = [f"machine: {results['machine']['cpu']} ({results['machine']['cores']} cores), "
-           f"Python {results['machine']['python']}", ""]
+    out = [
+        f"machine: {results['machine']['cpu']} ({results['machine']['cores']} cores), "
+        f"Python {results['machine']['python']}",
+        "",
+    ]
     out.append("1. in-process (ms)        body    json.loads p50/p99   full p50/p99        ratio  cards")
     for r in results["in_process"]:
         out.append(
@@ -334,8 +377,10 @@ def render(results: dict) -> str:
         if "skipped" in r:
             out.append(f"   skipped: {r['skipped']}")
             continue
-        out.append(f"   {r['target']:<30} {r['connections']:>6} {r['rps']:>8.1f} {r.get('p50_ms', 0):>8.2f}"
-                   f" {r.get('p99_ms', 0):>8.2f} {r['errors']:>7}")
+        out.append(
+            f"   {r['target']:<30} {r['connections']:>6} {r['rps']:>8.1f} {r.get('p50_ms', 0):>8.2f}"
+            f" {r.get('p99_ms', 0):>8.2f} {r['errors']:>7}"
+        )
     np = results["no_prefetch"]
     out += [""]
     if "skipped" in np:
@@ -347,8 +392,10 @@ def render(results: dict) -> str:
             f"p50 {np['one_round_trip']['p50_ms']:.1f} ms; ratio {np['ratio_vs_one_round_trip_p50']:.2f}x"
         )
     m = results["memory"]
-    out.append(f"4. memory: server peak RSS {m['peak_rss_mb_at_start']:.0f} MB at start-up, "
-               f"{m['peak_rss_mb_after_huge']:.0f} MB after all runs incl. {m['huge_body_mb']:.1f} MB payloads")
+    out.append(
+        f"4. memory: server peak RSS {m['peak_rss_mb_at_start']:.0f} MB at start-up, "
+        f"{m['peak_rss_mb_after_huge']:.0f} MB after all runs incl. {m['huge_body_mb']:.1f} MB payloads"
+    )
     return "\n".join(out)
 
 

@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -27,14 +27,14 @@ def _settings(overrides: dict) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        raise SystemExit(f"calciphylaxis-cds: invalid configuration: {describe_validation_error(exc)}")
+        raise SystemExit(f"calciphylaxis-cds: invalid configuration: {describe_validation_error(exc)}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from waitress import serve
 
-    from cds_service.http.app import create_app
     from cds_service.auth import IssuerConfigError, build_authenticator
+    from cds_service.http.app import create_app
     from cds_service.http.logs import configure_logging
 
     settings = _settings(
@@ -148,7 +148,7 @@ def _aware_datetime(text: str) -> datetime:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,9 +47,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger bodies get 413."
     )
-    cors_origins: CommaList = Field(
-        default_factory=lambda: ["*"], description="Origins allowed by CORS ('*' = any)."
-    )
+    cors_origins: CommaList = Field(default_factory=lambda: ["*"], description="Origins allowed by CORS ('*' = any).")
     log_level: str = Field("INFO", description="Python log level (DEBUG, INFO, WARNING, ERROR).")
     public_base_url: str | None = Field(
         None,
@@ -129,9 +127,9 @@ class Settings(BaseSettings):
         False, description="Expose POST /bench/echo (decode body, answer empty cards) for benchmarks."
     )
 
-    _normalise_lists = field_validator(
-        "cors_origins", "jwt_algorithms", "fhir_allowed_servers", mode="before"
-    )(_split_list)
+    _normalise_lists = field_validator("cors_origins", "jwt_algorithms", "fhir_allowed_servers", mode="before")(
+        _split_list
+    )
 
     @field_validator("jwt_algorithms")
     @classmethod

@@ -9,8 +9,8 @@ call, or ``warm_up()`` at start-up), never per request.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from cds_service.checks import lab_facts, review_chart, run_checks

@@ -5,8 +5,9 @@ The Flask view and the ``evaluate`` command both call ``run_hook`` so they canno
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -33,17 +34,14 @@ def validate_request(service: ServiceDefinition, body: Any) -> CDSRequest:
     except ValidationError as exc:
         raise BadRequest("Invalid CDS Hooks request: " + describe_validation_error(exc)) from None
     if request.hook != service.hook:
-        raise BadRequest(
-            f"Service '{service.id}' does not serve hook '{request.hook}'; it serves: {service.hook}."
-        )
+        raise BadRequest(f"Service '{service.id}' does not serve hook '{request.hook}'; it serves: {service.hook}.")
     context_model = CONTEXT_MODELS.get(request.hook)
     if context_model is not None:
         try:
             context_model.model_validate(request.context)
         except ValidationError as exc:
             raise BadRequest(
-                f"Invalid context for hook '{request.hook}': "
-                + describe_validation_error(exc, prefix="context."),
+                f"Invalid context for hook '{request.hook}': " + describe_validation_error(exc, prefix="context."),
             ) from None
     return request
 
@@ -70,7 +68,7 @@ def run_hook(
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _json_type(value: Any) -> str:

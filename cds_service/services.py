@@ -19,9 +19,7 @@ from cds_service.protocol import DiscoveryResponse, DiscoveryService
 
 
 def _observations(description: str, source: str, count: int) -> PrefetchKey:
-    codes = sorted(
-        code for a in ANALYTES.values() if a.source == source for code in a.loinc | a.extra_loinc
-    )
+    codes = sorted(code for a in ANALYTES.values() if a.source == source for code in a.loinc | a.extra_loinc)
     code_param = ",".join(f"{LOINC}|{code}" for code in codes)
     template = f"Observation?patient={{{{context.patientId}}}}&code={code_param}&_sort=-date&_count={count}"
     return PrefetchKey(template, description, newest=count)
@@ -31,9 +29,7 @@ def _observations(description: str, source: str, count: int) -> PrefetchKey:
 # bounded response), not a limit: further pages are followed up to CDS_FHIR_MAX_PAGES.
 PREFETCH_KEYS: dict[str, PrefetchKey] = {
     sources.PATIENT: PrefetchKey("Patient/{{context.patientId}}", "the patient record"),
-    sources.CONDITIONS: PrefetchKey(
-        "Condition?patient={{context.patientId}}&_count=100", "the patient's conditions"
-    ),
+    sources.CONDITIONS: PrefetchKey("Condition?patient={{context.patientId}}&_count=100", "the patient's conditions"),
     sources.MEDICATIONS: PrefetchKey(
         "MedicationRequest?patient={{context.patientId}}&status=active,on-hold&_count=100",
         "the patient's active and on-hold medications",

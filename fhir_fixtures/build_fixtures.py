@@ -48,8 +48,17 @@ STALE = "2026-09-01T08:30:00Z"  # 81 days before "now": stale for calcium (35 da
 # --------------------------------------------------------------------------------------------
 
 
-def condition(cid: str, patient: str, system: str, code: str, display: str, *, text: str | None = None,
-              clinical: str = "active", verification: str = "confirmed") -> dict[str, Any]:
+def condition(
+    cid: str,
+    patient: str,
+    system: str,
+    code: str,
+    display: str,
+    *,
+    text: str | None = None,
+    clinical: str = "active",
+    verification: str = "confirmed",
+) -> dict[str, Any]:
     return {
         "resourceType": "Condition",
         "id": cid,
@@ -77,14 +86,16 @@ def atrial_fibrillation(patient: str) -> dict[str, Any]:
     return condition("af", patient, SNOMED, "49436004", "Atrial fibrillation")
 
 
-def obs(oid: str, patient: str, loinc: str, display: str, value: float, unit: str, when: str = FRESH,
-        status: str = "final") -> dict[str, Any]:
+def obs(
+    oid: str, patient: str, loinc: str, display: str, value: float, unit: str, when: str = FRESH, status: str = "final"
+) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
         "id": oid,
         "status": status,
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "laboratory"}]}],
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}
+        ],
         "code": {"coding": [{"system": LOINC, "code": loinc, "display": display}], "text": display},
         "subject": {"reference": f"Patient/{patient}"},
         "effectiveDateTime": when,
@@ -92,10 +103,14 @@ def obs(oid: str, patient: str, loinc: str, display: str, value: float, unit: st
     }
 
 
-def calcium(patient: str, value: float, when: str = FRESH, oid: str = "ca-1", unit: str = "mg/dL",
-            status: str = "final") -> dict[str, Any]:
-    loinc, name = ("17861-6", "Calcium [Mass/volume] in Serum or Plasma") if unit == "mg/dL" else (
-        "2000-8", "Calcium [Moles/volume] in Serum or Plasma")
+def calcium(
+    patient: str, value: float, when: str = FRESH, oid: str = "ca-1", unit: str = "mg/dL", status: str = "final"
+) -> dict[str, Any]:
+    loinc, name = (
+        ("17861-6", "Calcium [Mass/volume] in Serum or Plasma")
+        if unit == "mg/dL"
+        else ("2000-8", "Calcium [Moles/volume] in Serum or Plasma")
+    )
     return obs(oid, patient, loinc, name, value, unit, when, status)
 
 
@@ -103,7 +118,9 @@ def albumin(patient: str, value: float, when: str = FRESH, oid: str = "alb-1", u
     return obs(oid, patient, "1751-7", "Albumin [Mass/volume] in Serum or Plasma", value, unit, when)
 
 
-def phosphate(patient: str, value: float, when: str = FRESH, oid: str = "phos-1", unit: str = "mg/dL") -> dict[str, Any]:
+def phosphate(
+    patient: str, value: float, when: str = FRESH, oid: str = "phos-1", unit: str = "mg/dL"
+) -> dict[str, Any]:
     loinc = "2777-1" if unit == "mg/dL" else "14879-1"
     return obs(oid, patient, loinc, "Phosphate in Serum or Plasma", value, unit, when)
 
@@ -121,8 +138,15 @@ def rx(system: str, code: str, display: str) -> dict[str, Any]:
     return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
 
 
-def med_request(mid: str, patient: str, concept: dict[str, Any] | None, *, status: str = "draft",
-                dose_text: str = "1 tablet by mouth three times daily with meals", **extra: Any) -> dict[str, Any]:
+def med_request(
+    mid: str,
+    patient: str,
+    concept: dict[str, Any] | None,
+    *,
+    status: str = "draft",
+    dose_text: str = "1 tablet by mouth three times daily with meals",
+    **extra: Any,
+) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "id": mid,
@@ -143,25 +167,41 @@ def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
         "resourceType": "Bundle",
         "type": "searchset",
         "total": len(resources),
-        "entry": [{"fullUrl": f"http://ehr.example.org/fhir/{r['resourceType']}/{r['id']}", "resource": r}
-                  for r in resources],
+        "entry": [
+            {"fullUrl": f"http://ehr.example.org/fhir/{r['resourceType']}/{r['id']}", "resource": r} for r in resources
+        ],
     }
 
 
 def patient(pid: str, gender: str = "female", born: str = "1958-03-14") -> dict[str, Any]:
-    return {"resourceType": "Patient", "id": pid, "gender": gender, "birthDate": born,
-            "name": [{"family": "Fixture", "given": [pid]}]}
+    return {
+        "resourceType": "Patient",
+        "id": pid,
+        "gender": gender,
+        "birthDate": born,
+        "name": [{"family": "Fixture", "given": [pid]}],
+    }
 
 
 def labs_prefetch(pid: str, *, ca=(), alb=(), phos=(), pth_=(), egfr_=()) -> dict[str, Any]:
     def key(items):
         return bundle(*items) if items else None
+
     return {"calcium": key(ca), "albumin": key(alb), "phosphate": key(phos), "pth": key(pth_), "egfr": key(egfr_)}
 
 
-def request(hook: str, pid: str, *, instance: str, conditions: list | None, medications: list | None = (),
-            labs: dict | None = None, drafts: list | None = None, selections: list[str] | None = None,
-            omit: tuple[str, ...] = ()) -> dict[str, Any]:
+def request(
+    hook: str,
+    pid: str,
+    *,
+    instance: str,
+    conditions: list | None,
+    medications: list | None = (),
+    labs: dict | None = None,
+    drafts: list | None = None,
+    selections: list[str] | None = None,
+    omit: tuple[str, ...] = (),
+) -> dict[str, Any]:
     context: dict[str, Any] = {"userId": "Practitioner/nephrologist-1", "patientId": pid, "encounterId": f"enc-{pid}"}
     if hook in ("order-select", "order-sign"):
         context["draftOrders"] = bundle(*(drafts or []))
@@ -199,8 +239,14 @@ SEVELAMER_RX, LANTHANUM_RX, APIXABAN_RX, CINACALCET_RX = "749206", "477347", "13
 
 
 def calciphylaxis_labs(pid: str, *, ca=9.4, alb=3.6, phos=5.2, pth_value=320.0) -> dict[str, Any]:
-    return labs_prefetch(pid, ca=[calcium(pid, ca)], alb=[albumin(pid, alb)], phos=[phosphate(pid, phos)],
-                         pth_=[pth(pid, pth_value)], egfr_=[egfr(pid, 7)])
+    return labs_prefetch(
+        pid,
+        ca=[calcium(pid, ca)],
+        alb=[albumin(pid, alb)],
+        phos=[phosphate(pid, phos)],
+        pth_=[pth(pid, pth_value)],
+        egfr_=[egfr(pid, 7)],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,184 +263,422 @@ def scenarios() -> dict[str, dict[str, Any]]:
 
     # --- C1 calcium-based binders ----------------------------------------------------------
     pid = "c1-calciphylaxis"
-    add("c1-calcium-acetate-calciphylaxis",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000001",
-                conditions=[calciphylaxis(pid), esrd(pid)], labs=calciphylaxis_labs(pid),
-                drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)]),
+    add(
+        "c1-calcium-acetate-calciphylaxis",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000001",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)],
+        ),
         "Haemodialysis patient with calciphylaxis; calcium acetate selected (RxNorm SCD 197433).",
-        [{"rule": "C1-calcium-binder-calciphylaxis", "indicator": "critical", "drug": "calcium acetate",
-          "substitutes": [SEVELAMER_RX, LANTHANUM_RX], "removes": "MedicationRequest/draft-ca",
-          "detail": ["Calciphylaxis", "Condition/calciphylaxis", "Corrected calcium: 9.7 mg/dL on 2026-11-16",
-                     "albumin-corrected", "Intact PTH: 320 pg/mL on 2026-10-26", "RxNorm 197433",
-                     "Nigwekar", "pubmed.ncbi.nlm.nih.gov/25960299"]}])
+        [
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcium acetate",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-ca",
+                "detail": [
+                    "Calciphylaxis",
+                    "Condition/calciphylaxis",
+                    "Corrected calcium: 9.7 mg/dL on 2026-11-16",
+                    "albumin-corrected",
+                    "Intact PTH: 320 pg/mL on 2026-10-26",
+                    "RxNorm 197433",
+                    "Nigwekar",
+                    "pubmed.ncbi.nlm.nih.gov/25960299",
+                ],
+            }
+        ],
+    )
 
     pid = "c1-dialysis-high-ca-si"
-    add("c1-calcium-carbonate-dialysis-high-calcium-mmol",
-        request("order-sign", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000002",
-                conditions=[esrd(pid), dialysis_dependence(pid)],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 2.62, unit="mmol/L")], alb=[albumin(pid, 32, unit="g/L")],
-                                   phos=[phosphate(pid, 1.9, unit="mmol/L")], pth_=[pth(pid, 260)]),
-                drafts=[med_request("draft-caco3", pid, CALCIUM_CARBONATE_IN)]),
+    add(
+        "c1-calcium-carbonate-dialysis-high-calcium-mmol",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000002",
+            conditions=[esrd(pid), dialysis_dependence(pid)],
+            labs=labs_prefetch(
+                pid,
+                ca=[calcium(pid, 2.62, unit="mmol/L")],
+                alb=[albumin(pid, 32, unit="g/L")],
+                phos=[phosphate(pid, 1.9, unit="mmol/L")],
+                pth_=[pth(pid, 260)],
+            ),
+            drafts=[med_request("draft-caco3", pid, CALCIUM_CARBONATE_IN)],
+        ),
         "Dialysis, no calciphylaxis; SI units (calcium 2.62 mmol/L = 10.5 mg/dL, albumin 32 g/L): corrected "
         "calcium 11.1 mg/dL > 10.2 (K/DOQI). Calcium carbonate by RxNorm ingredient code.",
-        [{"rule": "C1-calcium-binder-dialysis", "indicator": "warning", "drug": "calcium carbonate",
-          "substitutes": [SEVELAMER_RX, LANTHANUM_RX], "removes": "MedicationRequest/draft-caco3",
-          "detail": ["11.1 mg/dL", "reported as 2.62 mmol/L", "32 g/L", "above 10.2 mg/dL",
-                     "calcification: not assessed", "End-stage renal disease"]}])
+        [
+            {
+                "rule": "C1-calcium-binder-dialysis",
+                "indicator": "warning",
+                "drug": "calcium carbonate",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-caco3",
+                "detail": [
+                    "11.1 mg/dL",
+                    "reported as 2.62 mmol/L",
+                    "32 g/L",
+                    "above 10.2 mg/dL",
+                    "calcification: not assessed",
+                    "End-stage renal disease",
+                ],
+            }
+        ],
+    )
 
     pid = "c1-dialysis-low-pth"
-    add("c1-calcium-acetate-dialysis-low-pth-pmol",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000003",
-                conditions=[esrd(pid)],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 9.2)], alb=[albumin(pid, 4.0)], phos=[phosphate(pid, 5.0)],
-                                   pth_=[pth(pid, 12.0, unit="pmol/L"),
-                                         pth(pid, 14.5, when=OLD_PTH, oid="pth-0", unit="pmol/L")]),
-                drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)]),
+    add(
+        "c1-calcium-acetate-dialysis-low-pth-pmol",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000003",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(
+                pid,
+                ca=[calcium(pid, 9.2)],
+                alb=[albumin(pid, 4.0)],
+                phos=[phosphate(pid, 5.0)],
+                pth_=[pth(pid, 12.0, unit="pmol/L"), pth(pid, 14.5, when=OLD_PTH, oid="pth-0", unit="pmol/L")],
+            ),
+            drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)],
+        ),
         "Dialysis, no calciphylaxis; PTH 12 and 14.5 pmol/L (113 and 137 pg/mL): below 150 on 2 "
         "consecutive results (K/DOQI: no calcium-based binders).",
-        [{"rule": "C1-calcium-binder-dialysis", "indicator": "warning", "drug": "calcium acetate",
-          "substitutes": [SEVELAMER_RX, LANTHANUM_RX], "removes": "MedicationRequest/draft-ca",
-          "detail": ["113 pg/mL", "reported as 12 pmol/L", "137 pg/mL", "2 consecutive results"]}])
+        [
+            {
+                "rule": "C1-calcium-binder-dialysis",
+                "indicator": "warning",
+                "drug": "calcium acetate",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-ca",
+                "detail": ["113 pg/mL", "reported as 12 pmol/L", "137 pg/mL", "2 consecutive results"],
+            }
+        ],
+    )
 
     pid = "c1-dialysis-normal"
-    add("c1-calcium-acetate-dialysis-normal-labs",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000004",
-                conditions=[esrd(pid)],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 9.1)], alb=[albumin(pid, 3.9)], phos=[phosphate(pid, 5.1)],
-                                   pth_=[pth(pid, 240)]),
-                drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)]),
+    add(
+        "c1-calcium-acetate-dialysis-normal-labs",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000004",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(
+                pid, ca=[calcium(pid, 9.1)], alb=[albumin(pid, 3.9)], phos=[phosphate(pid, 5.1)], pth_=[pth(pid, 240)]
+            ),
+            drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)],
+        ),
         "Dialysis, no calciphylaxis, calcium and PTH in range: calcium acetate is acceptable, silent.",
-        [])
+        [],
+    )
 
     pid = "c1-dialysis-stale"
-    add("c1-calcium-acetate-dialysis-stale-calcium",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000005",
-                conditions=[esrd(pid)],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 10.9, when=STALE)], alb=[albumin(pid, 4.0, when=STALE)],
-                                   pth_=[pth(pid, 230)]),
-                drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)]),
+    add(
+        "c1-calcium-acetate-dialysis-stale-calcium",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000005",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(
+                pid, ca=[calcium(pid, 10.9, when=STALE)], alb=[albumin(pid, 4.0, when=STALE)], pth_=[pth(pid, 230)]
+            ),
+            drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)],
+        ),
         "Dialysis; the only high calcium (10.9 mg/dL) is 81 days old: no warning on stale data, an "
         "info card asks for a recheck and says the value is out of date.",
-        [{"rule": "C1-calcium-binder-dialysis-stale-data", "indicator": "info", "drug": "calcium acetate",
-          "no_suggestions": True,
-          "detail": ["10.9 mg/dL on 2026-09-01", "out of date", "older than 35 days"]}])
+        [
+            {
+                "rule": "C1-calcium-binder-dialysis-stale-data",
+                "indicator": "info",
+                "drug": "calcium acetate",
+                "no_suggestions": True,
+                "detail": ["10.9 mg/dL on 2026-09-01", "out of date", "older than 35 days"],
+            }
+        ],
+    )
 
     pid = "c1-osteoporosis"
-    add("c1-osteoporosis-calcium-carbonate-out-of-scope",
-        request("order-sign", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000006",
-                conditions=[condition("osteoporosis", pid, SNOMED, "64859006", "Osteoporosis")],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 9.6)], egfr_=[egfr(pid, 78)]),
-                drafts=[med_request("draft-caco3", pid, CALCIUM_CARBONATE_SCD)]),
+    add(
+        "c1-osteoporosis-calcium-carbonate-out-of-scope",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000006",
+            conditions=[condition("osteoporosis", pid, SNOMED, "64859006", "Osteoporosis")],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 9.6)], egfr_=[egfr(pid, 78)]),
+            drafts=[med_request("draft-caco3", pid, CALCIUM_CARBONATE_SCD)],
+        ),
         "Osteoporosis, normal kidney function, calcium carbonate: out of scope, silent.",
-        [])
+        [],
+    )
 
     pid = "c1-text-only"
-    add("c1-calcium-acetate-text-only",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000007",
-                conditions=[calciphylaxis(pid)], labs=calciphylaxis_labs(pid),
-                drafts=[med_request("draft-text", pid, {"text": "Calcium acetate 667 mg capsule"})]),
+    add(
+        "c1-calcium-acetate-text-only",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000007",
+            conditions=[calciphylaxis(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-text", pid, {"text": "Calcium acetate 667 mg capsule"})],
+        ),
         "Calciphylaxis; the draft names calcium acetate only in free text: the card says it matched by name.",
-        [{"rule": "C1-calcium-binder-calciphylaxis", "indicator": "critical", "drug": "Calcium acetate",
-          "substitutes": [SEVELAMER_RX, LANTHANUM_RX], "removes": "MedicationRequest/draft-text",
-          "detail": ["recognised from its name", "not from a drug code"]}])
+        [
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "Calcium acetate",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-text",
+                "detail": ["recognised from its name", "not from a drug code"],
+            }
+        ],
+    )
 
     pid = "c1-atc-only"
-    add("c1-calcium-carbonate-atc-only",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000008",
-                conditions=[calciphylaxis(pid)], labs=calciphylaxis_labs(pid),
-                drafts=[med_request("draft-atc", pid, CALCIUM_CARBONATE_ATC)]),
+    add(
+        "c1-calcium-carbonate-atc-only",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000008",
+            conditions=[calciphylaxis(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-atc", pid, CALCIUM_CARBONATE_ATC)],
+        ),
         "Calciphylaxis; calcium carbonate coded with WHO ATC A12AA04 only.",
-        [{"rule": "C1-calcium-binder-calciphylaxis", "indicator": "critical", "drug": "calcium carbonate",
-          "substitutes": [SEVELAMER_RX, LANTHANUM_RX], "removes": "MedicationRequest/draft-atc",
-          "detail": ["ATC A12AA04"]}])
+        [
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcium carbonate",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-atc",
+                "detail": ["ATC A12AA04"],
+            }
+        ],
+    )
 
     pid = "c1-contained"
-    contained_draft = med_request("draft-contained", pid, None,
-                                  contained=[{"resourceType": "Medication", "id": "med1",
-                                              "code": rx(RXNORM, "359296", "calcium acetate 667 MG Oral Capsule")}],
-                                  medicationReference={"reference": "#med1"})
-    add("c1-calcium-acetate-contained-medication",
-        request("order-sign", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000009",
-                conditions=[calciphylaxis(pid)], labs=calciphylaxis_labs(pid), drafts=[contained_draft]),
+    contained_draft = med_request(
+        "draft-contained",
+        pid,
+        None,
+        contained=[
+            {
+                "resourceType": "Medication",
+                "id": "med1",
+                "code": rx(RXNORM, "359296", "calcium acetate 667 MG Oral Capsule"),
+            }
+        ],
+        medicationReference={"reference": "#med1"},
+    )
+    add(
+        "c1-calcium-acetate-contained-medication",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000009",
+            conditions=[calciphylaxis(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[contained_draft],
+        ),
         "Calciphylaxis; the draft refers to a contained Medication (RxNorm 359296 capsule).",
-        [{"rule": "C1-calcium-binder-calciphylaxis", "indicator": "critical", "drug": "calcium acetate 667 MG Oral Capsule",
-          "substitutes": [SEVELAMER_RX, LANTHANUM_RX], "removes": "MedicationRequest/draft-contained",
-          "detail": ["RxNorm 359296"]}])
+        [
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcium acetate 667 MG Oral Capsule",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-contained",
+                "detail": ["RxNorm 359296"],
+            }
+        ],
+    )
 
     pid = "c1-r5"
     r5_draft = med_request("draft-r5", pid, None, medication={"concept": CALCIUM_ACETATE})
-    add("c1-calcium-acetate-r5-shape",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000010",
-                conditions=[calciphylaxis(pid)], labs=calciphylaxis_labs(pid), drafts=[r5_draft]),
+    add(
+        "c1-calcium-acetate-r5-shape",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000010",
+            conditions=[calciphylaxis(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[r5_draft],
+        ),
         "Calciphylaxis; an R5-shaped draft (medication.concept). The substitute is written in the same shape.",
-        [{"rule": "C1-calcium-binder-calciphylaxis", "indicator": "critical", "drug": "calcium acetate",
-          "substitutes": [SEVELAMER_RX, LANTHANUM_RX], "removes": "MedicationRequest/draft-r5"}])
+        [
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcium acetate",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-r5",
+            }
+        ],
+    )
 
     pid = "c1-leucovorin"
-    add("c1-leucovorin-calcium-is-not-a-binder",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000011",
-                conditions=[calciphylaxis(pid)], labs=calciphylaxis_labs(pid),
-                drafts=[med_request("draft-leu", pid, LEUCOVORIN_TEXT)]),
+    add(
+        "c1-leucovorin-calcium-is-not-a-binder",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000011",
+            conditions=[calciphylaxis(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-leu", pid, LEUCOVORIN_TEXT)],
+        ),
         "Calciphylaxis; leucovorin calcium contains the word calcium but is no calcium load: silent.",
-        [])
+        [],
+    )
 
     # --- C2 vitamin K antagonists ------------------------------------------------------------
     pid = "c2-af"
-    add("c2-warfarin-calciphylaxis-atrial-fibrillation",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000012",
-                conditions=[calciphylaxis(pid), esrd(pid), atrial_fibrillation(pid)], labs=calciphylaxis_labs(pid),
-                drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")]),
+    add(
+        "c2-warfarin-calciphylaxis-atrial-fibrillation",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000012",
+            conditions=[calciphylaxis(pid), esrd(pid), atrial_fibrillation(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")],
+        ),
         "Calciphylaxis with atrial fibrillation; warfarin selected: stop, reduced-dose apixaban offered.",
-        [{"rule": "C2-vka-calciphylaxis", "indicator": "critical", "drug": "warfarin",
-          "substitutes": [APIXABAN_RX], "removes": "MedicationRequest/draft-warf",
-          "detail": ["Atrial fibrillation recorded", "No mechanical or unspecified prosthetic heart valve recorded", "Hayashi"]}])
+        [
+            {
+                "rule": "C2-vka-calciphylaxis",
+                "indicator": "critical",
+                "drug": "warfarin",
+                "substitutes": [APIXABAN_RX],
+                "removes": "MedicationRequest/draft-warf",
+                "detail": [
+                    "Atrial fibrillation recorded",
+                    "No mechanical or unspecified prosthetic heart valve recorded",
+                    "Hayashi",
+                ],
+            }
+        ],
+    )
 
     pid = "c2-valve"
-    add("c2-warfarin-calciphylaxis-mechanical-valve",
-        request("order-sign", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000013",
-                conditions=[calciphylaxis(pid), atrial_fibrillation(pid),
-                            condition("valve", pid, ICD10, "Z95.2", "Presence of prosthetic heart valve",
-                                      text="Mechanical aortic valve replacement 2015")],
-                labs=calciphylaxis_labs(pid),
-                drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")]),
+    add(
+        "c2-warfarin-calciphylaxis-mechanical-valve",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000013",
+            conditions=[
+                calciphylaxis(pid),
+                atrial_fibrillation(pid),
+                condition(
+                    "valve",
+                    pid,
+                    ICD10,
+                    "Z95.2",
+                    "Presence of prosthetic heart valve",
+                    text="Mechanical aortic valve replacement 2015",
+                ),
+            ],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")],
+        ),
         "Calciphylaxis, atrial fibrillation and a mechanical heart valve: no DOAC may be suggested; "
         "the card says to agree an alternative with the anticoagulation team and offers no order.",
-        [{"rule": "C2-vka-calciphylaxis", "indicator": "critical", "drug": "warfarin", "no_suggestions": True,
-          "detail": ["Prosthetic heart valve recorded", "Condition/valve", "anticoagulation team"],
-          "detail_absent": ["apixaban 2.5 MG Oral Tablet"]}])
+        [
+            {
+                "rule": "C2-vka-calciphylaxis",
+                "indicator": "critical",
+                "drug": "warfarin",
+                "no_suggestions": True,
+                "detail": ["Prosthetic heart valve recorded", "Condition/valve", "anticoagulation team"],
+                "detail_absent": ["apixaban 2.5 MG Oral Tablet"],
+            }
+        ],
+    )
 
     pid = "c2-bioprosthetic"
-    add("c2-warfarin-calciphylaxis-bioprosthetic-valve",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000030",
-                conditions=[calciphylaxis(pid), atrial_fibrillation(pid),
-                            condition("valve", pid, ICD10, "Z95.3", "Presence of xenogenic heart valve",
-                                      text="Bioprosthetic aortic valve")],
-                labs=calciphylaxis_labs(pid),
-                drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")]),
+    add(
+        "c2-warfarin-calciphylaxis-bioprosthetic-valve",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000030",
+            conditions=[
+                calciphylaxis(pid),
+                atrial_fibrillation(pid),
+                condition(
+                    "valve", pid, ICD10, "Z95.3", "Presence of xenogenic heart valve", text="Bioprosthetic aortic valve"
+                ),
+            ],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")],
+        ),
         "A bioprosthetic (xenogenic, Z95.3) valve is not a mechanical valve: apixaban is still offered "
         "for the atrial fibrillation.",
-        [{"rule": "C2-vka-calciphylaxis", "indicator": "critical", "drug": "warfarin",
-          "substitutes": [APIXABAN_RX], "removes": "MedicationRequest/draft-warf",
-          "detail": ["No mechanical or unspecified prosthetic heart valve recorded"]}])
+        [
+            {
+                "rule": "C2-vka-calciphylaxis",
+                "indicator": "critical",
+                "drug": "warfarin",
+                "substitutes": [APIXABAN_RX],
+                "removes": "MedicationRequest/draft-warf",
+                "detail": ["No mechanical or unspecified prosthetic heart valve recorded"],
+            }
+        ],
+    )
 
     pid = "c2-dialysis"
-    add("c2-warfarin-dialysis-no-calciphylaxis",
-        request("order-sign", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000014",
-                conditions=[esrd(pid), atrial_fibrillation(pid)],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 9.0)], alb=[albumin(pid, 4.0)], pth_=[pth(pid, 250)]),
-                drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")]),
+    add(
+        "c2-warfarin-dialysis-no-calciphylaxis",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000014",
+            conditions=[esrd(pid), atrial_fibrillation(pid)],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 9.0)], alb=[albumin(pid, 4.0)], pth_=[pth(pid, 250)]),
+            drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")],
+        ),
         "Dialysis without calciphylaxis; warfarin: information only (a risk factor), no suggestion.",
-        [{"rule": "C2-vka-dialysis", "indicator": "info", "drug": "warfarin", "no_suggestions": True}])
+        [{"rule": "C2-vka-dialysis", "indicator": "info", "drug": "warfarin", "no_suggestions": True}],
+    )
 
     pid = "c2-refuted"
-    add("c2-warfarin-refuted-calciphylaxis",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000015",
-                conditions=[calciphylaxis(pid, verification="refuted"), esrd(pid), atrial_fibrillation(pid)],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 9.0)], alb=[albumin(pid, 4.0)], pth_=[pth(pid, 250)]),
-                drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")]),
+    add(
+        "c2-warfarin-refuted-calciphylaxis",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000015",
+            conditions=[calciphylaxis(pid, verification="refuted"), esrd(pid), atrial_fibrillation(pid)],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 9.0)], alb=[albumin(pid, 4.0)], pth_=[pth(pid, 250)]),
+            drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")],
+        ),
         "A refuted calciphylaxis diagnosis does not count: the dialysis rule (info) applies, not the critical one.",
-        [{"rule": "C2-vka-dialysis", "indicator": "info", "drug": "warfarin", "no_suggestions": True,
-          "detail_absent": ["Condition/calciphylaxis"]}])
+        [
+            {
+                "rule": "C2-vka-dialysis",
+                "indicator": "info",
+                "drug": "warfarin",
+                "no_suggestions": True,
+                "detail_absent": ["Condition/calciphylaxis"],
+            }
+        ],
+    )
 
     pid = "c2-dstu2"
     dstu2_draft = {
@@ -406,168 +690,357 @@ def scenarios() -> dict[str, dict[str, Any]]:
         "medicationCodeableConcept": WARFARIN,
         "dosageInstruction": [{"text": "5 mg by mouth daily"}],
     }
-    add("c2-warfarin-dstu2-medicationorder",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000016",
-                conditions=[calciphylaxis(pid), atrial_fibrillation(pid)], labs=calciphylaxis_labs(pid),
-                drafts=[dstu2_draft]),
+    add(
+        "c2-warfarin-dstu2-medicationorder",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000016",
+            conditions=[calciphylaxis(pid), atrial_fibrillation(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[dstu2_draft],
+        ),
         "The public sandbox's DSTU2 shape: a MedicationOrder draft. The substitute is a DSTU2 "
         "MedicationOrder and the suggestion deletes MedicationOrder/draft-mo.",
-        [{"rule": "C2-vka-calciphylaxis", "indicator": "critical", "drug": "warfarin",
-          "substitutes": [APIXABAN_RX], "removes": "MedicationOrder/draft-mo"}])
+        [
+            {
+                "rule": "C2-vka-calciphylaxis",
+                "indicator": "critical",
+                "drug": "warfarin",
+                "substitutes": [APIXABAN_RX],
+                "removes": "MedicationOrder/draft-mo",
+            }
+        ],
+    )
 
     pid = "c2-e83"
-    add("c2-warfarin-e83-59-without-calciphylaxis-text",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000017",
-                conditions=[condition("e83", pid, ICD10, "E83.59", "Other disorders of calcium metabolism"),
-                            esrd(pid)],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 9.0)], alb=[albumin(pid, 4.0)], pth_=[pth(pid, 250)]),
-                drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")]),
+    add(
+        "c2-warfarin-e83-59-without-calciphylaxis-text",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000017",
+            conditions=[condition("e83", pid, ICD10, "E83.59", "Other disorders of calcium metabolism"), esrd(pid)],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 9.0)], alb=[albumin(pid, 4.0)], pth_=[pth(pid, 250)]),
+            drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")],
+        ),
         "ICD-10-CM E83.59 is a catch-all: without the word calciphylaxis it is not calciphylaxis.",
-        [{"rule": "C2-vka-dialysis", "indicator": "info", "drug": "warfarin", "no_suggestions": True}])
+        [{"rule": "C2-vka-dialysis", "indicator": "info", "drug": "warfarin", "no_suggestions": True}],
+    )
 
     # --- C3 active vitamin D ---------------------------------------------------------------
     pid = "c3-cinacalcet"
-    add("c3-calcitriol-calciphylaxis-cinacalcet",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000018",
-                conditions=[calciphylaxis(pid), esrd(pid)], labs=calciphylaxis_labs(pid, ca=9.1, alb=4.0, pth_value=320),
-                drafts=[med_request("draft-ctr", pid, CALCITRIOL, dose_text="0.25 mcg by mouth daily")]),
+    add(
+        "c3-calcitriol-calciphylaxis-cinacalcet",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000018",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid, ca=9.1, alb=4.0, pth_value=320),
+            drafts=[med_request("draft-ctr", pid, CALCITRIOL, dose_text="0.25 mcg by mouth daily")],
+        ),
         "Calciphylaxis, PTH 320 pg/mL and corrected calcium 9.1 mg/dL: stop calcitriol, cinacalcet offered.",
-        [{"rule": "C3-active-vitamin-d-calciphylaxis", "indicator": "critical", "drug": "calcitriol",
-          "substitutes": [CINACALCET_RX], "removes": "MedicationRequest/draft-ctr",
-          "detail": ["PTH within 100-500 pg/mL (320 pg/mL on 2026-10-26)",
-                     "Corrected calcium not below 8.4 mg/dL", "within 1 week", "Where sources disagree"]}])
+        [
+            {
+                "rule": "C3-active-vitamin-d-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcitriol",
+                "substitutes": [CINACALCET_RX],
+                "removes": "MedicationRequest/draft-ctr",
+                "detail": [
+                    "PTH within 100-500 pg/mL (320 pg/mL on 2026-10-26)",
+                    "Corrected calcium not below 8.4 mg/dL",
+                    "within 1 week",
+                    "Where sources disagree",
+                ],
+            }
+        ],
+    )
 
     pid = "c3-low-ca"
-    add("c3-paricalcitol-calciphylaxis-low-calcium",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000019",
-                conditions=[calciphylaxis(pid), esrd(pid)], labs=calciphylaxis_labs(pid, ca=7.8, alb=4.0, pth_value=300),
-                drafts=[med_request("draft-pari", pid, PARICALCITOL, dose_text="1 mcg by mouth daily")]),
+    add(
+        "c3-paricalcitol-calciphylaxis-low-calcium",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000019",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid, ca=7.8, alb=4.0, pth_value=300),
+            drafts=[med_request("draft-pari", pid, PARICALCITOL, dose_text="1 mcg by mouth daily")],
+        ),
         "Calciphylaxis with corrected calcium 7.8 mg/dL: cinacalcet must not be suggested (it lowers "
         "calcium); the only suggestion removes the draft.",
-        [{"rule": "C3-active-vitamin-d-calciphylaxis", "indicator": "critical", "drug": "paricalcitol",
-          "substitutes": [], "removes": "MedicationRequest/draft-pari",
-          "detail": ["Corrected calcium below 8.4 mg/dL", "7.8 mg/dL", "cinacalcet not suggested"]}])
+        [
+            {
+                "rule": "C3-active-vitamin-d-calciphylaxis",
+                "indicator": "critical",
+                "drug": "paricalcitol",
+                "substitutes": [],
+                "removes": "MedicationRequest/draft-pari",
+                "detail": ["Corrected calcium below 8.4 mg/dL", "7.8 mg/dL", "cinacalcet not suggested"],
+            }
+        ],
+    )
 
     pid = "c3-high-pth"
-    add("c3-calcitriol-calciphylaxis-pth-above-500",
-        request("order-sign", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000020",
-                conditions=[calciphylaxis(pid), esrd(pid)], labs=calciphylaxis_labs(pid, ca=9.3, alb=4.0, pth_value=780),
-                drafts=[med_request("draft-ctr", pid, CALCITRIOL, dose_text="0.25 mcg by mouth daily")]),
+    add(
+        "c3-calcitriol-calciphylaxis-pth-above-500",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000020",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid, ca=9.3, alb=4.0, pth_value=780),
+            drafts=[med_request("draft-ctr", pid, CALCITRIOL, dose_text="0.25 mcg by mouth daily")],
+        ),
         "Calciphylaxis with PTH 780 pg/mL: parathyroidectomy referral to consider, with the "
         "conflicting thresholds (500 vs 1000-1500 pg/mL) stated.",
-        [{"rule": "C3-active-vitamin-d-calciphylaxis", "indicator": "critical", "drug": "calcitriol",
-          "substitutes": [], "removes": "MedicationRequest/draft-ctr",
-          "detail": ["parathyroidectomy", "above 500 pg/mL", "1000-1500 pg/mL", "780 pg/mL"]}])
+        [
+            {
+                "rule": "C3-active-vitamin-d-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcitriol",
+                "substitutes": [],
+                "removes": "MedicationRequest/draft-ctr",
+                "detail": ["parathyroidectomy", "above 500 pg/mL", "1000-1500 pg/mL", "780 pg/mL"],
+            }
+        ],
+    )
 
     pid = "c3-dialysis-high-ca"
-    add("c3-calcitriol-dialysis-high-calcium",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000021",
-                conditions=[esrd(pid)],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 10.4)], alb=[albumin(pid, 3.7)], phos=[phosphate(pid, 5.0)],
-                                   pth_=[pth(pid, 280)]),
-                drafts=[med_request("draft-ctr", pid, CALCITRIOL, dose_text="0.25 mcg by mouth daily")]),
+    add(
+        "c3-calcitriol-dialysis-high-calcium",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000021",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(
+                pid, ca=[calcium(pid, 10.4)], alb=[albumin(pid, 3.7)], phos=[phosphate(pid, 5.0)], pth_=[pth(pid, 280)]
+            ),
+            drafts=[med_request("draft-ctr", pid, CALCITRIOL, dose_text="0.25 mcg by mouth daily")],
+        ),
         "Dialysis without calciphylaxis, corrected calcium 10.6 mg/dL: hold calcitriol (K/DOQI).",
-        [{"rule": "C3-active-vitamin-d-dialysis", "indicator": "warning", "drug": "calcitriol",
-          "substitutes": [CINACALCET_RX], "removes": "MedicationRequest/draft-ctr",
-          "detail": ["10.6 mg/dL", "above 10.2 mg/dL"]}])
+        [
+            {
+                "rule": "C3-active-vitamin-d-dialysis",
+                "indicator": "warning",
+                "drug": "calcitriol",
+                "substitutes": [CINACALCET_RX],
+                "removes": "MedicationRequest/draft-ctr",
+                "detail": ["10.6 mg/dL", "above 10.2 mg/dL"],
+            }
+        ],
+    )
 
     pid = "c3-cholecalciferol"
-    add("c3-cholecalciferol-is-not-active-vitamin-d",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000022",
-                conditions=[calciphylaxis(pid), esrd(pid)], labs=calciphylaxis_labs(pid),
-                drafts=[med_request("draft-d3", pid, CHOLECALCIFEROL, dose_text="1000 units by mouth daily")]),
+    add(
+        "c3-cholecalciferol-is-not-active-vitamin-d",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000022",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-d3", pid, CHOLECALCIFEROL, dose_text="1000 units by mouth daily")],
+        ),
         "Nutritional vitamin D (cholecalciferol) is not an active sterol: silent even in calciphylaxis.",
-        [])
+        [],
+    )
 
     pid = "c3-eie"
-    add("c3-calcitriol-dialysis-entered-in-error-calcium",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000023",
-                conditions=[esrd(pid)],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 11.4, oid="ca-wrong", status="entered-in-error",
-                                                    when="2026-11-19T08:00:00Z"),
-                                            calcium(pid, 9.3)],
-                                   alb=[albumin(pid, 4.0)], pth_=[pth(pid, 250)]),
-                drafts=[med_request("draft-ctr", pid, CALCITRIOL, dose_text="0.25 mcg by mouth daily")]),
+    add(
+        "c3-calcitriol-dialysis-entered-in-error-calcium",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000023",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(
+                pid,
+                ca=[
+                    calcium(pid, 11.4, oid="ca-wrong", status="entered-in-error", when="2026-11-19T08:00:00Z"),
+                    calcium(pid, 9.3),
+                ],
+                alb=[albumin(pid, 4.0)],
+                pth_=[pth(pid, 250)],
+            ),
+            drafts=[med_request("draft-ctr", pid, CALCITRIOL, dose_text="0.25 mcg by mouth daily")],
+        ),
         "A calcium of 11.4 mg/dL marked entered-in-error is ignored; the valid 9.3 mg/dL is normal: silent.",
-        [])
+        [],
+    )
 
     # --- patient-view ----------------------------------------------------------------------
     pid = "pv-calciphylaxis"
     active_ca = med_request("ma-ca", pid, CALCIUM_ACETATE, status="active")
     active_warf = med_request("ma-warf", pid, WARFARIN, status="active", dose_text="5 mg by mouth daily")
     stopped_ctr = med_request("ma-ctr", pid, CALCITRIOL, status="stopped", dose_text="0.25 mcg daily")
-    add("pv-calciphylaxis-active-medications",
-        request("patient-view", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000024",
-                conditions=[calciphylaxis(pid, verification="provisional"), esrd(pid), atrial_fibrillation(pid)],
-                medications=[active_ca, active_warf, stopped_ctr],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 9.8)], alb=[albumin(pid, 3.4)],
-                                   phos=[phosphate(pid, 6.4)], pth_=[pth(pid, 410, when=OLD_PTH)],
-                                   egfr_=[egfr(pid, 6)])),
+    add(
+        "pv-calciphylaxis-active-medications",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000024",
+            conditions=[calciphylaxis(pid, verification="provisional"), esrd(pid), atrial_fibrillation(pid)],
+            medications=[active_ca, active_warf, stopped_ctr],
+            labs=labs_prefetch(
+                pid,
+                ca=[calcium(pid, 9.8)],
+                alb=[albumin(pid, 3.4)],
+                phos=[phosphate(pid, 6.4)],
+                pth_=[pth(pid, 410, when=OLD_PTH)],
+                egfr_=[egfr(pid, 6)],
+            ),
+        ),
         "Chart opened for a patient with suspected (provisional) calciphylaxis: a mineral summary "
         "(corrected calcium 10.3, phosphate 6.4, Ca x P 66, PTH overdue, no sodium thiosulfate), then "
         "one card per active problem drug; suggestions stop the active order and create the "
         "substitute. The stopped calcitriol is ignored.",
-        [{"rule": "M1-mineral-status-calciphylaxis", "indicator": "info", "drug": "Calciphylaxis mineral review",
-          "no_suggestions": True,
-          "detail": ["| Corrected calcium | 10.3 mg/dL on 2026-11-16", "above target", "| Phosphate | 6.4 mg/dL",
-                     "| Calcium x phosphate | 66 mg2/dL2", "overdue", "No sodium thiosulfate",
-                     "meta-analysis", "verification provisional"]},
-         {"rule": "C1-calcium-binder-calciphylaxis", "indicator": "critical", "drug": "calcium acetate",
-          "substitutes": [SEVELAMER_RX, LANTHANUM_RX], "stops": "ma-ca"},
-         {"rule": "C2-vka-calciphylaxis", "indicator": "critical", "drug": "warfarin",
-          "substitutes": [APIXABAN_RX], "stops": "ma-warf"}])
+        [
+            {
+                "rule": "M1-mineral-status-calciphylaxis",
+                "indicator": "info",
+                "drug": "Calciphylaxis mineral review",
+                "no_suggestions": True,
+                "detail": [
+                    "| Corrected calcium | 10.3 mg/dL on 2026-11-16",
+                    "above target",
+                    "| Phosphate | 6.4 mg/dL",
+                    "| Calcium x phosphate | 66 mg2/dL2",
+                    "overdue",
+                    "No sodium thiosulfate",
+                    "meta-analysis",
+                    "verification provisional",
+                ],
+            },
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcium acetate",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "stops": "ma-ca",
+            },
+            {
+                "rule": "C2-vka-calciphylaxis",
+                "indicator": "critical",
+                "drug": "warfarin",
+                "substitutes": [APIXABAN_RX],
+                "stops": "ma-warf",
+            },
+        ],
+    )
 
     pid = "pv-dialysis-stable"
-    add("pv-dialysis-stable-no-cards",
-        request("patient-view", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000025",
-                conditions=[esrd(pid)],
-                medications=[med_request("ma-sev", pid, SEVELAMER, status="active"),
-                             med_request("ma-cina", pid, CINACALCET, status="active", dose_text="30 mg daily")],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 9.0)], alb=[albumin(pid, 4.0)], phos=[phosphate(pid, 5.0)],
-                                   pth_=[pth(pid, 260)], egfr_=[egfr(pid, 8)])),
+    add(
+        "pv-dialysis-stable-no-cards",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000025",
+            conditions=[esrd(pid)],
+            medications=[
+                med_request("ma-sev", pid, SEVELAMER, status="active"),
+                med_request("ma-cina", pid, CINACALCET, status="active", dose_text="30 mg daily"),
+            ],
+            labs=labs_prefetch(
+                pid,
+                ca=[calcium(pid, 9.0)],
+                alb=[albumin(pid, 4.0)],
+                phos=[phosphate(pid, 5.0)],
+                pth_=[pth(pid, 260)],
+                egfr_=[egfr(pid, 8)],
+            ),
+        ),
         "Dialysis patient on sevelamer and cinacalcet with labs in range: nothing to say.",
-        [])
+        [],
+    )
 
     pid = "pv-out-of-scope"
-    add("pv-out-of-scope-calcium-carbonate",
-        request("patient-view", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000026",
-                conditions=[condition("htn", pid, SNOMED, "38341003", "Hypertensive disorder")],
-                medications=[med_request("ma-caco3", pid, CALCIUM_CARBONATE_SCD, status="active"),
-                             med_request("ma-warf", pid, WARFARIN, status="active")],
-                labs=labs_prefetch(pid, ca=[calcium(pid, 9.5)], egfr_=[egfr(pid, 82)])),
+    add(
+        "pv-out-of-scope-calcium-carbonate",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000026",
+            conditions=[condition("htn", pid, SNOMED, "38341003", "Hypertensive disorder")],
+            medications=[
+                med_request("ma-caco3", pid, CALCIUM_CARBONATE_SCD, status="active"),
+                med_request("ma-warf", pid, WARFARIN, status="active"),
+            ],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 9.5)], egfr_=[egfr(pid, 82)]),
+        ),
         "Hypertension, normal kidney function, on calcium carbonate and warfarin: out of scope, silent.",
-        [])
+        [],
+    )
 
     # --- orders under review, missing data -----------------------------------------------------
     pid = "x1-no-conditions"
-    add("x1-conditions-unavailable",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000027",
-                conditions=None, labs=calciphylaxis_labs(pid) | {"egfr": None},
-                drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)], omit=("conditions",)),
+    add(
+        "x1-conditions-unavailable",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000027",
+            conditions=None,
+            labs=calciphylaxis_labs(pid) | {"egfr": None},
+            drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)],
+            omit=("conditions",),
+        ),
         "The EHR did not prefetch the conditions and no FHIR server is available: the check cannot "
         "be completed, and the card says so (drug, what was missing and why).",
-        [{"rule": "X1-calciphylaxis-check-incomplete", "indicator": "info", "drug": "calcium acetate",
-          "no_suggestions": True, "detail": ["conditions (diagnoses): not available"]}])
+        [
+            {
+                "rule": "X1-calciphylaxis-check-incomplete",
+                "indicator": "info",
+                "drug": "calcium acetate",
+                "no_suggestions": True,
+                "detail": ["conditions (diagnoses): not available"],
+            }
+        ],
+    )
 
     pid = "sign-two-drafts"
-    add("order-sign-only-the-calcium-binder-of-two-drafts",
-        request("order-sign", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000028",
-                conditions=[calciphylaxis(pid), esrd(pid)], labs=calciphylaxis_labs(pid),
-                drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE), med_request("draft-sev", pid, SEVELAMER)]),
+    add(
+        "order-sign-only-the-calcium-binder-of-two-drafts",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000028",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE), med_request("draft-sev", pid, SEVELAMER)],
+        ),
         "order-sign with two drafts: calcium acetate is flagged, sevelamer is not. Sevelamer is "
         "already a draft, not an active order, so the substitution is still offered.",
-        [{"rule": "C1-calcium-binder-calciphylaxis", "indicator": "critical", "drug": "calcium acetate",
-          "substitutes": [SEVELAMER_RX, LANTHANUM_RX], "removes": "MedicationRequest/draft-ca"}])
+        [
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcium acetate",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-ca",
+            }
+        ],
+    )
 
     pid = "select-other"
-    add("order-select-unselected-draft-is-context-only",
-        request("order-select", pid, instance="5d0a1c52-6d3e-4c0b-9a55-000000000029",
-                conditions=[calciphylaxis(pid), esrd(pid)], labs=calciphylaxis_labs(pid),
-                drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE), med_request("draft-met", pid, METFORMIN_TEXT)],
-                selections=["MedicationRequest/draft-met"]),
+    add(
+        "order-select-unselected-draft-is-context-only",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000029",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE), med_request("draft-met", pid, METFORMIN_TEXT)],
+            selections=["MedicationRequest/draft-met"],
+        ),
         "order-select: only the selected draft (metformin) is reviewed; the unselected calcium "
         "acetate draft is context only: silent.",
-        [])
+        [],
+    )
 
     return s
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from cds_service.http.app import create_app
 from cds_service.config import Settings
+from cds_service.http.app import create_app
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -18,7 +18,7 @@ SPEC_EXAMPLES = SHARED / "reference" / "cds-hooks-examples"
 FIXTURES = REPO / "fhir_fixtures"
 
 # Tests that read clinical fixtures freeze the clock so dated fixtures never go stale.
-FROZEN_NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+FROZEN_NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 def load_shared(relative: str) -> dict:

@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 _DATE_FIELDS = (
-    "effectiveDateTime", "effectiveInstant", "issued", "authoredOn", "recordedDate", "onsetDateTime", "performedDateTime",
+    "effectiveDateTime",
+    "effectiveInstant",
+    "issued",
+    "authoredOn",
+    "recordedDate",
+    "onsetDateTime",
+    "performedDateTime",
 )
 _SEARCH_PARAMS = {"patient", "subject", "code", "status", "_id", "_sort", "_count", "_offset"}
 
@@ -62,7 +69,7 @@ class FhirTestServer:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self) -> "FhirTestServer":
+    def start(self) -> FhirTestServer:
         handler = type("Handler", (_Handler,), {"fhir": self})
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         httpd.daemon_threads = True
@@ -82,7 +89,7 @@ class FhirTestServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "FhirTestServer":
+    def __enter__(self) -> FhirTestServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

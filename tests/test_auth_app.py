@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from cds_service import cli, engine
-from cds_service.http.app import create_app
 from cds_service.config import Settings
+from cds_service.http.app import create_app
 from cds_service.protocol import Card, Source
 from tests.auth_support import BASE, bearer, claims, default_issuer, ec_key, raw_token, rsa_key, sign, write_issuers
 from tests.conftest import preflight
@@ -69,9 +69,7 @@ def assert_auth_failed(response) -> None:
 # --- 401 and 200 ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("method", "path"), [("get", DISCOVERY), ("post", PATIENT_VIEW), ("post", FEEDBACK)]
-)
+@pytest.mark.parametrize(("method", "path"), [("get", DISCOVERY), ("post", PATIENT_VIEW), ("post", FEEDBACK)])
 def test_every_endpoint_needs_a_token_when_issuers_are_configured(secured, method, path):
     assert_auth_failed(getattr(secured, method)(path, json={}))
 
@@ -104,7 +102,9 @@ def test_tampered_hook_call_gets_401(secured, one_card):
     header, _, signature = genuine.split(".")
     other_claims = raw_token({"alg": "none"}, claims(aud=BASE + PATIENT_VIEW, now=_now(), tenant="unit-2"))
     tampered = f"{header}.{other_claims.split('.')[1]}.{signature}"
-    assert_auth_failed(secured.post(PATIENT_VIEW, json=patient_view_body(), headers={"Authorization": bearer(tampered)}))
+    assert_auth_failed(
+        secured.post(PATIENT_VIEW, json=patient_view_body(), headers={"Authorization": bearer(tampered)})
+    )
 
 
 def test_replayed_hook_call_gets_401(secured, one_card):
@@ -118,7 +118,9 @@ def test_token_for_discovery_is_refused_at_a_service(secured, one_card):
 
 
 def test_feedback_needs_a_token_for_the_feedback_url_as_the_sandbox_sends(secured):
-    body = {"feedback": [{"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]}
+    body = {
+        "feedback": [{"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]
+    }
     assert_auth_failed(secured.post(FEEDBACK, json=body, headers=token_for(PATIENT_VIEW)))
     assert secured.post(FEEDBACK, json=body, headers=token_for(FEEDBACK)).status_code == 200
 

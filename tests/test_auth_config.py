@@ -90,14 +90,24 @@ GOOD_KEYS = {"jwks": {"keys": []}}
         ({"issuers": []}, "issuers"),
         ({}, "issuers: Field required"),
         ({"issuers": [{"jwks_url": "https://a.example/j"}]}, "issuers.0.iss"),
-        ({"issuers": [{"iss": "https://a.example"}]}, "give at least one of jwks, jwks_file, jwks_url or jku_allowlist"),
+        (
+            {"issuers": [{"iss": "https://a.example"}]},
+            "give at least one of jwks, jwks_file, jwks_url or jku_allowlist",
+        ),
         ({"issuers": [{"iss": "https://a.example", "jwks_uri": "https://a.example/j"}]}, "issuers.0.jwks_uri"),
         ({"issuers": [{"iss": "https://a.example", "jwks_url": "http://a.example/j"}]}, "issuers.0.jwks_url"),
         ({"issuers": [{"iss": "https://a.example", "jku_allowlist": ["http://a.example/j"]}]}, "jku_allowlist"),
         ({"issuers": [{"iss": "https://a.example", "jwks_url": "https://a.example/j", "tenants": []}]}, "tenant"),
         ({"issuers": [{"iss": " https://a.example", **GOOD_KEYS}]}, "whitespace"),
         ({"issuers": [{"iss": "https://a.example", **GOOD_KEYS}] * 2}, "listed twice"),
-        ({"issuers": [{"iss": "https://a.example", "jwks": {"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0"}]}}]}, "symmetric"),
+        (
+            {
+                "issuers": [
+                    {"iss": "https://a.example", "jwks": {"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0"}]}}
+                ]
+            },
+            "symmetric",
+        ),
         ({"issuers": [{"iss": "https://a.example", "jwks": {"nokeys": []}}]}, "'keys' array"),
         ({"issuers": [{"iss": "https://a.example", "jwks_file": "missing.json"}]}, "missing.json"),
     ],

@@ -10,6 +10,11 @@ import responses
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cds_service.auth import JwtAuthenticator
+from cds_service.auth.issuers import build_issuers
+from cds_service.auth.keys import KeyStore
+from cds_service.errors import Unauthorized
+from cds_service.http.errors import http_status
 from tests.auth_support import (
     BASE,
     ISS,
@@ -27,11 +32,6 @@ from tests.auth_support import (
     sign,
     write_issuers,
 )
-from cds_service.auth import JwtAuthenticator
-from cds_service.auth.issuers import build_issuers
-from cds_service.auth.keys import KeyStore
-from cds_service.errors import Unauthorized
-from cds_service.http.errors import http_status
 from tests.conftest import SPEC_EXAMPLES
 
 SPEC_AUD = "https://cds.example.org/cds-services/some-service"
@@ -255,16 +255,22 @@ def test_new_token_reusing_a_jti_is_refused(auth):
 
 
 def test_alg_none_is_refused(auth):
-    assert refused_for("alg 'none' is not accepted", auth, bearer(raw_token({"alg": "none", "typ": "JWT", "kid": "ec-1"}, claims())))
+    assert refused_for(
+        "alg 'none' is not accepted", auth, bearer(raw_token({"alg": "none", "typ": "JWT", "kid": "ec-1"}, claims()))
+    )
 
 
 @pytest.mark.parametrize(("key", "kid"), [(ec_key, "ec-1"), (rsa_key, "rsa-1")])
 def test_hs256_keyed_with_the_public_key_is_refused(auth, key, kid):
     # The classic algorithm-confusion forgery: HMAC with the issuer's public key as the secret.
-    secret = key().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    secret = (
+        key().public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    assert refused_for("alg 'HS256' is not accepted", auth, bearer(raw_token({"alg": "HS256", "typ": "JWT", "kid": kid}, claims(), secret)))
+    assert refused_for(
+        "alg 'HS256' is not accepted",
+        auth,
+        bearer(raw_token({"alg": "HS256", "typ": "JWT", "kid": kid}, claims(), secret)),
+    )
 
 
 def test_algorithm_not_configured_is_refused(auth):

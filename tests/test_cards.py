@@ -7,25 +7,33 @@ import json
 from pathlib import Path
 
 import pytest
-from fhir.resources.R4B.medicationrequest import MedicationRequest as R4BMedicationRequest
 from fhir.resources.medicationrequest import MedicationRequest as R5MedicationRequest
+from fhir.resources.R4B.medicationrequest import MedicationRequest as R4BMedicationRequest
 
-from cds_service.patient import terminology
-from cds_service.render import content as card_content
-from cds_service.render.content import CardContentError, content, fill
-from cds_service.render.cards import render_card
-from cds_service.render.orders import stopped_resource, substitute_resource
-from cds_service.checks import check_order, review_chart
-from cds_service.checks import CHART_RULES, ORDER_RULES, RULE_INCOMPLETE
+from cds_service.checks import RULE_INCOMPLETE, check_order, review_chart
 from cds_service.checks import c1_calcium_binders as calcium_binders
 from cds_service.checks import c2_vitamin_k_antagonists as vitamin_k_antagonists
 from cds_service.checks import c3_active_vitamin_d as active_vitamin_d
-from cds_service.checks.m1_mineral_status import RULE_ID as MINERAL_RULE
 from cds_service.checks.findings import Finding, Gap, Substitution
+from cds_service.checks.m1_mineral_status import RULE_ID as MINERAL_RULE
 from cds_service.checks.substitution import SUBSTITUTE_CLASS
+from cds_service.patient import terminology
 from cds_service.protocol import Card
+from cds_service.render import content as card_content
+from cds_service.render.cards import render_card
+from cds_service.render.content import CardContentError, content, fill
+from cds_service.render.orders import stopped_resource, substitute_resource
 from tests.test_checks import (
-    CALCIPHYLAXIS, CALCIUM_ACETATE, ESRD, NORMAL_LABS, active, cond, draft, lab, med, record,
+    CALCIPHYLAXIS,
+    CALCIUM_ACETATE,
+    ESRD,
+    NORMAL_LABS,
+    active,
+    cond,
+    draft,
+    lab,
+    med,
+    record,
 )
 
 OVERRIDE_SYSTEM = "https://calciphylaxis-cds.example.org/CodeSystem/override-reason"
@@ -42,10 +50,16 @@ def _card(findings) -> dict:
 
 def test_every_rule_the_checks_can_fire_has_card_content():
     rules = {
-        calcium_binders.RULE_CALCIPHYLAXIS, calcium_binders.RULE_DIALYSIS, calcium_binders.RULE_DIALYSIS_STALE,
-        vitamin_k_antagonists.RULE_CALCIPHYLAXIS, vitamin_k_antagonists.RULE_DIALYSIS,
-        active_vitamin_d.RULE_CALCIPHYLAXIS, active_vitamin_d.RULE_DIALYSIS, active_vitamin_d.RULE_DIALYSIS_STALE,
-        MINERAL_RULE, RULE_INCOMPLETE,
+        calcium_binders.RULE_CALCIPHYLAXIS,
+        calcium_binders.RULE_DIALYSIS,
+        calcium_binders.RULE_DIALYSIS_STALE,
+        vitamin_k_antagonists.RULE_CALCIPHYLAXIS,
+        vitamin_k_antagonists.RULE_DIALYSIS,
+        active_vitamin_d.RULE_CALCIPHYLAXIS,
+        active_vitamin_d.RULE_DIALYSIS,
+        active_vitamin_d.RULE_DIALYSIS_STALE,
+        MINERAL_RULE,
+        RULE_INCOMPLETE,
     }
     assert rules == set(content().rules)
 
@@ -67,8 +81,9 @@ def test_evaluating_a_request_reads_no_file(monkeypatch):
 
     monkeypatch.setattr(Path, "read_text", no_reads)
     monkeypatch.setattr(Path, "open", no_reads)
-    call = HookCall("s", body["hook"], body["hookInstance"], body["context"],
-                    ResolvedPrefetch(body["prefetch"], {}), FROZEN_NOW)
+    call = HookCall(
+        "s", body["hook"], body["hookInstance"], body["context"], ResolvedPrefetch(body["prefetch"], {}), FROZEN_NOW
+    )
     assert [c.rule_id for c in evaluate(call)] == ["C1-calcium-binder-calciphylaxis"]
 
 
@@ -101,7 +116,7 @@ def test_each_substitute_code_is_a_confirmed_rxnorm_drug_of_the_intended_class()
 
 def test_every_substitute_is_a_valid_r4_medication_request():
     order = CALCIUM_ACETATE
-    for key, spec in content().substitutes.items():
+    for spec in content().substitutes.values():
         resource = substitute_resource(spec, order, "p1", "e1")
         model = R4BMedicationRequest.model_validate(resource)
         assert (model.status, model.intent, model.subject.reference) == ("draft", "order", "Patient/p1")
@@ -124,7 +139,11 @@ def test_r5_and_dstu2_orders_get_a_substitute_in_their_own_shape():
     resource = substitute_resource(spec, dstu2, "p1")
     assert resource["resourceType"] == "MedicationOrder" and resource["patient"] == {"reference": "Patient/p1"}
     assert resource["dosageInstruction"][0]["timing"]["repeat"] == {
-        "frequency": 3, "period": 1, "periodUnits": "d", "when": "C"}
+        "frequency": 3,
+        "period": 1,
+        "periodUnits": "d",
+        "when": "C",
+    }
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -132,8 +151,10 @@ def test_r5_and_dstu2_orders_get_a_substitute_in_their_own_shape():
 
 def test_draft_order_card_suggests_substitute_first_then_deletes_the_draft():
     card = _card(check_order(record(conditions=[CALCIPHYLAXIS], labs=NORMAL_LABS), draft(CALCIUM_ACETATE)))
-    assert card["rule_id"] == "C1-calcium-binder-calciphylaxis" and "rule_id" not in Card(**{
-        k: v for k, v in card.items() if k != "rule_id"}).to_json()
+    assert (
+        card["rule_id"] == "C1-calcium-binder-calciphylaxis"
+        and "rule_id" not in Card(**{k: v for k, v in card.items() if k != "rule_id"}).to_json()
+    )
     assert card["selectionBehavior"] == "at-most-one"
     first, second = card["suggestions"]
     assert first["isRecommended"] is True and "isRecommended" not in second
@@ -145,9 +166,15 @@ def test_draft_order_card_suggests_substitute_first_then_deletes_the_draft():
 
 
 def test_active_order_card_stops_the_whole_existing_order_and_creates_the_substitute():
-    raw = {"resourceType": "MedicationRequest", "id": "a1", "status": "active", "intent": "order",
-           "subject": {"reference": "Patient/p1"}, "medicationCodeableConcept": {"text": "calcium acetate"},
-           "dosageInstruction": [{"text": "667 mg with meals"}]}
+    raw = {
+        "resourceType": "MedicationRequest",
+        "id": "a1",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {"text": "calcium acetate"},
+        "dosageInstruction": [{"text": "667 mg with meals"}],
+    }
     order = med("calcium_binder", name="calcium acetate", rid="MedicationRequest/a1", status="active", raw=raw)
     card = _card(check_order(record(conditions=[CALCIPHYLAXIS]), active(order)))
     create, update = card["suggestions"][0]["actions"]
@@ -155,7 +182,8 @@ def test_active_order_card_stops_the_whole_existing_order_and_creates_the_substi
     stopped = update["resource"]
     assert stopped["status"] == "stopped" and stopped["statusReason"]["text"]
     assert {k: v for k, v in stopped.items() if k not in ("status", "statusReason")} == {
-        k: v for k, v in raw.items() if k != "status"}
+        k: v for k, v in raw.items() if k != "status"
+    }
     assert raw["status"] == "active", "the record's copy must not be modified"
     R4BMedicationRequest.model_validate(stopped)
 
@@ -212,7 +240,9 @@ def test_override_reasons_are_coded_in_the_project_code_system_with_displays():
     card = _card(check_order(record(conditions=[CALCIPHYLAXIS]), draft(CALCIUM_ACETATE)))
     reasons = card["overrideReasons"]
     assert {r["system"] for r in reasons} == {OVERRIDE_SYSTEM}
-    assert {"benefit-outweighs-risk", "substitute-unsuitable", "addressed-with-nephrology"} <= {r["code"] for r in reasons}
+    assert {"benefit-outweighs-risk", "substitute-unsuitable", "addressed-with-nephrology"} <= {
+        r["code"] for r in reasons
+    }
     assert all(r["display"] for r in reasons)
 
 
@@ -226,14 +256,18 @@ def test_evidence_is_cited_with_links():
     card = _card(check_order(record(conditions=[CALCIPHYLAXIS]), draft(CALCIUM_ACETATE)))
     assert "Nigwekar SU" in card["detail"] and "Am J Kidney Dis. 2015" in card["detail"]
     assert "[PubMed](https://pubmed.ncbi.nlm.nih.gov/25960299/)" in card["detail"]
-    assert {"label": "Nigwekar et al., AJKD 2015 (MGH calciphylaxis review)",
-            "url": "https://pubmed.ncbi.nlm.nih.gov/25960299/", "type": "absolute"} in card["links"]
+    assert {
+        "label": "Nigwekar et al., AJKD 2015 (MGH calciphylaxis review)",
+        "url": "https://pubmed.ncbi.nlm.nih.gov/25960299/",
+        "type": "absolute",
+    } in card["links"]
 
 
 def test_parathyroidectomy_card_states_both_thresholds():
     labs = (lab("calcium", 9.0), lab("albumin", 4.0), lab("pth", 700))
-    detail = _card(check_order(record(conditions=[CALCIPHYLAXIS], labs=labs),
-                               draft(med("active_vitamin_d", name="calcitriol"))))["detail"]
+    detail = _card(
+        check_order(record(conditions=[CALCIPHYLAXIS], labs=labs), draft(med("active_vitamin_d", name="calcitriol")))
+    )["detail"]
     assert "above 500 pg/mL" in detail and "1000-1500 pg/mL" in detail and "limited" in detail
 
 
@@ -251,7 +285,8 @@ def test_check_incomplete_card_names_the_drug_and_what_was_missing_and_why():
     findings = check_order(record(unavailable={"conditions": "FHIR server timed out"}), draft(CALCIUM_ACETATE))
     card = _card(findings)
     assert card["summary"] == (
-        "Calciphylaxis check not completed for calcium acetate 667 MG Oral Tablet: conditions (diagnoses) unavailable")
+        "Calciphylaxis check not completed for calcium acetate 667 MG Oral Tablet: conditions (diagnoses) unavailable"
+    )
     assert "conditions (diagnoses): not available (FHIR server timed out)" in card["detail"]
     assert card["indicator"] == "info" and "suggestions" not in card
 
@@ -270,8 +305,13 @@ def test_every_finding_shape_renders_to_a_valid_card():
 
 
 def test_a_gap_for_an_unreadable_lab_says_why():
-    finding = Finding(rule_id="C1-calcium-binder-dialysis", indicator="warning", review=draft(CALCIUM_ACETATE),
-                      reasons=("corrected_calcium_high",), substitutions=(Substitution("sevelamer", True),),
-                      gaps=(Gap("lab_unusable", {"analyte": "pth", "why": "unit 'mEq/L' cannot be converted"}),))
+    finding = Finding(
+        rule_id="C1-calcium-binder-dialysis",
+        indicator="warning",
+        review=draft(CALCIUM_ACETATE),
+        reasons=("corrected_calcium_high",),
+        substitutions=(Substitution("sevelamer", True),),
+        gaps=(Gap("lab_unusable", {"analyte": "pth", "why": "unit 'mEq/L' cannot be converted"}),),
+    )
     detail = render_card(finding, patient_id="p1").detail
     assert "Intact PTH: a result could not be used (unit 'mEq/L' cannot be converted)" in detail

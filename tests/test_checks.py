@@ -12,8 +12,16 @@ from cds_service.patient.model import ConditionFact, LabResult, MedicationOrder,
 from tests.conftest import FROZEN_NOW
 
 NOW = FROZEN_NOW
-UNITS = {"calcium": "mg/dL", "corrected_calcium": "mg/dL", "albumin": "g/dL", "phosphate": "mg/dL",
-         "pth": "pg/mL", "egfr": "mL/min/{1.73_m2}", "crp": "mg/L", "ionized_calcium": "mmol/L"}
+UNITS = {
+    "calcium": "mg/dL",
+    "corrected_calcium": "mg/dL",
+    "albumin": "g/dL",
+    "phosphate": "mg/dL",
+    "pth": "pg/mL",
+    "egfr": "mL/min/{1.73_m2}",
+    "crp": "mg/L",
+    "ionized_calcium": "mmol/L",
+}
 
 _counter = iter(range(1, 10_000))
 
@@ -21,25 +29,46 @@ _counter = iter(range(1, 10_000))
 def lab(analyte: str, value: float, days_ago: float = 3, *, original: tuple[float, str] | None = None) -> LabResult:
     unit = UNITS[analyte]
     return LabResult(
-        analyte=analyte, value=value, unit=unit,
+        analyte=analyte,
+        value=value,
+        unit=unit,
         original_value=original[0] if original else value,
         original_unit=original[1] if original else unit,
         effective=NOW - timedelta(days=days_ago),
-        resource_id=f"Observation/{analyte}-{next(_counter)}", loinc="x", status="final",
+        resource_id=f"Observation/{analyte}-{next(_counter)}",
+        loinc="x",
+        status="final",
     )
 
 
 def cond(kind: str, display: str | None = None, rid: str | None = None) -> ConditionFact:
-    return ConditionFact(kind=kind, resource_id=rid or f"Condition/{kind}", display=display or kind,
-                         matched_by="code", code="1", system="http://snomed.info/sct",
-                         clinical_status="active", verification_status="confirmed")
+    return ConditionFact(
+        kind=kind,
+        resource_id=rid or f"Condition/{kind}",
+        display=display or kind,
+        matched_by="code",
+        code="1",
+        system="http://snomed.info/sct",
+        clinical_status="active",
+        verification_status="confirmed",
+    )
 
 
-def med(*classes: str, name: str = "some drug", rid: str = "MedicationRequest/d1", status: str = "draft",
-        matched_by: str = "code", raw: dict | None = None) -> MedicationOrder:
+def med(
+    *classes: str,
+    name: str = "some drug",
+    rid: str = "MedicationRequest/d1",
+    status: str = "draft",
+    matched_by: str = "code",
+    raw: dict | None = None,
+) -> MedicationOrder:
     return MedicationOrder(
-        resource_id=rid, resource_type=rid.split("/")[0], status=status, drug_name=name,
-        drug_classes=frozenset(classes), matched_by=matched_by,
+        resource_id=rid,
+        resource_type=rid.split("/")[0],
+        status=status,
+        drug_name=name,
+        drug_classes=frozenset(classes),
+        matched_by=matched_by,
         matched_code="http://www.nlm.nih.gov/research/umls/rxnorm|1" if matched_by == "code" else None,
         raw=raw if raw is not None else {"resourceType": rid.split("/")[0], "id": rid.split("/")[-1], "status": status},
     )
@@ -50,7 +79,10 @@ def record(*, conditions=(), labs=(), medications=(), unavailable=None, incomple
     for item in labs:
         series.setdefault(item.analyte, []).append(item)
     return PatientRecord(
-        patient_id="p1", now=NOW, conditions=tuple(conditions), medications=tuple(medications),
+        patient_id="p1",
+        now=NOW,
+        conditions=tuple(conditions),
+        medications=tuple(medications),
         labs={k: tuple(sorted(v, key=lambda r: r.effective, reverse=True)) for k, v in series.items()},
         unavailable=dict(unavailable or {}),
         incomplete=dict(incomplete or {}),
@@ -90,7 +122,9 @@ def test_calcium_binder_in_calciphylaxis_is_critical_and_offers_sevelamer_then_l
 
 
 def test_calcium_binder_in_calciphylaxis_with_sevelamer_already_active_only_removes_the_order():
-    sevelamer = med("non_calcium_binder", name="sevelamer carbonate 800 MG", rid="MedicationRequest/a1", status="active")
+    sevelamer = med(
+        "non_calcium_binder", name="sevelamer carbonate 800 MG", rid="MedicationRequest/a1", status="active"
+    )
     f = only(check_order(record(conditions=[CALCIPHYLAXIS], medications=[sevelamer]), draft(CALCIUM_ACETATE)))
     assert f.substitutions == () and f.stop_only
     check = next(c for c in f.safety_checks if c.key == "no_active_non_calcium_binder")
@@ -173,7 +207,10 @@ def test_warfarin_in_calciphylaxis_with_atrial_fibrillation_offers_apixaban():
     assert (f.rule_id, f.indicator) == ("C2-vka-calciphylaxis", "critical")
     assert [(s.key, s.recommended) for s in f.substitutions] == [("apixaban", True)]
     assert {c.key: c.passed for c in f.safety_checks} == {
-        "af_recorded": True, "no_prosthetic_valve": True, "no_active_doac": True}
+        "af_recorded": True,
+        "no_prosthetic_valve": True,
+        "no_active_doac": True,
+    }
 
 
 def test_warfarin_with_a_prosthetic_valve_gets_no_doac_and_no_remove_only_suggestion():
@@ -195,8 +232,11 @@ def test_warfarin_without_atrial_fibrillation_gets_no_apixaban():
 
 def test_warfarin_with_a_doac_already_active_gets_no_second_anticoagulant():
     apixaban = med("doac", name="apixaban 5 MG", rid="MedicationRequest/a2", status="active")
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS, cond("atrial_fibrillation")], medications=[apixaban]),
-                         draft(WARFARIN)))
+    f = only(
+        check_order(
+            record(conditions=[CALCIPHYLAXIS, cond("atrial_fibrillation")], medications=[apixaban]), draft(WARFARIN)
+        )
+    )
     assert f.substitutions == ()
 
 
@@ -255,7 +295,11 @@ def test_stale_pth_withholds_cinacalcet_and_says_so():
 def test_active_vitamin_d_on_dialysis_warns_only_above_10_2():
     high = (lab("calcium", 10.3), lab("albumin", 3.8), lab("pth", 300))  # 10.46 -> 10.5
     f = only(check_order(record(conditions=[ESRD], labs=high), draft(CALCITRIOL)))
-    assert (f.rule_id, f.indicator, f.reasons) == ("C3-active-vitamin-d-dialysis", "warning", ("corrected_calcium_high",))
+    assert (f.rule_id, f.indicator, f.reasons) == (
+        "C3-active-vitamin-d-dialysis",
+        "warning",
+        ("corrected_calcium_high",),
+    )
     assert [s.key for s in f.substitutions] == ["cinacalcet"]
     assert check_order(record(conditions=[ESRD], labs=NORMAL_LABS), draft(CALCITRIOL)) == []
 
@@ -275,7 +319,9 @@ def test_one_card_per_problem_for_a_drug_in_two_classes():
     combo = med("calcium_binder", "active_vitamin_d", name="calcium + calcitriol")
     findings = check_order(record(conditions=[CALCIPHYLAXIS], labs=NORMAL_LABS), draft(combo))
     assert sorted(f.rule_id for f in findings) == [
-        "C1-calcium-binder-calciphylaxis", "C3-active-vitamin-d-calciphylaxis"]
+        "C1-calcium-binder-calciphylaxis",
+        "C3-active-vitamin-d-calciphylaxis",
+    ]
 
 
 # --- missing conditions ---------------------------------------------------------------------
@@ -330,7 +376,8 @@ def test_without_the_medication_list_the_substitute_is_still_offered_and_the_car
     assert [s.key for s in f.substitutions] == ["sevelamer", "lanthanum"]
     assert not any(c.key == "no_active_non_calcium_binder" for c in f.safety_checks)
     assert [g.params for g in f.gaps if g.key == "prefetch_unavailable"] == [
-        {"key": "meds", "why": "FHIR server not trusted"}]
+        {"key": "meds", "why": "FHIR server not trusted"}
+    ]
 
 
 def test_labs_missing_because_their_prefetch_failed_are_reported_once_as_unavailable():
@@ -347,7 +394,8 @@ def test_partly_read_data_is_used_and_the_card_says_it_was_partial():
     f = only(review_chart(rec))
     assert f.rule_id == "M1-mineral-status-calciphylaxis"
     assert [g.params for g in f.gaps if g.key == "prefetch_incomplete"] == [
-        {"key": "calcium", "why": "page 2 not read (timed out)"}]
+        {"key": "calcium", "why": "page 2 not read (timed out)"}
+    ]
 
 
 def test_a_partly_read_condition_list_never_silences_a_monitored_drug():
@@ -358,8 +406,8 @@ def test_a_partly_read_condition_list_never_silences_a_monitored_drug():
 
 
 def test_partial_data_is_named_in_the_rendered_card():
-    from cds_service.render.cards import render_cards
     from cds_service.checks import review_chart
+    from cds_service.render.cards import render_cards
 
     rec = record(conditions=[CALCIPHYLAXIS], incomplete={"calcium": "page 2 not read (timed out)"})
     (card,) = render_cards(review_chart(rec), "p1")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cds_service.patient import terminology as term
 from cds_service.fhir.reading import ResourceIndex, parse_fhir_datetime
+from cds_service.patient import terminology as term
 from cds_service.patient.classify import (
     DIALYSIS_PROCEDURE_RECENT,
     classify_condition,
@@ -15,7 +15,7 @@ from cds_service.patient.classify import (
     classify_procedure,
 )
 
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 def cc(system=None, code=None, display=None, text=None):
@@ -35,8 +35,14 @@ def cc(system=None, code=None, display=None, text=None):
 
 
 def med_request(concept=None, rid="mr1", status="draft", **extra):
-    resource = {"resourceType": "MedicationRequest", "id": rid, "status": status, "intent": "order",
-                "subject": {"reference": "Patient/p1"}, **extra}
+    resource = {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        **extra,
+    }
     if concept is not None:
         resource["medicationCodeableConcept"] = concept
     return resource
@@ -157,10 +163,15 @@ def test_plain_mapping_works_as_an_index():
 
 
 def test_medication_ingredients_are_classified_when_the_code_is_unknown():
-    med = {"resourceType": "Medication", "id": "m4", "code": {"text": "Compounded capsule"},
-           "ingredient": [{"itemCodeableConcept": cc(term.RXNORM, "1894", "calcitriol")}]}
-    order = classify_medication(med_request(None, medicationReference={"reference": "Medication/m4"}),
-                                ResourceIndex([(None, med)]))
+    med = {
+        "resourceType": "Medication",
+        "id": "m4",
+        "code": {"text": "Compounded capsule"},
+        "ingredient": [{"itemCodeableConcept": cc(term.RXNORM, "1894", "calcitriol")}],
+    }
+    order = classify_medication(
+        med_request(None, medicationReference={"reference": "Medication/m4"}), ResourceIndex([(None, med)])
+    )
     assert order.drug_classes == {"active_vitamin_d"}
 
 
@@ -177,40 +188,62 @@ def test_unresolvable_reference_without_display_is_unclassified_not_dropped():
 
 
 def test_r5_codeable_reference_concept():
-    resource = {"resourceType": "MedicationRequest", "id": "r5", "status": "draft", "intent": "order",
-                "medication": {"concept": cc(term.RXNORM, "1114198", "rivaroxaban 10 MG Oral Tablet")}}
+    resource = {
+        "resourceType": "MedicationRequest",
+        "id": "r5",
+        "status": "draft",
+        "intent": "order",
+        "medication": {"concept": cc(term.RXNORM, "1114198", "rivaroxaban 10 MG Oral Tablet")},
+    }
     order = classify_medication(resource)
     assert order.drug_classes == {"doac"}
 
 
 def test_r5_codeable_reference_to_a_medication():
     med = medication("m5", cc(term.RXNORM, "308867", "calcitriol 0.00025 MG Oral Capsule"))
-    resource = {"resourceType": "MedicationRequest", "id": "r5b", "status": "active", "intent": "order",
-                "medication": {"reference": {"reference": "Medication/m5"}}}
+    resource = {
+        "resourceType": "MedicationRequest",
+        "id": "r5b",
+        "status": "active",
+        "intent": "order",
+        "medication": {"reference": {"reference": "Medication/m5"}},
+    }
     assert classify_medication(resource, ResourceIndex([(None, med)])).drug_classes == {"active_vitamin_d"}
 
 
 def test_dstu2_medication_order():
-    resource = {"resourceType": "MedicationOrder", "id": "d2", "status": "draft",
-                "dateWritten": "2026-11-20",
-                "medicationCodeableConcept": cc(term.RXNORM, "197433", "calcium acetate 667 MG Oral Tablet")}
+    resource = {
+        "resourceType": "MedicationOrder",
+        "id": "d2",
+        "status": "draft",
+        "dateWritten": "2026-11-20",
+        "medicationCodeableConcept": cc(term.RXNORM, "197433", "calcium acetate 667 MG Oral Tablet"),
+    }
     order = classify_medication(resource)
     assert order.resource_type == "MedicationOrder"
     assert order.resource_id == "MedicationOrder/d2"
     assert order.drug_classes == {"calcium_binder"}
-    assert order.authored == datetime(2026, 11, 20, tzinfo=timezone.utc)
+    assert order.authored == datetime(2026, 11, 20, tzinfo=UTC)
 
 
 def test_dstu2_medication_order_with_reference():
     med = medication("m6", cc(term.RXNORM, "855332"))
-    resource = {"resourceType": "MedicationOrder", "id": "d3", "status": "active",
-                "medicationReference": {"reference": "Medication/m6"}}
+    resource = {
+        "resourceType": "MedicationOrder",
+        "id": "d3",
+        "status": "active",
+        "medicationReference": {"reference": "Medication/m6"},
+    }
     assert classify_medication(resource, ResourceIndex([(None, med)])).drug_classes == {"vka"}
 
 
 def test_sandbox_empty_draft_without_medication_or_intent_is_skipped():
-    resource = {"resourceType": "MedicationRequest", "id": "request-123", "status": "draft",
-                "subject": {"reference": "Patient/p"}}
+    resource = {
+        "resourceType": "MedicationRequest",
+        "id": "request-123",
+        "status": "draft",
+        "subject": {"reference": "Patient/p"},
+    }
     assert classify_medication(resource) is None
 
 
@@ -223,8 +256,9 @@ def test_non_medication_resources_and_junk_are_not_classified():
 
 def test_schema_defects_are_read_around():
     # The sandbox sends category as an object; a coding may be an object instead of a list.
-    resource = med_request({"coding": {"system": term.RXNORM, "code": "855332"}},
-                           category={"coding": [{"code": "community"}]})
+    resource = med_request(
+        {"coding": {"system": term.RXNORM, "code": "855332"}}, category={"coding": [{"code": "community"}]}
+    )
     assert classify_medication(resource).drug_classes == {"vka"}
     junk = classify_medication(med_request({"coding": ["junk", 5, None]}))
     assert junk.drug_classes == frozenset() and junk.matched_by == "none"
@@ -238,11 +272,13 @@ def test_schema_defects_are_read_around():
 def condition(concept, clinical="active", verification="confirmed", rid="c1", **extra):
     resource = {"resourceType": "Condition", "id": rid, "code": concept, **extra}
     if clinical is not None:
-        resource["clinicalStatus"] = {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": clinical}]}
+        resource["clinicalStatus"] = {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": clinical}]
+        }
     if verification is not None:
-        resource["verificationStatus"] = {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": verification}]}
+        resource["verificationStatus"] = {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": verification}]
+        }
     return resource
 
 
@@ -281,8 +317,13 @@ def test_suspected_calciphylaxis_counts(verification):
 
 
 def test_dstu2_plain_string_statuses_are_read():
-    resource = {"resourceType": "Condition", "id": "c9", "clinicalStatus": "resolved",
-                "verificationStatus": "confirmed", "code": cc(term.ICD10CM, "N18.6")}
+    resource = {
+        "resourceType": "Condition",
+        "id": "c9",
+        "clinicalStatus": "resolved",
+        "verificationStatus": "confirmed",
+        "code": cc(term.ICD10CM, "N18.6"),
+    }
     assert kinds(resource) == set()
     resource["clinicalStatus"] = "active"
     assert kinds(resource) == {"kidney_failure"}
@@ -300,11 +341,16 @@ def test_e83_59_without_calciphylaxis_text_does_not_count():
     assert kinds(resource) == set()
 
 
-@pytest.mark.parametrize("text", ["Calciphylaxis of lower legs", "Calcific uremic arteriolopathy",
-                                  "calcific uraemic arteriolopathy"])
+@pytest.mark.parametrize(
+    "text", ["Calciphylaxis of lower legs", "Calcific uremic arteriolopathy", "calcific uraemic arteriolopathy"]
+)
 def test_e83_59_with_calciphylaxis_text_counts_as_coded(text):
-    resource = condition({"coding": [{"system": term.ICD10CM, "code": "E83.59",
-                                      "display": "Other disorders of calcium metabolism"}], "text": text})
+    resource = condition(
+        {
+            "coding": [{"system": term.ICD10CM, "code": "E83.59", "display": "Other disorders of calcium metabolism"}],
+            "text": text,
+        }
+    )
     facts = classify_condition(resource)
     assert [(f.kind, f.matched_by, f.code) for f in facts] == [("calciphylaxis", "code", "E83.59")]
     assert facts[0].display == text
@@ -378,8 +424,10 @@ def test_recent_dialysis_procedure_means_on_dialysis():
 
 def test_old_dialysis_procedure_is_history_not_current_dialysis():
     period = {"start": "1990-10-01T10:00:00-05:00", "end": "1990-10-01T14:00:00-05:00"}
-    assert classify_procedure(procedure(cc(term.SNOMED, "265764009", "Renal dialysis (procedure)"),
-                                        period=period), NOW) is None
+    assert (
+        classify_procedure(procedure(cc(term.SNOMED, "265764009", "Renal dialysis (procedure)"), period=period), NOW)
+        is None
+    )
 
 
 def test_dialysis_just_outside_the_window_does_not_count_and_inside_does():
@@ -406,8 +454,10 @@ def test_dialysis_procedure_recognised_by_text():
 
 
 def test_other_procedures_are_not_dialysis():
-    assert classify_procedure(procedure(cc(term.SNOMED, "430193006", "Medication Reconciliation"),
-                                        NOW.isoformat()), NOW) is None
+    assert (
+        classify_procedure(procedure(cc(term.SNOMED, "430193006", "Medication Reconciliation"), NOW.isoformat()), NOW)
+        is None
+    )
 
 
 # --- dates --------------------------------------------------------------------------------
@@ -416,13 +466,17 @@ def test_other_procedures_are_not_dialysis():
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("2019", datetime(2019, 1, 1, tzinfo=timezone.utc)),
-        ("2019-11", datetime(2019, 11, 1, tzinfo=timezone.utc)),
-        ("2019-11-12", datetime(2019, 11, 12, tzinfo=timezone.utc)),
-        ("2019-11-12T20:32:26Z", datetime(2019, 11, 12, 20, 32, 26, tzinfo=timezone.utc)),
-        ("2019-11-12T20:32:26.828+00:00", datetime(2019, 11, 12, 20, 32, 26, 828000, tzinfo=timezone.utc)),
-        ("2019-11-12T15:32:26-05:00", datetime(2019, 11, 12, 20, 32, 26, tzinfo=timezone.utc)),
-        ("not a date", None), ("", None), (None, None), (20191112, None), ("2019-13-01", None),
+        ("2019", datetime(2019, 1, 1, tzinfo=UTC)),
+        ("2019-11", datetime(2019, 11, 1, tzinfo=UTC)),
+        ("2019-11-12", datetime(2019, 11, 12, tzinfo=UTC)),
+        ("2019-11-12T20:32:26Z", datetime(2019, 11, 12, 20, 32, 26, tzinfo=UTC)),
+        ("2019-11-12T20:32:26.828+00:00", datetime(2019, 11, 12, 20, 32, 26, 828000, tzinfo=UTC)),
+        ("2019-11-12T15:32:26-05:00", datetime(2019, 11, 12, 20, 32, 26, tzinfo=UTC)),
+        ("not a date", None),
+        ("", None),
+        (None, None),
+        (20191112, None),
+        ("2019-13-01", None),
     ],
 )
 def test_fhir_dates_parse_to_aware_datetimes(text, expected):

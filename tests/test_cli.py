@@ -82,7 +82,9 @@ def test_real_server_answers_discovery_over_http(tmp_path):
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError(proc.stderr.read().decode() if proc.poll() is not None else "no answer")
+                    raise AssertionError(
+                        proc.stderr.read().decode() if proc.poll() is not None else "no answer"
+                    ) from None
                 time.sleep(0.1)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/cds-services", timeout=5) as r:
             assert r.headers["Content-Type"].startswith("application/json")
@@ -100,8 +102,16 @@ def test_feedback_report_prints_per_rule_counts(tmp_path, capsys):
     store.record_served("svc", "order-select", "p", [card])
     store.add_feedback(
         "svc",
-        [FeedbackItem.model_validate({"card": card.uuid, "outcome": "accepted", "acceptedSuggestions": [{"id": "s"}],
-                                      "outcomeTimestamp": "2026-11-21T10:00:00Z"})],
+        [
+            FeedbackItem.model_validate(
+                {
+                    "card": card.uuid,
+                    "outcome": "accepted",
+                    "acceptedSuggestions": [{"id": "s"}],
+                    "outcomeTimestamp": "2026-11-21T10:00:00Z",
+                }
+            )
+        ],
     )
     assert cli.main(["feedback-report", "--db", str(db)]) == 0
     out = capsys.readouterr().out
@@ -117,8 +127,18 @@ def test_feedback_report_without_a_database_says_so(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "host, loopback",
-    [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True), ("localhost", True),
-     ("LOCALHOST.", True), ("0.0.0.0", False), ("10.0.0.5", False), ("fhir.example.org", False), ("", False)],
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("0.0.0.0", False),
+        ("10.0.0.5", False),
+        ("fhir.example.org", False),
+        ("", False),
+    ],
 )
 def test_loopback_hosts_are_recognised_in_every_usual_spelling(host, loopback):
     from cds_service.net import is_loopback_host

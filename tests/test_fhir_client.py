@@ -95,8 +95,17 @@ def test_plain_http_is_refused_unless_loopback_or_explicitly_allowed():
 
 @pytest.mark.parametrize(
     "host, expected",
-    [("localhost", True), ("127.0.0.1", True), ("127.5.0.1", True), ("[::1]", True), ("::1", True),
-     ("10.0.0.1", False), ("localhost.example.org", False), ("", False), (None, False)],
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.5.0.1", True),
+        ("[::1]", True),
+        ("::1", True),
+        ("10.0.0.1", False),
+        ("localhost.example.org", False),
+        ("", False),
+        (None, False),
+    ],
 )
 def test_loopback_hosts(host, expected):
     assert is_loopback_host(host) is expected
@@ -147,8 +156,10 @@ def test_no_authorization_header_is_sent_without_a_token():
         (dict(body="<html>login page</html>", content_type="text/html"), "FHIR server response was not JSON"),
         (dict(json=[1, 2]), "FHIR server response was not a FHIR resource"),
         (dict(json={"id": "no-type"}), "FHIR server response was not a FHIR resource"),
-        (dict(status=302, headers={"Location": "https://evil.example.com/steal"}),
-         "FHIR server redirected (not followed)"),
+        (
+            dict(status=302, headers={"Location": "https://evil.example.com/steal"}),
+            "FHIR server redirected (not followed)",
+        ),
         (dict(status=307, headers={"Location": f"{BASE}/Patient/p2"}), "FHIR server redirected (not followed)"),
     ],
 )
@@ -164,7 +175,7 @@ def test_each_failure_becomes_a_short_reason_without_the_url_or_token(mock, reas
 
 @responses.activate
 def test_a_response_larger_than_the_cap_is_abandoned_while_streaming():
-    big = b'{"resourceType": "Bundle", "entry": [' + b'{"x": 1},' * 1000 + b'{}]}'
+    big = b'{"resourceType": "Bundle", "entry": [' + b'{"x": 1},' * 1000 + b"{}]}"
     responses.get(f"{BASE}/Condition", body=big, content_type="application/fhir+json")
     with pytest.raises(FhirFetchError, match="FHIR response too large"):
         client(max_response_bytes=4096).get_json(f"{BASE}/Condition", token=None, deadline=far_deadline())

@@ -10,12 +10,12 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from cds_service.http.app import create_app
 from cds_service.config import Settings
 from cds_service.fhir.resolver import PrefetchResolver
 from cds_service.fhir.templates import fill_template
-from cds_service.services import PREFETCH_KEYS
+from cds_service.http.app import create_app
 from cds_service.protocol import CDSRequest
+from cds_service.services import PREFETCH_KEYS
 from tests.conftest import FROZEN_NOW
 from tests.fhir_server import FhirTestServer
 
@@ -75,31 +75,56 @@ def _observation(oid, code, value, unit, days_ago):
 def patient_resources() -> list[dict]:
     return [
         {"resourceType": "Patient", "id": PATIENT, "gender": "female", "birthDate": "1958-03-02"},
-        _condition("esrd", [{"system": SNOMED, "code": "236435004", "display": "End stage renal failure on dialysis"}],
-                   "End stage renal failure on dialysis"),
-        _condition("calci", [{"system": SNOMED, "code": "237900002", "display": "Calciphylaxis"},
-                             {"system": ICD10CM, "code": "E83.59", "display": "Other disorders of calcium metabolism"}],
-                   "Calciphylaxis"),
+        _condition(
+            "esrd",
+            [{"system": SNOMED, "code": "236435004", "display": "End stage renal failure on dialysis"}],
+            "End stage renal failure on dialysis",
+        ),
+        _condition(
+            "calci",
+            [
+                {"system": SNOMED, "code": "237900002", "display": "Calciphylaxis"},
+                {"system": ICD10CM, "code": "E83.59", "display": "Other disorders of calcium metabolism"},
+            ],
+            "Calciphylaxis",
+        ),
         _condition("htn", [], "Essential hypertension"),
         _condition("other-calci", [{"system": SNOMED, "code": "237900002"}], "Calciphylaxis", patient="someone-else"),
-        _med_request("binder", medicationCodeableConcept={
-            "coding": [{"system": RXNORM, "code": "359296", "display": "calcium acetate 667 MG Oral Capsule"}],
-            "text": "calcium acetate 667 mg capsule"}),
+        _med_request(
+            "binder",
+            medicationCodeableConcept={
+                "coding": [{"system": RXNORM, "code": "359296", "display": "calcium acetate 667 MG Oral Capsule"}],
+                "text": "calcium acetate 667 mg capsule",
+            },
+        ),
         # A Medication referenced, not inlined: the no-prefetch path has to read it.
         _med_request("vka", medicationReference={"reference": "Medication/warfarin-5"}),
-        {"resourceType": "Medication", "id": "warfarin-5",
-         "code": {"coding": [{"system": RXNORM, "code": "855332", "display": "warfarin sodium 5 MG Oral Tablet"}]}},
-        _med_request("old-sevelamer", status="stopped", medicationCodeableConcept={
-            "coding": [{"system": RXNORM, "code": "749206", "display": "sevelamer carbonate 800 MG Oral Tablet"}]}),
+        {
+            "resourceType": "Medication",
+            "id": "warfarin-5",
+            "code": {"coding": [{"system": RXNORM, "code": "855332", "display": "warfarin sodium 5 MG Oral Tablet"}]},
+        },
+        _med_request(
+            "old-sevelamer",
+            status="stopped",
+            medicationCodeableConcept={
+                "coding": [{"system": RXNORM, "code": "749206", "display": "sevelamer carbonate 800 MG Oral Tablet"}]
+            },
+        ),
         _observation("ca-new", "17861-6", 10.6, "mg/dL", 3),
         _observation("ca-old", "17861-6", 9.1, "mg/dL", 40),
         _observation("alb", "1751-7", 3.4, "g/dL", 3),
         _observation("phos", "2777-1", 6.3, "mg/dL", 3),
         _observation("pth", "2731-8", 420, "pg/mL", 20),
         _observation("egfr", "98979-8", 8, "mL/min/{1.73_m2}", 3),
-        {"resourceType": "Procedure", "id": "hd-1", "status": "completed",
-         "code": {"coding": [{"system": SNOMED, "code": "302497006", "display": "Hemodialysis"}]},
-         "subject": {"reference": f"Patient/{PATIENT}"}, "performedDateTime": _when(2)},
+        {
+            "resourceType": "Procedure",
+            "id": "hd-1",
+            "status": "completed",
+            "code": {"coding": [{"system": SNOMED, "code": "302497006", "display": "Hemodialysis"}]},
+            "subject": {"reference": f"Patient/{PATIENT}"},
+            "performedDateTime": _when(2),
+        },
     ]
 
 
@@ -190,7 +215,14 @@ def test_no_prefetch_gives_the_same_cards_as_full_prefetch_and_the_server_saw_th
 
     without_prefetch = cards_of(client.post(PATIENT_VIEW, json=hook_call(fhir)))
     seen = fhir.seen()
-    assert {s.resource_type for s in seen} == {"Patient", "Condition", "MedicationRequest", "Observation", "Medication", "Procedure"}
+    assert {s.resource_type for s in seen} == {
+        "Patient",
+        "Condition",
+        "MedicationRequest",
+        "Observation",
+        "Medication",
+        "Procedure",
+    }
     assert sum(1 for s in seen if s.resource_type == "Condition") == 2  # both pages
     assert all(s.headers.get("authorization") == f"Bearer {TOKEN}" for s in seen)
     assert all(s.headers.get("accept") == "application/fhir+json" for s in seen)
@@ -237,7 +269,9 @@ def test_concurrent_hook_calls_share_the_resolver_safely(tmp_path, fhir):
 
 def test_a_loopback_server_that_is_not_on_the_allow_list_is_never_contacted(tmp_path, fhir):
     other = fhir.base_url.rsplit(":", 1)[0] + ":1/fhir"  # same host, another port
-    client = create_app(settings_for(tmp_path, fhir, fhir_allowed_servers=[other]), now=lambda: FROZEN_NOW).test_client()
+    client = create_app(
+        settings_for(tmp_path, fhir, fhir_allowed_servers=[other]), now=lambda: FROZEN_NOW
+    ).test_client()
     response = client.post(PATIENT_VIEW, json=hook_call(fhir))
     assert response.status_code == 412
     assert fhir.seen() == []
@@ -253,7 +287,7 @@ def test_a_slow_server_costs_at_most_the_deadline_and_says_timed_out(tmp_path, f
         resolved = resolver.resolve(request, PREFETCH_KEYS)
     finally:
         resolver.close()
-    assert resolved.unavailable == {key: "timed out" for key in PREFETCH_KEYS}
+    assert resolved.unavailable == dict.fromkeys(PREFETCH_KEYS, "timed out")
 
 
 def test_a_wrong_token_is_reported_as_the_servers_answer(tmp_path, fhir):

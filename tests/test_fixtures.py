@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from fhir.resources.R4B.medicationrequest import MedicationRequest as R4BMedicationRequest
 from fhir.resources.medicationrequest import MedicationRequest as R5MedicationRequest
+from fhir.resources.R4B.medicationrequest import MedicationRequest as R4BMedicationRequest
 
 from tests.conftest import FIXTURES
 
@@ -33,9 +33,15 @@ def test_there_are_at_least_20_named_scenarios_each_with_an_expected_outcome():
 def test_fixtures_cover_every_rule_and_the_silent_cases():
     rules = {card["rule"] for path in FIXTURE_FILES for card in _load(path)["_expected"]["cards"]}
     assert rules >= {
-        "C1-calcium-binder-calciphylaxis", "C1-calcium-binder-dialysis", "C1-calcium-binder-dialysis-stale-data",
-        "C2-vka-calciphylaxis", "C2-vka-dialysis", "C3-active-vitamin-d-calciphylaxis",
-        "C3-active-vitamin-d-dialysis", "M1-mineral-status-calciphylaxis", "X1-calciphylaxis-check-incomplete",
+        "C1-calcium-binder-calciphylaxis",
+        "C1-calcium-binder-dialysis",
+        "C1-calcium-binder-dialysis-stale-data",
+        "C2-vka-calciphylaxis",
+        "C2-vka-dialysis",
+        "C3-active-vitamin-d-calciphylaxis",
+        "C3-active-vitamin-d-dialysis",
+        "M1-mineral-status-calciphylaxis",
+        "X1-calciphylaxis-check-incomplete",
     }
     silent = [p.name for p in FIXTURE_FILES if not _load(p)["_expected"]["cards"]]
     assert len(silent) >= 6
@@ -49,7 +55,7 @@ def test_fixture_gives_its_expected_cards_over_http(client, path):
     assert response.status_code == 200, response.get_json()
     cards = response.get_json()["cards"]
     assert len(cards) == len(expected), [c["summary"] for c in cards]
-    for card, want in zip(cards, expected):
+    for card, want in zip(cards, expected, strict=True):
         _assert_card(card, want, body)
 
 
@@ -84,8 +90,11 @@ def _assert_card(card: dict, want: dict, request: dict) -> None:
             assert actions[0]["type"] == "create", "the substitute must come first"
             _assert_valid_substitute(actions[0]["resource"], request)
         if "removes" in want:
-            assert actions[-1] == {"type": "delete", "description": actions[-1]["description"],
-                                   "resourceId": want["removes"]}
+            assert actions[-1] == {
+                "type": "delete",
+                "description": actions[-1]["description"],
+                "resourceId": want["removes"],
+            }
         if "stops" in want:
             update = actions[-1]
             assert update["type"] == "update"

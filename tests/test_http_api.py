@@ -10,12 +10,14 @@ import pytest
 
 from cds_service.config import Settings
 from cds_service.http.app import create_app
-from tests.conftest import FHIR_DATA, load_shared, preflight
+from tests.conftest import load_shared, preflight
 
 ORDER_SELECT = "/cds-services/calciphylaxis-order-select"
 PATIENT_VIEW = "/cds-services/calciphylaxis-patient-view"
 
-TOKEN_RE = re.compile(r"^\{\{(context\.[A-Za-z]+|userPractitionerId|userPractitionerRoleId|userPatientId|userRelatedPersonId)\}\}$")
+TOKEN_RE = re.compile(
+    r"^\{\{(context\.[A-Za-z]+|userPractitionerId|userPractitionerRoleId|userPatientId|userRelatedPersonId)\}\}$"
+)
 
 
 def minimal_patient_view(**overrides):
@@ -167,7 +169,13 @@ def test_context_fields_required_by_the_hook_are_checked(client):
 
 
 def test_fhir_authorization_without_fhir_server_is_400(client):
-    auth = {"access_token": "secret-token-value", "token_type": "Bearer", "expires_in": 300, "scope": "x", "subject": "s"}
+    auth = {
+        "access_token": "secret-token-value",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "x",
+        "subject": "s",
+    }
     response = client.post(PATIENT_VIEW, json=minimal_patient_view(fhirAuthorization=auth))
     assert response.status_code == 400
     message = diagnostics(response)
@@ -292,7 +300,13 @@ def test_index_says_what_this_is_and_links_discovery(client):
 
 
 def test_one_structured_log_line_per_request_without_tokens(client, caplog):
-    auth = {"access_token": "secret-token-value", "token_type": "Bearer", "expires_in": 300, "scope": "x", "subject": "s"}
+    auth = {
+        "access_token": "secret-token-value",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "x",
+        "subject": "s",
+    }
     body = minimal_patient_view(fhirAuthorization=auth, fhirServer="https://ehr.example.org/fhir")
     with caplog.at_level(logging.INFO, logger="cds_service.request"):
         client.post(PATIENT_VIEW, json=body, headers={"Authorization": "Bearer jwt-value"})

@@ -11,15 +11,15 @@ import pytest
 import requests
 import responses
 
-from cds_service.http.app import create_app
 from cds_service.config import Settings
 from cds_service.errors import BadRequest, DataUnavailable
 from cds_service.fhir.resolver import PrefetchResolver
 from cds_service.fhir.templates import PrefetchKey, TemplateError, fill_template
+from cds_service.http.app import create_app
 from cds_service.http.errors import http_status
-from cds_service.services import PREFETCH_KEYS, SERVICES
-from cds_service.protocol import HOOKS, CDSRequest
 from cds_service.patient.terminology import LAB_LOINC, LOINC_TO_ANALYTE
+from cds_service.protocol import HOOKS, CDSRequest
+from cds_service.services import PREFETCH_KEYS, SERVICES
 from tests.conftest import FROZEN_NOW
 
 # The templates every service declares, and which keys each hook's service requires.
@@ -193,15 +193,19 @@ def test_token_values_cannot_add_parameters_or_path_segments():
     "template, context, reason",
     [
         ("Encounter/{{context.encounterId}}", {"patientId": "p"}, "request has no usable context.encounterId"),
-        ("X?d={{context.draftOrders}}", {"draftOrders": {"resourceType": "Bundle"}},
-         "request has no usable context.draftOrders"),
-        ("X?s={{context.selections}}", {"selections": ["MedicationRequest/1"]},
-         "request has no usable context.selections"),
-        ("Practitioner/{{userPractitionerId}}", {"userId": "PractitionerRole/1"},
-         "request has no Practitioner user"),
+        (
+            "X?d={{context.draftOrders}}",
+            {"draftOrders": {"resourceType": "Bundle"}},
+            "request has no usable context.draftOrders",
+        ),
+        (
+            "X?s={{context.selections}}",
+            {"selections": ["MedicationRequest/1"]},
+            "request has no usable context.selections",
+        ),
+        ("Practitioner/{{userPractitionerId}}", {"userId": "PractitionerRole/1"}, "request has no Practitioner user"),
         ("X?d={{today()}}", {}, "template uses a token this service cannot fill"),
-        ("X?d={{context.medication.id}}", {"medication": {"id": "1"}},
-         "request has no usable context.medication.id"),
+        ("X?d={{context.medication.id}}", {"medication": {"id": "1"}}, "request has no usable context.medication.id"),
     ],
 )
 def test_unfillable_tokens_are_reported(template, context, reason):
@@ -213,7 +217,9 @@ def test_unfillable_tokens_are_reported(template, context, reason):
 @responses.activate
 def test_a_template_that_cannot_be_filled_is_unavailable_without_a_call(resolver):
     request = hook_request(hook="order-sign")
-    resolved = resolver.resolve(request, {"encounter": PrefetchKey("Encounter/{{context.encounterId}}", "the encounter")})
+    resolved = resolver.resolve(
+        request, {"encounter": PrefetchKey("Encounter/{{context.encounterId}}", "the encounter")}
+    )
     assert resolved.unavailable == {"encounter": "request has no usable context.encounterId"}
     assert len(responses.calls) == 0
 
@@ -233,7 +239,7 @@ def test_prefetched_resources_and_bundles_are_used_without_calling_the_server(re
 
 @responses.activate
 def test_null_means_the_ehr_has_no_such_data_not_that_it_is_missing(resolver):
-    sent = {key: None for key in PREFETCH_TEMPLATES}
+    sent = dict.fromkeys(PREFETCH_TEMPLATES)
     resolved = resolve_all(resolver, hook_request(sent))
     assert len(responses.calls) == 0
     assert resolved.data == sent and resolved.unavailable == {}
@@ -270,8 +276,18 @@ def test_a_bundle_of_only_informational_outcomes_is_an_empty_result(resolver):
         {"resourceType": "Bundle", "type": "transaction", "entry": []},
         {"resourceType": "Bundle", "type": "searchset", "entry": {"not": "a list"}},
     ],
-    ids=["outcome", "all-error-bundle", "string", "list", "number", "bool", "no-type", "wrong-type",
-         "transaction-bundle", "entry-not-a-list"],
+    ids=[
+        "outcome",
+        "all-error-bundle",
+        "string",
+        "list",
+        "number",
+        "bool",
+        "no-type",
+        "wrong-type",
+        "transaction-bundle",
+        "entry-not-a-list",
+    ],
 )
 @responses.activate
 def test_errors_and_odd_prefetch_values_are_fetched_instead(resolver, value):
@@ -347,11 +363,15 @@ def test_filled_lab_searches_carry_the_terminology_codes(resolver):
         (dict(json=outcome()), "FHIR server reported an error"),
         (dict(json=searchset(outcomes=[outcome("fatal")])), "FHIR server reported an error"),
         (dict(json=PATIENT_RESOURCE), "FHIR server did not answer with search results"),
-        (dict(json={"resourceType": "Bundle", "type": "history", "entry": []}),
-         "FHIR server did not answer with search results"),
+        (
+            dict(json={"resourceType": "Bundle", "type": "history", "entry": []}),
+            "FHIR server did not answer with search results",
+        ),
         (dict(body=b'{"resourceType": "Bundle", "pad": "' + b"x" * 5000 + b'"}'), "FHIR response too large"),
-        (dict(status=302, headers={"Location": "https://evil.example.com/Condition"}),
-         "FHIR server redirected (not followed)"),
+        (
+            dict(status=302, headers={"Location": "https://evil.example.com/Condition"}),
+            "FHIR server redirected (not followed)",
+        ),
     ],
 )
 @responses.activate
@@ -380,7 +400,7 @@ def test_an_untrusted_fhir_server_is_never_contacted_nor_sent_the_token():
     responses.get(re.compile(r".*"), json=searchset())
     resolved = resolve_all(resolver, hook_request(hook="order-sign"))
     assert len(responses.calls) == 0
-    assert resolved.unavailable == {key: "FHIR server not trusted" for key in PREFETCH_TEMPLATES}
+    assert resolved.unavailable == dict.fromkeys(PREFETCH_TEMPLATES, "FHIR server not trusted")
 
 
 @responses.activate
@@ -662,8 +682,13 @@ def test_a_token_for_another_patient_is_400_through_the_app(tmp_path):
     [
         dict(body=requests.exceptions.ConnectionError("refused")),
         dict(body=requests.exceptions.ReadTimeout("slow")),
-        dict(status=401), dict(status=403), dict(status=404), dict(status=500),
-        dict(body="<html/>"), dict(json=["x"]), dict(json=outcome()),
+        dict(status=401),
+        dict(status=403),
+        dict(status=404),
+        dict(status=500),
+        dict(body="<html/>"),
+        dict(json=["x"]),
+        dict(json=outcome()),
         dict(json={"resourceType": "Bundle", "type": "batch-response"}),
         dict(json={"resourceType": "Bundle", "type": "searchset", "entry": [1, "x", {"resource": []}]}),
         dict(json={"resourceType": "Bundle", "type": "searchset", "link": "next"}),

@@ -7,8 +7,8 @@ from pydantic import ValidationError
 
 from cds_service.protocol import (
     Action,
-    CDSResponse,
     Card,
+    CDSResponse,
     Coding,
     DiscoveryService,
     Link,

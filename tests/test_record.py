@@ -5,20 +5,20 @@ from __future__ import annotations
 import copy
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from cds_service.patient import terminology as term
 from cds_service.checks.labs import ca_x_p, corrected_calcium
 from cds_service.fhir.resolver import ResolvedPrefetch
+from cds_service.patient import terminology as term
 from cds_service.patient.build import SERIES_LIMIT, build_record, orders_under_review
 from cds_service.patient.model import STALE_AFTER, PatientRecord
 from cds_service.patient.units import ALBUMIN_PAIRING_WINDOW, CA_X_P_PAIRING_WINDOW
 from tests.conftest import load_shared
 
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 # ../shared/fhir-data beside the repository (never copied into it); tests skip when absent.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "fhir-data"
 CONTEXT = {"patientId": "p1", "userId": "Practitioner/u1"}
@@ -30,7 +30,9 @@ def days_ago(days: float) -> str:
 
 def obs(rid, loinc, value, unit, when=None, status="final", **extra):
     resource = {
-        "resourceType": "Observation", "id": rid, "status": status,
+        "resourceType": "Observation",
+        "id": rid,
+        "status": status,
         "code": {"coding": [{"system": term.LOINC, "code": loinc}]},
         "subject": {"reference": "Patient/p1"},
         "valueQuantity": {"value": value, "unit": unit, "system": term.UCUM, "code": unit},
@@ -56,30 +58,40 @@ def build(prefetch=None, unavailable=None, context=CONTEXT):
 
 
 def med(rid, rxnorm, display, status="active"):
-    return {"resourceType": "MedicationRequest", "id": rid, "status": status, "intent": "order",
-            "subject": {"reference": "Patient/p1"},
-            "medicationCodeableConcept": {"coding": [{"system": term.RXNORM, "code": rxnorm,
-                                                      "display": display}]}}
+    return {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {"coding": [{"system": term.RXNORM, "code": rxnorm, "display": display}]},
+    }
 
 
 def condition(rid, system, code, display, clinical="active"):
-    return {"resourceType": "Condition", "id": rid,
-            "clinicalStatus": {"coding": [{"code": clinical}]},
-            "verificationStatus": {"coding": [{"code": "confirmed"}]},
-            "code": {"coding": [{"system": system, "code": code, "display": display}]}}
+    return {
+        "resourceType": "Condition",
+        "id": rid,
+        "clinicalStatus": {"coding": [{"code": clinical}]},
+        "verificationStatus": {"coding": [{"code": "confirmed"}]},
+        "code": {"coding": [{"system": system, "code": code, "display": display}]},
+    }
 
 
 # --- labs ---------------------------------------------------------------------------------
 
 
 def test_latest_result_wins_whatever_the_input_order():
-    record = build({"calcium": bundle(
-        obs("old", "17861-6", 9.0, "mg/dL", days_ago(20)),
-        obs("new", "17861-6", 10.6, "mg/dL", days_ago(1)),
-        obs("mid", "17861-6", 9.8, "mg/dL", days_ago(10)),
-    )})
-    assert [r.resource_id for r in record.labs["calcium"]] == [
-        "Observation/new", "Observation/mid", "Observation/old"]
+    record = build(
+        {
+            "calcium": bundle(
+                obs("old", "17861-6", 9.0, "mg/dL", days_ago(20)),
+                obs("new", "17861-6", 10.6, "mg/dL", days_ago(1)),
+                obs("mid", "17861-6", 9.8, "mg/dL", days_ago(10)),
+            )
+        }
+    )
+    assert [r.resource_id for r in record.labs["calcium"]] == ["Observation/new", "Observation/mid", "Observation/old"]
     assert record.latest("calcium").value == 10.6
 
 
@@ -104,14 +116,17 @@ def test_effective_time_falls_back_through_period_instant_and_issued():
     issued = obs("issued", "2777-1", 5.2, "mg/dL", issued=days_ago(1))
     undated = obs("undated", "2777-1", 5.3, "mg/dL")
     record = build({"phosphate": bundle(undated, period, instant, issued)})
-    assert [r.resource_id.split("/")[1] for r in record.labs["phosphate"]] == [
-        "issued", "instant", "period", "undated"]
+    assert [r.resource_id.split("/")[1] for r in record.labs["phosphate"]] == ["issued", "instant", "period", "undated"]
     assert record.labs["phosphate"][-1].effective is None
 
 
 def test_units_are_normalised_and_originals_kept():
-    record = build({"calcium": bundle(obs("ca", "2000-8", 2.6, "mmol/L", days_ago(1))),
-                    "pth": bundle(obs("pth", "14866-8", 50.0, "pmol/L", days_ago(1)))})
+    record = build(
+        {
+            "calcium": bundle(obs("ca", "2000-8", 2.6, "mmol/L", days_ago(1))),
+            "pth": bundle(obs("pth", "14866-8", 50.0, "pmol/L", days_ago(1))),
+        }
+    )
     calcium = record.latest("calcium")
     assert calcium.value == pytest.approx(2.6 * 4.008)
     assert (calcium.unit, calcium.original_value, calcium.original_unit) == ("mg/dL", 2.6, "mmol/L")
@@ -120,8 +135,13 @@ def test_units_are_normalised_and_originals_kept():
 
 
 def test_a_result_with_an_unknown_unit_is_not_used_and_is_noted():
-    record = build({"calcium": bundle(obs("meq", "17861-6", 4.8, "mEq/L", days_ago(1)),
-                                      obs("ok", "17861-6", 9.1, "mg/dL", days_ago(9)))})
+    record = build(
+        {
+            "calcium": bundle(
+                obs("meq", "17861-6", 4.8, "mEq/L", days_ago(1)), obs("ok", "17861-6", 9.1, "mg/dL", days_ago(9))
+            )
+        }
+    )
     assert record.latest("calcium").resource_id == "Observation/ok"
     [note] = record.unusable_labs
     assert (note.analyte, note.resource_id) == ("calcium", "Observation/meq")
@@ -129,19 +149,35 @@ def test_a_result_with_an_unknown_unit_is_not_used_and_is_noted():
 
 
 def test_a_result_without_a_numeric_value_is_noted():
-    record = build({"egfr": bundle({"resourceType": "Observation", "id": "e", "status": "final",
-                                    "code": {"coding": [{"system": term.LOINC, "code": "98979-8"}]},
-                                    "valueString": ">60"})})
+    record = build(
+        {
+            "egfr": bundle(
+                {
+                    "resourceType": "Observation",
+                    "id": "e",
+                    "status": "final",
+                    "code": {"coding": [{"system": term.LOINC, "code": "98979-8"}]},
+                    "valueString": ">60",
+                }
+            )
+        }
+    )
     assert record.labs == {}
     assert record.unusable_labs[0].reason == "no numeric valueQuantity"
 
 
 def test_observations_of_other_codes_or_systems_are_ignored():
-    record = build({"x": bundle(
-        obs("bun", "6299-2", 48, "mg/dL", days_ago(1)),
-        {**obs("local", "17861-6", 9.0, "mg/dL", days_ago(1)),
-         "code": {"coding": [{"system": "http://lab.example/codes", "code": "17861-6"}]}},
-    )})
+    record = build(
+        {
+            "x": bundle(
+                obs("bun", "6299-2", 48, "mg/dL", days_ago(1)),
+                {
+                    **obs("local", "17861-6", 9.0, "mg/dL", days_ago(1)),
+                    "code": {"coding": [{"system": "http://lab.example/codes", "code": "17861-6"}]},
+                },
+            )
+        }
+    )
     assert record.labs == {} and record.unusable_labs == ()
 
 
@@ -155,10 +191,16 @@ def test_prefetch_nulls_operation_outcomes_and_junk_are_skipped():
     outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]}
     with_outcome_entry = bundle(obs("ca", "17861-6", 9.6, "mg/dL", days_ago(1)), outcome)
     with_outcome_entry["entry"][1]["search"] = {"mode": "outcome"}
-    record = build({
-        "patient": None, "conditions": outcome, "calcium": with_outcome_entry, "junk": "text",
-        "list": [1, 2], "bundle_junk": {"resourceType": "Bundle", "entry": [None, 5, {"resource": "x"}]},
-    })
+    record = build(
+        {
+            "patient": None,
+            "conditions": outcome,
+            "calcium": with_outcome_entry,
+            "junk": "text",
+            "list": [1, 2],
+            "bundle_junk": {"resourceType": "Bundle", "entry": [None, 5, {"resource": "x"}]},
+        }
+    )
     assert record.latest("calcium").value == 9.6
     assert record.conditions == () and record.medications == ()
 
@@ -177,8 +219,12 @@ def test_patient_id_comes_from_the_context():
 
 
 def test_corrected_calcium_uses_an_albumin_drawn_the_same_day():
-    record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1))),
-                    "albumin": bundle(obs("alb", "1751-7", 2.5, "g/dL", days_ago(1.1)))})
+    record = build(
+        {
+            "calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1))),
+            "albumin": bundle(obs("alb", "1751-7", 2.5, "g/dL", days_ago(1.1))),
+        }
+    )
     corrected = corrected_calcium(record)
     assert corrected.method == "corrected"
     assert corrected.value == pytest.approx(8.8 + 0.8 * 1.5)
@@ -187,37 +233,60 @@ def test_corrected_calcium_uses_an_albumin_drawn_the_same_day():
 
 
 def test_corrected_calcium_accepts_albumin_in_g_per_litre():
-    record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1))),
-                    "albumin": bundle(obs("alb", "1751-7", 25, "g/L", days_ago(1)))})
+    record = build(
+        {
+            "calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1))),
+            "albumin": bundle(obs("alb", "1751-7", 25, "g/L", days_ago(1))),
+        }
+    )
     assert corrected_calcium(record).value == pytest.approx(10.0)
 
 
 def test_a_far_albumin_is_not_used_and_the_measured_value_is_reported():
     far = ALBUMIN_PAIRING_WINDOW + timedelta(hours=2)
-    record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1))),
-                    "albumin": bundle(obs("alb", "1751-7", 2.5, "g/dL", days_ago(1 + far.total_seconds() / 86400)))})
+    record = build(
+        {
+            "calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1))),
+            "albumin": bundle(obs("alb", "1751-7", 2.5, "g/dL", days_ago(1 + far.total_seconds() / 86400))),
+        }
+    )
     corrected = corrected_calcium(record)
     assert corrected.method == "measured" and corrected.value == 8.8 and corrected.albumin is None
 
 
 def test_the_albumin_nearest_the_calcium_is_chosen():
-    record = build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(3))),
-                    "albumin": bundle(obs("newer", "1751-7", 4.0, "g/dL", days_ago(1.5)),
-                                      obs("near", "1751-7", 3.0, "g/dL", days_ago(3)))})
+    record = build(
+        {
+            "calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(3))),
+            "albumin": bundle(
+                obs("newer", "1751-7", 4.0, "g/dL", days_ago(1.5)), obs("near", "1751-7", 3.0, "g/dL", days_ago(3))
+            ),
+        }
+    )
     assert corrected_calcium(record).albumin.resource_id == "Observation/near"
 
 
 def test_a_newer_lab_reported_corrected_calcium_is_preferred():
-    record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(5)),
-                                      obs("cc", "29265-6", 2.6, "mmol/L", days_ago(1)))})
+    record = build(
+        {
+            "calcium": bundle(
+                obs("ca", "17861-6", 8.8, "mg/dL", days_ago(5)), obs("cc", "29265-6", 2.6, "mmol/L", days_ago(1))
+            )
+        }
+    )
     corrected = corrected_calcium(record)
     assert corrected.method == "reported-corrected"
     assert corrected.value == pytest.approx(2.6 * 4.008)
 
 
 def test_an_older_lab_reported_corrected_calcium_yields_to_the_newer_total():
-    record = build({"calcium": bundle(obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1)),
-                                      obs("cc", "29265-6", 2.6, "mmol/L", days_ago(30)))})
+    record = build(
+        {
+            "calcium": bundle(
+                obs("ca", "17861-6", 8.8, "mg/dL", days_ago(1)), obs("cc", "29265-6", 2.6, "mmol/L", days_ago(30))
+            )
+        }
+    )
     assert corrected_calcium(record).method == "measured"
 
 
@@ -226,9 +295,13 @@ def test_no_calcium_means_no_corrected_calcium():
 
 
 def test_ca_x_p_multiplies_the_corrected_calcium_and_the_latest_phosphate():
-    record = build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(2))),
-                    "albumin": bundle(obs("alb", "1751-7", 3.0, "g/dL", days_ago(2))),
-                    "phosphate": bundle(obs("p", "14879-1", 2.0, "mmol/L", days_ago(2)))})
+    record = build(
+        {
+            "calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(2))),
+            "albumin": bundle(obs("alb", "1751-7", 3.0, "g/dL", days_ago(2))),
+            "phosphate": bundle(obs("p", "14879-1", 2.0, "mmol/L", days_ago(2))),
+        }
+    )
     product = ca_x_p(record)
     assert product.value == pytest.approx(9.8 * 2.0 * 3.097)
     assert product.calcium.method == "corrected"
@@ -237,8 +310,12 @@ def test_ca_x_p_multiplies_the_corrected_calcium_and_the_latest_phosphate():
 
 def test_ca_x_p_needs_calcium_and_phosphate_drawn_together():
     apart = CA_X_P_PAIRING_WINDOW.days + 5
-    record = build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(1))),
-                    "phosphate": bundle(obs("p", "2777-1", 6.0, "mg/dL", days_ago(1 + apart)))})
+    record = build(
+        {
+            "calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(1))),
+            "phosphate": bundle(obs("p", "2777-1", 6.0, "mg/dL", days_ago(1 + apart))),
+        }
+    )
     assert ca_x_p(record) is None
     assert ca_x_p(build({"calcium": bundle(obs("ca", "17861-6", 9.0, "mg/dL", days_ago(1)))})) is None
 
@@ -278,39 +355,65 @@ def test_analytes_without_a_monitoring_interval_are_never_stale():
 
 
 def test_conditions_and_recent_procedures_put_the_patient_in_scope():
-    record = build({
-        "conditions": bundle(condition("c1", term.ICD10CM, "E83.59", "Calciphylaxis")),
-        "procedures": bundle({"resourceType": "Procedure", "id": "hd", "status": "completed",
-                              "code": {"coding": [{"system": term.SNOMED, "code": "302497006"}]},
-                              "performedDateTime": days_ago(2)}),
-    })
+    record = build(
+        {
+            "conditions": bundle(condition("c1", term.ICD10CM, "E83.59", "Calciphylaxis")),
+            "procedures": bundle(
+                {
+                    "resourceType": "Procedure",
+                    "id": "hd",
+                    "status": "completed",
+                    "code": {"coding": [{"system": term.SNOMED, "code": "302497006"}]},
+                    "performedDateTime": days_ago(2),
+                }
+            ),
+        }
+    )
     assert record.has_calciphylaxis and record.on_dialysis
     assert {c.resource_id for c in record.conditions} == {"Condition/c1", "Procedure/hd"}
 
 
 def test_latest_egfr_below_15_means_kidney_failure():
-    record = build({"egfr": bundle(obs("e", "98979-8", 11, "mL/min/{1.73_m2}", days_ago(3)),
-                                   obs("e0", "98979-8", 40, "mL/min/{1.73_m2}", days_ago(300)))})
+    record = build(
+        {
+            "egfr": bundle(
+                obs("e", "98979-8", 11, "mL/min/{1.73_m2}", days_ago(3)),
+                obs("e0", "98979-8", 40, "mL/min/{1.73_m2}", days_ago(300)),
+            )
+        }
+    )
     assert record.on_dialysis
 
 
 def test_only_active_and_on_hold_medications_are_on_the_chart():
-    record = build({"meds": bundle(
-        med("a", "197433", "calcium acetate 667 MG Oral Tablet"),
-        med("h", "855332", "warfarin sodium 5 MG Oral Tablet", status="on-hold"),
-        med("s", "308867", "calcitriol 0.00025 MG Oral Capsule", status="stopped"),
-        med("c", "308867", "calcitriol", status="completed"),
-        med("x", "308867", "calcitriol", status="entered-in-error"),
-        med("d", "308867", "calcitriol", status="draft"),
-    )})
+    record = build(
+        {
+            "meds": bundle(
+                med("a", "197433", "calcium acetate 667 MG Oral Tablet"),
+                med("h", "855332", "warfarin sodium 5 MG Oral Tablet", status="on-hold"),
+                med("s", "308867", "calcitriol 0.00025 MG Oral Capsule", status="stopped"),
+                med("c", "308867", "calcitriol", status="completed"),
+                med("x", "308867", "calcitriol", status="entered-in-error"),
+                med("d", "308867", "calcitriol", status="draft"),
+            )
+        }
+    )
     assert [m.resource_id for m in record.medications] == ["MedicationRequest/a", "MedicationRequest/h"]
 
 
 def test_prefetch_medications_referring_to_bundled_medications_are_classified():
-    request = {"resourceType": "MedicationRequest", "id": "r", "status": "active", "intent": "order",
-               "medicationReference": {"reference": "urn:uuid:abc"}}
-    medication = {"resourceType": "Medication", "id": "abc",
-                  "code": {"coding": [{"system": term.RXNORM, "code": "1894"}]}}
+    request = {
+        "resourceType": "MedicationRequest",
+        "id": "r",
+        "status": "active",
+        "intent": "order",
+        "medicationReference": {"reference": "urn:uuid:abc"},
+    }
+    medication = {
+        "resourceType": "Medication",
+        "id": "abc",
+        "code": {"coding": [{"system": term.RXNORM, "code": "1894"}]},
+    }
     record = build({"meds": bundle(request, medication, full_urls=["urn:uuid:r", "urn:uuid:abc"])})
     assert record.medications[0].drug_classes == {"active_vitamin_d"}
     assert "urn:uuid:abc" in record.medication_catalog
@@ -323,8 +426,9 @@ def draft(rid, rxnorm=None, display=None, status="draft", rtype="MedicationReque
     resource = {"resourceType": rtype, "id": rid, "status": status}
     if rxnorm:
         resource["intent"] = "order"
-        resource["medicationCodeableConcept"] = {"coding": [{"system": term.RXNORM, "code": rxnorm,
-                                                             "display": display}]}
+        resource["medicationCodeableConcept"] = {
+            "coding": [{"system": term.RXNORM, "code": rxnorm, "display": display}]
+        }
     return resource
 
 
@@ -343,8 +447,9 @@ def ids(orders):
 
 
 def test_order_select_reviews_only_the_selected_drafts():
-    context = draft_context(draft("a", "197433", "calcium acetate"), draft("b", "855332", "warfarin"),
-                            selections=["MedicationRequest/b"])
+    context = draft_context(
+        draft("a", "197433", "calcium acetate"), draft("b", "855332", "warfarin"), selections=["MedicationRequest/b"]
+    )
     reviewed = orders_under_review("order-select", context, build({}))
     assert ids(reviewed) == ["MedicationRequest/b"]
     assert reviewed[0].is_draft and reviewed[0].order.drug_classes == {"vka"}
@@ -366,8 +471,9 @@ def test_order_select_skips_nutrition_orders_service_requests_and_the_empty_draf
 
 
 def test_order_select_reads_a_dstu2_medication_order():
-    context = draft_context(draft("m", "197433", "calcium acetate", rtype="MedicationOrder"),
-                            selections=["MedicationOrder/m"])
+    context = draft_context(
+        draft("m", "197433", "calcium acetate", rtype="MedicationOrder"), selections=["MedicationOrder/m"]
+    )
     assert ids(orders_under_review("order-select", context, build({}))) == ["MedicationOrder/m"]
 
 
@@ -379,15 +485,22 @@ def test_order_sign_reviews_every_medication_draft_not_closed():
         draft("d", "308867", "calcitriol", status="entered-in-error"),
         {"resourceType": "NutritionOrder", "id": "n", "status": "draft"},
     )
-    assert ids(orders_under_review("order-sign", context, build({}))) == [
-        "MedicationRequest/a", "MedicationRequest/b"]
+    assert ids(orders_under_review("order-sign", context, build({}))) == ["MedicationRequest/a", "MedicationRequest/b"]
 
 
 def test_draft_referring_to_a_medication_in_the_draft_bundle_is_classified():
-    request = {"resourceType": "MedicationRequest", "id": "a", "status": "draft", "intent": "order",
-               "medicationReference": {"reference": "Medication/m1"}}
-    medication = {"resourceType": "Medication", "id": "m1",
-                  "code": {"coding": [{"system": term.RXNORM, "code": "197433"}]}}
+    request = {
+        "resourceType": "MedicationRequest",
+        "id": "a",
+        "status": "draft",
+        "intent": "order",
+        "medicationReference": {"reference": "Medication/m1"},
+    }
+    medication = {
+        "resourceType": "Medication",
+        "id": "m1",
+        "code": {"coding": [{"system": term.RXNORM, "code": "197433"}]},
+    }
     context = draft_context(request, medication)
     [order] = orders_under_review("order-sign", context, build({}))
     assert order.order.drug_classes == {"calcium_binder"}
@@ -399,9 +512,16 @@ def test_patient_view_reviews_chart_medications_as_not_drafts():
     assert order.order.resource_id == "MedicationRequest/a" and not order.is_draft
 
 
-@pytest.mark.parametrize("context", [{}, {"draftOrders": None}, {"draftOrders": "x"},
-                                     {"draftOrders": {"resourceType": "Bundle", "entry": "x"}},
-                                     {"draftOrders": {"resourceType": "Bundle"}, "selections": 5}])
+@pytest.mark.parametrize(
+    "context",
+    [
+        {},
+        {"draftOrders": None},
+        {"draftOrders": "x"},
+        {"draftOrders": {"resourceType": "Bundle", "entry": "x"}},
+        {"draftOrders": {"resourceType": "Bundle"}, "selections": 5},
+    ],
+)
 def test_malformed_draft_orders_yield_nothing_rather_than_raise(context):
     for hook in ("order-select", "order-sign"):
         assert orders_under_review(hook, context, build({})) == ()
@@ -419,8 +539,9 @@ SYNTHEA = "fhir-data/synthea-r4-bundles/Dirk_Kuhlman_1e503533-b8c2-42cb-a6d5-bbd
 
 def test_a_real_synthea_bundle_builds_a_record_out_of_scope():
     transaction = load_shared(SYNTHEA)
-    record = build_record({"patientId": "948e608d-e408-4788-8cf2-8157c49c2940"},
-                          ResolvedPrefetch({"everything": transaction}, {}), NOW)
+    record = build_record(
+        {"patientId": "948e608d-e408-4788-8cf2-8157c49c2940"}, ResolvedPrefetch({"everything": transaction}, {}), NOW
+    )
     # Calcium (49765-1, mg/dL) and eGFR (33914-3) are read; CKD stage 1 is not kidney failure.
     assert len(record.labs["calcium"]) == 9
     assert record.latest("calcium").unit == "mg/dL"
@@ -445,14 +566,20 @@ def test_a_synthea_bundle_with_added_dialysis_calciphylaxis_and_urn_uuid_medicat
         obs("ca-new", "17861-6", 10.4, "mg/dL", days_ago(2)),
         obs("alb-new", "1751-7", 30, "g/L", days_ago(2)),
         obs("p-new", "2777-1", 6.5, "mg/dL", days_ago(2)),
-        {"resourceType": "Medication", "id": "med-ca",
-         "code": {"coding": [{"system": term.RXNORM, "code": "359296"}]}},
-        {"resourceType": "MedicationRequest", "id": "mr-ca", "status": "active", "intent": "order",
-         "subject": {"reference": patient_ref}, "medicationReference": {"reference": "urn:uuid:med-ca"}},
+        {"resourceType": "Medication", "id": "med-ca", "code": {"coding": [{"system": term.RXNORM, "code": "359296"}]}},
+        {
+            "resourceType": "MedicationRequest",
+            "id": "mr-ca",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": patient_ref},
+            "medicationReference": {"reference": "urn:uuid:med-ca"},
+        },
     ]
     transaction["entry"].extend({"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in added)
-    record = build_record({"patientId": patient_ref.split(":")[-1]},
-                          ResolvedPrefetch({"everything": transaction}, {}), NOW)
+    record = build_record(
+        {"patientId": patient_ref.split(":")[-1]}, ResolvedPrefetch({"everything": transaction}, {}), NOW
+    )
     assert record.has_calciphylaxis and record.on_dialysis
     assert record.latest("calcium").resource_id == "Observation/ca-new"
     assert corrected_calcium(record).value == pytest.approx(10.4 + 0.8 * 1.0)
@@ -463,8 +590,11 @@ def test_a_synthea_bundle_with_added_dialysis_calciphylaxis_and_urn_uuid_medicat
 
 def test_synthea_egfr_display_with_a_zero_width_space_is_still_read():
     transaction = load_shared(SYNTHEA)
-    egfr = next(e["resource"] for e in transaction["entry"]
-                if e["resource"].get("code", {}).get("coding", [{}])[0].get("code") == "33914-3")
+    egfr = next(
+        e["resource"]
+        for e in transaction["entry"]
+        if e["resource"].get("code", {}).get("coding", [{}])[0].get("code") == "33914-3"
+    )
     egfr = copy.deepcopy(egfr)
     egfr["code"]["coding"][0]["display"] = "Glomerular filtration rate/\u200b1.73 sq M.predicted"
     egfr["valueQuantity"].update(value=9.0, unit="mL/min/{1.73_m2}", code="mL/min/{1.73_m2}")
@@ -485,8 +615,9 @@ def test_bulk_synthea_patient_with_dialysis_decades_ago_is_not_on_dialysis_now()
                 resource = json.loads(line)
                 if resource.get("subject", {}).get("reference") == patient:
                     resources.append(resource)
-    dialysis = [r for r in resources if r["resourceType"] == "Procedure"
-                and r["code"]["coding"][0]["code"] == "265764009"]
+    dialysis = [
+        r for r in resources if r["resourceType"] == "Procedure" and r["code"]["coding"][0]["code"] == "265764009"
+    ]
     assert len(dialysis) > 100  # the trap is really there
     record = build({"everything": bundle(*resources)}, context={"patientId": patient.split("/")[1]})
     assert not record.on_dialysis  # ESRD resolved, last dialysis 1990
@@ -541,28 +672,53 @@ def _mutate(node, rng, rate):
 
 def _rich_request():
     """One request touching every reader: labs, conditions, procedures, meds, drafts, references."""
-    medication = {"resourceType": "Medication", "id": "m1",
-                  "code": {"coding": [{"system": term.RXNORM, "code": "197433"}]},
-                  "ingredient": [{"itemCodeableConcept": {"coding": [{"system": term.RXNORM, "code": "1897"}]}}]}
+    medication = {
+        "resourceType": "Medication",
+        "id": "m1",
+        "code": {"coding": [{"system": term.RXNORM, "code": "197433"}]},
+        "ingredient": [{"itemCodeableConcept": {"coding": [{"system": term.RXNORM, "code": "1897"}]}}],
+    }
     prefetch = {
-        "calcium": bundle(obs("ca", "17861-6", 9.6, "mg/dL", days_ago(1)),
-                          obs("cc", "29265-6", 2.5, "mmol/L", days_ago(1)),
-                          obs("alb", "1751-7", 3.1, "g/dL", days_ago(1)),
-                          obs("p", "2777-1", 6.1, "mg/dL", days_ago(1), effectivePeriod={"start": days_ago(1)})),
-        "conditions": bundle(condition("c1", term.ICD10CM, "E83.59", "Calciphylaxis"),
-                             condition("c2", term.ICD10CM, "Z95.2", "Mechanical valve")),
-        "procedures": bundle({"resourceType": "Procedure", "id": "hd", "status": "completed",
-                              "code": {"coding": [{"system": term.SNOMED, "code": "302497006"}]},
-                              "performedPeriod": {"start": days_ago(2), "end": days_ago(2)}}),
-        "meds": bundle(med("a", "855332", "warfarin"), medication,
-                       {"resourceType": "MedicationRequest", "id": "r5", "status": "active",
-                        "medication": {"concept": {"text": "calcitriol"}, "reference": {"reference": "Medication/m1"}}},
-                       full_urls=["urn:uuid:a", "urn:uuid:m1", "urn:uuid:r5"]),
+        "calcium": bundle(
+            obs("ca", "17861-6", 9.6, "mg/dL", days_ago(1)),
+            obs("cc", "29265-6", 2.5, "mmol/L", days_ago(1)),
+            obs("alb", "1751-7", 3.1, "g/dL", days_ago(1)),
+            obs("p", "2777-1", 6.1, "mg/dL", days_ago(1), effectivePeriod={"start": days_ago(1)}),
+        ),
+        "conditions": bundle(
+            condition("c1", term.ICD10CM, "E83.59", "Calciphylaxis"),
+            condition("c2", term.ICD10CM, "Z95.2", "Mechanical valve"),
+        ),
+        "procedures": bundle(
+            {
+                "resourceType": "Procedure",
+                "id": "hd",
+                "status": "completed",
+                "code": {"coding": [{"system": term.SNOMED, "code": "302497006"}]},
+                "performedPeriod": {"start": days_ago(2), "end": days_ago(2)},
+            }
+        ),
+        "meds": bundle(
+            med("a", "855332", "warfarin"),
+            medication,
+            {
+                "resourceType": "MedicationRequest",
+                "id": "r5",
+                "status": "active",
+                "medication": {"concept": {"text": "calcitriol"}, "reference": {"reference": "Medication/m1"}},
+            },
+            full_urls=["urn:uuid:a", "urn:uuid:m1", "urn:uuid:r5"],
+        ),
     }
     context = draft_context(
-        {"resourceType": "MedicationRequest", "id": "d1", "status": "draft",
-         "contained": [medication], "medicationReference": {"reference": "#m1"},
-         "category": {"coding": [{"code": "community"}]}},
+        {
+            "resourceType": "MedicationRequest",
+            "id": "d1",
+            "status": "draft",
+            "contained": [medication],
+            "medicationReference": {"reference": "#m1"},
+            "category": {"coding": [{"code": "community"}]},
+        },
         draft("d2", "308867", "calcitriol", rtype="MedicationOrder"),
         selections=["MedicationRequest/d1", "d2"],
     )
@@ -597,8 +753,14 @@ def test_the_unmutated_rich_request_reads_everything():
 
 
 def test_nan_and_infinite_values_are_not_usable():
-    record = build({"calcium": bundle(obs("nan", "17861-6", float("nan"), "mg/dL", days_ago(1)),
-                                      obs("inf", "17861-6", float("inf"), "mg/dL", days_ago(1)))})
+    record = build(
+        {
+            "calcium": bundle(
+                obs("nan", "17861-6", float("nan"), "mg/dL", days_ago(1)),
+                obs("inf", "17861-6", float("inf"), "mg/dL", days_ago(1)),
+            )
+        }
+    )
     assert record.labs == {} and len(record.unusable_labs) == 2
 
 

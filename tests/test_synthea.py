@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -35,7 +35,7 @@ LAB_KEYS = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bundle_text(name: str) -> str:
     path = BUNDLES / name
     if not path.exists():
@@ -50,8 +50,11 @@ def load_resources(name: str) -> list[dict]:
 def searchset(resources: list[dict]) -> dict | None:
     if not resources:
         return None
-    return {"resourceType": "Bundle", "type": "searchset",
-            "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources],
+    }
 
 
 def _loinc_codes(resource: dict) -> set[str]:
@@ -66,8 +69,9 @@ def prefetch_for(resources: list[dict]) -> dict:
     prefetch = {
         "patient": by_type["Patient"][0],
         "conditions": searchset(by_type.get("Condition", [])),
-        "meds": searchset([m for m in by_type.get("MedicationRequest", [])
-                                  if m.get("status") in ("active", "on-hold")]),
+        "meds": searchset(
+            [m for m in by_type.get("MedicationRequest", []) if m.get("status") in ("active", "on-hold")]
+        ),
     }
     for key, analytes in LAB_KEYS.items():
         codes = set().union(*(LAB_LOINC[a] for a in analytes))
@@ -81,19 +85,28 @@ def hook_request(hook: str, resources: list[dict], drafts: list[dict] = ()) -> d
     patient_id = next(r["id"] for r in resources if r["resourceType"] == "Patient")
     context = {"userId": "Practitioner/synthea-1", "patientId": patient_id}
     if hook != "patient-view":
-        context["draftOrders"] = {"resourceType": "Bundle", "type": "collection",
-                                  "entry": [{"resource": d} for d in drafts]}
+        context["draftOrders"] = {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": d} for d in drafts],
+        }
         if hook == "order-select":
             context["selections"] = [f"MedicationRequest/{d['id']}" for d in drafts]
-    return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
-            "prefetch": prefetch_for(resources)}
+    return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context, "prefetch": prefetch_for(resources)}
 
 
 def draft(patient_id: str, code: str, display: str, rid: str = "draft-1") -> dict:
-    return {"resourceType": "MedicationRequest", "id": rid, "status": "draft", "intent": "order",
-            "subject": {"reference": f"Patient/{patient_id}"},
-            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code, "display": display}],
-                                          "text": display}}
+    return {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": code, "display": display}],
+            "text": display,
+        },
+    }
 
 
 def post(client, body: dict) -> list[dict]:
@@ -125,21 +138,31 @@ def test_untouched_synthea_patient_gets_no_card_for_a_benign_drug_or_even_a_calc
 
 
 def _condition(pid: str, code: str, display: str) -> dict:
-    return {"resourceType": "Condition", "id": str(uuid.uuid4()),
-            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                           "code": "active"}]},
-            "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-                                               "code": "confirmed"}]},
-            "code": {"coding": [{"system": "http://snomed.info/sct", "code": code, "display": display}],
-                     "text": display},
-            "subject": {"reference": f"urn:uuid:{pid}"}, "recordedDate": "2026-10-01"}
+    return {
+        "resourceType": "Condition",
+        "id": str(uuid.uuid4()),
+        "clinicalStatus": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
+        },
+        "verificationStatus": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]
+        },
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": code, "display": display}], "text": display},
+        "subject": {"reference": f"urn:uuid:{pid}"},
+        "recordedDate": "2026-10-01",
+    }
 
 
 def _observation(pid: str, loinc: str, value: float, unit: str, when: str) -> dict:
-    return {"resourceType": "Observation", "id": str(uuid.uuid4()), "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
-            "subject": {"reference": f"urn:uuid:{pid}"}, "effectiveDateTime": when,
-            "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}}
+    return {
+        "resourceType": "Observation",
+        "id": str(uuid.uuid4()),
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+        "subject": {"reference": f"urn:uuid:{pid}"},
+        "effectiveDateTime": when,
+        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+    }
 
 
 def with_calciphylaxis_on_dialysis(name: str) -> tuple[list[dict], str]:
@@ -153,10 +176,16 @@ def with_calciphylaxis_on_dialysis(name: str) -> tuple[list[dict], str]:
         _observation(pid, "1751-7", 3.5, "g/dL", "2026-11-17T09:00:00Z"),
         _observation(pid, "2777-1", 6.1, "mg/dL", "2026-11-17T09:00:00Z"),
         _observation(pid, "2731-8", 340, "pg/mL", "2026-11-02T09:00:00Z"),
-        {"resourceType": "MedicationRequest", "id": "synthea-warfarin", "status": "active", "intent": "order",
-         "subject": {"reference": f"urn:uuid:{pid}"},
-         "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "855332",
-                                                   "display": "warfarin sodium 5 MG Oral Tablet"}]}},
+        {
+            "resourceType": "MedicationRequest",
+            "id": "synthea-warfarin",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": f"urn:uuid:{pid}"},
+            "medicationCodeableConcept": {
+                "coding": [{"system": RXNORM, "code": "855332", "display": "warfarin sodium 5 MG Oral Tablet"}]
+            },
+        },
     ]
     return resources, pid
 
@@ -170,7 +199,11 @@ def test_synthea_patient_with_calciphylaxis_on_dialysis_gets_the_calcium_binder_
     assert "Corrected calcium: 10.3 mg/dL on 2026-11-17" in card["detail"]
     first = card["suggestions"][0]["actions"]
     assert first[0]["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "749206"
-    assert first[1] == {"type": "delete", "description": first[1]["description"], "resourceId": "MedicationRequest/draft-1"}
+    assert first[1] == {
+        "type": "delete",
+        "description": first[1]["description"],
+        "resourceId": "MedicationRequest/draft-1",
+    }
 
 
 def test_synthea_patient_with_calciphylaxis_on_dialysis_gets_mineral_and_warfarin_cards_on_chart_open(client):

@@ -187,8 +187,14 @@ def test_vitamin_d3_is_nutritional_but_an_active_sterol_name_wins():
     assert term.drug_classes_for_text("paricalcitol (vitamin D analog) 1 mcg") == {"active_vitamin_d"}
 
 
-@pytest.mark.parametrize("text", ["1,25-dihydroxycholecalciferol 0.25 mcg", "1-alpha-hydroxycholecalciferol 1 mcg",
-                                  "1,25-dihydroxyvitamin D3 capsule"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1,25-dihydroxycholecalciferol 0.25 mcg",
+        "1-alpha-hydroxycholecalciferol 1 mcg",
+        "1,25-dihydroxyvitamin D3 capsule",
+    ],
+)
 def test_chemical_names_of_active_sterols_are_active_not_nutritional(text):
     assert term.drug_classes_for_text(text) == {"active_vitamin_d"}
 
@@ -234,8 +240,11 @@ def test_e83_59_alone_is_not_a_calciphylaxis_code():
 @pytest.mark.parametrize(
     "system, code",
     [
-        (term.SNOMED, "302497006"), (term.SNOMED, "265764009"), (term.CPT, "90935"),
-        (term.ICD10PCS, "5A1D70Z"), ("http://hl7.org/fhir/sid/icd-10-pcs", "5A1D90Z"),
+        (term.SNOMED, "302497006"),
+        (term.SNOMED, "265764009"),
+        (term.CPT, "90935"),
+        (term.ICD10PCS, "5A1D70Z"),
+        ("http://hl7.org/fhir/sid/icd-10-pcs", "5A1D90Z"),
     ],
 )
 def test_dialysis_procedure_codes(system, code):

@@ -49,10 +49,19 @@ def test_each_analyte_converts_to_its_canonical_unit(analyte, quantity, expected
 @pytest.mark.parametrize(
     "analyte, spelling",
     [
-        ("calcium", "mg/dl"), ("calcium", "MG/DL"), ("calcium", " mg / dL "),
-        ("calcium", "mmol/l"), ("phosphate", "mmol/l"), ("pth", "pmol/l"), ("pth", "PG/ML"),
-        ("pth", "ng/l"), ("albumin", "g/l"), ("albumin", "G/DL"), ("egfr", "mL/min/1.73m2"),
-        ("egfr", "ml/min/1.73 m²"), ("ionized_calcium", "µmol/L"),
+        ("calcium", "mg/dl"),
+        ("calcium", "MG/DL"),
+        ("calcium", " mg / dL "),
+        ("calcium", "mmol/l"),
+        ("phosphate", "mmol/l"),
+        ("pth", "pmol/l"),
+        ("pth", "PG/ML"),
+        ("pth", "ng/l"),
+        ("albumin", "g/l"),
+        ("albumin", "G/DL"),
+        ("egfr", "mL/min/1.73m2"),
+        ("egfr", "ml/min/1.73 m²"),
+        ("ionized_calcium", "µmol/L"),
     ],
 )
 def test_unit_spellings_differing_in_case_and_spacing_are_recognised(analyte, spelling):
@@ -61,7 +70,7 @@ def test_unit_spellings_differing_in_case_and_spacing_are_recognised(analyte, sp
 
 def test_mass_and_molar_factors_are_inverse_of_each_other():
     # Round trips guard against the inverted-factor trap (MIRACUM shipped phosphate 0.3229 as mmol->mg).
-    assert units.CALCIUM_MG_DL_PER_MMOL_L * units.CALCIUM_MMOL_L_PER_MG_DL == pytest.approx(1, abs=1e-3)
+    assert pytest.approx(1, abs=1e-3) == units.CALCIUM_MG_DL_PER_MMOL_L * units.CALCIUM_MMOL_L_PER_MG_DL
     assert units.convert(1.0, "mmol/L", "phosphate") == pytest.approx(3.097)
     assert units.convert(10.0, "mg/dL", "calcium") / units.CALCIUM_MG_DL_PER_MMOL_L == pytest.approx(2.495, abs=1e-3)
     assert units.convert(1.0, "pmol/L", "pth") == pytest.approx(9.43)

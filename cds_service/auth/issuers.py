@@ -43,9 +43,7 @@ class IssuerConfig(BaseModel):
     jku_allowlist: list[str] = Field(
         default_factory=list, description="'jku' header values accepted from this issuer (exact match)."
     )
-    tenants: list[str] | None = Field(
-        None, description="If given, the 'tenant' claim must be one of these."
-    )
+    tenants: list[str] | None = Field(None, description="If given, the 'tenant' claim must be one of these.")
 
     @field_validator("iss")
     @classmethod

@@ -15,16 +15,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cds_service.checks import c1_calcium_binders, c2_vitamin_k_antagonists, c3_active_vitamin_d
-from cds_service.checks import m1_mineral_status, x1_check_incomplete
+from cds_service.checks import (
+    c1_calcium_binders,
+    c2_vitamin_k_antagonists,
+    c3_active_vitamin_d,
+    m1_mineral_status,
+    x1_check_incomplete,
+)
 from cds_service.checks.findings import Finding, Gap, LabValue, SafetyCheck, Substitution
 from cds_service.checks.labs import LabFacts, lab_facts
 from cds_service.checks.rule import ChartRule, OrderRule
 from cds_service.patient.model import OrderUnderReview, PatientRecord
 
 __all__ = [
-    "CHART_RULES", "Finding", "Gap", "LabFacts", "LabValue", "MONITORED_CLASSES", "ORDER_RULES",
-    "RULE_INCOMPLETE", "SafetyCheck", "Substitution", "check_order", "lab_facts", "review_chart",
+    "CHART_RULES",
+    "Finding",
+    "Gap",
+    "LabFacts",
+    "LabValue",
+    "MONITORED_CLASSES",
+    "ORDER_RULES",
+    "RULE_INCOMPLETE",
+    "SafetyCheck",
+    "Substitution",
+    "check_order",
+    "lab_facts",
+    "review_chart",
     "run_checks",
 ]
 

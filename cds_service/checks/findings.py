@@ -29,7 +29,7 @@ class LabValue:
     stale: bool
     sources: tuple[str, ...] = ()  # "Observation/<id>" it was read or computed from
     original: str | None = None  # the value as reported, when it was converted ("2.6 mmol/L")
-    inputs: tuple["LabValue", ...] = ()  # what a corrected or computed value was derived from
+    inputs: tuple[LabValue, ...] = ()  # what a corrected or computed value was derived from
 
 
 @dataclass(frozen=True)

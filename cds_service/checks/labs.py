@@ -47,8 +47,7 @@ def corrected_calcium(record: PatientRecord) -> CorrectedCalcium | None:
     reported = record.latest("corrected_calcium")
     if reported is not None and (
         total is None
-        or (reported.effective is not None
-            and (total.effective is None or reported.effective >= total.effective))
+        or (reported.effective is not None and (total.effective is None or reported.effective >= total.effective))
     ):
         return CorrectedCalcium(value=reported.value, method="reported-corrected", calcium=reported)
     if total is None:

@@ -19,7 +19,7 @@ RULE_ID = "M1-mineral-status-calciphylaxis"
 
 
 def position(analyte: str, value: float) -> str:
-    """"low", "high" or "in_range" against the analyte's target."""
+    """ "low", "high" or "in_range" against the analyte's target."""
     spec = ANALYTES[analyte]
     assert spec.target is not None, f"{analyte} has no target"
     low, high = spec.target

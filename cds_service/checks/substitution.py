@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from cds_service.checks import thresholds as T
 from cds_service.checks.findings import Gap, LabValue, SafetyCheck, Substitution
 from cds_service.checks.labs import LabFacts, pth_notes
-from cds_service.patient.model import MedicationOrder, PatientRecord
 from cds_service.patient import sources
+from cds_service.patient.model import MedicationOrder, PatientRecord
 
 # The drug class of each substitute: an active order of that class makes the substitute a
 # duplicate (a second phosphate binder, anticoagulant or calcimimetic), so it is withheld.
@@ -67,7 +67,9 @@ def _active_of_class(record: PatientRecord, drug_class: str) -> tuple[Medication
 def _duplicate_check(record: PatientRecord, drug_class: str) -> tuple[SafetyCheck | None, Gap | None]:
     """Whether a drug of ``drug_class`` is already active; a Gap when the list is unavailable."""
     if sources.MEDICATIONS in record.unavailable:
-        return None, Gap("prefetch_unavailable", {"key": sources.MEDICATIONS, "why": record.unavailable[sources.MEDICATIONS]})
+        return None, Gap(
+            "prefetch_unavailable", {"key": sources.MEDICATIONS, "why": record.unavailable[sources.MEDICATIONS]}
+        )
     active = _active_of_class(record, drug_class)
     check = SafetyCheck(
         key=_DUPLICATE_CHECK[drug_class],
@@ -77,8 +79,13 @@ def _duplicate_check(record: PatientRecord, drug_class: str) -> tuple[SafetyChec
     return check, None
 
 
-def _plan(record: PatientRecord, keys: tuple[tuple[str, bool], ...], checks: list[SafetyCheck],
-          notes: tuple[str, ...] = (), gaps: tuple[Gap, ...] = ()) -> SubstitutionPlan:
+def _plan(
+    record: PatientRecord,
+    keys: tuple[tuple[str, bool], ...],
+    checks: list[SafetyCheck],
+    notes: tuple[str, ...] = (),
+    gaps: tuple[Gap, ...] = (),
+) -> SubstitutionPlan:
     """Offer ``keys`` unless a check failed or an active order of the same class exists."""
     checks = list(checks)
     gaps = list(gaps)

@@ -16,10 +16,11 @@ import json
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from cds_service.protocol import Card, FeedbackItem
 
@@ -73,7 +74,7 @@ CREATE INDEX IF NOT EXISTS feedback_card ON feedback(card_uuid);
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class SQLiteFeedbackStore:
@@ -124,10 +125,7 @@ class SQLiteFeedbackStore:
             return
         patient_hash = self._patient_hash(patient_id)
         served_at = _now()
-        rows = [
-            (c.uuid, service_id, hook, c.rule_id or "(unattributed)", patient_hash, served_at)
-            for c in cards
-        ]
+        rows = [(c.uuid, service_id, hook, c.rule_id or "(unattributed)", patient_hash, served_at) for c in cards]
         self._conn().executemany(
             "INSERT OR IGNORE INTO served_card(card_uuid, service_id, hook, rule_id, patient_hash, served_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -146,9 +144,7 @@ class SQLiteFeedbackStore:
                 canonical = json.dumps([service_id, body], sort_keys=True, separators=(",", ":"))
                 dedup_key = hashlib.sha256(canonical.encode()).hexdigest()
                 reason = item.overrideReason.reason if item.overrideReason else None
-                accepted = (
-                    json.dumps([s.id for s in item.acceptedSuggestions]) if item.acceptedSuggestions else None
-                )
+                accepted = json.dumps([s.id for s in item.acceptedSuggestions]) if item.acceptedSuggestions else None
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO feedback(dedup_key, service_id, card_uuid, outcome,"
                     " accepted_suggestions, override_system, override_code, override_display,"

@@ -49,7 +49,7 @@ class FhirFetchError(Exception):
 def _parts(url: str) -> SplitResult | None:
     try:
         parts = urlsplit(url.strip())
-        parts.port  # raises ValueError on a malformed port
+        _ = parts.port  # raises ValueError on a malformed port
     except ValueError:
         return None
     if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
@@ -146,7 +146,7 @@ class FhirClient:
         self.session = session
 
     @classmethod
-    def from_settings(cls, settings) -> "FhirClient":
+    def from_settings(cls, settings) -> FhirClient:
         return cls(
             connect_timeout=settings.fhir_connect_timeout,
             read_timeout=settings.fhir_read_timeout,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
@@ -33,7 +33,7 @@ def parse_fhir_datetime(value: Any) -> datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 
@@ -82,18 +82,12 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-
-
-
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 
 
 def clean_text(text: str) -> str:
     """Drop zero-width characters (Synthea writes one into an eGFR display) and squeeze spaces."""
     return " ".join(text.translate(_ZERO_WIDTH).split())
-
-
-
 
 
 def resource_key(resource: Mapping[str, Any]) -> str | None:
@@ -124,7 +118,7 @@ class ResourceIndex:
         if isinstance(full_url, str) and full_url:
             self._by_ref.setdefault(full_url, resource)
 
-    def update(self, other: "ResourceIndex | Mapping[str, Mapping[str, Any]] | None") -> None:
+    def update(self, other: ResourceIndex | Mapping[str, Mapping[str, Any]] | None) -> None:
         if other is None:
             return
         items = other._by_ref.items() if isinstance(other, ResourceIndex) else other.items()

@@ -23,10 +23,10 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from cds_service.config import Settings
@@ -192,9 +192,7 @@ class PrefetchResolver:
         settings = settings or Settings()
         self.settings = settings
         self.client = client or FhirClient.from_settings(settings)
-        self.executor = ThreadPoolExecutor(
-            max_workers=settings.fhir_workers, thread_name_prefix="fhir-fetch"
-        )
+        self.executor = ThreadPoolExecutor(max_workers=settings.fhir_workers, thread_name_prefix="fhir-fetch")
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -399,9 +397,7 @@ class PrefetchResolver:
             if isinstance(outcome, str):
                 reasons.append(outcome)
                 continue
-            added.append(
-                {"fullUrl": srv.url(path), "resource": outcome.value, "search": {"mode": "include"}}
-            )
+            added.append({"fullUrl": srv.url(path), "resource": outcome.value, "search": {"mode": "include"}})
         if added:
             data[key] = {**bundle, "entry": list(bundle.get("entry", [])) + added}
             fetched.add(key)
@@ -505,9 +501,7 @@ def _require(hook: str, keys: Mapping[str, PrefetchKey], resolved: ResolvedPrefe
     described = [keys[k].description for k in missing]
     raise DataUnavailable(
         f"Cannot run {hook} decision support without {_and(described)}. Not obtained from "
-        "prefetch or the FHIR server: "
-        + "; ".join(f"{k} ({resolved.unavailable[k]})" for k in missing)
-        + "."
+        "prefetch or the FHIR server: " + "; ".join(f"{k} ({resolved.unavailable[k]})" for k in missing) + "."
     )
 
 

@@ -52,8 +52,7 @@ def _json_body() -> Any:
     if request.mimetype and request.mimetype not in JSON_MIMETYPES:
         raise ApiError(
             415,
-            f"Content-Type '{request.mimetype}' is not supported; send application/json "
-            "(or application/fhir+json).",
+            f"Content-Type '{request.mimetype}' is not supported; send application/json (or application/fhir+json).",
         )
     raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
     if not raw:

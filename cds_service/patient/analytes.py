@@ -53,44 +53,95 @@ ANALYTES: dict[str, Analyte] = {
     a.key: a
     for a in (
         Analyte(
-            "calcium", "mg/dL", 1, frozenset({"17861-6", "2000-8"}),
+            "calcium",
+            "mg/dL",
+            1,
+            frozenset({"17861-6", "2000-8"}),
             # 49765-1 "Calcium [Mass/volume] in Blood" (mg/dL): confirmed by two independent public
             # sources: synthetichealth/synthea src/test/.../HealthRecordTest.java lists it as Calcium
             # in its metabolic panel, and a public LOINC usage table of Synthea output; a third
             # project maps it to "Calcium in Blood". Whole-blood total calcium: read as total.
             extra_loinc=frozenset({"49765-1"}),
-            plausible=(1.0, 30.0), stale_after=_MONTHLY, source=sources.CALCIUM,
+            plausible=(1.0, 30.0),
+            stale_after=_MONTHLY,
+            source=sources.CALCIUM,
         ),
         Analyte(
-            "corrected_calcium", "mg/dL", 1, frozenset({"29265-6"}),
-            plausible=(1.0, 30.0), stale_after=_MONTHLY, target=(8.4, 9.5), source=sources.CALCIUM,
+            "corrected_calcium",
+            "mg/dL",
+            1,
+            frozenset({"29265-6"}),
+            plausible=(1.0, 30.0),
+            stale_after=_MONTHLY,
+            target=(8.4, 9.5),
+            source=sources.CALCIUM,
         ),
         Analyte(
-            "ionized_calcium", "mmol/L", 2, frozenset({"1995-0", "12180-6", "1994-3", "17863-2"}),
-            plausible=(0.2, 5.0), stale_after=_MONTHLY, source=sources.CALCIUM,
+            "ionized_calcium",
+            "mmol/L",
+            2,
+            frozenset({"1995-0", "12180-6", "1994-3", "17863-2"}),
+            plausible=(0.2, 5.0),
+            stale_after=_MONTHLY,
+            source=sources.CALCIUM,
         ),
         Analyte(
-            "albumin", "g/dL", 1, frozenset({"1751-7", "61151-7"}),
-            plausible=(0.3, 10.0), stale_after=_MONTHLY, source=sources.ALBUMIN,
+            "albumin",
+            "g/dL",
+            1,
+            frozenset({"1751-7", "61151-7"}),
+            plausible=(0.3, 10.0),
+            stale_after=_MONTHLY,
+            source=sources.ALBUMIN,
         ),
         Analyte(
-            "phosphate", "mg/dL", 1, frozenset({"2777-1", "14879-1"}),
-            plausible=(0.1, 40.0), stale_after=_MONTHLY, target=(3.5, 5.5), source=sources.PHOSPHATE,
+            "phosphate",
+            "mg/dL",
+            1,
+            frozenset({"2777-1", "14879-1"}),
+            plausible=(0.1, 40.0),
+            stale_after=_MONTHLY,
+            target=(3.5, 5.5),
+            source=sources.PHOSPHATE,
         ),
         Analyte(
-            "pth", "pg/mL", 0, frozenset({"2731-8", "14866-8"}),
-            plausible=(0.1, 30000.0), stale_after=_QUARTERLY, target=(150.0, 300.0), source=sources.PTH,
+            "pth",
+            "pg/mL",
+            0,
+            frozenset({"2731-8", "14866-8"}),
+            plausible=(0.1, 30000.0),
+            stale_after=_QUARTERLY,
+            target=(150.0, 300.0),
+            source=sources.PTH,
         ),
         Analyte("crp", "mg/L", 1, frozenset({"1988-5", "30522-7"}), plausible=(0.0, 1000.0)),
         Analyte(
-            "egfr", "mL/min/{1.73_m2}", 0,
-            frozenset({"98979-8", "98980-6", "62238-1", "94677-2", "50210-4", "77147-7", "70969-1",
-                       "69405-9", "88293-6", "88294-4", "48642-3", "48643-1", "50044-7"}),
+            "egfr",
+            "mL/min/{1.73_m2}",
+            0,
+            frozenset(
+                {
+                    "98979-8",
+                    "98980-6",
+                    "62238-1",
+                    "94677-2",
+                    "50210-4",
+                    "77147-7",
+                    "70969-1",
+                    "69405-9",
+                    "88293-6",
+                    "88294-4",
+                    "48642-3",
+                    "48643-1",
+                    "50044-7",
+                }
+            ),
             # 33914-3 "Glomerular filtration rate/1.73 sq M.predicted" (MDRD eGFR): the eGFR code of
             # the Synthea bundles in ../shared/fhir-data, and used as eGFR by several public projects
             # (e.g. sophie-kearney/CVD_multimodal_prediction supplementary/loinc_feature_mappings.md).
             extra_loinc=frozenset({"33914-3"}),
-            plausible=(0.0, 300.0), source=sources.EGFR,
+            plausible=(0.0, 300.0),
+            source=sources.EGFR,
         ),
         # Computed from a corrected calcium and a phosphate drawn together; never read from a code.
         Analyte("ca_x_p", "mg2/dL2", 0, target=(None, 55.0), target_high_exclusive=True),
@@ -99,9 +150,7 @@ ANALYTES: dict[str, Analyte] = {
 
 # LOINC code -> analyte key, for a one-lookup selection of Observations from raw JSON.
 LOINC_TO_ANALYTE: dict[str, str] = {
-    code: analyte.key
-    for analyte in ANALYTES.values()
-    for code in analyte.loinc | analyte.extra_loinc
+    code: analyte.key for analyte in ANALYTES.values() for code in analyte.loinc | analyte.extra_loinc
 }
 
 # Analytes read from Observations (not computed), with their canonical unit.

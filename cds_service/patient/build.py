@@ -20,7 +20,6 @@ from cds_service.patient.classify import (
     classify_procedure,
     is_medication_order,
 )
-from cds_service.patient.terminology import LOINC, canonical_system
 from cds_service.patient.model import (
     CANONICAL_UNITS,
     ConditionFact,
@@ -30,6 +29,7 @@ from cds_service.patient.model import (
     PatientRecord,
     UnusableLab,
 )
+from cds_service.patient.terminology import LOINC, canonical_system
 
 # Observation statuses whose values may be acted on.
 USABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})

@@ -73,8 +73,7 @@ def _resolve(reference: Any, resource: Mapping[str, Any], index: Any) -> Mapping
     if isinstance(index, ResourceIndex):
         return index.resolve(reference)
     if isinstance(index, Mapping):
-        return ResourceIndex(((ref, res) for ref, res in index.items()
-                              if isinstance(res, Mapping))).resolve(reference)
+        return ResourceIndex(((ref, res) for ref, res in index.items() if isinstance(res, Mapping))).resolve(reference)
     return None
 
 
@@ -125,8 +124,11 @@ def _drug_name(concepts: list[Any], names: list[str]) -> str:
     for concept in concepts:  # an RxNorm display is the most precise name
         for coding in codings(concept):
             display = coding.get("display")
-            if term.canonical_system(coding.get("system")) == term.RXNORM and isinstance(display, str) \
-                    and display.strip():
+            if (
+                term.canonical_system(coding.get("system")) == term.RXNORM
+                and isinstance(display, str)
+                and display.strip()
+            ):
                 return clean_text(display)
     for concept in concepts:
         names = texts(concept)
@@ -146,9 +148,7 @@ def _drug_name(concepts: list[Any], names: list[str]) -> str:
     return "unnamed medication"
 
 
-def classify_concepts(
-    concepts: list[Any], names: Iterable[str] = ()
-) -> tuple[frozenset[str], str, str | None]:
+def classify_concepts(concepts: list[Any], names: Iterable[str] = ()) -> tuple[frozenset[str], str, str | None]:
     """(classes, matched_by, "system|code") for a drug described by CodeableConcepts and names."""
     classes: set[str] = set()
     matched_codes: list[str] = []
@@ -160,10 +160,7 @@ def classify_concepts(
                 matched_codes.append(f"{term.canonical_system(coding.get('system'))}|{coding['code'].strip()}")
     if matched_codes:
         # Prefer naming a code that carried a class (an ATC group might be recognised but empty).
-        best = next(
-            (c for c in matched_codes
-             if term.drug_classes_for_code(*c.split("|", 1))), matched_codes[0]
-        )
+        best = next((c for c in matched_codes if term.drug_classes_for_code(*c.split("|", 1))), matched_codes[0])
         return frozenset(classes), "code", best
     written = [t for concept in concepts for t in texts(concept)] + list(names)
     for text in written:
@@ -228,8 +225,8 @@ def _text_match(pattern: re.Pattern[str], texts: Iterable[str]) -> str | None:
     ``texts`` are already cleaned (``clean_text``): callers clean once, not once per pattern."""
     for text in texts:
         for match in pattern.finditer(text):
-            before = text[max(0, match.start() - 30):match.start()]
-            after = text[match.end():match.end() + 30]
+            before = text[max(0, match.start() - 30) : match.start()]
+            after = text[match.end() : match.end() + 30]
             if not term.NEGATED_TEXT.search(before) and not term.NEGATED_AFTER_TEXT.search(after):
                 return text
     return None
@@ -255,8 +252,10 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
         clinical_status=status_code(resource.get("clinicalStatus")),
         verification_status=status_code(resource.get("verificationStatus")),
         recorded=parse_fhir_datetime(
-            resource.get("onsetDateTime") or resource.get("recordedDate")
-            or resource.get("dateRecorded") or resource.get("assertedDate")
+            resource.get("onsetDateTime")
+            or resource.get("recordedDate")
+            or resource.get("dateRecorded")
+            or resource.get("assertedDate")
         ),
     )
     for coding in codings(code):
@@ -272,8 +271,12 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
         if kind is None or kind in facts:
             continue
         facts[kind] = ConditionFact(
-            kind=kind, display=display, matched_by="code", code=value,
-            system=term.canonical_system(system), **common,
+            kind=kind,
+            display=display,
+            matched_by="code",
+            code=value,
+            system=term.canonical_system(system),
+            **common,
         )
     for kind, pattern in term.CONDITION_TEXT_PATTERNS:
         if kind in facts:
@@ -281,8 +284,11 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
         named = _text_match(pattern, written)
         if named is None:
             continue
-        if kind == "prosthetic_valve" and term.BIOPROSTHETIC_TEXT.search(named) \
-                and not re.search(r"\bmechanical\b", named, re.IGNORECASE):
+        if (
+            kind == "prosthetic_valve"
+            and term.BIOPROSTHETIC_TEXT.search(named)
+            and not re.search(r"\bmechanical\b", named, re.IGNORECASE)
+        ):
             continue
         facts[kind] = ConditionFact(kind=kind, display=named, matched_by="text", **common)
     return tuple(facts.values())

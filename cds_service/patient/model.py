@@ -111,9 +111,7 @@ class CalciumPhosphateProduct:
 
 
 # When a result goes out of date, per analyte (from the analyte table; absent = never).
-STALE_AFTER: dict[str, timedelta] = {
-    a.key: a.stale_after for a in ANALYTES.values() if a.stale_after is not None
-}
+STALE_AFTER: dict[str, timedelta] = {a.key: a.stale_after for a in ANALYTES.values() if a.stale_after is not None}
 
 
 # Kidney failure by eGFR (mL/min/1.73m2) where no condition or procedure says so (clinical-rules.md).

@@ -78,7 +78,7 @@ NO_CLASS: frozenset[str] = frozenset()
 
 
 def _codes(classes: frozenset[str], *codes: str) -> dict[str, frozenset[str]]:
-    return {code: classes for code in codes}
+    return dict.fromkeys(codes, classes)
 
 
 RXNORM_CLASSES: dict[str, frozenset[str]] = {
@@ -108,23 +108,22 @@ RXNORM_CLASSES: dict[str, frozenset[str]] = {
     **_codes(NO_CLASS, "1292923", "1250234"),
     # --- vitamin K antagonists (warfarin; acenocoumarol/phenprocoumon codes are CPIC-only) ---
     **_codes(VKA, "11289", "114194"),
-    **_codes(VKA, "855332", "855288", "855302", "855312", "855318", "855324", "855338",
-             "855344", "855296"),
+    **_codes(VKA, "855332", "855288", "855302", "855312", "855318", "855324", "855338", "855344", "855296"),
     # --- active vitamin D sterols (RxNorm writes micrograms as MG decimals) ---
     **_codes(ACTIVE_D, "1894", "308867", "308868", "308869", "313932"),  # calcitriol
-    **_codes(ACTIVE_D, "73710", "577315", "577317", "577324", "351154", "200321", "1736931",
-             "1736919", "1807896"),  # paricalcitol
-    **_codes(ACTIVE_D, "11516", "406503", "858262", "310023", "282609", "1790208",
-             "1790219"),  # doxercalciferol
+    **_codes(
+        ACTIVE_D, "73710", "577315", "577317", "577324", "351154", "200321", "1736931", "1736919", "1807896"
+    ),  # paricalcitol
+    **_codes(ACTIVE_D, "11516", "406503", "858262", "310023", "282609", "1790208", "1790219"),  # doxercalciferol
     **_codes(ACTIVE_D, "1889", "1855066"),  # calcifediol (record.DRUG_CLASSES groups it here)
     # --- nutritional vitamin D: NOT an active sterol ---
     **_codes(NUTRITIONAL_D, "2418", "199362", "705728"),  # cholecalciferol
     **_codes(NUTRITIONAL_D, "4018", "1367410"),  # ergocalciferol
     # --- non-calcium phosphate binders (IN and both sevelamer PINs) ---
-    **_codes(NON_CALCIUM_BINDER, "214824", "660890", "237125", "749206", "861375", "861370",
-             "857224", "857216"),  # sevelamer
-    **_codes(NON_CALCIUM_BINDER, "234416", "477347", "642452", "602635", "1551885",
-             "1551881"),  # lanthanum carbonate
+    **_codes(
+        NON_CALCIUM_BINDER, "214824", "660890", "237125", "749206", "861375", "861370", "857224", "857216"
+    ),  # sevelamer
+    **_codes(NON_CALCIUM_BINDER, "234416", "477347", "642452", "602635", "1551885", "1551881"),  # lanthanum carbonate
     **_codes(NON_CALCIUM_BINDER, "1594675", "1594680"),  # ferric citrate
     **_codes(NON_CALCIUM_BINDER, "1484283", "1484289"),  # sucroferric oxyhydroxide
     # --- aluminium hydroxide SCDs (the IN is unconfirmed); 243463 also holds Mg hydroxide ---
@@ -132,8 +131,7 @@ RXNORM_CLASSES: dict[str, frozenset[str]] = {
     "243463": ALUMINIUM_MG,
     # --- DOACs (trap 1: apixaban IN 1364430, rivaroxaban IN 1114195; never the reverse) ---
     **_codes(DOAC, "1364430", "1364435", "1364445", "1992427"),  # apixaban
-    **_codes(DOAC, "1114195", "1114198", "1232082", "1232086", "2059015", "2588062",
-             "1549682"),  # rivaroxaban
+    **_codes(DOAC, "1114195", "1114198", "1232082", "1232086", "2059015", "2588062", "1549682"),  # rivaroxaban
     # --- calcimimetics ---
     **_codes(CALCIMIMETIC, "407990", "432402", "432401", "432400"),  # cinacalcet
     **_codes(CALCIMIMETIC, "1876119", "1876137", "1876135", "1876127"),  # etelcalcetide
@@ -150,18 +148,40 @@ RXNORM_CLASSES: dict[str, frozenset[str]] = {
 # Ingredient names of the RxNorm IN/PIN codes above (terminology.md 1a), for a drug whose coding
 # carries no display. Trap 1: apixaban is 1364430 and rivaroxaban 1114195, never the reverse.
 RXNORM_INGREDIENT_NAMES: dict[str, str] = {
-    "1895": "calcium", "1897": "calcium carbonate", "214342": "calcium acetate",
-    "47613": "calcium citrate", "214824": "sevelamer", "660890": "sevelamer carbonate",
-    "237125": "sevelamer hydrochloride", "234416": "lanthanum carbonate",
-    "1594675": "ferric citrate", "1484283": "sucroferric oxyhydroxide", "11289": "warfarin",
-    "114194": "warfarin sodium", "1364430": "apixaban", "1114195": "rivaroxaban",
-    "1894": "calcitriol", "73710": "paricalcitol", "11516": "doxercalciferol",
-    "1889": "calcifediol", "2418": "cholecalciferol", "4018": "ergocalciferol",
-    "407990": "cinacalcet", "1876119": "etelcalcetide", "36726": "sodium thiosulfate",
-    "1546411": "thiosulfate", "24909": "iron sucrose", "261435": "sodium ferric gluconate complex",
-    "473387": "ferumoxytol", "5992": "iron-dextran complex", "1433693": "ferric carboxymaltose",
-    "2274394": "ferric derisomaltose", "90176": "iron", "6582": "magnesium oxide",
-    "6581": "magnesium hydroxide", "6574": "magnesium",
+    "1895": "calcium",
+    "1897": "calcium carbonate",
+    "214342": "calcium acetate",
+    "47613": "calcium citrate",
+    "214824": "sevelamer",
+    "660890": "sevelamer carbonate",
+    "237125": "sevelamer hydrochloride",
+    "234416": "lanthanum carbonate",
+    "1594675": "ferric citrate",
+    "1484283": "sucroferric oxyhydroxide",
+    "11289": "warfarin",
+    "114194": "warfarin sodium",
+    "1364430": "apixaban",
+    "1114195": "rivaroxaban",
+    "1894": "calcitriol",
+    "73710": "paricalcitol",
+    "11516": "doxercalciferol",
+    "1889": "calcifediol",
+    "2418": "cholecalciferol",
+    "4018": "ergocalciferol",
+    "407990": "cinacalcet",
+    "1876119": "etelcalcetide",
+    "36726": "sodium thiosulfate",
+    "1546411": "thiosulfate",
+    "24909": "iron sucrose",
+    "261435": "sodium ferric gluconate complex",
+    "473387": "ferumoxytol",
+    "5992": "iron-dextran complex",
+    "1433693": "ferric carboxymaltose",
+    "2274394": "ferric derisomaltose",
+    "90176": "iron",
+    "6582": "magnesium oxide",
+    "6581": "magnesium hydroxide",
+    "6574": "magnesium",
 }
 
 ATC_CLASSES: dict[str, frozenset[str]] = {
@@ -249,8 +269,10 @@ DRUG_PATTERNS: tuple[DrugPattern, ...] = (
     DrugPattern(VKA, _rx(r"\b(warfarin|coumadin|jantoven|acenocoumarol|phenprocoumon|phenindione)\b")),
     DrugPattern(
         ACTIVE_D,
-        _rx(r"\b(calcitriol|alfacalcidol|paricalcitol|doxercalciferol|calcifediol|rocaltrol|"
-            r"zemplar|hectorol|rayaldee|one-alpha)\b"),
+        _rx(
+            r"\b(calcitriol|alfacalcidol|paricalcitol|doxercalciferol|calcifediol|rocaltrol|"
+            r"zemplar|hectorol|rayaldee|one-alpha)\b"
+        ),
         _NOT_SYSTEMIC,
     ),
     # Chemical names of calcitriol and alfacalcidol (no word boundary inside them, so the
@@ -266,8 +288,10 @@ DRUG_PATTERNS: tuple[DrugPattern, ...] = (
     ),
     DrugPattern(
         NON_CALCIUM_BINDER,
-        _rx(r"\b(sevelamer|lanthanum|ferric citrate|sucroferric oxyhydroxide|renvela|renagel|"
-            r"fosrenol|velphoro|auryxia)\b"),
+        _rx(
+            r"\b(sevelamer|lanthanum|ferric citrate|sucroferric oxyhydroxide|renvela|renagel|"
+            r"fosrenol|velphoro|auryxia)\b"
+        ),
     ),
     DrugPattern(ALUMINIUM, _rx(r"\balumin(i)?um hydroxide\b")),
     DrugPattern(DOAC, _rx(r"\b(apixaban|rivaroxaban|edoxaban|dabigatran|eliquis|xarelto)\b")),
@@ -275,9 +299,11 @@ DRUG_PATTERNS: tuple[DrugPattern, ...] = (
     DrugPattern(THIOSULFATE, _rx(r"\b(sodium )?thiosulfate\b"), _rx(r"\bsalicylic\b")),
     DrugPattern(
         IRON,
-        _rx(r"\b(iron sucrose|ferric gluconate|ferumoxytol|iron[\s-]+dextran|ferric "
+        _rx(
+            r"\b(iron sucrose|ferric gluconate|ferumoxytol|iron[\s-]+dextran|ferric "
             r"carboxymaltose|ferric derisomaltose|ferrous (sulfate|sulphate|gluconate|fumarate)|"
-            r"venofer|ferrlecit|feraheme|injectafer|monoferric|infed)\b"),
+            r"venofer|ferrlecit|feraheme|injectafer|monoferric|infed)\b"
+        ),
     ),
 )
 
@@ -330,8 +356,10 @@ CONDITION_CODES: dict[tuple[str, str], str] = {
     (SNOMED, "282825002"): "atrial_fibrillation",
     (SNOMED, "440059007"): "atrial_fibrillation",
     (SNOMED, "440028005"): "atrial_fibrillation",
-    **{(ICD10CM, c): "atrial_fibrillation" for c in
-       ("I48.0", "I48.1", "I48.11", "I48.19", "I48.2", "I48.20", "I48.21", "I48.91")},
+    **{
+        (ICD10CM, c): "atrial_fibrillation"
+        for c in ("I48.0", "I48.1", "I48.11", "I48.19", "I48.2", "I48.20", "I48.21", "I48.91")
+    },
     # prosthetic heart valve: Z95.2 does not say mechanical vs biological, so it counts (the safe
     # reading for a DOAC contraindication). Z95.3 (xenogenic = bioprosthetic valve) is deliberately
     # absent: clinical-rules.md names the *mechanical* valve as what forbids a DOAC.
@@ -403,8 +431,10 @@ CONDITION_TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("calciphylaxis", CALCIPHYLAXIS_TEXT),
     (
         "kidney_failure",
-        _rx(r"\b(end[\s-]stage (renal|kidney) (disease|failure)|esrd|eskd|"
-            r"(chronic kidney disease|ckd)[,\s]*stage\s*(5|v)\b)"),
+        _rx(
+            r"\b(end[\s-]stage (renal|kidney) (disease|failure)|esrd|eskd|"
+            r"(chronic kidney disease|ckd)[,\s]*stage\s*(5|v)\b)"
+        ),
     ),
     ("dialysis", _rx(r"\b(dependence on (renal )?dialysis|h(a)?emodialysis|peritoneal dialysis)\b")),
     ("atrial_fibrillation", _rx(r"\batrial fibrillation\b")),

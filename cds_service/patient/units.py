@@ -64,14 +64,15 @@ _EGFR = {
 # analyte -> unit key -> factor to the canonical unit. Only dimensional identities (ng/L = pg/mL,
 # umol/L = mmol/L / 1000, mg/dL = 10 mg/L) and the factors above.
 UNIT_FACTORS: dict[str, dict[str, float]] = {
-    "calcium": _factors({"mg/dL": 1.0, "mmol/L": CALCIUM_MG_DL_PER_MMOL_L,
-                         "umol/L": CALCIUM_MG_DL_PER_MMOL_L / 1000}),
-    "corrected_calcium": _factors({"mg/dL": 1.0, "mmol/L": CALCIUM_MG_DL_PER_MMOL_L,
-                                   "umol/L": CALCIUM_MG_DL_PER_MMOL_L / 1000}),
+    "calcium": _factors({"mg/dL": 1.0, "mmol/L": CALCIUM_MG_DL_PER_MMOL_L, "umol/L": CALCIUM_MG_DL_PER_MMOL_L / 1000}),
+    "corrected_calcium": _factors(
+        {"mg/dL": 1.0, "mmol/L": CALCIUM_MG_DL_PER_MMOL_L, "umol/L": CALCIUM_MG_DL_PER_MMOL_L / 1000}
+    ),
     "ionized_calcium": _factors({"mmol/L": 1.0, "umol/L": 0.001, "mg/dL": CALCIUM_MMOL_L_PER_MG_DL}),
     "albumin": _factors({"g/dL": 1.0, "g/L": ALBUMIN_G_DL_PER_G_L}),
-    "phosphate": _factors({"mg/dL": 1.0, "mmol/L": PHOSPHATE_MG_DL_PER_MMOL_L,
-                           "umol/L": PHOSPHATE_MG_DL_PER_MMOL_L / 1000}),
+    "phosphate": _factors(
+        {"mg/dL": 1.0, "mmol/L": PHOSPHATE_MG_DL_PER_MMOL_L, "umol/L": PHOSPHATE_MG_DL_PER_MMOL_L / 1000}
+    ),
     "pth": _factors({"pg/mL": 1.0, "ng/L": 1.0, "pmol/L": PTH_PG_ML_PER_PMOL_L}),
     "crp": _factors({"mg/L": 1.0, "mg/dL": 10.0, "ug/mL": 1.0}),
     "egfr": _factors(_EGFR),

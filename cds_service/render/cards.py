@@ -62,10 +62,7 @@ def _card(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None)
             for code in rule.override_reasons
         ]
         or None,
-        links=[
-            Link(label=c.references[key].short, url=c.references[key].url, type="absolute")
-            for key in rule.evidence
-        ]
+        links=[Link(label=c.references[key].short, url=c.references[key].url, type="absolute") for key in rule.evidence]
         or None,
         rule_id=f.rule_id,
     )
@@ -86,10 +83,14 @@ def _values(c: CardContent, f: Finding) -> dict[str, str]:
 def _summary(c: CardContent, rule: RuleContent, f: Finding) -> str:
     values = _values(c, f)
     values["reason"] = " and ".join(fill(c.reasons[r]) for r in f.reasons if r in c.reasons)
-    values["missing"] = ", ".join(
-        c.labels["prefetch"].get(g.params.get("key"), str(g.params.get("key")))
-        for g in f.gaps if g.key == "prefetch_unavailable"
-    ) or "patient data"
+    values["missing"] = (
+        ", ".join(
+            c.labels["prefetch"].get(g.params.get("key"), str(g.params.get("key")))
+            for g in f.gaps
+            if g.key == "prefetch_unavailable"
+        )
+        or "patient data"
+    )
     values["status"] = _chart_status_phrase(c, rule, f) if rule.layout == RESULTS_TABLE else ""
     text = fill(rule.summary, values)
     if len(text) > SUMMARY_MAX and values["drug"]:
@@ -109,7 +110,8 @@ def _chart_status_phrase(c: CardContent, rule: RuleContent, f: Finding) -> str:
         parts.append(fill(rule.extra["status_out_of_range"], {"n": str(len(f.reasons))}))
     overdue = [
         c.labels["analyte"].get(g.params["analyte"], g.params["analyte"])
-        for g in f.gaps if g.key in ("lab_stale", "lab_missing", "lab_unusable")
+        for g in f.gaps
+        if g.key in ("lab_stale", "lab_missing", "lab_unusable")
     ]
     if overdue:
         parts.append(fill(rule.extra["status_overdue"], {"items": ", ".join(overdue)}))
@@ -171,9 +173,12 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
     for sub in f.substitutions:
         refs += c.substitutes[sub.key].references
     refs = list(dict.fromkeys(refs))
-    out.append(f"**{h['evidence']}**\n\n" + "\n".join(
-        f"- {c.references[r].citation} [{_link_text(c.references[r].url)}]({c.references[r].url})" for r in refs
-    ))
+    out.append(
+        f"**{h['evidence']}**\n\n"
+        + "\n".join(
+            f"- {c.references[r].citation} [{_link_text(c.references[r].url)}]({c.references[r].url})" for r in refs
+        )
+    )
     return "\n\n".join(out)
 
 
@@ -203,7 +208,7 @@ def _number(analyte: str, value: float) -> str:
 
 
 def _lab_text(c: CardContent, lab: LabValue) -> str:
-    """"10.6 mg/dL on 2026-11-15 (albumin-corrected from ...; reported as 2.65 mmol/L)"."""
+    """ "10.6 mg/dL on 2026-11-15 (albumin-corrected from ...; reported as 2.65 mmol/L)"."""
     text = f"{_number(lab.analyte, lab.value)} {lab.unit} on {_date(lab.effective)}"
     extras = []
     method = c.labels["method"].get(lab.method, lab.method)
@@ -239,11 +244,13 @@ def _condition_line(c: CardContent, cond: ConditionFact) -> str:
         else "recognised from the text"
     )
     status = ", ".join(
-        s for s in (
+        s
+        for s in (
             f"clinical status {cond.clinical_status}" if cond.clinical_status else "",
             f"verification {cond.verification_status}" if cond.verification_status else "",
             f"recorded {_date(cond.recorded)}" if cond.recorded else "",
-        ) if s
+        )
+        if s
     )
     return f"- {label}: {cond.display} ({how}; {cond.resource_id}" + (f"; {status}" if status else "") + ")"
 

@@ -10,18 +10,36 @@ from __future__ import annotations
 
 import string
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any
 
 from cds_service.checks.thresholds import TEMPLATE_VALUES
 
 # Placeholders the engine fills. A template using anything else is a content error.
 ENGINE_FIELDS = frozenset(
     {
-        "drug", "drug_class", "drug_text", "code", "reason", "missing", "status", "detail",
-        "what", "why", "analyte", "value", "unit", "date", "days", "n", "items", "display", "dosage",
+        "drug",
+        "drug_class",
+        "drug_text",
+        "code",
+        "reason",
+        "missing",
+        "status",
+        "detail",
+        "what",
+        "why",
+        "analyte",
+        "value",
+        "unit",
+        "date",
+        "days",
+        "n",
+        "items",
+        "display",
+        "dosage",
     }
 )
 ALLOWED_FIELDS = ENGINE_FIELDS | frozenset(TEMPLATE_VALUES)
@@ -179,10 +197,7 @@ def content() -> CardContent:
         safety={k: dict(v) for k, v in common["safety"].items()},
         gaps=dict(common["gaps"]),
         reasons=dict(common["reasons"]),
-        notes={
-            key: Note(key=key, text=v["text"], conflict=v.get("conflict"))
-            for key, v in common["notes"].items()
-        },
+        notes={key: Note(key=key, text=v["text"], conflict=v.get("conflict")) for key, v in common["notes"].items()},
         conflicts=conflicts,
         references=references,
         substitutes=substitutes,
@@ -223,8 +238,7 @@ def _substitute(key: str, v: dict[str, Any]) -> SubstituteSpec:
 
 
 def _rule(rule_id: str, v: dict[str, Any]) -> RuleContent:
-    known = {"topic", "summary", "rule", "why", "evidence", "conflicts", "substitutes",
-             "override_reasons", "layout"}
+    known = {"topic", "summary", "rule", "why", "evidence", "conflicts", "substitutes", "override_reasons", "layout"}
     try:
         return RuleContent(
             rule_id=rule_id,
@@ -282,12 +296,16 @@ def _check(c: CardContent) -> None:
         if not display.strip():
             problems.append(f"override reason {code!r} has no display")
     for key, conflict in c.conflicts.items():
-        problems += [f"conflicts.{key} cites unknown reference {r!r}" for r in conflict.references if r not in c.references]
+        problems += [
+            f"conflicts.{key} cites unknown reference {r!r}" for r in conflict.references if r not in c.references
+        ]
     for key, note in c.notes.items():
         if note.conflict is not None and note.conflict not in c.conflicts:
             problems.append(f"notes.{key} names unknown conflict {note.conflict!r}")
     for key, sub in c.substitutes.items():
-        problems += [f"substitutes.{key} cites unknown reference {r!r}" for r in sub.references if r not in c.references]
+        problems += [
+            f"substitutes.{key} cites unknown reference {r!r}" for r in sub.references if r not in c.references
+        ]
     for rule_id, rule in c.rules.items():
         if rule.layout not in LAYOUTS:
             problems.append(f"{rule_id}: unknown layout {rule.layout!r} (one of {sorted(LAYOUTS)})")

@@ -31,14 +31,16 @@ def fhir_version(order: MedicationOrder) -> FhirVersion:
     return "R4"
 
 
-def substitute_resource(spec: SubstituteSpec, order: MedicationOrder, patient_id: str,
-                        encounter_id: str | None = None) -> dict[str, Any]:
+def substitute_resource(
+    spec: SubstituteSpec, order: MedicationOrder, patient_id: str, encounter_id: str | None = None
+) -> dict[str, Any]:
     """The new order: R4 MedicationRequest by default; R5 or DSTU2 MedicationOrder to match."""
     return new_order(spec, fhir_version(order), patient_id, encounter_id)
 
 
-def new_order(spec: SubstituteSpec, version: FhirVersion, patient_id: str,
-              encounter_id: str | None = None) -> dict[str, Any]:
+def new_order(
+    spec: SubstituteSpec, version: FhirVersion, patient_id: str, encounter_id: str | None = None
+) -> dict[str, Any]:
     """A draft order for a substitute in one FHIR version (``substitute_resource`` picks it)."""
     concept = {
         "coding": [{"system": term.RXNORM, "code": spec.rxnorm, "display": spec.display}],
@@ -103,6 +105,8 @@ def validate_substitute_orders(c: CardContent) -> None:
             try:
                 model.model_validate(new_order(spec, version, "example", "example"))
             except ValidationError as exc:
-                problems.append(f"substitutes.{key} is not a valid {version} MedicationRequest: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}")
+                problems.append(
+                    f"substitutes.{key} is not a valid {version} MedicationRequest: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}"
+                )
     if problems:
         raise CardContentError("substitute order problems:\n  " + "\n  ".join(problems))

@@ -66,12 +66,18 @@ def render_markdown(markdown: str) -> list[str]:
 
 
 def _wrap(text: str, indent: str, hang: int = 0) -> list[str]:
-    return textwrap.wrap(text, width=_WIDTH, initial_indent=indent, subsequent_indent=indent + " " * hang,
-                         break_long_words=False, break_on_hyphens=False) or [indent]
+    return textwrap.wrap(
+        text,
+        width=_WIDTH,
+        initial_indent=indent,
+        subsequent_indent=indent + " " * hang,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [indent]
 
 
 def _describe_resource(resource: dict) -> str:
-    """"MedicationRequest sevelamer carbonate 800 MG Oral Tablet" for a created/updated order."""
+    """ "MedicationRequest sevelamer carbonate 800 MG Oral Tablet" for a created/updated order."""
     rtype = resource.get("resourceType", "")
     concept = resource.get("medicationCodeableConcept") or (resource.get("medication") or {}).get("concept") or {}
     name = concept.get("text") or next((c.get("display") for c in concept.get("coding") or [] if c.get("display")), "")
