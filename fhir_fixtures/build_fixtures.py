@@ -878,7 +878,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
     active_warf = med_request("ma-warf", pid, WARFARIN, status="active", dose_text="5 mg by mouth daily")
     stopped_ctr = med_request("ma-ctr", pid, CALCITRIOL, status="stopped", dose_text="0.25 mcg daily")
     add(
-        "pv-calciphylaxis-active-medications",
+        "m1-calciphylaxis-active-trigger-medications",
         request(
             "patient-view",
             pid,

@@ -23,7 +23,7 @@ from cds_service.render import content as card_content
 from cds_service.render.cards import render_card
 from cds_service.render.content import CardContentError, content, fill
 from cds_service.render.orders import stopped_resource, substitute_resource
-from tests.test_checks import (
+from tests.checks.builders import (
     CALCIPHYLAXIS,
     CALCIUM_ACETATE,
     ESRD,

@@ -33,7 +33,7 @@ def test_evaluate_prints_each_card_with_its_rule_data_and_suggestions(capsys):
 
 
 def test_evaluate_shows_a_results_table_without_markdown_rules(capsys):
-    assert cli.main(["evaluate", str(FIXTURES / "pv-calciphylaxis-active-medications.json")]) == 0
+    assert cli.main(["evaluate", str(FIXTURES / "m1-calciphylaxis-active-trigger-medications.json")]) == 0
     out = capsys.readouterr().out
     assert "Test | Latest | Target | Status" in out and "| --- |" not in out
     assert "[3] !! CRITICAL: Stop warfarin" in out

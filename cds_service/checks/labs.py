@@ -36,6 +36,12 @@ def _within(a: LabResult, b: LabResult, window: timedelta) -> bool:
     return abs(a.effective - b.effective) <= window
 
 
+def _distance(a: LabResult, b: LabResult) -> timedelta:
+    if a.effective is None or b.effective is None:
+        return timedelta.max
+    return abs(a.effective - b.effective)
+
+
 def corrected_calcium(record: PatientRecord) -> CorrectedCalcium | None:
     """The calcium value the rules use, in mg/dL, and how it was obtained.
 
@@ -54,7 +60,8 @@ def corrected_calcium(record: PatientRecord) -> CorrectedCalcium | None:
         return None
     albumins = [a for a in record.labs.get("albumin", ()) if _within(a, total, units.ALBUMIN_PAIRING_WINDOW)]
     if albumins:
-        albumin = min(albumins, key=lambda a: abs(a.effective - total.effective))
+        # _within kept only dated albumins, and the total calcium they pair with is dated too.
+        albumin = min(albumins, key=lambda a: _distance(a, total))
         return CorrectedCalcium(
             value=units.payne_corrected_calcium(total.value, albumin.value),
             method="corrected",
@@ -98,7 +105,7 @@ def from_result(record: PatientRecord, lab: LabResult, analyte: str | None = Non
 
 
 def _from_corrected(record: PatientRecord, cc: CorrectedCalcium) -> LabValue:
-    inputs = (from_result(record, cc.calcium),)
+    inputs: tuple[LabValue, ...] = (from_result(record, cc.calcium),)
     if cc.albumin is not None:
         inputs += (from_result(record, cc.albumin),)
     return LabValue(

@@ -8,6 +8,7 @@ of ``cards/substitutes.toml``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from cds_service.checks import thresholds as T
 from cds_service.checks.findings import Gap, LabValue, SafetyCheck, Substitution
@@ -37,7 +38,7 @@ class SubstitutionPlan:
     notes: tuple[str, ...] = ()
     gaps: tuple[Gap, ...] = field(default=())
 
-    def finding_fields(self) -> dict:
+    def finding_fields(self) -> dict[str, Any]:
         """What a Finding takes from the plan (its gaps are merged by the caller, in order).
         No substitute offered means the card can only suggest stopping the order."""
         return {
@@ -88,7 +89,7 @@ def _plan(
 ) -> SubstitutionPlan:
     """Offer ``keys`` unless a check failed or an active order of the same class exists."""
     checks = list(checks)
-    gaps = list(gaps)
+    found_gaps = list(gaps)
     seen_classes: set[str] = set()
     duplicate = False
     for key, _ in keys:
@@ -100,11 +101,11 @@ def _plan(
         if check is not None:
             checks.append(check)
             duplicate = duplicate or not check.passed
-        if gap is not None and gap not in gaps:
-            gaps.append(gap)
+        if gap is not None and gap not in found_gaps:
+            found_gaps.append(gap)
     blocked = duplicate or any(not c.passed for c in checks)
     subs = () if blocked else tuple(Substitution(key=k, recommended=r) for k, r in keys)
-    return SubstitutionPlan(substitutions=subs, safety_checks=tuple(checks), notes=notes, gaps=tuple(gaps))
+    return SubstitutionPlan(substitutions=subs, safety_checks=tuple(checks), notes=notes, gaps=tuple(found_gaps))
 
 
 def phosphate_binder_plan(record: PatientRecord) -> SubstitutionPlan:

@@ -61,7 +61,9 @@ def _observation_analyte(resource: dict[str, Any]) -> tuple[str, str] | None:
         if not isinstance(coding, dict):
             continue
         value = coding.get("code")
-        analyte = LOINC_TO_ANALYTE.get(value) if isinstance(value, str) else None
+        if not isinstance(value, str):
+            continue
+        analyte = LOINC_TO_ANALYTE.get(value)
         if analyte is not None and canonical_system(coding.get("system")) == LOINC:
             return analyte, value
     return None
@@ -125,7 +127,7 @@ def _newest_series(
     return tuple(series), unusable
 
 
-def build_record(context: dict, prefetch: Any, now: datetime) -> PatientRecord:
+def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> PatientRecord:
     """One immutable ``PatientRecord`` from a hook's ``context`` and resolved prefetch.
 
     Resources are selected by type (and Observations by LOINC code) from the raw JSON before
@@ -243,7 +245,7 @@ def _selected_ids(selections: Any) -> tuple[set[str], set[str]]:
     return typed, bare
 
 
-def orders_under_review(hook: str, context: dict, record: PatientRecord) -> tuple[OrderUnderReview, ...]:
+def orders_under_review(hook: str, context: dict[str, Any], record: PatientRecord) -> tuple[OrderUnderReview, ...]:
     """The medication orders a hook asks about.
 
     * order-select: the MedicationRequests / MedicationOrders of ``context.draftOrders`` named in

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from cds_service.fhir.reading import (
     ResourceIndex,
@@ -30,7 +31,7 @@ from cds_service.fhir.reading import (
     texts,
 )
 from cds_service.patient import terminology as term
-from cds_service.patient.model import ConditionFact, MedicationOrder
+from cds_service.patient.model import ConditionFact, DrugMatch, MedicationOrder
 
 MEDICATION_ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
 
@@ -148,7 +149,7 @@ def _drug_name(concepts: list[Any], names: list[str]) -> str:
     return "unnamed medication"
 
 
-def classify_concepts(concepts: list[Any], names: Iterable[str] = ()) -> tuple[frozenset[str], str, str | None]:
+def classify_concepts(concepts: list[Any], names: Iterable[str] = ()) -> tuple[frozenset[str], DrugMatch, str | None]:
     """(classes, matched_by, "system|code") for a drug described by CodeableConcepts and names."""
     classes: set[str] = set()
     matched_codes: list[str] = []
@@ -247,8 +248,12 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
     code = resource.get("code")
     written = _condition_texts(resource)
     facts: dict[str, ConditionFact] = {}
-    common = dict(
+    # What every fact of this Condition shares; each fact fills in kind, display and match.
+    common = ConditionFact(
+        kind="",
         resource_id=resource_key(resource) or "Condition",
+        display="",
+        matched_by="code",
         clinical_status=status_code(resource.get("clinicalStatus")),
         verification_status=status_code(resource.get("verificationStatus")),
         recorded=parse_fhir_datetime(
@@ -270,13 +275,8 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
             kind, display = "calciphylaxis", named
         if kind is None or kind in facts:
             continue
-        facts[kind] = ConditionFact(
-            kind=kind,
-            display=display,
-            matched_by="code",
-            code=value,
-            system=term.canonical_system(system),
-            **common,
+        facts[kind] = replace(
+            common, kind=kind, display=display, matched_by="code", code=value, system=term.canonical_system(system)
         )
     for kind, pattern in term.CONDITION_TEXT_PATTERNS:
         if kind in facts:
@@ -290,7 +290,7 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
             and not re.search(r"\bmechanical\b", named, re.IGNORECASE)
         ):
             continue
-        facts[kind] = ConditionFact(kind=kind, display=named, matched_by="text", **common)
+        facts[kind] = replace(common, kind=kind, display=named, matched_by="text")
     return tuple(facts.values())
 
 
@@ -313,8 +313,8 @@ def classify_procedure(resource: Any, now: datetime) -> ConditionFact | None:
     if status in EXCLUDED_PROCEDURE_STATUSES:
         return None
     code = resource.get("code")
-    matched_by, code_value, system = None, None, None
-    display = None
+    matched_by: Literal["code", "text"] | None = None
+    code_value, system, display = None, None, None
     for coding in codings(code):
         if term.is_dialysis_procedure_code(coding.get("system"), coding.get("code")):
             matched_by, code_value = "code", coding.get("code")

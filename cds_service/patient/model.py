@@ -46,11 +46,18 @@ class CorrectedCalcium:
     albumin: LabResult | None = None  # the albumin used for the Payne correction, if any
 
 
+# What a Condition (or Procedure) can establish about the patient.
+CONDITION_KINDS = ("calciphylaxis", "kidney_failure", "dialysis", "atrial_fibrillation", "prosthetic_valve")
+
+# How a drug was recognised: by a code, by its name in the text, or not at all.
+DrugMatch = Literal["code", "text", "none"]
+
+
 @dataclass(frozen=True)
 class ConditionFact:
     """A Condition (or Procedure) that puts the patient in or out of scope."""
 
-    kind: Literal["calciphylaxis", "kidney_failure", "dialysis", "atrial_fibrillation", "prosthetic_valve"]
+    kind: str  # one of CONDITION_KINDS
     resource_id: str  # "Condition/<id>" or "Procedure/<id>"
     display: str  # what to show a clinician (coding display or text)
     matched_by: Literal["code", "text"]
@@ -70,7 +77,7 @@ class MedicationOrder:
     status: str | None
     drug_name: str  # best human name (coding display, text, or Medication.code)
     drug_classes: frozenset[str]  # e.g. {"calcium_binder"}; empty when nothing matched
-    matched_by: Literal["code", "text", "none"]
+    matched_by: DrugMatch
     matched_code: str | None = None  # "system|code" that matched, when by code
     authored: datetime | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -119,7 +119,7 @@ def to_canonical(quantity: Any, analyte: str) -> NormalisedQuantity | None:
     if not isinstance(quantity, dict):
         return None
     value = quantity.get("value")
-    if not is_number(value):
+    if not isinstance(value, (int, float)) or not is_number(value):
         return None
     # The UCUM code first, then the human unit, then the code whatever its system.
     tried = None

@@ -9,6 +9,8 @@ click; coded override reasons.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from cds_service.checks.findings import Finding, Gap, LabValue, SafetyCheck
 from cds_service.checks.labs import DISPLAY_DECIMALS
 from cds_service.patient import terminology as term
@@ -85,7 +87,7 @@ def _summary(c: CardContent, rule: RuleContent, f: Finding) -> str:
     values["reason"] = " and ".join(fill(c.reasons[r]) for r in f.reasons if r in c.reasons)
     values["missing"] = (
         ", ".join(
-            c.labels["prefetch"].get(g.params.get("key"), str(g.params.get("key")))
+            c.labels["prefetch"].get(str(g.params.get("key")), str(g.params.get("key")))
             for g in f.gaps
             if g.key == "prefetch_unavailable"
         )
@@ -162,7 +164,7 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
     if gaps:
         out.append(f"**{h['not_checked']}**\n\n" + "\n".join(f"- {g}" for g in gaps))
 
-    conflicts = list(rule.conflicts) + [c.notes[n].conflict for n in f.notes if c.notes[n].conflict]
+    conflicts = list(rule.conflicts) + [n.conflict for n in (c.notes[key] for key in f.notes) if n.conflict]
     conflicts = list(dict.fromkeys(conflicts))  # keep order, drop repeats
     if conflicts:
         out.append(f"**{h['conflicts']}**\n\n" + "\n".join(f"- {fill(c.conflicts[k].text)}" for k in conflicts))
@@ -199,7 +201,7 @@ def _code_label(system_code: str | None) -> str:
     return f"{_SYSTEM_NAMES.get(system, system)} {code}"
 
 
-def _date(value) -> str:
+def _date(value: datetime | None) -> str:
     return value.date().isoformat() if value is not None else "date unknown"
 
 
@@ -283,7 +285,7 @@ def _gap_line(c: CardContent, gap: Gap) -> str:
 
 def _stale_days(lab: LabValue) -> int:
     # Corrected calcium ages like the calcium it came from.
-    limit = STALE_AFTER.get(lab.analyte) or STALE_AFTER.get("calcium")
+    limit = STALE_AFTER.get(lab.analyte) or STALE_AFTER["calcium"]
     return limit.days
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from cds_service.checks.thresholds import TEMPLATE_VALUES
@@ -160,7 +161,7 @@ def content() -> CardContent:
     common = _load(root.joinpath("common.toml"))
     references_raw = _load(root.joinpath("references.toml"))
     substitutes_raw = _load(root.joinpath("substitutes.toml"))
-    rules_raw: dict[str, dict] = {}
+    rules_raw: dict[str, dict[str, Any]] = {}
     targets: dict[str, str] = {}
     status: dict[str, str] = {}
     rules_dir = root.joinpath("rules")
@@ -209,7 +210,7 @@ def content() -> CardContent:
     return loaded
 
 
-def _load(path) -> dict[str, Any]:
+def _load(path: Traversable) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -257,7 +258,7 @@ def _rule(rule_id: str, v: dict[str, Any]) -> RuleContent:
         raise CardContentError(f"rule {rule_id!r} lacks {exc}") from None
 
 
-def _templates(c: CardContent):
+def _templates(c: CardContent) -> Iterator[tuple[str, str]]:
     """Every text the engine fills, with where it lives (for error messages)."""
     for key, note in c.notes.items():
         yield f"notes.{key}", note.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from typing import Any
 
 from cds_service.protocol import CDSResponse
 
@@ -76,7 +77,7 @@ def _wrap(text: str, indent: str, hang: int = 0) -> list[str]:
     ) or [indent]
 
 
-def _describe_resource(resource: dict) -> str:
+def _describe_resource(resource: dict[str, Any]) -> str:
     """ "MedicationRequest sevelamer carbonate 800 MG Oral Tablet" for a created/updated order."""
     rtype = resource.get("resourceType", "")
     concept = resource.get("medicationCodeableConcept") or (resource.get("medication") or {}).get("concept") or {}

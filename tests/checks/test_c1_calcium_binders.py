@@ -1,0 +1,104 @@
+"""C1 calcium-based phosphate binders: the rule as a pure function, on hand-built PatientRecords."""
+
+from __future__ import annotations
+
+from cds_service.checks import check_order
+from tests.checks.builders import (
+    CALCIPHYLAXIS,
+    CALCIUM_ACETATE,
+    ESRD,
+    NORMAL_LABS,
+    draft,
+    lab,
+    med,
+    only,
+    record,
+)
+
+
+def test_calcium_binder_in_calciphylaxis_is_critical_and_offers_sevelamer_then_lanthanum():
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS], labs=NORMAL_LABS), draft(CALCIUM_ACETATE)))
+    assert (f.rule_id, f.indicator) == ("C1-calcium-binder-calciphylaxis", "critical")
+    assert [(s.key, s.recommended) for s in f.substitutions] == [("sevelamer", True), ("lanthanum", False)]
+    assert f.conditions == (CALCIPHYLAXIS,)
+    assert f.order is CALCIUM_ACETATE and not f.stop_only
+
+
+def test_calcium_binder_in_calciphylaxis_with_sevelamer_already_active_only_removes_the_order():
+    sevelamer = med(
+        "non_calcium_binder", name="sevelamer carbonate 800 MG", rid="MedicationRequest/a1", status="active"
+    )
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS], medications=[sevelamer]), draft(CALCIUM_ACETATE)))
+    assert f.substitutions == () and f.stop_only
+    check = next(c for c in f.safety_checks if c.key == "no_active_non_calcium_binder")
+    assert not check.passed and "MedicationRequest/a1" in check.detail
+
+
+def test_calcium_binder_on_dialysis_warns_when_corrected_calcium_is_above_10_2():
+    labs = (lab("calcium", 10.0), lab("albumin", 3.0), lab("pth", 250))  # Payne: 10.0 + 0.8 = 10.8
+    f = only(check_order(record(conditions=[ESRD], labs=labs), draft(CALCIUM_ACETATE)))
+    assert (f.rule_id, f.indicator) == ("C1-calcium-binder-dialysis", "warning")
+    assert f.reasons == ("corrected_calcium_high",)
+    cc = next(v for v in f.labs if v.analyte == "corrected_calcium")
+    assert (cc.value, cc.method, cc.stale) == (10.8, "corrected", False)
+    assert [i.analyte for i in cc.inputs] == ["calcium", "albumin"]
+    assert any(g.key == "calcification_not_coded" for g in f.gaps)
+
+
+def test_calcium_binder_on_dialysis_warns_on_measured_calcium_when_no_albumin_is_near():
+    f = only(check_order(record(conditions=[ESRD], labs=[lab("calcium", 10.5)]), draft(CALCIUM_ACETATE)))
+    cc = next(v for v in f.labs if v.analyte == "corrected_calcium")
+    assert (cc.value, cc.method) == (10.5, "measured")
+
+
+def test_corrected_calcium_of_exactly_10_2_does_not_warn():
+    labs = (lab("calcium", 10.2), lab("albumin", 4.0))
+    assert check_order(record(conditions=[ESRD], labs=labs), draft(CALCIUM_ACETATE)) == []
+
+
+def test_thresholds_compare_the_value_the_card_shows():
+    # 10.24 is shown as 10.2 (not above 10.2); 10.25 is shown as 10.3 (above).
+    assert check_order(record(conditions=[ESRD], labs=[lab("calcium", 10.24)]), draft(CALCIUM_ACETATE)) == []
+    f = only(check_order(record(conditions=[ESRD], labs=[lab("calcium", 10.25)]), draft(CALCIUM_ACETATE)))
+    assert next(v for v in f.labs if v.analyte == "corrected_calcium").value == 10.3
+
+
+def test_calcium_binder_on_dialysis_warns_when_pth_is_below_150_twice_in_a_row():
+    labs = NORMAL_LABS[:3] + (lab("pth", 120, days_ago=5), lab("pth", 140, days_ago=100))
+    f = only(check_order(record(conditions=[ESRD], labs=labs), draft(CALCIUM_ACETATE)))
+    assert f.reasons == ("pth_low_consecutive",)
+    assert [v.value for v in f.labs if v.analyte == "pth"] == [120, 140]
+
+
+def test_a_single_low_pth_does_not_warn():
+    labs = NORMAL_LABS[:3] + (lab("pth", 120, days_ago=5), lab("pth", 210, days_ago=100))
+    assert check_order(record(conditions=[ESRD], labs=labs), draft(CALCIUM_ACETATE)) == []
+
+
+def test_calcium_binder_on_dialysis_with_normal_labs_is_silent():
+    assert check_order(record(conditions=[ESRD], labs=NORMAL_LABS), draft(CALCIUM_ACETATE)) == []
+
+
+def test_stale_high_calcium_gives_an_info_card_not_a_warning():
+    labs = (lab("calcium", 10.9, days_ago=60), lab("albumin", 4.0, days_ago=60))
+    f = only(check_order(record(conditions=[ESRD], labs=labs), draft(CALCIUM_ACETATE)))
+    assert (f.rule_id, f.indicator) == ("C1-calcium-binder-dialysis-stale-data", "info")
+    assert f.reasons == ("stale_corrected_calcium_high",)
+    assert f.substitutions == () and next(v for v in f.labs if v.analyte == "corrected_calcium").stale
+    assert any(g.key == "lab_stale" and g.params["analyte"] == "corrected_calcium" for g in f.gaps)
+
+
+def test_osteoporosis_patient_on_calcium_carbonate_gets_nothing():
+    carbonate = med("calcium_binder", name="calcium carbonate 1250 MG Oral Tablet")
+    osteoporosis = record(labs=[lab("calcium", 10.8), lab("egfr", 75)])
+    assert check_order(osteoporosis, draft(carbonate)) == []
+
+
+def test_kidney_failure_by_egfr_below_15_puts_the_patient_in_scope_and_the_card_shows_it():
+    labs = (lab("calcium", 10.8), lab("egfr", 12))
+    f = only(check_order(record(labs=labs), draft(CALCIUM_ACETATE)))
+    assert f.rule_id == "C1-calcium-binder-dialysis" and f.conditions == ()
+    assert any(v.analyte == "egfr" and v.value == 12 for v in f.labs)
+
+
+# --- C2 vitamin K antagonists ---------------------------------------------------------------
