@@ -18,7 +18,7 @@ from cds_service.fhir.resolver import ResolvedPrefetch
 from cds_service.patient.build import build_record, orders_under_review
 from cds_service.protocol import Card
 from cds_service.render.cards import render_cards
-from cds_service.render.content import content
+from cds_service.knowledge.content import content
 from cds_service.render.orders import validate_substitute_orders
 
 

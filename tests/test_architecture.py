@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("fhir.resolver", "fhir.client", "fhir.templates", "fhir.breaker"),
     ("render",),
     ("checks",),
+    ("knowledge",),
     ("patient",),
     # fhir/__init__ is empty: the package itself sits at the bottom with its generic readers.
     ("fhir", "fhir.reading", "protocol", "errors", "config", "net", "__init__"),

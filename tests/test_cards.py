@@ -19,9 +19,9 @@ from cds_service.checks.m1_mineral_status import RULE_ID as MINERAL_RULE
 from cds_service.checks.substitution import SUBSTITUTE_CLASS
 from cds_service.patient import terminology
 from cds_service.protocol import Card
-from cds_service.render import content as card_content
+from cds_service.knowledge import content as card_content
 from cds_service.render.cards import render_card
-from cds_service.render.content import CardContentError, content, fill
+from cds_service.knowledge.content import CardContentError, content, fill
 from cds_service.render.orders import stopped_resource, substitute_resource
 from tests.checks.builders import (
     CALCIPHYLAXIS,
@@ -102,7 +102,7 @@ def test_a_rule_citing_an_unknown_reference_is_refused_at_load_time():
 
 
 def test_thresholds_in_card_texts_come_from_the_thresholds_module():
-    from cds_service.checks import thresholds
+    from cds_service.knowledge import thresholds
 
     why = fill(content().rules["C1-calcium-binder-dialysis"].why)
     assert f"above {thresholds.CORRECTED_CALCIUM_HIGH:g} mg/dL" in why

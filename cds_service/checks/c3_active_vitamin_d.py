@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from cds_service.checks import thresholds as T
+from cds_service.knowledge import thresholds as T
 from cds_service.checks.findings import Finding
 from cds_service.checks.labs import LabFacts
 from cds_service.checks.rule import OrderRule

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-from cds_service.checks import thresholds as T
+from cds_service.knowledge import thresholds as T
 from cds_service.checks.findings import LabValue
 from cds_service.patient import units
 from cds_service.patient.analytes import ANALYTES

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cds_service.checks import thresholds as T
+from cds_service.knowledge import thresholds as T
 from cds_service.checks.findings import Gap, LabValue, SafetyCheck, Substitution
 from cds_service.checks.labs import LabFacts, pth_notes
 from cds_service.patient import sources

@@ -16,7 +16,7 @@ from cds_service.checks.labs import DISPLAY_DECIMALS
 from cds_service.patient import terminology as term
 from cds_service.patient.model import STALE_AFTER, ConditionFact, MedicationOrder
 from cds_service.protocol import Action, Card, Coding, Link, OverrideReason, Source, Suggestion
-from cds_service.render.content import CardContent, RuleContent, content, fill
+from cds_service.knowledge.content import CardContent, RuleContent, content, fill
 from cds_service.render.orders import stopped_resource, substitute_resource
 
 SUMMARY_MAX = 139  # CDS Hooks: "<140-character summary"

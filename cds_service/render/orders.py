@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from cds_service.patient import terminology as term
 from cds_service.patient.model import MedicationOrder
-from cds_service.render.content import CardContent, CardContentError, SubstituteSpec, fill
+from cds_service.knowledge.content import CardContent, CardContentError, SubstituteSpec, fill
 
 FhirVersion = Literal["R4", "R5", "DSTU2"]
 

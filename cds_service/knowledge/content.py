@@ -17,7 +17,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
-from cds_service.checks.thresholds import TEMPLATE_VALUES
+from cds_service.knowledge.thresholds import TEMPLATE_VALUES
 
 # Placeholders the engine fills. A template using anything else is a content error.
 ENGINE_FIELDS = frozenset(
