@@ -4,7 +4,7 @@ A row holds the LOINC codes it is read from (terminology.md section 2), the cano
 value is normalised to, the range outside which a value is a data error rather than a result,
 how long a result stays current, how many decimals a card shows (and the rules compare), the
 target range the cards show, and the data source (prefetch key) it comes from. The checks'
-thresholds that are not targets live in ``cds_service.checks.thresholds``; unit conversion
+thresholds that are not targets live in ``cds_service.knowledge.thresholds``; unit conversion
 factors live in ``cds_service.patient.units``.
 """
 

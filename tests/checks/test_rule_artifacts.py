@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cds_service.checks import CHART_RULES, ORDER_RULES, RULE_INCOMPLETE
-from cds_service.render.content import content
+from cds_service.knowledge.content import content
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = [(rule.name, rule.finding_ids) for rule in (*ORDER_RULES, *CHART_RULES)] + [
