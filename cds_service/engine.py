@@ -13,12 +13,13 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from cds_service.checks import lab_facts, review_chart, run_checks
+from cds_service.checks import eligibility, lab_facts, review_chart, run_checks
 from cds_service.fhir.resolver import ResolvedPrefetch
+from cds_service.knowledge.content import content
+from cds_service.patient import terminology as term
 from cds_service.patient.build import build_record, orders_under_review
 from cds_service.protocol import Card
 from cds_service.render.cards import render_cards
-from cds_service.knowledge.content import content
 from cds_service.render.orders import validate_substitute_orders
 
 
@@ -50,4 +51,7 @@ def evaluate(call: HookCall) -> list[Card]:
 def warm_up() -> None:
     """Load and check the card content and every substitute order now (fails fast at start-up
     if a file is wrong, never in a hook call)."""
-    validate_substitute_orders(content())
+    term.warm_up()
+    loaded = content()
+    eligibility.validate(loaded)
+    validate_substitute_orders(loaded)

@@ -34,6 +34,22 @@ PREFETCH_KEYS: dict[str, PrefetchKey] = {
         "MedicationRequest?patient={{context.patientId}}&status=active,on-hold&_count=100",
         "the patient's active and on-hold medications",
     ),
+    # What the patient takes besides the orders: the home medication list and the doses given
+    # (IV sterols at dialysis). Administrations: the newest first, enough for several weeks of
+    # thrice-weekly dialysis doses of a few drugs.
+    sources.MEDICATION_STATEMENTS: PrefetchKey(
+        "MedicationStatement?patient={{context.patientId}}&status=active,intended,on-hold&_count=100",
+        "the patient's home medication list",
+    ),
+    sources.MEDICATION_ADMINISTRATIONS: PrefetchKey(
+        "MedicationAdministration?patient={{context.patientId}}&_sort=-effective-time&_count=50",
+        "recent medication administrations",
+        newest=50,
+    ),
+    # Allergies and intolerances: a substitute they touch is never offered.
+    sources.ALLERGIES: PrefetchKey(
+        "AllergyIntolerance?patient={{context.patientId}}&_count=100", "the patient's allergies and intolerances"
+    ),
     sources.CALCIUM: _observations("recent calcium results", sources.CALCIUM, count=10),
     sources.ALBUMIN: _observations("recent albumin results", sources.ALBUMIN, count=10),
     sources.PHOSPHATE: _observations("recent phosphate results", sources.PHOSPHATE, count=10),

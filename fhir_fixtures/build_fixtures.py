@@ -162,6 +162,56 @@ def med_request(
     return resource
 
 
+def allergy(aid: str, patient: str, concept: dict[str, Any], *, criticality: str = "high") -> dict[str, Any]:
+    return {
+        "resourceType": "AllergyIntolerance",
+        "id": aid,
+        "clinicalStatus": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}
+            ]
+        },
+        "verificationStatus": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification", "code": "confirmed"}
+            ]
+        },
+        "type": "intolerance",
+        "criticality": criticality,
+        "code": concept,
+        "patient": {"reference": f"Patient/{patient}"},
+        "recordedDate": "2025-06-01",
+    }
+
+
+def statement(sid: str, patient: str, concept: dict[str, Any], *, status: str = "active") -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationStatement",
+        "id": sid,
+        "status": status,
+        "medicationCodeableConcept": concept,
+        "subject": {"reference": f"Patient/{patient}"},
+        "dateAsserted": "2026-11-01",
+        "dosage": [{"text": "as on the home medication list"}],
+    }
+
+
+def administration(aid: str, patient: str, concept: dict[str, Any], when: str) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationAdministration",
+        "id": aid,
+        "status": "completed",
+        "medicationCodeableConcept": concept,
+        "subject": {"reference": f"Patient/{patient}"},
+        "effectiveDateTime": when,
+        "dosage": {"route": {"text": "intravenous"}, "text": "IV push into the venous line at the end of dialysis"},
+    }
+
+
+def text_only(text: str) -> dict[str, Any]:
+    return {"text": text}
+
+
 def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
     return {
         "resourceType": "Bundle",
@@ -201,6 +251,9 @@ def request(
     drafts: list | None = None,
     selections: list[str] | None = None,
     omit: tuple[str, ...] = (),
+    allergies: list | None = None,
+    statements: list | None = None,
+    administrations: list | None = None,
 ) -> dict[str, Any]:
     context: dict[str, Any] = {"userId": "Practitioner/nephrologist-1", "patientId": pid, "encounterId": f"enc-{pid}"}
     if hook in ("order-select", "order-sign"):
@@ -211,6 +264,10 @@ def request(
         "patient": patient(pid),
         "conditions": bundle(*conditions) if conditions else None,
         "meds": bundle(*medications) if medications else None,
+        # null: the EHR holds none (an absent key would mean it was not looked up).
+        "allergies": bundle(*allergies) if allergies else None,
+        "medstatements": bundle(*statements) if statements else None,
+        "medadmins": bundle(*administrations) if administrations else None,
         **(labs or labs_prefetch(pid)),
     }
     for key in omit:
@@ -1039,6 +1096,478 @@ def scenarios() -> dict[str, dict[str, Any]]:
         ),
         "order-select: only the selected draft (metformin) is reviewed; the unselected calcium "
         "acetate draft is context only: silent.",
+        [],
+    )
+
+    # --- real-world EHR data (issue 10): brands, shorthand, misspellings, IV at dialysis,
+    # --- home medication lists, problem-list wording, eligibility of substitutes
+    pid = "rw-phoslo-brand"
+    add(
+        "c1-phoslo-brand-name-only-calciphylaxis",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000101",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-phoslo", pid, text_only("PhosLo 667mg gelcap, 2 with each meal"))],
+        ),
+        "Calcium acetate ordered by its brand only (free text 'PhosLo'): still a calcium-based binder; "
+        "the card says it was recognised from the brand name.",
+        [
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "PhosLo",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-phoslo",
+                "detail": ["recognised from its brand name", '"PhosLo"'],
+            }
+        ],
+    )
+
+    pid = "rw-caco3-abbrev"
+    add(
+        "c1-caco3-abbreviation-dialysis-high-calcium",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000102",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(
+                pid,
+                ca=[calcium(pid, 10.6)],
+                alb=[albumin(pid, 4.0)],
+                phos=[phosphate(pid, 6.1)],
+                pth_=[pth(pid, 280)],
+                egfr_=[egfr(pid, 8)],
+            ),
+            drafts=[med_request("draft-caco3", pid, text_only("CaCO3 1250 mg PO TID c meals"))],
+        ),
+        "Dialysis patient, corrected calcium 10.6 mg/dL; calcium carbonate written as the chemical "
+        "abbreviation 'CaCO3': the K/DOQI warning fires and the card admits the abbreviation match.",
+        [
+            {
+                "rule": "C1-calcium-binder-dialysis",
+                "indicator": "warning",
+                "drug": "CaCO3",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "detail": ["recognised from its abbreviation", '"CaCO3"', "Corrected calcium: 10.6 mg/dL"],
+            }
+        ],
+    )
+
+    pid = "rw-calcitriol-typo"
+    add(
+        "c3-calcitriol-misspelled-calciphylaxis",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000103",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-calcitirol", pid, text_only("calcitirol 0.25 mcg cap daily"))],
+        ),
+        "Calcitriol misspelled 'calcitirol' in a free-text order: recognised by a close spelling, "
+        "which the card admits, and the calciphylaxis card fires.",
+        [
+            {
+                "rule": "C3-active-vitamin-d-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcitirol",
+                "substitutes": [CINACALCET_RX],
+                "detail": ["close spelling", '"calcitirol"', "read as calcitriol"],
+            }
+        ],
+    )
+
+    pid = "rw-zemplar-iv"
+    add(
+        "c3-paricalcitol-iv-given-at-dialysis-patient-view",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000104",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            medications=[],
+            administrations=[
+                administration(
+                    "adm-1", pid, text_only("Zemplar (paricalcitol) 5 mcg/mL inj 2 mcg IV"), "2026-11-19T15:40:00Z"
+                ),
+                administration(
+                    "adm-2", pid, text_only("Zemplar (paricalcitol) 5 mcg/mL inj 2 mcg IV"), "2026-11-17T15:35:00Z"
+                ),
+            ],
+        ),
+        "IV paricalcitol given at each dialysis session, charted only as MedicationAdministrations "
+        "(no active order in the list): current exposure on patient-view. One card for the drug, "
+        "no one-click stop (a dose given cannot be stopped), and the card says to stop the order "
+        "behind the doses.",
+        [
+            {"rule": "M1-mineral-status-calciphylaxis", "indicator": "info", "drug": "", "no_suggestions": True},
+            {
+                "rule": "C3-active-vitamin-d-calciphylaxis",
+                "indicator": "critical",
+                "drug": "Zemplar",
+                "no_suggestions": True,
+                "detail": ["Given: Zemplar", "MedicationAdministration/adm-1", "standing order"],
+            },
+        ],
+    )
+
+    pid = "rw-home-list"
+    add(
+        "c1-calcium-acetate-on-home-medication-list-patient-view",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000105",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            medications=[],
+            statements=[statement("ms-ca", pid, CALCIUM_ACETATE)],
+        ),
+        "Calcium acetate only on the home medication list (MedicationStatement): the calciphylaxis "
+        "card fires and its suggestion marks the statement stopped.",
+        [
+            {"rule": "M1-mineral-status-calciphylaxis", "indicator": "info", "drug": "", "no_suggestions": True},
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcium acetate",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "stops": "ms-ca",
+                "detail": ["Home medication list: calcium acetate"],
+            },
+        ],
+    )
+
+    pid = "rw-cua"
+    add(
+        "c2-warfarin-cua-abbreviation-on-problem-list",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000106",
+            conditions=[
+                {
+                    **condition("cua", pid, SNOMED, "0", "x"),
+                    "code": {"text": "CUA - biopsy pending, L thigh"},
+                },
+                esrd(pid),
+                atrial_fibrillation(pid),
+            ],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-warf", pid, WARFARIN)],
+        ),
+        "Calciphylaxis recorded only as the abbreviation 'CUA' (calcific uraemic arteriolopathy) in "
+        "the problem text: the calciphylaxis tier applies; apixaban for AF on dialysis.",
+        [
+            {
+                "rule": "C2-vka-calciphylaxis",
+                "indicator": "critical",
+                "drug": "warfarin",
+                "substitutes": [APIXABAN_RX],
+                "detail": ['recognised from the text: "CUA"'],
+            }
+        ],
+    )
+
+    pid = "rw-onx-valve"
+    add(
+        "c2-warfarin-mechanical-valve-brand-abbreviation",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000107",
+            conditions=[
+                calciphylaxis(pid),
+                esrd(pid),
+                atrial_fibrillation(pid),
+                {**condition("valve", pid, SNOMED, "0", "x"), "code": {"text": "s/p AVR 2019 (On-X 23mm)"}},
+            ],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-warf", pid, WARFARIN)],
+        ),
+        "A mechanical valve written the way problem lists write it ('s/p AVR (On-X)'): no DOAC is "
+        "offered; agree an alternative with the anticoagulation team.",
+        [
+            {
+                "rule": "C2-vka-calciphylaxis",
+                "indicator": "critical",
+                "drug": "warfarin",
+                "no_suggestions": True,
+                "detail": ["Prosthetic heart valve recorded", "Condition/valve", "anticoagulation team"],
+                "detail_absent": ["apixaban 2.5 MG Oral Tablet"],
+            }
+        ],
+    )
+
+    pid = "rw-af-no-dialysis"
+    add(
+        "c2-warfarin-calciphylaxis-not-on-dialysis-no-one-click-apixaban",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000108",
+            conditions=[calciphylaxis(pid), atrial_fibrillation(pid)],
+            labs=labs_prefetch(
+                pid,
+                ca=[calcium(pid, 9.4)],
+                alb=[albumin(pid, 3.8)],
+                phos=[phosphate(pid, 4.1)],
+                pth_=[pth(pid, 90)],
+                egfr_=[egfr(pid, 42)],
+            ),
+            drafts=[med_request("draft-warf", pid, WARFARIN)],
+        ),
+        "Calciphylaxis without kidney failure (eGFR 42), atrial fibrillation: reduced-dose apixaban "
+        "is the dialysis dose, so no one-click order; the card offers to stop warfarin and says the "
+        "replacement follows the label's dose criteria.",
+        [
+            {
+                "rule": "C2-vka-calciphylaxis",
+                "indicator": "critical",
+                "drug": "warfarin",
+                "removes": "MedicationRequest/draft-warf",
+                "detail": ["Not on dialysis", "product label", "eGFR 42"],
+                "detail_absent": ["apixaban 2.5 MG Oral Tablet"],
+            }
+        ],
+    )
+
+    pid = "rw-caco3-no-phos-problem"
+    add(
+        "c1-calcium-carbonate-calciphylaxis-not-on-dialysis-no-binder-offered",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000109",
+            conditions=[calciphylaxis(pid)],
+            labs=labs_prefetch(
+                pid,
+                ca=[calcium(pid, 9.1)],
+                alb=[albumin(pid, 3.9)],
+                phos=[phosphate(pid, 3.9)],
+                egfr_=[egfr(pid, 55)],
+            ),
+            drafts=[med_request("draft-caco3", pid, CALCIUM_CARBONATE_SCD)],
+        ),
+        "Non-uraemic calciphylaxis (eGFR 55, phosphate 3.9 mg/dL) on calcium carbonate as a "
+        "supplement: stop it; no phosphate binder is offered because phosphate needs no binding.",
+        [
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcium carbonate",
+                "removes": "MedicationRequest/draft-caco3",
+                "detail": ["No sign that phosphate needs a binder", "choose a binder by hand"],
+                "detail_absent": ["sevelamer carbonate 800 MG Oral Tablet"],
+            }
+        ],
+    )
+
+    pid = "rw-apixaban-allergy"
+    add(
+        "c2-warfarin-apixaban-intolerance-blocks-the-substitute",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000110",
+            conditions=[calciphylaxis(pid), esrd(pid), atrial_fibrillation(pid)],
+            labs=calciphylaxis_labs(pid),
+            allergies=[allergy("allergy-eliquis", pid, text_only("Eliquis - GI bleed 2024"))],
+            drafts=[med_request("draft-warf", pid, WARFARIN)],
+        ),
+        "An intolerance to apixaban recorded by its brand (Eliquis): apixaban is never offered and "
+        "the card names the AllergyIntolerance that blocked it.",
+        [
+            {
+                "rule": "C2-vka-calciphylaxis",
+                "indicator": "critical",
+                "drug": "warfarin",
+                "no_suggestions": True,
+                "detail": ["Allergy or intolerance recorded", "AllergyIntolerance/allergy-eliquis"],
+                "detail_absent": ["apixaban 2.5 MG Oral Tablet"],
+            }
+        ],
+    )
+
+    pid = "rw-sevelamer-intolerance"
+    add(
+        "c1-sevelamer-intolerance-offers-lanthanum-only",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000111",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            allergies=[allergy("allergy-renvela", pid, rx(RXNORM, "214824", "sevelamer"), criticality="low")],
+            drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)],
+        ),
+        "A sevelamer intolerance (coded RxNorm ingredient): only lanthanum is offered.",
+        [
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcium acetate",
+                "substitutes": [LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-ca",
+                "detail": ["AllergyIntolerance/allergy-renvela"],
+            }
+        ],
+    )
+
+    pid = "rw-ionized-only"
+    add(
+        "c3-calcitriol-dialysis-ionized-calcium-only",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000112",
+            conditions=[esrd(pid)],
+            labs={
+                **labs_prefetch(pid, pth_=[pth(pid, 260)], egfr_=[egfr(pid, 6)]),
+                "calcium": bundle(
+                    obs("ica-1", pid, "1995-0", "Calcium.ionized [Moles/volume] in Serum or Plasma", 1.42, "mmol/L")
+                ),
+            },
+            drafts=[med_request("draft-calcitriol", pid, CALCITRIOL)],
+        ),
+        "Only an ionized calcium (1.42 mmol/L, above 1.32) is on file: used in place of a total "
+        "calcium with its own threshold, and the card says so.",
+        [
+            {
+                "rule": "C3-active-vitamin-d-dialysis",
+                "indicator": "warning",
+                "drug": "calcitriol",
+                "substitutes": [CINACALCET_RX],
+                "detail": ["Ionized calcium: 1.42 mmol/L", "the ionized calcium was used", "1.16-1.32 mmol/L"],
+            }
+        ],
+    )
+
+    pid = "rw-pth-text"
+    add(
+        "c1-calcium-acetate-dialysis-pth-text-results-with-comparator",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000113",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(
+                pid,
+                ca=[calcium(pid, 9.0)],
+                alb=[albumin(pid, 4.0)],
+                phos=[phosphate(pid, 5.0)],
+                pth_=[
+                    {
+                        **{k: v for k, v in pth(pid, 0, oid="pth-new").items() if k != "valueQuantity"},
+                        "valueString": "<50 pg/mL",
+                    },
+                    {
+                        **{k: v for k, v in pth(pid, 0, when=OLD_PTH, oid="pth-old").items() if k != "valueQuantity"},
+                        "valueString": "<50",
+                    },
+                ],
+                egfr_=[egfr(pid, 8)],
+            ),
+            drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)],
+        ),
+        "PTH reported as text with a comparator ('<50 pg/mL', '<50') on 2 consecutive results: read "
+        "with the comparator kept, so PTH is below 150 twice and the K/DOQI warning fires.",
+        [
+            {
+                "rule": "C1-calcium-binder-dialysis",
+                "indicator": "warning",
+                "drug": "calcium acetate",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "detail": ["Intact PTH: <50 pg/mL", "below 150 pg/mL on 2 consecutive results"],
+            }
+        ],
+    )
+
+    pid = "rw-transplant"
+    add(
+        "pv-transplant-with-working-graft-is-not-on-dialysis",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000114",
+            conditions=[
+                condition("esrd-old", pid, ICD10, "N18.6", "End stage renal disease"),
+                condition("ktx", pid, ICD10, "Z94.0", "Kidney transplant status"),
+            ],
+            medications=[med_request("mr-ca", pid, CALCIUM_CARBONATE_SCD, status="active")],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 10.5)], alb=[albumin(pid, 4.0)], egfr_=[egfr(pid, 58)]),
+        ),
+        "Kidney transplant recipient with a working graft (Z94.0, eGFR 58) and an old ESRD entry "
+        "still active on the problem list, on calcium carbonate: not on dialysis, so silent.",
+        [],
+    )
+
+    pid = "rw-calcification"
+    add(
+        "c1-calcium-acetate-dialysis-vascular-calcification-in-text",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000115",
+            conditions=[
+                esrd(pid),
+                {
+                    **condition("calc", pid, SNOMED, "0", "x"),
+                    "code": {"text": "Severe medial arterial calcification (CT 2025)"},
+                },
+            ],
+            labs=labs_prefetch(
+                pid,
+                ca=[calcium(pid, 9.0)],
+                alb=[albumin(pid, 4.0)],
+                phos=[phosphate(pid, 5.0)],
+                pth_=[pth(pid, 250)],
+                egfr_=[egfr(pid, 8)],
+            ),
+            drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)],
+        ),
+        "Dialysis with severe vascular calcification recorded in the problem text and normal labs: "
+        "K/DOQI advises against calcium-based binders; the warning names the calcification.",
+        [
+            {
+                "rule": "C1-calcium-binder-dialysis",
+                "indicator": "warning",
+                "drug": "calcium acetate",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "detail": [
+                    "Vascular or soft-tissue calcification: Severe medial arterial calcification",
+                    "Condition/calc",
+                ],
+            }
+        ],
+    )
+
+    pid = "rw-false-friends"
+    add(
+        "c1-false-friends-are-silent",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000116",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[
+                med_request("d1", pid, text_only("amlodipine 5 mg (calcium channel blocker) daily")),
+                med_request("d2", pid, text_only("rosuvastatin calcium 10 mg tab")),
+                med_request("d3", pid, text_only("Vitamin D3 1000 IU daily")),
+                med_request("d4", pid, text_only("calcipotriol 0.005% ointment")),
+                med_request("d5", pid, text_only("phytonadione (vitamin K) 10 mg IV")),
+                med_request("d6", pid, text_only("calcium gluconate 10% 10 mL IV for hyperkalaemia")),
+            ],
+        ),
+        "False friends on order-sign for a calciphylaxis patient: a calcium channel blocker, "
+        "rosuvastatin calcium, nutritional vitamin D, topical calcipotriol, vitamin K and IV calcium "
+        "gluconate for hyperkalaemia: no card.",
         [],
     )
 

@@ -10,18 +10,18 @@ import pytest
 from fhir.resources.medicationrequest import MedicationRequest as R5MedicationRequest
 from fhir.resources.R4B.medicationrequest import MedicationRequest as R4BMedicationRequest
 
+from cds_service import engine
 from cds_service.checks import RULE_INCOMPLETE, check_order, review_chart
 from cds_service.checks import c1_calcium_binders as calcium_binders
 from cds_service.checks import c2_vitamin_k_antagonists as vitamin_k_antagonists
 from cds_service.checks import c3_active_vitamin_d as active_vitamin_d
 from cds_service.checks.findings import Finding, Gap, Substitution
 from cds_service.checks.m1_mineral_status import RULE_ID as MINERAL_RULE
-from cds_service.checks.substitution import SUBSTITUTE_CLASS
+from cds_service.knowledge import content as card_content
+from cds_service.knowledge.content import CardContentError, content, fill
 from cds_service.patient import terminology
 from cds_service.protocol import Card
-from cds_service.knowledge import content as card_content
 from cds_service.render.cards import render_card
-from cds_service.knowledge.content import CardContentError, content, fill
 from cds_service.render.orders import stopped_resource, substitute_resource
 from tests.checks.builders import (
     CALCIPHYLAXIS,
@@ -74,7 +74,7 @@ def test_evaluating_a_request_reads_no_file(monkeypatch):
     from tests.conftest import FIXTURES, FROZEN_NOW
 
     body = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())
-    content()  # start-up
+    engine.warm_up()  # start-up: card content, terminology tables, synonym data
 
     def no_reads(*args, **kwargs):
         raise AssertionError("a file was read while answering a request")
@@ -111,7 +111,7 @@ def test_thresholds_in_card_texts_come_from_the_thresholds_module():
 
 def test_each_substitute_code_is_a_confirmed_rxnorm_drug_of_the_intended_class():
     for key, spec in content().substitutes.items():
-        assert terminology.drug_classes_for_code(terminology.RXNORM, spec.rxnorm) == {SUBSTITUTE_CLASS[key]}, key
+        assert terminology.drug_classes_for_code(terminology.RXNORM, spec.rxnorm) == {spec.drug_class}, key
 
 
 def test_every_substitute_is_a_valid_r4_medication_request():
@@ -150,7 +150,7 @@ def test_r5_and_dstu2_orders_get_a_substitute_in_their_own_shape():
 
 
 def test_draft_order_card_suggests_substitute_first_then_deletes_the_draft():
-    card = _card(check_order(record(conditions=[CALCIPHYLAXIS], labs=NORMAL_LABS), draft(CALCIUM_ACETATE)))
+    card = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=NORMAL_LABS), draft(CALCIUM_ACETATE)))
     assert (
         card["rule_id"] == "C1-calcium-binder-calciphylaxis"
         and "rule_id" not in Card(**{k: v for k, v in card.items() if k != "rule_id"}).to_json()
@@ -176,7 +176,7 @@ def test_active_order_card_stops_the_whole_existing_order_and_creates_the_substi
         "dosageInstruction": [{"text": "667 mg with meals"}],
     }
     order = med("calcium_binder", name="calcium acetate", rid="MedicationRequest/a1", status="active", raw=raw)
-    card = _card(check_order(record(conditions=[CALCIPHYLAXIS]), active(order)))
+    card = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD]), active(order)))
     create, update = card["suggestions"][0]["actions"]
     assert create["type"] == "create" and update["type"] == "update"
     stopped = update["resource"]
@@ -196,7 +196,7 @@ def test_dstu2_active_order_is_stopped_with_reason_ended():
 
 def test_order_without_id_gets_no_suggestion_and_the_card_says_why():
     order = med("calcium_binder", name="calcium acetate", rid="MedicationRequest")
-    card = _card(check_order(record(conditions=[CALCIPHYLAXIS]), draft(order)))
+    card = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD]), draft(order)))
     assert "suggestions" not in card and "selectionBehavior" not in card
     assert "no id" in card["detail"]
 
@@ -226,7 +226,7 @@ def test_detail_lists_each_value_with_unit_date_method_and_source():
 
 def test_card_for_a_drug_matched_by_text_says_so():
     order = med("calcium_binder", name="Calcium acetate 667mg caps", matched_by="text")
-    detail = _card(check_order(record(conditions=[CALCIPHYLAXIS]), draft(order)))["detail"]
+    detail = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD]), draft(order)))["detail"]
     assert 'recognised from its name ("Calcium acetate 667mg caps"), not from a drug code' in detail
 
 
@@ -237,7 +237,7 @@ def test_stale_values_are_marked_stale_in_the_detail():
 
 
 def test_override_reasons_are_coded_in_the_project_code_system_with_displays():
-    card = _card(check_order(record(conditions=[CALCIPHYLAXIS]), draft(CALCIUM_ACETATE)))
+    card = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD]), draft(CALCIUM_ACETATE)))
     reasons = card["overrideReasons"]
     assert {r["system"] for r in reasons} == {OVERRIDE_SYSTEM}
     assert {"benefit-outweighs-risk", "substitute-unsuitable", "addressed-with-nephrology"} <= {
@@ -247,13 +247,13 @@ def test_override_reasons_are_coded_in_the_project_code_system_with_displays():
 
 
 def test_source_has_label_and_topic():
-    card = _card(check_order(record(conditions=[CALCIPHYLAXIS]), draft(CALCIUM_ACETATE)))
+    card = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD]), draft(CALCIUM_ACETATE)))
     assert card["source"]["label"] == "Calciphylaxis CDS"
     assert card["source"]["topic"]["code"] == "calcium-binder" and card["source"]["topic"]["display"]
 
 
 def test_evidence_is_cited_with_links():
-    card = _card(check_order(record(conditions=[CALCIPHYLAXIS]), draft(CALCIUM_ACETATE)))
+    card = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD]), draft(CALCIUM_ACETATE)))
     assert "Nigwekar SU" in card["detail"] and "Am J Kidney Dis. 2015" in card["detail"]
     assert "[PubMed](https://pubmed.ncbi.nlm.nih.gov/25960299/)" in card["detail"]
     assert {
@@ -266,14 +266,16 @@ def test_evidence_is_cited_with_links():
 def test_parathyroidectomy_card_states_both_thresholds():
     labs = (lab("calcium", 9.0), lab("albumin", 4.0), lab("pth", 700))
     detail = _card(
-        check_order(record(conditions=[CALCIPHYLAXIS], labs=labs), draft(med("active_vitamin_d", name="calcitriol")))
+        check_order(
+            record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs), draft(med("active_vitamin_d", name="calcitriol"))
+        )
     )["detail"]
     assert "above 500 pg/mL" in detail and "1000-1500 pg/mL" in detail and "limited" in detail
 
 
 def test_mineral_summary_card_shows_a_results_table_and_the_thiosulfate_conflict():
     labs = (lab("calcium", 9.9), lab("albumin", 4.0), lab("phosphate", 6.5), lab("pth", 280, days_ago=140))
-    card = _card(review_chart(record(conditions=[CALCIPHYLAXIS], labs=labs)))
+    card = _card(review_chart(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs)))
     assert card["indicator"] == "info" and "suggestions" not in card
     assert card["summary"] == "Calciphylaxis mineral review: 3 out of target; Intact PTH overdue; no sodium thiosulfate"
     assert "| Phosphate | 6.5 mg/dL on 2026-11-18" in card["detail"]
@@ -297,7 +299,9 @@ def test_every_finding_shape_renders_to_a_valid_card():
     cases = [
         check_order(record(conditions=[CALCIPHYLAXIS, valve]), draft(med("vka", name="warfarin"))),
         check_order(record(conditions=[ESRD]), draft(med("vka", name="warfarin"))),
-        check_order(record(conditions=[CALCIPHYLAXIS], labs=(lab("calcium", 7.9),)), active(med("active_vitamin_d"))),
+        check_order(
+            record(conditions=[CALCIPHYLAXIS, ESRD], labs=(lab("calcium", 7.9),)), active(med("active_vitamin_d"))
+        ),
     ]
     for findings in cases:
         card = render_card(findings[0], patient_id="p1")

@@ -382,9 +382,10 @@ def test_prosthetic_valve_by_z95_2_and_by_mechanical_valve_text():
 
 
 def test_bioprosthetic_valve_is_not_a_doac_contraindication():
-    assert kinds(condition(cc(term.ICD10CM, "Z95.3", "Presence of xenogenic heart valve"))) == set()
-    assert kinds(condition(cc(text="Bioprosthetic aortic valve"))) == set()
-    assert kinds(condition(cc(text="Porcine prosthetic heart valve"))) == set()
+    # Recognised as a biological valve, never as the prosthetic valve that rules out a DOAC.
+    assert kinds(condition(cc(term.ICD10CM, "Z95.3", "Presence of xenogenic heart valve"))) == {"bioprosthetic_valve"}
+    assert kinds(condition(cc(text="Bioprosthetic aortic valve"))) == {"bioprosthetic_valve"}
+    assert kinds(condition(cc(text="Porcine prosthetic heart valve"))) == {"bioprosthetic_valve"}
 
 
 def test_atrial_fibrillation_codes_and_text():

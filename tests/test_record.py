@@ -148,8 +148,8 @@ def test_a_result_with_an_unknown_unit_is_not_used_and_is_noted():
     assert "mEq/L" in note.reason
 
 
-def test_a_result_without_a_numeric_value_is_noted():
-    record = build(
+def _egfr_text(text):
+    return build(
         {
             "egfr": bundle(
                 {
@@ -157,13 +157,51 @@ def test_a_result_without_a_numeric_value_is_noted():
                     "id": "e",
                     "status": "final",
                     "code": {"coding": [{"system": term.LOINC, "code": "98979-8"}]},
-                    "valueString": ">60",
+                    "valueString": text,
                 }
             )
         }
     )
+
+
+def test_a_result_without_a_numeric_value_is_noted():
+    record = _egfr_text("pending")
     assert record.labs == {}
-    assert record.unusable_labs[0].reason == "no numeric valueQuantity"
+    assert record.unusable_labs[0].reason == "a text result that is not a number"
+
+
+def test_a_text_result_with_a_comparator_is_read_with_the_comparator_kept_and_the_unit_assumed():
+    (egfr,) = _egfr_text(">60").labs["egfr"]
+    assert (egfr.value, egfr.comparator, egfr.unit) == (60.0, ">", "mL/min/{1.73_m2}")
+    assert egfr.original_unit == "mL/min/{1.73_m2}, unit not stated"
+    assert not _egfr_text(">60").on_dialysis  # ">60" is not below 15
+
+
+def test_a_text_result_with_its_unit_is_converted():
+    record = build(
+        {
+            "phosphate": bundle(
+                {
+                    "resourceType": "Observation",
+                    "id": "p",
+                    "status": "final",
+                    "code": {"coding": [{"system": term.LOINC, "code": "2777-1"}]},
+                    "valueString": "< 0,8 mmol/L",
+                }
+            )
+        }
+    )
+    (phosphate,) = record.labs["phosphate"]
+    assert phosphate.comparator == "<" and phosphate.value == pytest.approx(0.8 * 3.097)
+
+
+@pytest.mark.parametrize(("value", "unit"), [(1e30, "mg/dL"), (-4.0, "mg/dL"), (240.0, "mg/dL"), (1e300, "mmol/L")])
+def test_an_implausible_calcium_is_ignored_and_named_never_used(value, unit):
+    record = build({"calcium": bundle(obs("huge", "17861-6", value, unit, days_ago(1)))})
+    assert record.latest("calcium") is None
+    [note] = record.unusable_labs
+    assert note.resource_id == "Observation/huge"
+    assert "implausible" in note.reason
 
 
 def test_observations_of_other_codes_or_systems_are_ignored():
@@ -576,6 +614,9 @@ def test_a_synthea_bundle_with_added_dialysis_calciphylaxis_and_urn_uuid_medicat
             "medicationReference": {"reference": "urn:uuid:med-ca"},
         },
     ]
+    for resource in added:  # about the Synthea patient, referenced the way the bundle does
+        if "subject" in resource:
+            resource["subject"] = {"reference": patient_ref}
     transaction["entry"].extend({"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in added)
     record = build_record(
         {"patientId": patient_ref.split(":")[-1]}, ResolvedPrefetch({"everything": transaction}, {}), NOW
@@ -599,7 +640,8 @@ def test_synthea_egfr_display_with_a_zero_width_space_is_still_read():
     egfr["code"]["coding"][0]["display"] = "Glomerular filtration rate/\u200b1.73 sq M.predicted"
     egfr["valueQuantity"].update(value=9.0, unit="mL/min/{1.73_m2}", code="mL/min/{1.73_m2}")
     egfr["effectiveDateTime"] = days_ago(1)
-    record = build({"egfr": bundle(egfr)})
+    synthea_patient = egfr["subject"]["reference"].split(":")[-1]  # the bundle's urn:uuid
+    record = build({"egfr": bundle(egfr)}, context={"patientId": synthea_patient})
     assert record.latest("egfr").value == 9.0 and record.on_dialysis
 
 
@@ -621,7 +663,8 @@ def test_bulk_synthea_patient_with_dialysis_decades_ago_is_not_on_dialysis_now()
     assert len(dialysis) > 100  # the trap is really there
     record = build({"everything": bundle(*resources)}, context={"patientId": patient.split("/")[1]})
     assert not record.on_dialysis  # ESRD resolved, last dialysis 1990
-    assert record.conditions == ()
+    # Only the 1990 kidney transplant ("History of renal transplant") is a fact about her now.
+    assert {c.kind for c in record.conditions} == {"kidney_transplant"}
     # The 430 epoetin orders are all stopped: only the active ones (none of our classes) remain.
     assert record.medications and all(m.status == "active" for m in record.medications)
     assert not any(m.drug_classes for m in record.medications)
@@ -629,7 +672,7 @@ def test_bulk_synthea_patient_with_dialysis_decades_ago_is_not_on_dialysis_now()
     last = max(dialysis, key=lambda r: r["performedPeriod"]["start"])
     recent = copy.deepcopy(last)
     recent["performedPeriod"] = {"start": days_ago(3), "end": days_ago(3)}
-    assert build({"x": bundle(recent)}).on_dialysis
+    assert build({"x": bundle(recent)}, context={"patientId": patient.split("/")[1]}).on_dialysis
 
 
 @pytest.mark.parametrize(

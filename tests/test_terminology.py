@@ -20,8 +20,8 @@ def test_every_class_in_the_tables_is_a_declared_drug_class():
     for table in (term.RXNORM_CLASSES, term.ATC_CLASSES, term.SNOMED_DRUG_CLASSES):
         for code, classes in table.items():
             assert classes <= set(DRUG_CLASSES), code
-    for rule in term.DRUG_PATTERNS:
-        assert rule.classes <= set(DRUG_CLASSES)
+    for classes in term.brand_classes().values():
+        assert classes <= set(DRUG_CLASSES)
 
 
 def test_code_sets_are_hashed_not_lists():
@@ -223,11 +223,16 @@ def test_condition_codes(system, code, kind):
 
 
 def test_bioprosthetic_valve_z95_3_is_not_a_prosthetic_valve_contraindication():
-    assert term.condition_kind_for_code(term.ICD10CM, "Z95.3") is None
+    assert term.condition_kind_for_code(term.ICD10CM, "Z95.3") == "bioprosthetic_valve"
+
+
+def test_other_heart_valve_replacement_z95_4_counts_as_a_valve_of_unknown_type():
+    assert term.condition_kind_for_code(term.ICD10CM, "Z95.4") == "prosthetic_valve"
 
 
 def test_transplant_esrf_and_the_wrong_dialysis_dependence_code_are_not_dialysis():
-    assert term.condition_kind_for_code(term.SNOMED, "236436003") is None
+    assert term.condition_kind_for_code(term.SNOMED, "236436003") == "kidney_transplant"
+    assert term.condition_kind_for_code(term.ICD10CM, "Z94.0") == "kidney_transplant"
     assert term.condition_kind_for_code(term.SNOMED, "429451001") is None  # trap 12
 
 

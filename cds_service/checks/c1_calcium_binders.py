@@ -10,12 +10,18 @@
 
 from __future__ import annotations
 
-from cds_service.knowledge import thresholds as T
 from cds_service.checks.findings import Finding, Gap
-from cds_service.checks.labs import LabFacts
+from cds_service.checks.labs import LabFacts, below, calcium_for_rules, calcium_notes
 from cds_service.checks.rule import OrderRule
-from cds_service.checks.scope import calciphylaxis_conditions, dialysis_evidence, lab_gaps, unavailable_gaps
-from cds_service.checks.substitution import phosphate_binder_plan
+from cds_service.checks.scope import (
+    calciphylaxis_conditions,
+    calcium_wanted,
+    dialysis_evidence,
+    lab_gaps,
+    unavailable_gaps,
+)
+from cds_service.checks.substitution import plan_for, with_notes
+from cds_service.knowledge import thresholds as T
 from cds_service.patient.model import OrderUnderReview, PatientRecord
 
 RULE_CALCIPHYLAXIS = "C1-calcium-binder-calciphylaxis"
@@ -25,10 +31,12 @@ LAB_KEYS = ("calcium", "albumin", "pth")
 
 
 def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
-    shown_labs = tuple(v for v in (labs.corrected_calcium, labs.phosphate, labs.latest_pth) if v is not None)
-    plan = phosphate_binder_plan(record)
+    calcium = calcium_for_rules(labs)
+    cc = calcium.value if calcium is not None else None
+    shown_labs = tuple(v for v in (cc, labs.phosphate, labs.latest_pth) if v is not None)
 
     if record.has_calciphylaxis:
+        plan = with_notes(plan_for(RULE_CALCIPHYLAXIS, record, labs), *calcium_notes(calcium))
         return [
             Finding(
                 rule_id=RULE_CALCIPHYLAXIS,
@@ -47,15 +55,22 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
     conditions, scope_labs = dialysis_evidence(record, labs)
     fired: list[str] = []
     stale: list[str] = []
-    gaps: list[Gap] = [Gap("calcification_not_coded")]
+    gaps: list[Gap] = []
 
-    cc = labs.corrected_calcium
-    if cc is not None and cc.value > T.CORRECTED_CALCIUM_HIGH:
-        (stale if cc.stale else fired).append("corrected_calcium_high")
+    calcification = record.conditions_of("vascular_calcification")
+    if calcification:
+        fired.append("calcification")
+        conditions = conditions + calcification
+    else:
+        gaps.append(Gap("calcification_not_recorded"))
+
+    if calcium is not None and cc is not None and calcium.high:
+        kind = "ionized_calcium_high" if cc.analyte == "ionized_calcium" else "corrected_calcium_high"
+        (stale if cc.stale else fired).append(kind)
 
     recent_pth = labs.pth[: T.PTH_OVERSUPPRESSED_CONSECUTIVE]
     pth_labs = recent_pth
-    low = [p.value < T.PTH_OVERSUPPRESSED for p in recent_pth]
+    low = [below(p, T.PTH_OVERSUPPRESSED) for p in recent_pth]
     if len(recent_pth) == T.PTH_OVERSUPPRESSED_CONSECUTIVE and all(low):
         # "2 consecutive": the latest must be recent; the one before is older by design.
         (stale if recent_pth[0].stale else fired).append("pth_low_consecutive")
@@ -65,11 +80,12 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
     else:
         pth_labs = recent_pth[:1]
 
-    gaps += lab_gaps(record, {"corrected_calcium": cc, "pth": labs.latest_pth})
+    gaps += lab_gaps(record, calcium_wanted(cc) | {"pth": labs.latest_pth})
     gaps += unavailable_gaps(record, LAB_KEYS)
     used = tuple(v for v in (cc, *pth_labs, labs.phosphate) if v is not None) + scope_labs
 
     if fired:
+        plan = with_notes(plan_for(RULE_DIALYSIS, record, labs), *calcium_notes(calcium))
         return [
             Finding(
                 rule_id=RULE_DIALYSIS,
@@ -91,6 +107,7 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
                 conditions=conditions,
                 labs=used,
                 reasons=tuple(f"stale_{r}" for r in stale),
+                notes=calcium_notes(calcium),
                 gaps=tuple(gaps),
             )
         ]

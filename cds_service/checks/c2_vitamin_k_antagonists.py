@@ -13,7 +13,7 @@ from cds_service.checks.findings import Finding
 from cds_service.checks.labs import LabFacts
 from cds_service.checks.rule import OrderRule
 from cds_service.checks.scope import calciphylaxis_conditions, dialysis_evidence
-from cds_service.checks.substitution import anticoagulant_plan
+from cds_service.checks.substitution import plan_for, with_notes
 from cds_service.patient.model import OrderUnderReview, PatientRecord
 
 RULE_CALCIPHYLAXIS = "C2-vka-calciphylaxis"
@@ -22,7 +22,14 @@ RULE_DIALYSIS = "C2-vka-dialysis"
 
 def check_vka(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
     if record.has_calciphylaxis:
-        plan = anticoagulant_plan(record)
+        plan = plan_for(RULE_CALCIPHYLAXIS, record, labs)
+        # Stopping anticoagulation that is still needed can be unsafe: the card offers to stop the
+        # vitamin K antagonist alone only when a DOAC is suitable and merely its one-click dose
+        # (the dialysis dose) does not fit; otherwise it asks for a plan with the anticoagulation
+        # team and offers no order.
+        stop_only = plan.blocked_only_by("on_dialysis")
+        if not plan.substitutions and not stop_only:
+            plan = with_notes(plan, "anticoagulation_team")
         return [
             Finding(
                 rule_id=RULE_CALCIPHYLAXIS,
@@ -33,7 +40,7 @@ def check_vka(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -
                 + record.conditions_of("prosthetic_valve"),
                 reasons=("calciphylaxis",),
                 substitutions=plan.substitutions,
-                stop_only=False,  # never remove an anticoagulant without a plan
+                stop_only=stop_only,
                 safety_checks=plan.safety_checks,
                 notes=plan.notes,
                 gaps=plan.gaps,

@@ -13,12 +13,17 @@
 
 from __future__ import annotations
 
-from cds_service.knowledge import thresholds as T
 from cds_service.checks.findings import Finding
-from cds_service.checks.labs import LabFacts
+from cds_service.checks.labs import LabFacts, calcium_for_rules, calcium_notes, pth_notes
 from cds_service.checks.rule import OrderRule
-from cds_service.checks.scope import calciphylaxis_conditions, dialysis_evidence, lab_gaps, unavailable_gaps
-from cds_service.checks.substitution import cinacalcet_plan
+from cds_service.checks.scope import (
+    calciphylaxis_conditions,
+    calcium_wanted,
+    dialysis_evidence,
+    lab_gaps,
+    unavailable_gaps,
+)
+from cds_service.checks.substitution import SubstitutionPlan, plan_for, with_notes
 from cds_service.patient.model import OrderUnderReview, PatientRecord
 
 RULE_CALCIPHYLAXIS = "C3-active-vitamin-d-calciphylaxis"
@@ -27,12 +32,22 @@ RULE_DIALYSIS_STALE = "C3-active-vitamin-d-dialysis-stale-data"
 LAB_KEYS = ("calcium", "albumin", "pth")
 
 
+def _cinacalcet_plan(rule_id: str, record: PatientRecord, labs: LabFacts) -> SubstitutionPlan:
+    """Cinacalcet as the substitute (when the patient can take it), with the PTH notes."""
+    notes = calcium_notes(calcium_for_rules(labs)) + pth_notes(labs.latest_pth)
+    plan = with_notes(plan_for(rule_id, record, labs), *notes)
+    return with_notes(plan, "check_calcium_after_cinacalcet") if plan.substitutions else plan
+
+
 def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
-    cc, pth = labs.corrected_calcium, labs.latest_pth
+    calcium = calcium_for_rules(labs)
+    cc = calcium.value if calcium is not None else None
+    pth = labs.latest_pth
     used = tuple(v for v in (cc, pth) if v is not None)
+    wanted = calcium_wanted(cc) | {"pth": pth}
 
     if record.has_calciphylaxis:
-        plan = cinacalcet_plan(record, labs)
+        plan = _cinacalcet_plan(RULE_CALCIPHYLAXIS, record, labs)
         return [
             Finding(
                 rule_id=RULE_CALCIPHYLAXIS,
@@ -42,16 +57,15 @@ def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs
                 labs=used,
                 reasons=("calciphylaxis",),
                 **plan.finding_fields(),
-                gaps=lab_gaps(record, {"corrected_calcium": cc, "pth": pth})
-                + unavailable_gaps(record, LAB_KEYS)
-                + plan.gaps,
+                gaps=lab_gaps(record, wanted) + unavailable_gaps(record, LAB_KEYS) + plan.gaps,
             )
         ]
-    if not record.on_dialysis or cc is None or cc.value <= T.CORRECTED_CALCIUM_HIGH:
+    if not record.on_dialysis or calcium is None or cc is None or not calcium.high:
         return []
 
     conditions, scope_labs = dialysis_evidence(record, labs)
-    gaps = lab_gaps(record, {"corrected_calcium": cc, "pth": pth}) + unavailable_gaps(record, LAB_KEYS)
+    gaps = lab_gaps(record, wanted) + unavailable_gaps(record, LAB_KEYS)
+    reason = "ionized_calcium_high" if cc.analyte == "ionized_calcium" else "corrected_calcium_high"
     if cc.stale:
         return [
             Finding(
@@ -60,11 +74,12 @@ def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs
                 review=review,
                 conditions=conditions,
                 labs=(cc,) + scope_labs,
-                reasons=("stale_corrected_calcium_high",),
+                reasons=(f"stale_{reason}",),
+                notes=calcium_notes(calcium),
                 gaps=gaps,
             )
         ]
-    plan = cinacalcet_plan(record, labs)
+    plan = _cinacalcet_plan(RULE_DIALYSIS, record, labs)
     return [
         Finding(
             rule_id=RULE_DIALYSIS,
@@ -72,7 +87,7 @@ def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs
             review=review,
             conditions=conditions,
             labs=used + scope_labs,
-            reasons=("corrected_calcium_high",),
+            reasons=(reason,),
             **plan.finding_fields(),
             gaps=gaps + plan.gaps,
         )

@@ -30,6 +30,7 @@ class LabValue:
     sources: tuple[str, ...] = ()  # "Observation/<id>" it was read or computed from
     original: str | None = None  # the value as reported, when it was converted ("2.6 mmol/L")
     inputs: tuple[LabValue, ...] = ()  # what a corrected or computed value was derived from
+    comparator: str | None = None  # "<", "<=", ">=", ">" as the lab reported it ("<3.0")
 
 
 @dataclass(frozen=True)

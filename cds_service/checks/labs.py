@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-from cds_service.knowledge import thresholds as T
 from cds_service.checks.findings import LabValue
+from cds_service.knowledge import thresholds as T
 from cds_service.patient import units
 from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.model import CalciumPhosphateProduct, CorrectedCalcium, LabResult, PatientRecord
@@ -91,7 +91,7 @@ def ca_x_p(record: PatientRecord, calcium: CorrectedCalcium | None = None) -> Ca
 def from_result(record: PatientRecord, lab: LabResult, analyte: str | None = None) -> LabValue:
     original = None
     if lab.original_unit and lab.original_unit != lab.unit:
-        original = f"{lab.original_value:g} {lab.original_unit}"
+        original = f"{lab.comparator or ''}{lab.original_value:g} {lab.original_unit}"
     return LabValue(
         analyte=analyte or lab.analyte,
         value=shown(analyte or lab.analyte, lab.value),
@@ -101,6 +101,7 @@ def from_result(record: PatientRecord, lab: LabResult, analyte: str | None = Non
         stale=record.is_stale(lab),
         sources=(lab.resource_id,),
         original=original,
+        comparator=lab.comparator,
     )
 
 
@@ -182,8 +183,67 @@ def pth_notes(pth: LabValue | None) -> tuple[str, ...]:
     the conflicting thresholds), a warning against further suppression below the floor."""
     if pth is None or pth.stale:
         return ()
-    if pth.value > T.PTH_PARATHYROIDECTOMY_001_004:
+    if above(pth, T.PTH_PARATHYROIDECTOMY_001_004):
         return ("parathyroidectomy_referral",)
-    if pth.value < T.PTH_AVOID_BELOW:
+    if below(pth, T.PTH_AVOID_BELOW):
         return ("pth_below_avoid",)
     return ()
+
+
+# --- comparing a value that may carry a comparator ("<3.0", ">1000") ---------------------------
+# A result reported as "<x" only says the true value is below x (">x": above x). A rule fires on
+# what the result shows for certain, never on a guess about the value behind a bound.
+
+
+def above(lab: LabValue, threshold: float) -> bool:
+    """The result is certainly above ``threshold``."""
+    if lab.comparator in ("<", "<="):
+        return False
+    if lab.comparator == ">":
+        return lab.value >= threshold
+    return lab.value > threshold
+
+
+def below(lab: LabValue, threshold: float) -> bool:
+    """The result is certainly below ``threshold``."""
+    if lab.comparator in (">", ">="):
+        return False
+    if lab.comparator == "<":
+        return lab.value <= threshold
+    return lab.value < threshold
+
+
+def is_within(lab: LabValue, low: float, high: float) -> bool:
+    """The result is certainly within ``low``-``high`` (both ends included)."""
+    return lab.comparator is None and low <= lab.value <= high
+
+
+@dataclass(frozen=True)
+class CalciumReading:
+    """The calcium a rule decides on: the corrected (or measured) total calcium, or, when there
+    is no total calcium, the ionized calcium with its own thresholds."""
+
+    value: LabValue
+    high: bool  # above the level where calcium-raising therapy must be reduced or stopped
+    low: bool  # below the floor for starting cinacalcet
+
+    def describe(self) -> str:
+        when = self.value.effective.date().isoformat() if self.value.effective else "undated"
+        kind = "ionized calcium " if self.value.analyte == "ionized_calcium" else ""
+        stale = ", out of date" if self.value.stale else ""
+        return f"{kind}{self.value.comparator or ''}{self.value.value:g} {self.value.unit} on {when}{stale}"
+
+
+def calcium_notes(calcium: CalciumReading | None) -> tuple[str, ...]:
+    """The note a card carries when the ionized calcium stood in for a total calcium."""
+    return ("ionized_calcium_used",) if calcium is not None and calcium.value.analyte == "ionized_calcium" else ()
+
+
+def calcium_for_rules(labs: LabFacts) -> CalciumReading | None:
+    if labs.corrected_calcium is not None:
+        cc = labs.corrected_calcium
+        return CalciumReading(cc, above(cc, T.CORRECTED_CALCIUM_HIGH), below(cc, T.CINACALCET_MIN_CORRECTED_CALCIUM))
+    if labs.ionized_calcium is not None:
+        ic = labs.ionized_calcium
+        return CalciumReading(ic, above(ic, T.IONIZED_CALCIUM_HIGH), below(ic, T.IONIZED_CALCIUM_LOW))
+    return None

@@ -8,9 +8,9 @@ medication list (with the conflicting evidence; info only, seed 004).
 from __future__ import annotations
 
 from cds_service.checks.findings import Finding, LabValue
-from cds_service.checks.labs import LabFacts, pth_notes
+from cds_service.checks.labs import LabFacts, above, below, calcium_for_rules, calcium_notes, pth_notes
 from cds_service.checks.rule import ChartRule
-from cds_service.checks.scope import calciphylaxis_conditions, lab_gaps, unavailable_gaps
+from cds_service.checks.scope import calciphylaxis_conditions, calcium_wanted, lab_gaps, unavailable_gaps
 from cds_service.patient import sources
 from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.model import PatientRecord
@@ -18,14 +18,15 @@ from cds_service.patient.model import PatientRecord
 RULE_ID = "M1-mineral-status-calciphylaxis"
 
 
-def position(analyte: str, value: float) -> str:
-    """ "low", "high" or "in_range" against the analyte's target."""
-    spec = ANALYTES[analyte]
-    assert spec.target is not None, f"{analyte} has no target"
+def position(lab: LabValue) -> str:
+    """'low', 'high' or 'in_range' against the analyte's target (a result reported as "<x" or
+    ">x" is out of range only when its bound shows it)."""
+    spec = ANALYTES[lab.analyte]
+    assert spec.target is not None, f"{lab.analyte} has no target"
     low, high = spec.target
-    if low is not None and value < low:
+    if low is not None and below(lab, low):
         return "low"
-    if high is not None and (value >= high if spec.target_high_exclusive else value > high):
+    if high is not None and (not below(lab, high) if spec.target_high_exclusive else above(lab, high)):
         return "high"
     return "in_range"
 
@@ -33,9 +34,7 @@ def position(analyte: str, value: float) -> str:
 def out_of_range(labs: tuple[LabValue, ...]) -> tuple[tuple[str, str], ...]:
     """(analyte, "low" | "high") for each recent value outside its target."""
     positions = (
-        (lab.analyte, position(lab.analyte, lab.value))
-        for lab in labs
-        if ANALYTES[lab.analyte].target is not None and not lab.stale
+        (lab.analyte, position(lab)) for lab in labs if ANALYTES[lab.analyte].target is not None and not lab.stale
     )
     return tuple((analyte, where) for analyte, where in positions if where != "in_range")
 
@@ -43,19 +42,21 @@ def out_of_range(labs: tuple[LabValue, ...]) -> tuple[tuple[str, str], ...]:
 def mineral_status(record: PatientRecord, labs: LabFacts) -> list[Finding]:
     if not record.has_calciphylaxis:
         return []
-    shown = tuple(
-        v for v in (labs.corrected_calcium, labs.phosphate, labs.ca_x_p, labs.latest_pth, labs.crp) if v is not None
-    )
+    # The corrected calcium, or the ionized calcium when there is no total calcium.
+    calcium = calcium_for_rules(labs)
+    cc, pth = (calcium.value if calcium is not None else None), labs.latest_pth
+    shown = tuple(v for v in (cc, labs.phosphate, labs.ca_x_p, pth, labs.crp) if v is not None)
     notes: list[str] = []
-    cc, pth = labs.corrected_calcium, labs.latest_pth
-    if cc is not None and not cc.stale and position("corrected_calcium", cc.value) == "high":
-        notes.append("calcium_above_target")
-    notes += pth_notes(pth)
+    if calcium is not None and cc is not None and not cc.stale:
+        has_target = ANALYTES[cc.analyte].target is not None
+        if (position(cc) == "high") if has_target else calcium.high:
+            notes.append("calcium_above_target")
+    notes += calcium_notes(calcium) + pth_notes(pth)
     if sources.MEDICATIONS not in record.unavailable and not any(
         "sodium_thiosulfate" in m.drug_classes for m in record.medications
     ):
         notes.append("sts_not_prescribed")
-    gaps = lab_gaps(record, {"corrected_calcium": cc, "phosphate": labs.phosphate, "pth": pth}) + unavailable_gaps(
+    gaps = lab_gaps(record, calcium_wanted(cc) | {"phosphate": labs.phosphate, "pth": pth}) + unavailable_gaps(
         record, (sources.CALCIUM, sources.ALBUMIN, sources.PHOSPHATE, sources.PTH, sources.MEDICATIONS)
     )
     flagged = out_of_range(shown)

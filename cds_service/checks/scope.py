@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cds_service.checks.findings import Gap, LabValue
-from cds_service.checks.labs import LabFacts
+from cds_service.checks.labs import LabFacts, below
 from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.model import KIDNEY_FAILURE_EGFR, ConditionFact, PatientRecord
 
@@ -21,7 +21,7 @@ def dialysis_evidence(record: PatientRecord, labs: LabFacts) -> tuple[tuple[Cond
     conditions = dialysis_conditions(record)
     if conditions:
         return conditions, ()
-    if labs.egfr is not None and labs.egfr.value < KIDNEY_FAILURE_EGFR:
+    if labs.egfr is not None and below(labs.egfr, KIDNEY_FAILURE_EGFR):
         return (), (labs.egfr,)
     return (), ()
 
@@ -58,3 +58,11 @@ def lab_gaps(record: PatientRecord, wanted: dict[str, LabValue | None]) -> tuple
         elif lab.stale:
             gaps.append(Gap("lab_stale", {"analyte": analyte, "lab": lab}))
     return tuple(gaps)
+
+
+def calcium_wanted(calcium: LabValue | None) -> dict[str, LabValue | None]:
+    """The calcium a check asks ``lab_gaps`` about: the corrected calcium, unless the ionized
+    calcium stood in for it (then a missing total calcium is not worth a line)."""
+    if calcium is not None and calcium.analyte == "ionized_calcium":
+        return {}
+    return {"corrected_calcium": calcium}

@@ -170,3 +170,43 @@ def iter_resources(value: Any) -> Iterator[tuple[str | None, dict[str, Any]]]:
                 yield (full_url if isinstance(full_url, str) else None), resource
     elif isinstance(rtype, str) and rtype != "OperationOutcome":
         yield None, value
+
+
+# --------------------------------------------------------------------------------------------
+# Whose resource is it?
+# --------------------------------------------------------------------------------------------
+
+
+def patient_references(patient_id: str, entries: Iterable[tuple[str | None, Mapping[str, Any]]]) -> frozenset[str]:
+    """Every reference that names this patient: ``Patient/<id>``, and the ``fullUrl`` of a Patient
+    entry with this id (``urn:uuid:...`` in transaction bundles)."""
+    refs = {f"Patient/{patient_id}", f"urn:uuid:{patient_id}"}
+    for full_url, resource in entries:
+        if full_url and resource.get("resourceType") == "Patient" and resource.get("id") == patient_id:
+            refs.add(full_url)
+    return frozenset(refs)
+
+
+def _names_patient(reference: str, patient_id: str, refs: frozenset[str]) -> bool:
+    if reference in refs:
+        return True
+    if reference.startswith("urn:"):
+        return False  # a urn that is not this patient's entry
+    parts = reference.split("/_history/")[0].rstrip("/").split("/")
+    return len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] == patient_id
+
+
+def is_about_patient(resource: Mapping[str, Any], patient_id: str, refs: frozenset[str]) -> bool:
+    """False when a resource is about another patient than ``patient_id``: a Patient with another
+    id, or a ``subject`` / ``patient`` reference (R4, R5, DSTU2) to someone else. A resource that
+    names no patient at all (a Medication) is not about anyone else."""
+    if not patient_id:
+        return True
+    if resource.get("resourceType") == "Patient":
+        rid = resource.get("id")
+        return not isinstance(rid, str) or rid == patient_id
+    for member in ("subject", "patient"):
+        target = resource.get(member)
+        if isinstance(target, dict) and isinstance(target.get("reference"), str) and target["reference"].strip():
+            return _names_patient(target["reference"].strip(), patient_id, refs)
+    return True

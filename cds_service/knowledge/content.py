@@ -41,6 +41,8 @@ ENGINE_FIELDS = frozenset(
         "items",
         "display",
         "dosage",
+        "how",
+        "matched",
     }
 )
 ALLOWED_FIELDS = ENGINE_FIELDS | frozenset(TEMPLATE_VALUES)
@@ -74,6 +76,15 @@ class SubstituteSpec:
     dosage_text: str
     when: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
+    # Who may get it (checked by cds_service.checks.eligibility before it is offered): the drug
+    # class it belongs to (an active order of that class makes it a duplicate), its ingredient
+    # (allergies are matched on it), the states it needs and the states it must not meet.
+    drug_class: str = ""
+    ingredient: str = ""
+    needs: tuple[str, ...] = ()
+    not_with: tuple[str, ...] = ()
+    # A note (key of [notes]) the card shows when a given need is not met.
+    blocked_notes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -233,6 +244,11 @@ def _substitute(key: str, v: dict[str, Any]) -> SubstituteSpec:
             dosage_text=v["dosage_text"],
             when=tuple(v.get("when", ())),
             references=tuple(v.get("references", ())),
+            drug_class=v["class"],
+            ingredient=v["ingredient"],
+            needs=tuple(v.get("needs", ())),
+            not_with=tuple(v.get("not_with", ())),
+            blocked_notes=dict(v.get("blocked_notes", {})),
         )
     except KeyError as exc:
         raise CardContentError(f"substitute {key!r} lacks {exc}") from None
@@ -306,6 +322,16 @@ def _check(c: CardContent) -> None:
     for key, sub in c.substitutes.items():
         problems += [
             f"substitutes.{key} cites unknown reference {r!r}" for r in sub.references if r not in c.references
+        ]
+        problems += [
+            f"substitutes.{key}.blocked_notes names unknown note {n!r}"
+            for n in sub.blocked_notes.values()
+            if n not in c.notes
+        ]
+        problems += [
+            f"substitutes.{key}.blocked_notes is for {need!r}, which it does not need"
+            for need in sub.blocked_notes
+            if need not in sub.needs
         ]
     for rule_id, rule in c.rules.items():
         if rule.layout not in LAYOUTS:

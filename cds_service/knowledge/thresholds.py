@@ -16,6 +16,12 @@ CORRECTED_CALCIUM_HIGH = 10.2
 CORRECTED_CALCIUM_TARGET = (8.4, 9.5)
 # 001: cinacalcet lowers calcium; do not start it below this corrected calcium.
 CINACALCET_MIN_CORRECTED_CALCIUM = 8.4
+# Ionized calcium (mmol/L), used only when no total calcium is available: the same decisions at
+# the ends of the adult reference range, 1.16-1.32 mmol/L (the American Society for Clinical
+# Pathology range, as summarised at droracle.ai and acutecaretesting.org; other sources give
+# 1.1-1.3 mmol/L, so the card shows the value and says ionized calcium was used).
+IONIZED_CALCIUM_HIGH = 1.32  # like a corrected calcium above 10.2 mg/dL
+IONIZED_CALCIUM_LOW = 1.16  # like a corrected calcium below 8.4 mg/dL
 
 # --- PTH (intact, pg/mL) -------------------------------------------------------------------
 # K/DOQI via 000: no calcium-based binders when PTH is below this on 2 consecutive measurements
@@ -51,6 +57,8 @@ TEMPLATE_VALUES: dict[str, str] = {
     "corrected_calcium_target_low": _fmt(CORRECTED_CALCIUM_TARGET[0]),
     "corrected_calcium_target_high": _fmt(CORRECTED_CALCIUM_TARGET[1]),
     "cinacalcet_min_calcium": _fmt(CINACALCET_MIN_CORRECTED_CALCIUM),
+    "ionized_calcium_high": _fmt(IONIZED_CALCIUM_HIGH),
+    "ionized_calcium_low": _fmt(IONIZED_CALCIUM_LOW),
     "pth_oversuppressed": _fmt(PTH_OVERSUPPRESSED),
     "pth_target_low": _fmt(PTH_TARGET[0]),
     "pth_target_high": _fmt(PTH_TARGET[1]),

@@ -11,17 +11,28 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from cds_service.fhir.reading import ResourceIndex, iter_resources, parse_fhir_datetime, resource_key, status_code
+from cds_service.fhir.reading import (
+    ResourceIndex,
+    is_about_patient,
+    iter_resources,
+    parse_fhir_datetime,
+    patient_references,
+    resource_key,
+    status_code,
+)
 from cds_service.patient import units
 from cds_service.patient.analytes import LOINC_TO_ANALYTE
 from cds_service.patient.classify import (
+    classify_allergy,
     classify_condition,
     classify_medication,
     classify_procedure,
+    is_current_exposure,
     is_medication_order,
 )
 from cds_service.patient.model import (
     CANONICAL_UNITS,
+    AllergyFact,
     ConditionFact,
     LabResult,
     MedicationOrder,
@@ -33,8 +44,6 @@ from cds_service.patient.terminology import LOINC, canonical_system
 
 # Observation statuses whose values may be acted on.
 USABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
-# Medication statuses that make an order count (patient-view: on the chart; order hooks: drafts).
-ACTIVE_MEDICATION_STATUSES = frozenset({"active", "on-hold"})
 # Never under review, whatever the hook.
 CLOSED_MEDICATION_STATUSES = frozenset({"stopped", "completed", "cancelled", "entered-in-error"})
 
@@ -75,18 +84,28 @@ def _lab_result(
     rid = resource_key(resource) or "Observation"
     quantity = resource.get("valueQuantity")
     canonical = CANONICAL_UNITS[analyte]
+    assumed_unit = False
+    if not isinstance(quantity, dict) and "valueString" in resource:
+        # Results sent as text ("<3.0", ">1000 pg/mL") are read with their comparator kept.
+        parsed = units.quantity_from_string(resource.get("valueString"), analyte)
+        if parsed is None:
+            return UnusableLab(analyte, rid, "a text result that is not a number")
+        quantity, assumed_unit = parsed
     if not isinstance(quantity, dict) or not units.is_number(quantity.get("value")):
         return UnusableLab(analyte, rid, "no numeric valueQuantity")
     normalised = units.to_canonical(quantity, analyte)
     if normalised is None:
         unit = units.quantity_unit(quantity) or "(none)"
-        return UnusableLab(analyte, rid, f"unit '{unit}' cannot be converted to {canonical}")
+        return UnusableLab(analyte, rid, f"unit '{unit[:40]}' cannot be converted to {canonical}")
+    if not units.is_plausible(analyte, normalised.value):
+        shown = f"{normalised.original_value:.4g} {normalised.original_unit[:40]}"
+        return UnusableLab(analyte, rid, f"implausible value {shown} ignored (a unit or typing error?)")
     return LabResult(
         analyte=analyte,
         value=normalised.value,
         unit=canonical,
         original_value=normalised.original_value,
-        original_unit=normalised.original_unit,
+        original_unit=f"{canonical}, unit not stated" if assumed_unit else normalised.original_unit,
         effective=effective,
         resource_id=rid,
         loinc=loinc,
@@ -150,40 +169,48 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
     lab_candidates: dict[str, list[tuple[datetime | None, dict[str, Any], str, str]]] = {}
     unusable: list[UnusableLab] = []
     conditions: list[ConditionFact] = []
+    allergies: list[AllergyFact] = []
     order_resources: list[dict[str, Any]] = []
     catalog = ResourceIndex()
 
-    for value in data.values():
-        for full_url, resource in iter_resources(value):
-            rtype = resource.get("resourceType")
-            if not isinstance(rtype, str) or rtype not in _RELEVANT_TYPES:
+    patient_id = context.get("patientId")
+    patient_id = patient_id if isinstance(patient_id, str) else ""
+    entries = [entry for value in data.values() for entry in iter_resources(value)]
+    patient_refs = patient_references(patient_id, entries)
+    for full_url, resource in entries:
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str) or rtype not in _RELEVANT_TYPES:
+            continue
+        if not is_about_patient(resource, patient_id, patient_refs):
+            continue  # another patient's data is never used (the resolver also refuses it)
+        key = resource_key(resource)
+        if key is not None:
+            if key in seen:  # the same resource under two prefetch keys
                 continue
-            key = resource_key(resource)
-            if key is not None:
-                if key in seen:  # the same resource under two prefetch keys
-                    continue
-                seen.add(key)
-            if rtype == "Observation":
-                status = resource.get("status")
-                if not isinstance(status, str) or status not in USABLE_OBSERVATION_STATUSES:
-                    continue
-                selected = _observation_analyte(resource)
-                if selected is None:
-                    continue
-                analyte, loinc = selected
-                lab_candidates.setdefault(analyte, []).append(
-                    (_observation_effective(resource), resource, loinc, status)
-                )
-            elif rtype == "Condition":
-                conditions.extend(classify_condition(resource))
-            elif rtype == "Procedure":
-                fact = classify_procedure(resource, now)
-                if fact is not None:
-                    conditions.append(fact)
-            elif rtype == "Medication":
-                catalog.add(resource, full_url)
-            else:  # MedicationRequest / MedicationOrder
-                order_resources.append(resource)
+            seen.add(key)
+        if rtype == "Observation":
+            status = resource.get("status")
+            if not isinstance(status, str) or status not in USABLE_OBSERVATION_STATUSES:
+                continue
+            selected = _observation_analyte(resource)
+            if selected is None:
+                continue
+            analyte, loinc = selected
+            lab_candidates.setdefault(analyte, []).append((_observation_effective(resource), resource, loinc, status))
+        elif rtype == "Condition":
+            conditions.extend(classify_condition(resource))
+        elif rtype == "Procedure":
+            fact = classify_procedure(resource, now)
+            if fact is not None:
+                conditions.append(fact)
+        elif rtype == "AllergyIntolerance":
+            allergy = classify_allergy(resource)
+            if allergy is not None:
+                allergies.append(allergy)
+        elif rtype == "Medication":
+            catalog.add(resource, full_url)
+        else:  # MedicationRequest / MedicationOrder / MedicationStatement / MedicationAdministration
+            order_resources.append(resource)
 
     labs: dict[str, tuple[LabResult, ...]] = {}
     for analyte, candidates in lab_candidates.items():
@@ -194,16 +221,12 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
 
     medications: list[MedicationOrder] = []
     for resource in order_resources:
-        status = status_code(resource.get("status"))
-        if status not in ACTIVE_MEDICATION_STATUSES:
-            continue
         order = classify_medication(resource, catalog)
-        if order is not None:
+        if order is not None and is_current_exposure(order, now):
             medications.append(order)
 
-    patient_id = context.get("patientId")
     return PatientRecord(
-        patient_id=patient_id if isinstance(patient_id, str) else "",
+        patient_id=patient_id,
         now=now,
         conditions=tuple(conditions),
         medications=tuple(medications),
@@ -211,12 +234,23 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
         unavailable=unavailable,
         incomplete=incomplete,
         unusable_labs=tuple(unusable),
+        allergies=tuple(allergies),
         medication_catalog=catalog.as_mapping(),
     )
 
 
 _RELEVANT_TYPES = frozenset(
-    {"Observation", "Condition", "Procedure", "Medication", "MedicationRequest", "MedicationOrder"}
+    {
+        "Observation",
+        "Condition",
+        "Procedure",
+        "AllergyIntolerance",
+        "Medication",
+        "MedicationRequest",
+        "MedicationOrder",
+        "MedicationStatement",
+        "MedicationAdministration",
+    }
 )
 
 
@@ -252,12 +286,14 @@ def orders_under_review(hook: str, context: dict[str, Any], record: PatientRecor
       ``context.selections`` ("MedicationRequest/id"; bare ids tolerated);
     * order-sign: every medication draft in ``context.draftOrders`` (any status that is not
       stopped / completed / cancelled / entered-in-error, e.g. a re-signed active order);
-    * patient-view: the active / on-hold medications from the prefetch (``is_draft=False``).
+    * patient-view: what the patient takes now (``is_draft=False``): the active / on-hold orders,
+      then the home medication list and the doses given lately (``patient_view_exposures``).
 
-    Non-medication drafts, drafts naming no medication and malformed entries are skipped.
+    Non-medication drafts, drafts naming no medication, drafts about another patient (see
+    ``foreign_drafts``) and malformed entries are skipped.
     """
     if hook == "patient-view":
-        return tuple(OrderUnderReview(order=m, is_draft=False) for m in record.medications)
+        return tuple(OrderUnderReview(order=m, is_draft=False) for m in patient_view_exposures(record))
     if hook not in ("order-select", "order-sign"):
         return ()
     context = context if isinstance(context, dict) else {}
@@ -269,10 +305,13 @@ def orders_under_review(hook: str, context: dict[str, Any], record: PatientRecor
             index.add(resource, full_url)
 
     typed, bare = _selected_ids(context.get("selections")) if hook == "order-select" else (set(), set())
+    patient_refs = patient_references(record.patient_id, drafts)
     out: list[OrderUnderReview] = []
     for _full_url, resource in drafts:
         if not is_medication_order(resource):
             continue
+        if not is_about_patient(resource, record.patient_id, patient_refs):
+            continue  # never reviewed, never touched by a suggestion
         if hook == "order-select":
             key = resource_key(resource)
             rid = resource.get("id")
@@ -285,3 +324,40 @@ def orders_under_review(hook: str, context: dict[str, Any], record: PatientRecor
         if order is not None:
             out.append(OrderUnderReview(order=order, is_draft=True))
     return tuple(out)
+
+
+_EXPOSURE_ORDER = {"request": 0, "statement": 1, "administration": 2}
+
+
+def patient_view_exposures(record: PatientRecord) -> list[MedicationOrder]:
+    """What patient-view reviews: every active order, then statements and administrations that
+    show a drug no order already covers (one card per problem: a calcitriol order and the doses
+    given under it are one exposure), newest administration first, one per drug."""
+    chosen: list[MedicationOrder] = []
+    covered: set[str] = set()
+    names: set[str] = set()
+    ordered = sorted(
+        record.medications,
+        key=lambda m: (_EXPOSURE_ORDER[m.kind], -(m.authored.timestamp() if m.authored else 0.0)),
+    )
+    for medication in ordered:
+        if medication.kind != "request":
+            if medication.drug_classes and medication.drug_classes <= covered:
+                continue
+            if medication.drug_name.lower() in names:
+                continue
+        chosen.append(medication)
+        covered |= medication.drug_classes
+        names.add(medication.drug_name.lower())
+    return chosen
+
+
+def foreign_drafts(context: dict[str, Any], patient_id: str) -> list[str]:
+    """Resource ids of medication drafts that are about another patient than ``patient_id``."""
+    drafts = list(iter_resources(context.get("draftOrders"))) if isinstance(context, dict) else []
+    refs = patient_references(patient_id, drafts)
+    return [
+        resource_key(resource) or str(resource.get("resourceType"))
+        for _, resource in drafts
+        if is_medication_order(resource) and not is_about_patient(resource, patient_id, refs)
+    ]

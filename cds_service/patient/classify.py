@@ -14,9 +14,8 @@ Codes first (RxNorm, ATC, SNOMED CT), then drug names in the text (``matched_by=
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -31,9 +30,27 @@ from cds_service.fhir.reading import (
     texts,
 )
 from cds_service.patient import terminology as term
-from cds_service.patient.model import ConditionFact, DrugMatch, MedicationOrder
+from cds_service.patient.model import AllergyFact, ConditionFact, DrugMatch, ExposureKind, MedicationOrder, TextMatch
 
 MEDICATION_ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
+# Resources that show the patient takes (or was given) a drug: orders, home medication lists and
+# administrations (e.g. an IV sterol given at dialysis).
+EXPOSURE_KINDS: dict[str, ExposureKind] = {
+    "MedicationRequest": "request",
+    "MedicationOrder": "request",
+    "MedicationStatement": "statement",
+    "MedicationAdministration": "administration",
+}
+# An administration shows current exposure when given within this time: IV sterols are given at
+# each dialysis session (three times a week), so two weeks covers a missed session or a week's
+# break without counting a course that has ended.
+ADMINISTRATION_RECENT = timedelta(days=14)
+ADMINISTRATION_STATUSES = frozenset({"completed", "in-progress"})
+# Medication orders that count as on the chart.
+ACTIVE_MEDICATION_STATUSES = frozenset({"active", "on-hold"})
+STATEMENT_STATUSES = frozenset({"active", "intended", "on-hold"})
+# AllergyIntolerance statuses that make an entry not count.
+INACTIVE_ALLERGY_STATUSES = frozenset({"inactive", "resolved"})
 
 # A dialysis Procedure shows the patient is on dialysis now only if performed (or started) within
 # this window. Maintenance haemodialysis is 3 sessions a week and dialysis units report monthly,
@@ -149,57 +166,156 @@ def _drug_name(concepts: list[Any], names: list[str]) -> str:
     return "unnamed medication"
 
 
-def classify_concepts(concepts: list[Any], names: Iterable[str] = ()) -> tuple[frozenset[str], DrugMatch, str | None]:
-    """(classes, matched_by, "system|code") for a drug described by CodeableConcepts and names."""
+@dataclass(frozen=True)
+class DrugRecognition:
+    """What a drug was recognised as, and how (a card must say when it was only by its name)."""
+
+    classes: frozenset[str]
+    matched_by: DrugMatch
+    matched_code: str | None = None  # "system|code" that matched, when by code
+    matched_text: str | None = None  # the words that matched, when by text
+    text_match: TextMatch | None = None
+    ingredients: tuple[str, ...] = ()
+
+
+def recognise_drug(concepts: list[Any], names: Iterable[str] = ()) -> DrugRecognition:
+    """Codes first (RxNorm at every level, ATC), then the names, brands and shorthand in the text."""
     classes: set[str] = set()
     matched_codes: list[str] = []
+    ingredients: list[str] = []
     for concept in concepts:
         for coding in codings(concept):
             found = term.drug_classes_for_code(coding.get("system"), coding.get("code"))
             if found is not None:
                 classes |= found
-                matched_codes.append(f"{term.canonical_system(coding.get('system'))}|{coding['code'].strip()}")
+                code = str(coding["code"]).strip()
+                system = term.canonical_system(coding.get("system"))
+                matched_codes.append(f"{system}|{code}")
+                if system == term.RXNORM:
+                    ingredients += term.rxnorm_ingredients(code)
     if matched_codes:
         # Prefer naming a code that carried a class (an ATC group might be recognised but empty).
         best = next((c for c in matched_codes if term.drug_classes_for_code(*c.split("|", 1))), matched_codes[0])
-        return frozenset(classes), "code", best
+        return DrugRecognition(frozenset(classes), "code", best, ingredients=tuple(dict.fromkeys(ingredients)))
     written = [t for concept in concepts for t in texts(concept)] + list(names)
+    first = None
     for text in written:
-        classes |= term.drug_classes_for_text(clean_text(text))
+        match = term.match_drug_text(clean_text(text))
+        if match is None:
+            continue
+        classes |= match.classes
+        ingredients.append(match.concept.replace("_", " "))
+        first = first or match
     if "active_vitamin_d" in classes:
         classes.discard("nutritional_vitamin_d")
-    if classes:
-        return frozenset(classes), "text", None
-    return frozenset(), "none", None
+    if first is None:
+        return DrugRecognition(frozenset(), "none")
+    return DrugRecognition(
+        frozenset(classes),
+        "text",
+        matched_text=first.matched_words,
+        text_match=first.how,
+        ingredients=tuple(dict.fromkeys(ingredients)),
+    )
+
+
+def classify_concepts(concepts: list[Any], names: Iterable[str] = ()) -> tuple[frozenset[str], DrugMatch, str | None]:
+    """(classes, matched_by, "system|code") for a drug described by CodeableConcepts and names."""
+    found = recognise_drug(concepts, names)
+    return found.classes, found.matched_by, found.matched_code
+
+
+def _exposure_time(resource: Mapping[str, Any]) -> datetime | None:
+    period = resource.get("effectivePeriod")
+    return (
+        parse_fhir_datetime(resource.get("authoredOn"))
+        or parse_fhir_datetime(resource.get("dateWritten"))
+        or parse_fhir_datetime(resource.get("effectiveDateTime"))
+        or (
+            parse_fhir_datetime(period.get("end")) or parse_fhir_datetime(period.get("start"))
+            if isinstance(period, dict)
+            else None
+        )
+        or parse_fhir_datetime(resource.get("dateAsserted"))
+    )
 
 
 def classify_medication(resource: Any, index: Any = None) -> MedicationOrder | None:
-    """A MedicationRequest / MedicationOrder as a classified ``MedicationOrder``.
+    """A MedicationRequest / MedicationOrder (or a MedicationStatement / MedicationAdministration)
+    as a classified ``MedicationOrder``.
 
-    ``None`` when the resource is not a medication order or names no medication at all (the
-    sandbox's empty draft). ``index`` resolves ``medicationReference``: a ``ResourceIndex`` or a
-    mapping of reference -> Medication resource.
+    ``None`` when the resource is not one of those or names no medication at all (the sandbox's
+    empty draft). ``index`` resolves ``medicationReference``: a ``ResourceIndex`` or a mapping of
+    reference -> Medication resource.
     """
     if not isinstance(resource, dict):
         return None
-    if not is_medication_order(resource):
+    rtype = resource.get("resourceType")
+    kind = EXPOSURE_KINDS.get(rtype) if isinstance(rtype, str) else None
+    if kind is None:
         return None
-    rtype = resource["resourceType"]
     concepts, names, named = _medication_sources(resource, index)
     if not named:
         return None
-    classes, matched_by, matched_code = classify_concepts(concepts, names)
+    found = recognise_drug(concepts, names)
     rid = resource.get("id")
     return MedicationOrder(
         resource_id=f"{rtype}/{rid}" if isinstance(rid, str) and rid else str(rtype),
         resource_type=str(rtype),
         status=status_code(resource.get("status")),
         drug_name=_drug_name(concepts, names),
-        drug_classes=classes,
-        matched_by=matched_by,
-        matched_code=matched_code,
-        authored=parse_fhir_datetime(resource.get("authoredOn") or resource.get("dateWritten")),
+        drug_classes=found.classes,
+        matched_by=found.matched_by,
+        matched_code=found.matched_code,
+        authored=_exposure_time(resource),
         raw=resource,
+        matched_text=found.matched_text,
+        text_match=found.text_match,
+        ingredients=found.ingredients,
+        kind=kind,
+    )
+
+
+def is_current_exposure(order: MedicationOrder, now: datetime) -> bool:
+    """Whether a medication on the chart counts as taken now: an active or on-hold order, a
+    statement that is active, intended or on hold, or an administration in the last two weeks."""
+    if order.kind == "statement":
+        return order.status in STATEMENT_STATUSES
+    if order.kind == "administration":
+        return (
+            order.status in ADMINISTRATION_STATUSES
+            and order.authored is not None
+            and now - ADMINISTRATION_RECENT <= order.authored <= now + timedelta(days=1)
+        )
+    return order.status in ACTIVE_MEDICATION_STATUSES
+
+
+def classify_allergy(resource: Any) -> AllergyFact | None:
+    """An AllergyIntolerance that counts, with the drug classes and ingredients of its substance;
+    ``None`` when it does not count or names nothing this service recognises."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "AllergyIntolerance":
+        return None
+    if status_code(resource.get("verificationStatus")) in EXCLUDED_VERIFICATION_STATUSES:
+        return None
+    if status_code(resource.get("clinicalStatus")) in INACTIVE_ALLERGY_STATUSES:
+        return None
+    concepts = [c for c in (resource.get("code"), resource.get("substance")) if isinstance(c, dict)]
+    for reaction in as_list(resource.get("reaction")):
+        if isinstance(reaction, dict) and isinstance(reaction.get("substance"), dict):
+            concepts.append(reaction["substance"])
+    found = recognise_drug(concepts)
+    if not found.classes and not found.ingredients:
+        return None
+    names = [t for concept in concepts for t in texts(concept)]
+    criticality = resource.get("criticality")
+    return AllergyFact(
+        resource_id=resource_key(resource) or "AllergyIntolerance",
+        display=clean_text(names[0]) if names else (found.matched_code or "allergy"),
+        drug_classes=found.classes,
+        ingredients=tuple(i.lower() for i in found.ingredients),
+        matched_by=found.matched_by,
+        matched_text=found.matched_text,
+        criticality=criticality if isinstance(criticality, str) else None,
     )
 
 
@@ -221,16 +337,25 @@ def condition_counts(resource: Mapping[str, Any]) -> bool:
     return clinical not in INACTIVE_CLINICAL_STATUSES
 
 
-def _text_match(pattern: re.Pattern[str], texts: Iterable[str]) -> str | None:
-    """The first text that matches ``pattern`` without an explicit negation just before it.
-    ``texts`` are already cleaned (``clean_text``): callers clean once, not once per pattern."""
+# Condition kinds the text matcher names, as the record's kinds: a mechanical valve and one of
+# unknown type both rule out a DOAC ("prosthetic_valve"); a biological one does not.
+_TEXT_KIND = {
+    "mechanical_valve": "prosthetic_valve",
+    "prosthetic_valve_unspecified": "prosthetic_valve",
+}
+
+
+def _text_kinds(texts: Iterable[str], only: set[str] | None = None) -> dict[str, tuple[str, str]]:
+    """kind -> (the text that names it, the words that matched), for every kind a problem-list
+    text names without negation (suspected counts). ``texts`` are already cleaned."""
+    found: dict[str, tuple[str, str]] = {}
     for text in texts:
-        for match in pattern.finditer(text):
-            before = text[max(0, match.start() - 30) : match.start()]
-            after = text[match.end() : match.end() + 30]
-            if not term.NEGATED_TEXT.search(before) and not term.NEGATED_AFTER_TEXT.search(after):
-                return text
-    return None
+        for match in term.match_condition_text(text):
+            kind = _TEXT_KIND.get(match.kind, match.kind)
+            if match.negated or kind in found or (only is not None and kind not in only):
+                continue
+            found[kind] = (text, match.matched_words)
+    return found
 
 
 def _condition_texts(resource: Mapping[str, Any]) -> list[str]:
@@ -263,34 +388,32 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
             or resource.get("assertedDate")
         ),
     )
+    named = _text_kinds(written)
     for coding in codings(code):
         system, value = coding.get("system"), coding.get("code")
         kind = term.condition_kind_for_code(system, value)
         display = _coding_display(coding, code)
+        matched_text = None
         if kind is None and term.is_calciphylaxis_catchall(system, value):
             # E83.59 only when the text or display names calciphylaxis.
-            named = _text_match(term.CALCIPHYLAXIS_TEXT, written)
-            if named is None:
+            if "calciphylaxis" not in named:
                 continue
-            kind, display = "calciphylaxis", named
+            kind = "calciphylaxis"
+            display, matched_text = named["calciphylaxis"]
         if kind is None or kind in facts:
             continue
         facts[kind] = replace(
-            common, kind=kind, display=display, matched_by="code", code=value, system=term.canonical_system(system)
+            common,
+            kind=kind,
+            display=display,
+            matched_by="code",
+            code=value,
+            system=term.canonical_system(system),
+            matched_text=matched_text,
         )
-    for kind, pattern in term.CONDITION_TEXT_PATTERNS:
-        if kind in facts:
-            continue
-        named = _text_match(pattern, written)
-        if named is None:
-            continue
-        if (
-            kind == "prosthetic_valve"
-            and term.BIOPROSTHETIC_TEXT.search(named)
-            and not re.search(r"\bmechanical\b", named, re.IGNORECASE)
-        ):
-            continue
-        facts[kind] = replace(common, kind=kind, display=named, matched_by="text")
+    for kind, (text, words) in named.items():
+        if kind not in facts:
+            facts[kind] = replace(common, kind=kind, display=text, matched_by="text", matched_text=words)
     return tuple(facts.values())
 
 
@@ -322,10 +445,10 @@ def classify_procedure(resource: Any, now: datetime) -> ConditionFact | None:
             display = _coding_display(coding, code)
             break
     if matched_by is None:
-        named = _text_match(term.DIALYSIS_PROCEDURE_TEXT, [clean_text(t) for t in texts(code)])
+        named = _text_kinds([clean_text(t) for t in texts(code)], only={"dialysis"}).get("dialysis")
         if named is None:
             return None
-        matched_by, display = "text", named
+        matched_by, display = "text", named[0]
     when = procedure_time(resource)
     current = status == "in-progress" or (
         when is not None and now - DIALYSIS_PROCEDURE_RECENT <= when <= now + timedelta(days=1)

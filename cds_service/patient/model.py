@@ -46,11 +46,28 @@ class CorrectedCalcium:
     albumin: LabResult | None = None  # the albumin used for the Payne correction, if any
 
 
-# What a Condition (or Procedure) can establish about the patient.
-CONDITION_KINDS = ("calciphylaxis", "kidney_failure", "dialysis", "atrial_fibrillation", "prosthetic_valve")
+# What a Condition (or Procedure) can establish about the patient. "prosthetic_valve" is a
+# mechanical valve or one of unknown type (both rule out a DOAC); an explicitly biological valve
+# is "bioprosthetic_valve". "dialysis" is current dialysis (a dependence, a modality, a recent
+# session); "kidney_failure" is end-stage kidney disease or CKD stage 5, which a functioning
+# transplant can outlive on a problem list.
+CONDITION_KINDS = (
+    "calciphylaxis",
+    "kidney_failure",
+    "dialysis",
+    "kidney_transplant",
+    "vascular_calcification",
+    "atrial_fibrillation",
+    "prosthetic_valve",
+    "bioprosthetic_valve",
+)
 
 # How a drug was recognised: by a code, by its name in the text, or not at all.
 DrugMatch = Literal["code", "text", "none"]
+# How a text match was made: a name, a brand, an abbreviation, or a close (fuzzy) spelling.
+TextMatch = Literal["name", "brand", "abbreviation", "fuzzy"]
+# Where a medication exposure was read from.
+ExposureKind = Literal["request", "statement", "administration"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,7 @@ class ConditionFact:
     display: str  # what to show a clinician (coding display or text)
     matched_by: Literal["code", "text"]
     code: str | None = None
+    matched_text: str | None = None  # the words that matched, when recognised from the text
     system: str | None = None
     clinical_status: str | None = None
     verification_status: str | None = None
@@ -81,6 +99,13 @@ class MedicationOrder:
     matched_code: str | None = None  # "system|code" that matched, when by code
     authored: datetime | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # When recognised from the text: the words that matched and how (a card must show both).
+    matched_text: str | None = None
+    text_match: TextMatch | None = None
+    # Ingredient names recognised (lower case), e.g. ("sevelamer carbonate",); used to match
+    # allergies to substitutes.
+    ingredients: tuple[str, ...] = ()
+    kind: ExposureKind = "request"  # a medication order, a statement, or an administration
 
 
 # Drug classes the classifier assigns (terminology.py maps codes and names to these).
@@ -96,7 +121,21 @@ DRUG_CLASSES = (
     "sodium_thiosulfate",
     "iron",
     "magnesium",
+    "parenteral_calcium",  # calcium gluconate/chloride injections: acute treatment, not a binder
 )
+
+
+@dataclass(frozen=True)
+class AllergyFact:
+    """An AllergyIntolerance that counts (not refuted, not resolved), classified like a drug."""
+
+    resource_id: str
+    display: str
+    drug_classes: frozenset[str]  # classes of the substance, e.g. {"doac"}
+    ingredients: tuple[str, ...]  # ingredient names recognised (lower case)
+    matched_by: DrugMatch
+    matched_text: str | None = None
+    criticality: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +180,8 @@ class PatientRecord:
     incomplete: dict[str, str] = field(default_factory=dict)
     # Final lab results of a known analyte that could not be used (unknown unit, no value ...).
     unusable_labs: tuple[UnusableLab, ...] = ()
+    # Allergies and intolerances that count (AllergyIntolerance).
+    allergies: tuple[AllergyFact, ...] = ()
     # Medication resources found in the prefetch (by "Medication/id", fullUrl, urn:uuid), so that
     # draft orders referring to them can be classified.
     medication_catalog: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -154,11 +195,35 @@ class PatientRecord:
 
     @property
     def on_dialysis(self) -> bool:
-        """Kidney failure / dialysis by condition or procedure, or latest eGFR < 15."""
+        """On dialysis or in kidney failure now.
+
+        Current dialysis evidence (a dialysis condition, a recent dialysis session) counts; so
+        does kidney failure (ESKD, CKD 5) or a latest eGFR below 15 -- except for a kidney
+        transplant recipient with a working graft (transplant recorded, latest eGFR of at least
+        15, no dialysis recorded after the transplant): an old kidney-failure entry still active
+        on the problem list does not put them back on dialysis.
+        """
+        if self.functioning_transplant is not None:
+            return False
         if self.conditions_of("kidney_failure") or self.conditions_of("dialysis"):
             return True
         egfr = self.latest("egfr")
-        return egfr is not None and egfr.value < KIDNEY_FAILURE_EGFR
+        return egfr is not None and egfr.value < KIDNEY_FAILURE_EGFR and egfr.comparator not in (">", ">=")
+
+    @property
+    def functioning_transplant(self) -> ConditionFact | None:
+        """The kidney transplant that shows a working graft, or None (see ``on_dialysis``)."""
+        transplants = self.conditions_of("kidney_transplant")
+        egfr = self.latest("egfr")
+        if not transplants or egfr is None or egfr.value < KIDNEY_FAILURE_EGFR:
+            return None
+        transplant = transplants[0]
+        for fact in self.conditions_of("dialysis"):
+            if fact.resource_id.startswith("Procedure/"):
+                return None  # a dialysis session within the last weeks
+            if fact.recorded is not None and transplant.recorded is not None and fact.recorded > transplant.recorded:
+                return None  # dialysis started again after the transplant
+        return transplant
 
     def latest(self, analyte: str) -> LabResult | None:
         series = self.labs.get(analyte) or ()

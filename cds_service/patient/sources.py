@@ -17,3 +17,8 @@ ALBUMIN = "albumin"
 PHOSPHATE = "phosphate"
 PTH = "pth"
 EGFR = "egfr"
+ALLERGIES = "allergies"
+# Home medication lists (MedicationStatement) and doses given, e.g. IV sterols at dialysis
+# (MedicationAdministration): current exposure on patient-view, besides the active orders.
+MEDICATION_STATEMENTS = "medstatements"
+MEDICATION_ADMINISTRATIONS = "medadmins"

@@ -12,10 +12,13 @@ Everything is a frozenset or a dict so that a lookup costs one hash, whatever th
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from functools import lru_cache
 
+from cds_service.patient import text_match
 from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.analytes import LOINC_TO_ANALYTE as LOINC_TO_ANALYTE  # re-exported
+from cds_service.patient.rxnorm_table import brand_classes, generated_drug
+from cds_service.patient.text_match import ConditionTextMatch, DrugTextMatch
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -127,8 +130,9 @@ RXNORM_CLASSES: dict[str, frozenset[str]] = {
     **_codes(NON_CALCIUM_BINDER, "1594675", "1594680"),  # ferric citrate
     **_codes(NON_CALCIUM_BINDER, "1484283", "1484289"),  # sucroferric oxyhydroxide
     # --- aluminium hydroxide SCDs (the IN is unconfirmed); 243463 also holds Mg hydroxide ---
-    **_codes(ALUMINIUM, "307747", "307746", "237870", "308072", "245001", "252203", "731000"),
-    "243463": ALUMINIUM_MG,
+    **_codes(ALUMINIUM, "307746", "237870", "245001", "252203"),
+    # These also hold a magnesium salt (their RxNorm names, as the generated table reads them).
+    **_codes(ALUMINIUM_MG, "243463", "307747", "308072", "731000"),
     # --- DOACs (trap 1: apixaban IN 1364430, rivaroxaban IN 1114195; never the reverse) ---
     **_codes(DOAC, "1364430", "1364435", "1364445", "1992427"),  # apixaban
     **_codes(DOAC, "1114195", "1114198", "1232082", "1232086", "2059015", "2588062", "1549682"),  # rivaroxaban
@@ -220,104 +224,79 @@ DRUG_CODE_TABLES: dict[str, dict[str, frozenset[str]]] = {
 
 
 def drug_classes_for_code(system: object, code: object) -> frozenset[str] | None:
-    """Classes for one coding; ``None`` when the code is unknown (so text may be consulted)."""
-    table = DRUG_CODE_TABLES.get(canonical_system(system) or "")
+    """Classes for one coding; ``None`` when the code is unknown (so text may be consulted).
+
+    RxNorm codes are looked up in the hand-verified table first, then in the table generated
+    from the sandbox's RxNorm extract (every term type: SCD, SBD, components, dose-form groups).
+    """
+    canonical = canonical_system(system) or ""
+    table = DRUG_CODE_TABLES.get(canonical)
     if table is None or not isinstance(code, str):
         return None
     code = code.strip()
     if table is ATC_CLASSES:
         code = code.upper()
-    return table.get(code)
+    found = table.get(code)
+    if found is None and canonical == RXNORM:
+        generated = generated_drug(code)
+        found = generated.classes if generated is not None else None
+    return found
+
+
+def rxnorm_ingredients(code: str) -> tuple[str, ...]:
+    """Ingredient names (lower case) of an RxNorm code, when known."""
+    code = code.strip()
+    if code in RXNORM_INGREDIENT_NAMES:
+        return (RXNORM_INGREDIENT_NAMES[code],)
+    generated = generated_drug(code)
+    return generated.ingredients if generated is not None else ()
 
 
 # ------------------------------------------------------------------------------------------
-# Drug-name patterns (text fallback). Word boundaries everywhere; never the bare word "calcium"
-# (leucovorin/levomefolate/rosuvastatin/docusate calcium, calcium pantothenate and calcium
-# polycarbophil are not calcium loads).
+# Drug names in text: the synonym data of data/synonyms.toml (text_match.py), then the brands
+# of the generated RxNorm table. Never the bare word "calcium" (leucovorin, statin and docusate
+# calcium, calcium pantothenate and polycarbophil are not calcium loads).
 # ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DrugPattern:
-    classes: frozenset[str]
-    pattern: re.Pattern[str]
-    # A product whose name also matches this is not what the pattern means (e.g. topical forms).
-    unless: re.Pattern[str] | None = None
+@lru_cache(maxsize=1)
+def _brand_pattern() -> re.Pattern[str]:
+    """Every brand of the generated RxNorm table (4 letters or more), as whole words."""
+    brands = sorted((b for b in brand_classes() if len(b) >= 4), key=len, reverse=True)
+    return re.compile(r"(?<![\w-])(" + "|".join(re.escape(b) for b in brands) + r")(?![\w-])", re.IGNORECASE)
 
 
-def _rx(text: str) -> re.Pattern[str]:
-    return re.compile(text, re.IGNORECASE)
+def match_drug_text(text: str) -> DrugTextMatch | None:
+    """What a drug's text names: the synonym data (names, brands, abbreviations, close spellings,
+    false friends guarded) first, then the brands of the generated RxNorm table."""
+    found = text_match.match_drug_text(text)
+    if found is not None or text_match.names_false_friend(text):
+        return found
+    brand = _brand_pattern().search(text)
+    if brand is None:
+        return None
+    classes = brand_classes()[brand.group(1).lower()]
+    return DrugTextMatch(classes, brand.group(1).lower(), brand.group(1), "brand", None)
 
 
-_NOT_SYSTEMIC = _rx(
-    r"\b(topical|cutaneous|irrigation|ophthalmic|otic|ointment|cream|lotion|shampoo|"
-    r"aluminum sulfate|aluminium sulfate|soaking)\b"
-)
-# Parenteral calcium salts (gluconate/chloride) are not named by these patterns anyway; calcium
-# acetate also appears in parenteral nutrition solutions (trap 5).
-_NOT_ORAL_CALCIUM = _rx(
-    r"\b(topical|cutaneous|irrigation|ophthalmic|otic|aluminum sulfate|aluminium sulfate|"
-    r"soaking|parenteral nutrition|amino acids?|dextrose|injection|injectable|intravenous)\b"
-)
+def warm_up() -> None:
+    """Load the generated RxNorm table and the synonym data now (start-up), not in a hook call."""
+    generated_drug("0")
+    _brand_pattern()
+    text_match.match_drug_text("calcium acetate")
+    text_match.match_condition_text("calciphylaxis")
 
-DRUG_PATTERNS: tuple[DrugPattern, ...] = (
-    DrugPattern(CALCIUM, _rx(r"\bcalcium[\s-]+(acetate|carbonate|citrate)\b"), _NOT_ORAL_CALCIUM),
-    DrugPattern(CALCIUM, _rx(r"\btri-?calcium phosphate\b"), _NOT_ORAL_CALCIUM),
-    # Brand names of calcium acetate / calcium carbonate products.
-    DrugPattern(CALCIUM, _rx(r"\b(phoslo|phoslyra|eliphos|tums|os-cal|caltrate|calcichew)\b")),
-    DrugPattern(MAGNESIUM, _rx(r"\bmagnesium[\s-]+(oxide|hydroxide|carbonate|citrate|chloride)\b")),
-    DrugPattern(VKA, _rx(r"\b(warfarin|coumadin|jantoven|acenocoumarol|phenprocoumon|phenindione)\b")),
-    DrugPattern(
-        ACTIVE_D,
-        _rx(
-            r"\b(calcitriol|alfacalcidol|paricalcitol|doxercalciferol|calcifediol|rocaltrol|"
-            r"zemplar|hectorol|rayaldee|one-alpha)\b"
-        ),
-        _NOT_SYSTEMIC,
-    ),
-    # Chemical names of calcitriol and alfacalcidol (no word boundary inside them, so the
-    # nutritional pattern below cannot match "...hydroxycholecalciferol").
-    DrugPattern(
-        ACTIVE_D,
-        _rx(r"\b(1,\s?25-dihydroxy|1-?alpha-hydroxy|1α-hydroxy)-?(vitamin[\s-]*d3?|cholecalciferol)\b"),
-        _NOT_SYSTEMIC,
-    ),
-    DrugPattern(
-        NUTRITIONAL_D,
-        _rx(r"\b(cholecalciferol|colecalciferol|ergocalciferol|vitamin[\s-]*d[23]?)\b"),
-    ),
-    DrugPattern(
-        NON_CALCIUM_BINDER,
-        _rx(
-            r"\b(sevelamer|lanthanum|ferric citrate|sucroferric oxyhydroxide|renvela|renagel|"
-            r"fosrenol|velphoro|auryxia)\b"
-        ),
-    ),
-    DrugPattern(ALUMINIUM, _rx(r"\balumin(i)?um hydroxide\b")),
-    DrugPattern(DOAC, _rx(r"\b(apixaban|rivaroxaban|edoxaban|dabigatran|eliquis|xarelto)\b")),
-    DrugPattern(CALCIMIMETIC, _rx(r"\b(cinacalcet|etelcalcetide|sensipar|parsabiv)\b")),
-    DrugPattern(THIOSULFATE, _rx(r"\b(sodium )?thiosulfate\b"), _rx(r"\bsalicylic\b")),
-    DrugPattern(
-        IRON,
-        _rx(
-            r"\b(iron sucrose|ferric gluconate|ferumoxytol|iron[\s-]+dextran|ferric "
-            r"carboxymaltose|ferric derisomaltose|ferrous (sulfate|sulphate|gluconate|fumarate)|"
-            r"venofer|ferrlecit|feraheme|injectafer|monoferric|infed)\b"
-        ),
-    ),
-)
+
+def match_condition_text(text: str) -> tuple[ConditionTextMatch, ...]:
+    """The condition kinds a problem-list or procedure text names (synonym data; negations kept
+    and flagged)."""
+    return text_match.match_condition_text(text)
 
 
 def drug_classes_for_text(text: str) -> frozenset[str]:
     """Classes named in a drug's text; empty when nothing matched."""
-    found: set[str] = set()
-    for rule in DRUG_PATTERNS:
-        if rule.pattern.search(text) and not (rule.unless and rule.unless.search(text)):
-            found |= rule.classes
-    # "vitamin D" inside an active sterol's description must not add the nutritional class.
-    if "active_vitamin_d" in found:
-        found.discard("nutritional_vitamin_d")
-    return frozenset(found)
+    found = match_drug_text(text)
+    return found.classes if found is not None else frozenset()
 
 
 # ------------------------------------------------------------------------------------------
@@ -325,7 +304,7 @@ def drug_classes_for_text(text: str) -> frozenset[str]:
 # ------------------------------------------------------------------------------------------
 
 # ICD-10-CM E83.59 "Other disorders of calcium metabolism" is a catch-all: it means calciphylaxis
-# only when the Condition's text or display says so (CALCIPHYLAXIS_TEXT).
+# only when the Condition's text or display names calciphylaxis (match_condition_text).
 CALCIPHYLAXIS_ICD10_CATCHALL = "E83.59"
 # SNOMED CT 237900002 "Calciphylaxis" is single-source (VisualDx only; terminology.md confidence C).
 # A search of public code and terminology pages found no second source, so it is NOT matched as a
@@ -341,8 +320,13 @@ CONDITION_CODES: dict[tuple[str, str], str] = {
     (ICD10CM, "I12.0"): "kidney_failure",
     (ICD10CM, "I13.11"): "kidney_failure",
     (ICD10CM, "I13.2"): "kidney_failure",
-    # SNOMED 236436003 "ESRF with renal transplant" is deliberately absent: a patient with a
-    # functioning transplant is not on dialysis (calciphylaxis still puts them in scope).
+    # kidney transplant (a working graft takes a patient with an old kidney-failure entry off
+    # dialysis; see PatientRecord.on_dialysis)
+    (SNOMED, "236436003"): "kidney_transplant",  # ESRF with renal transplant (VSAC, terminology.md)
+    # Z94.0 "Kidney transplant status": a functioning graft without a complication (T86.1- codes
+    # a failed or rejected one). Confirmed on codingmcw.happycovergirlco.com/.../Z94.0,
+    # medcoder.ai/icd10/code/z94.0-kidney-transplant-status and cco.us transplant-status guide.
+    (ICD10CM, "Z94.0"): "kidney_transplant",
     # dialysis
     (SNOMED, "236435004"): "dialysis",  # end stage renal failure on dialysis
     (SNOMED, "714152005"): "dialysis",  # CKD stage 5 on dialysis
@@ -361,9 +345,16 @@ CONDITION_CODES: dict[tuple[str, str], str] = {
         for c in ("I48.0", "I48.1", "I48.11", "I48.19", "I48.2", "I48.20", "I48.21", "I48.91")
     },
     # prosthetic heart valve: Z95.2 does not say mechanical vs biological, so it counts (the safe
-    # reading for a DOAC contraindication). Z95.3 (xenogenic = bioprosthetic valve) is deliberately
-    # absent: clinical-rules.md names the *mechanical* valve as what forbids a DOAC.
+    # reading for a DOAC contraindication); clinical-rules.md names the *mechanical* valve as what
+    # forbids a DOAC, so an explicitly biological one (Z95.3) does not.
     (ICD10CM, "Z95.2"): "prosthetic_valve",
+    # Z95.4 "Presence of other heart-valve replacement": the type is not said, so it counts like
+    # Z95.2 (icdlist.com/icd-10/z954; hccbuddy.com/icd10/Z95.4: "a type of prosthetic valve not
+    # specified in other categories").
+    (ICD10CM, "Z95.4"): "prosthetic_valve",
+    # Z95.3 "Presence of xenogenic heart valve": a biological valve (terminology.md section 3 note,
+    # and the Z95 child-code list on hccbuddy.com): recorded, but no DOAC contraindication.
+    (ICD10CM, "Z95.3"): "bioprosthetic_valve",
 }
 
 # Dialysis procedures (Procedure.code). A Procedure counts only when recent (classify.py).
@@ -423,29 +414,3 @@ def is_calciphylaxis_catchall(system: object, code: object) -> bool:
         and isinstance(code, str)
         and normalise_code(ICD10CM, code) == normalise_code(ICD10CM, CALCIPHYLAXIS_ICD10_CATCHALL)
     )
-
-
-# Condition / procedure text patterns (fallback, and the qualifier E83.59 needs).
-CALCIPHYLAXIS_TEXT = _rx(r"\b(calciphylaxis|calcific ur(a)?emic arteriolopathy)\b")
-CONDITION_TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("calciphylaxis", CALCIPHYLAXIS_TEXT),
-    (
-        "kidney_failure",
-        _rx(
-            r"\b(end[\s-]stage (renal|kidney) (disease|failure)|esrd|eskd|"
-            r"(chronic kidney disease|ckd)[,\s]*stage\s*(5|v)\b)"
-        ),
-    ),
-    ("dialysis", _rx(r"\b(dependence on (renal )?dialysis|h(a)?emodialysis|peritoneal dialysis)\b")),
-    ("atrial_fibrillation", _rx(r"\batrial fibrillation\b")),
-    # A mechanical valve by name, or a prosthetic valve not said to be biological.
-    ("prosthetic_valve", _rx(r"\bmechanical\b[\w\s-]{0,30}\bvalve\b|\bprosthetic (heart |cardiac )?valve\b")),
-)
-# Text that says the valve is biological (Z95.3 territory): no DOAC contraindication by itself.
-BIOPROSTHETIC_TEXT = _rx(r"\b(bioprosthe\w*|xenogenic|xenograft|porcine|bovine|tissue valve)\b")
-# Explicit negation in a problem-list text ("no calciphylaxis", "ruled out ...").
-NEGATED_TEXT = _rx(r"\b(no|not|without|negative for|ruled out|excluded)\b")
-# ... or just after it ("calciphylaxis ruled out"). "r/o calciphylaxis" (= suspected) still counts.
-NEGATED_AFTER_TEXT = _rx(r"^\W{0,3}(was |is |has been )?(ruled out|excluded|not confirmed|unlikely)\b")
-
-DIALYSIS_PROCEDURE_TEXT = _rx(r"\b(h(a)?emodialysis|renal dialysis|peritoneal dialysis|dialysis)\b")

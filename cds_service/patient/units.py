@@ -9,10 +9,15 @@ why, rather than guessing.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
+
+from cds_service.patient.analytes import ANALYTES
+
+CANONICAL_UNIT = {key: analyte.unit for key, analyte in ANALYTES.items()}
 
 # Molar <-> mass factors from terminology.md section 4 (MIRACUM loinc-conversion).
 CALCIUM_MG_DL_PER_MMOL_L = 4.008  # mg/dL = mmol/L x 4.008
@@ -147,3 +152,43 @@ def payne_corrected_calcium(calcium_mg_dl: float, albumin_g_dl: float) -> float:
 def calcium_phosphate_product(calcium_mg_dl: float, phosphate_mg_dl: float) -> float:
     """Ca x P in mg^2/dL^2."""
     return calcium_mg_dl * phosphate_mg_dl
+
+
+# A result sent as text: an optional comparator, a number, an optional unit ("<3.0", "> 1000
+# pg/mL", "2,45 mmol/L"). A comma is a decimal comma unless it groups thousands ("1,200").
+_STRING_RESULT = re.compile(
+    r"^\s*(?P<comparator><=|>=|<|>|\u2264|\u2265)?\s*(?P<number>[0-9]{1,7}(?:[.,][0-9]{1,6})?)\s*(?P<unit>[^\s0-9<>].{0,29})?\s*$"
+)
+_COMPARATORS = {"\u2264": "<=", "\u2265": ">="}
+
+
+def quantity_from_string(text: Any, analyte: str) -> tuple[dict[str, Any], bool] | None:
+    """A FHIR Quantity (raw JSON) read from a ``valueString``, and whether its unit was assumed
+    (a bare number is read in the analyte's canonical unit, and the card says so); ``None`` when
+    the text is not a single result."""
+    if not isinstance(text, str):
+        return None
+    match = _STRING_RESULT.match(text)
+    if match is None:
+        return None
+    number = match.group("number")
+    if "," in number:
+        whole, _, fraction = number.partition(",")
+        number = whole + fraction if len(fraction) == 3 else f"{whole}.{fraction}"
+    comparator = match.group("comparator")
+    quantity: dict[str, Any] = {"value": float(number)}
+    if comparator:
+        quantity["comparator"] = _COMPARATORS.get(comparator, comparator)
+    unit = (match.group("unit") or "").strip()
+    assumed = not unit
+    quantity["unit"] = unit or CANONICAL_UNIT[analyte]
+    return quantity, assumed
+
+
+def is_plausible(analyte: str, value: float) -> bool:
+    """Whether a value (canonical unit) can be a real result: finite and within the analyte's
+    plausible range (a unit or typing error otherwise, never acted on)."""
+    if not math.isfinite(value):
+        return False
+    bounds = ANALYTES[analyte].plausible
+    return bounds is None or bounds[0] <= value <= bounds[1]

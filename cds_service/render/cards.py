@@ -13,10 +13,10 @@ from datetime import datetime
 
 from cds_service.checks.findings import Finding, Gap, LabValue, SafetyCheck
 from cds_service.checks.labs import DISPLAY_DECIMALS
+from cds_service.knowledge.content import CardContent, RuleContent, content, fill
 from cds_service.patient import terminology as term
 from cds_service.patient.model import STALE_AFTER, ConditionFact, MedicationOrder
 from cds_service.protocol import Action, Card, Coding, Link, OverrideReason, Source, Suggestion
-from cds_service.knowledge.content import CardContent, RuleContent, content, fill
 from cds_service.render.orders import stopped_resource, substitute_resource
 
 SUMMARY_MAX = 139  # CDS Hooks: "<140-character summary"
@@ -141,7 +141,9 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
         data = []
         if f.order is not None:
             status = f", status {f.order.status}" if f.order.status else ""
-            data.append(f"- Order: {f.order.drug_name} ({f.order.resource_id}{status})")
+            when = f", given {_date(f.order.authored)}" if f.order.kind == "administration" else ""
+            kind = c.labels["exposure"][f.order.kind]
+            data.append(f"- {kind}: {f.order.drug_name} ({f.order.resource_id}{status}{when})")
         data += [_condition_line(c, cond) for cond in f.conditions]
         data += [_lab_line(c, lab) for lab in f.labs]
     if data:
@@ -151,7 +153,9 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
 
     checked = [_safety_line(c, s) for s in f.safety_checks]
     notes = [fill(c.notes[n].text) for n in f.notes]
-    if f.stop_only and f.review is not None:
+    if f.order is not None and f.order.kind == "administration":
+        notes.append(fill(c.text["administration_only"], {"drug": f.order.drug_name}))
+    elif f.stop_only and f.review is not None:
         notes.append(fill(c.text["stop_only"]))
     if f.review is not None and not _has_id(f.order) and (f.substitutions or f.stop_only):
         notes.append(fill(c.text["no_order_id"]))
@@ -190,7 +194,13 @@ def _link_text(url: str) -> str:
 
 def _recognition(c: CardContent, order: MedicationOrder) -> str:
     if order.matched_by == "text":
-        return fill(c.text["text_match"], {"drug_text": order.drug_name})
+        words = order.matched_text
+        matched = f'"{words}" in "{order.drug_name}"' if words and words != order.drug_name else f'"{order.drug_name}"'
+        if order.text_match == "fuzzy":  # say what the close spelling was read as
+            read_as = order.ingredients[0] if order.ingredients else "a monitored drug"
+            return fill(c.text["fuzzy_match"], {"drug_text": order.drug_name, "how": read_as, "matched": matched})
+        how = c.labels["text_match"].get(order.text_match or "name", "name")
+        return fill(c.text["text_match"], {"drug_text": order.drug_name, "how": how, "matched": matched})
     return fill(c.text["code_match"], {"code": _code_label(order.matched_code)})
 
 
@@ -211,7 +221,7 @@ def _number(analyte: str, value: float) -> str:
 
 def _lab_text(c: CardContent, lab: LabValue) -> str:
     """ "10.6 mg/dL on 2026-11-15 (albumin-corrected from ...; reported as 2.65 mmol/L)"."""
-    text = f"{_number(lab.analyte, lab.value)} {lab.unit} on {_date(lab.effective)}"
+    text = f"{lab.comparator or ''}{_number(lab.analyte, lab.value)} {lab.unit} on {_date(lab.effective)}"
     extras = []
     method = c.labels["method"].get(lab.method, lab.method)
     if lab.inputs:
@@ -240,11 +250,14 @@ def _lab_line(c: CardContent, lab: LabValue) -> str:
 
 def _condition_line(c: CardContent, cond: ConditionFact) -> str:
     label = c.labels["condition"].get(cond.kind, cond.kind)
-    how = (
-        f"{_SYSTEM_NAMES.get(cond.system or '', cond.system or 'code')} {cond.code}"
-        if cond.matched_by == "code" and cond.code
-        else "recognised from the text"
-    )
+    if cond.matched_by == "code" and cond.code:
+        how = f"{_SYSTEM_NAMES.get(cond.system or '', cond.system or 'code')} {cond.code}"
+        if cond.matched_text:
+            how += f', named "{cond.matched_text}" in the text'
+    elif cond.matched_text:
+        how = f'recognised from the text: "{cond.matched_text}"'
+    else:
+        how = "recognised from the text"
     status = ", ".join(
         s
         for s in (
@@ -342,6 +355,6 @@ def _remove_action(c: CardContent, order: MedicationOrder, is_draft: bool) -> Ac
     drug = {"drug": order.drug_name}
     if is_draft:
         return Action(type="delete", description=fill(c.text["action_delete"], drug), resourceId=order.resource_id)
-    if not order.raw:
-        return None
+    if not order.raw or order.kind == "administration":
+        return None  # a dose already given cannot be stopped: the card says to stop its order
     return Action(type="update", description=fill(c.text["action_stop"], drug), resource=stopped_resource(c, order))

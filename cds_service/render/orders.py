@@ -14,9 +14,9 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
+from cds_service.knowledge.content import CardContent, CardContentError, SubstituteSpec, fill
 from cds_service.patient import terminology as term
 from cds_service.patient.model import MedicationOrder
-from cds_service.knowledge.content import CardContent, CardContentError, SubstituteSpec, fill
 
 FhirVersion = Literal["R4", "R5", "DSTU2"]
 
@@ -84,7 +84,9 @@ def stopped_resource(c: CardContent, order: MedicationOrder) -> dict[str, Any]:
     resource = copy.deepcopy(order.raw)
     resource["status"] = "stopped"
     reason = {"text": fill(c.text["stop_reason"])}
-    if fhir_version(order) == "DSTU2":
+    if order.kind == "statement":
+        resource["statusReason"] = [reason]  # MedicationStatement.statusReason is a list
+    elif fhir_version(order) == "DSTU2":
         resource["reasonEnded"] = reason
     else:
         resource["statusReason"] = reason

@@ -17,7 +17,7 @@ from tests.checks.builders import (
 
 
 def test_calcium_binder_in_calciphylaxis_is_critical_and_offers_sevelamer_then_lanthanum():
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS], labs=NORMAL_LABS), draft(CALCIUM_ACETATE)))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=NORMAL_LABS), draft(CALCIUM_ACETATE)))
     assert (f.rule_id, f.indicator) == ("C1-calcium-binder-calciphylaxis", "critical")
     assert [(s.key, s.recommended) for s in f.substitutions] == [("sevelamer", True), ("lanthanum", False)]
     assert f.conditions == (CALCIPHYLAXIS,)
@@ -28,7 +28,7 @@ def test_calcium_binder_in_calciphylaxis_with_sevelamer_already_active_only_remo
     sevelamer = med(
         "non_calcium_binder", name="sevelamer carbonate 800 MG", rid="MedicationRequest/a1", status="active"
     )
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS], medications=[sevelamer]), draft(CALCIUM_ACETATE)))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], medications=[sevelamer]), draft(CALCIUM_ACETATE)))
     assert f.substitutions == () and f.stop_only
     check = next(c for c in f.safety_checks if c.key == "no_active_non_calcium_binder")
     assert not check.passed and "MedicationRequest/a1" in check.detail
@@ -42,7 +42,7 @@ def test_calcium_binder_on_dialysis_warns_when_corrected_calcium_is_above_10_2()
     cc = next(v for v in f.labs if v.analyte == "corrected_calcium")
     assert (cc.value, cc.method, cc.stale) == (10.8, "corrected", False)
     assert [i.analyte for i in cc.inputs] == ["calcium", "albumin"]
-    assert any(g.key == "calcification_not_coded" for g in f.gaps)
+    assert any(g.key == "calcification_not_recorded" for g in f.gaps)
 
 
 def test_calcium_binder_on_dialysis_warns_on_measured_calcium_when_no_albumin_is_near():

@@ -8,12 +8,14 @@ from tests.checks.builders import CALCIPHYLAXIS, ESRD, WARFARIN, active, cond, d
 
 def test_warfarin_in_calciphylaxis_with_atrial_fibrillation_offers_apixaban():
     af = cond("atrial_fibrillation", "Atrial fibrillation")
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS, af]), draft(WARFARIN)))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD, af]), draft(WARFARIN)))
     assert (f.rule_id, f.indicator) == ("C2-vka-calciphylaxis", "critical")
     assert [(s.key, s.recommended) for s in f.substitutions] == [("apixaban", True)]
     assert {c.key: c.passed for c in f.safety_checks} == {
         "af_recorded": True,
+        "on_dialysis": True,
         "no_prosthetic_valve": True,
+        "no_allergy": True,
         "no_active_doac": True,
     }
 
@@ -30,7 +32,7 @@ def test_warfarin_with_a_prosthetic_valve_gets_no_doac_and_no_remove_only_sugges
 
 
 def test_warfarin_without_atrial_fibrillation_gets_no_apixaban():
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS]), draft(WARFARIN)))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD]), draft(WARFARIN)))
     assert f.substitutions == () and "anticoagulation_team" in f.notes
     assert not next(c for c in f.safety_checks if c.key == "af_recorded").passed
 

@@ -8,7 +8,7 @@ from tests.checks.builders import CALCIPHYLAXIS, CALCITRIOL, ESRD, NORMAL_LABS, 
 
 def test_calcitriol_in_calciphylaxis_is_critical_and_offers_cinacalcet_when_pth_and_calcium_allow():
     labs = (lab("calcium", 9.2), lab("albumin", 4.0), lab("pth", 320))
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS], labs=labs), draft(CALCITRIOL)))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs), draft(CALCITRIOL)))
     assert (f.rule_id, f.indicator) == ("C3-active-vitamin-d-calciphylaxis", "critical")
     assert [s.key for s in f.substitutions] == ["cinacalcet"]
     assert "check_calcium_after_cinacalcet" in f.notes
@@ -17,7 +17,7 @@ def test_calcitriol_in_calciphylaxis_is_critical_and_offers_cinacalcet_when_pth_
 
 def test_no_cinacalcet_when_corrected_calcium_is_below_8_4():
     labs = (lab("calcium", 7.9), lab("albumin", 4.0), lab("pth", 320))
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS], labs=labs), draft(CALCITRIOL)))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs), draft(CALCITRIOL)))
     assert f.substitutions == () and f.stop_only
     check = next(c for c in f.safety_checks if c.key == "corrected_calcium_not_low")
     assert not check.passed and "7.9 mg/dL" in check.detail
@@ -25,25 +25,25 @@ def test_no_cinacalcet_when_corrected_calcium_is_below_8_4():
 
 def test_corrected_calcium_of_exactly_8_4_still_allows_cinacalcet():
     labs = (lab("calcium", 8.4), lab("albumin", 4.0), lab("pth", 320))
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS], labs=labs), draft(CALCITRIOL)))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs), draft(CALCITRIOL)))
     assert [s.key for s in f.substitutions] == ["cinacalcet"]
 
 
 def test_pth_above_500_suggests_parathyroidectomy_referral_instead_of_cinacalcet():
     labs = (lab("calcium", 9.0), lab("albumin", 4.0), lab("pth", 620))
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS], labs=labs), draft(CALCITRIOL)))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs), draft(CALCITRIOL)))
     assert f.substitutions == () and "parathyroidectomy_referral" in f.notes
 
 
 def test_pth_below_100_warns_against_further_suppression():
     labs = (lab("calcium", 9.0), lab("albumin", 4.0), lab("pth", 80))
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS], labs=labs), draft(CALCITRIOL)))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs), draft(CALCITRIOL)))
     assert f.substitutions == () and "pth_below_avoid" in f.notes
 
 
 def test_stale_pth_withholds_cinacalcet_and_says_so():
     labs = (lab("calcium", 9.0), lab("albumin", 4.0), lab("pth", 300, days_ago=120))
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS], labs=labs), draft(CALCITRIOL)))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs), draft(CALCITRIOL)))
     assert f.substitutions == ()
     assert "out of date" in next(c for c in f.safety_checks if c.key == "pth_in_cinacalcet_range").detail
     assert any(g.key == "lab_stale" and g.params["analyte"] == "pth" for g in f.gaps)

@@ -18,7 +18,7 @@ from tests.checks.builders import (
 
 def test_one_card_per_problem_for_a_drug_in_two_classes():
     combo = med("calcium_binder", "active_vitamin_d", name="calcium + calcitriol")
-    findings = check_order(record(conditions=[CALCIPHYLAXIS], labs=NORMAL_LABS), draft(combo))
+    findings = check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=NORMAL_LABS), draft(combo))
     assert sorted(f.rule_id for f in findings) == [
         "C1-calcium-binder-calciphylaxis",
         "C3-active-vitamin-d-calciphylaxis",
@@ -29,7 +29,7 @@ def test_one_card_per_problem_for_a_drug_in_two_classes():
 
 
 def test_without_the_medication_list_the_substitute_is_still_offered_and_the_card_says_duplicates_were_not_checked():
-    rec = record(conditions=[CALCIPHYLAXIS], unavailable={"meds": "FHIR server not trusted"})
+    rec = record(conditions=[CALCIPHYLAXIS, ESRD], unavailable={"meds": "FHIR server not trusted"})
     f = only(check_order(rec, draft(CALCIUM_ACETATE)))
     assert [s.key for s in f.substitutions] == ["sevelamer", "lanthanum"]
     assert not any(c.key == "no_active_non_calcium_binder" for c in f.safety_checks)
@@ -47,7 +47,7 @@ def test_labs_missing_because_their_prefetch_failed_are_reported_once_as_unavail
 
 def test_partly_read_data_is_used_and_the_card_says_it_was_partial():
 
-    rec = record(conditions=[CALCIPHYLAXIS], incomplete={"calcium": "page 2 not read (timed out)"})
+    rec = record(conditions=[CALCIPHYLAXIS, ESRD], incomplete={"calcium": "page 2 not read (timed out)"})
     f = only(review_chart(rec))
     assert f.rule_id == "M1-mineral-status-calciphylaxis"
     assert [g.params for g in f.gaps if g.key == "prefetch_incomplete"] == [
@@ -58,6 +58,6 @@ def test_partly_read_data_is_used_and_the_card_says_it_was_partial():
 def test_partial_data_is_named_in_the_rendered_card():
     from cds_service.render.cards import render_cards
 
-    rec = record(conditions=[CALCIPHYLAXIS], incomplete={"calcium": "page 2 not read (timed out)"})
+    rec = record(conditions=[CALCIPHYLAXIS, ESRD], incomplete={"calcium": "page 2 not read (timed out)"})
     (card,) = render_cards(review_chart(rec), "p1")
     assert "calcium results: only partly available (page 2 not read (timed out))" in card.detail

@@ -298,3 +298,24 @@ def test_js_parser_handles_escaped_quotes_comments_and_trailing_commas(gen):
     assert extract.cui_to_name == {"1": "Devil's claw", "2": 'say "x"', "3": "tabA"}
     assert extract.pill_to_component_sets == {"4": [["1", "2"]]}
     assert extract.component_sets_to_prescribables == {"1,2": ["3"]}
+
+
+def test_hand_verified_rxnorm_codes_and_the_generated_table_agree_on_every_shared_code():
+    from cds_service.patient import terminology
+
+    disagreements = {
+        code: (sorted(classes), sorted(generated.classes))
+        for code, classes in terminology.RXNORM_CLASSES.items()
+        if (generated := generated_drug(code)) is not None and generated.classes != classes
+    }
+    assert disagreements == {}
+
+
+def test_a_branded_or_component_code_known_only_to_the_generated_table_is_classed_by_code():
+    from cds_service.patient import terminology
+
+    # 197433 is hand-verified; a branded PhosLo code is not: it comes from the generated table.
+    table = json.loads((Path(rxnorm_table.__file__).parent / "data" / "rxnorm_generated.json").read_text())
+    phoslo = next(code for code, drug in table["entries"].items() if (drug["brand"] or "").lower() == "phoslo")
+    assert phoslo not in terminology.RXNORM_CLASSES
+    assert terminology.drug_classes_for_code(terminology.RXNORM, phoslo) == {"calcium_binder"}
