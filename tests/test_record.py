@@ -824,3 +824,104 @@ def test_an_unusable_newest_result_is_reported_and_the_next_usable_one_is_used()
     record = build({"calcium": bundle(older, newest)})
     assert record.latest("calcium").resource_id == "Observation/ca-old"
     assert [u.resource_id for u in record.unusable_labs] == ["Observation/ca-new"]
+
+
+# --- exposure beyond orders, allergies, and whose data it is (issue 10, 11) ---------------------
+
+
+def _admin(aid, text, when, status="completed", patient="Patient/p1"):
+    return {
+        "resourceType": "MedicationAdministration",
+        "id": aid,
+        "status": status,
+        "medicationCodeableConcept": {"text": text},
+        "subject": {"reference": patient},
+        "effectiveDateTime": when,
+    }
+
+
+def test_doses_given_in_the_last_two_weeks_are_current_exposure_and_older_ones_are_not():
+    record = build(
+        {
+            "medadmins": bundle(
+                _admin("recent", "paricalcitol 2 mcg IV", days_ago(3)),
+                _admin("old", "doxercalciferol 4 mcg IV", days_ago(40)),
+                _admin("not-done", "calcitriol 1 mcg IV", days_ago(1), status="not-done"),
+            )
+        }
+    )
+    assert [m.resource_id for m in record.medications] == ["MedicationAdministration/recent"]
+    (given,) = record.medications
+    assert given.kind == "administration" and given.drug_classes == {"active_vitamin_d"}
+
+
+def test_a_home_medication_statement_counts_while_active_and_patient_view_reviews_one_card_per_drug():
+    calcitriol_order = {
+        "resourceType": "MedicationRequest",
+        "id": "mr",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {"coding": [{"system": term.RXNORM, "code": "308867"}]},
+    }
+    statement = {
+        "resourceType": "MedicationStatement",
+        "id": "ms",
+        "status": "active",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {"text": "Rocaltrol 0.25 mcg daily"},
+    }
+    stopped = {**statement, "id": "ms-stopped", "status": "stopped", "medicationCodeableConcept": {"text": "Tums"}}
+    record = build({"meds": bundle(calcitriol_order), "medstatements": bundle(statement, stopped)})
+    assert {m.resource_id for m in record.medications} == {"MedicationRequest/mr", "MedicationStatement/ms"}
+    reviewed = orders_under_review("patient-view", CONTEXT, record)
+    # The statement names the same active sterol the order covers: one exposure, one card.
+    assert [r.order.resource_id for r in reviewed] == ["MedicationRequest/mr"]
+
+
+def test_allergies_that_count_are_read_with_their_classes_and_refuted_ones_are_not():
+    def allergy(aid, concept, verification="confirmed"):
+        return {
+            "resourceType": "AllergyIntolerance",
+            "id": aid,
+            "verificationStatus": {"coding": [{"code": verification}]},
+            "code": concept,
+            "patient": {"reference": "Patient/p1"},
+        }
+
+    record = build(
+        {
+            "allergies": bundle(
+                allergy("a1", {"text": "Renvela (sevelamer) - diarrhoea"}),
+                allergy("a2", {"coding": [{"system": term.RXNORM, "code": "1364430"}]}),
+                allergy("a3", {"text": "Eliquis"}, verification="refuted"),
+                allergy("a4", {"text": "penicillin"}),
+            )
+        }
+    )
+    by_id = {a.resource_id: a for a in record.allergies}
+    assert set(by_id) == {"AllergyIntolerance/a1", "AllergyIntolerance/a2"}
+    assert by_id["AllergyIntolerance/a1"].drug_classes == {"non_calcium_binder"}
+    assert by_id["AllergyIntolerance/a2"].ingredients == ("apixaban",)
+
+
+def test_resources_about_another_patient_are_never_read_into_the_record():
+    mine = condition("mine", term.SNOMED, "46177005", "End-stage renal disease")
+    theirs = {**condition("theirs", term.SNOMED, "46177005", "Calciphylaxis"), "subject": {"reference": "Patient/p2"}}
+    lab_theirs = {**obs("ca-theirs", "17861-6", 11.9, "mg/dL", days_ago(1)), "subject": {"reference": "Patient/p2"}}
+    record = build({"conditions": bundle(mine, theirs), "calcium": bundle(lab_theirs)})
+    assert [c.resource_id for c in record.conditions] == ["Condition/mine"]
+    assert record.latest("calcium") is None
+
+
+def test_draft_orders_about_another_patient_are_never_reviewed():
+    draft = {
+        "resourceType": "MedicationRequest",
+        "id": "d-other",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/p2"},
+        "medicationCodeableConcept": {"coding": [{"system": term.RXNORM, "code": "197433"}]},
+    }
+    context = {**CONTEXT, "draftOrders": bundle(draft)}
+    assert orders_under_review("order-sign", context, build({})) == ()

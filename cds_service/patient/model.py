@@ -56,6 +56,7 @@ CONDITION_KINDS = (
     "kidney_failure",
     "dialysis",
     "kidney_transplant",
+    "kidney_transplant_failed",
     "vascular_calcification",
     "atrial_fibrillation",
     "prosthetic_valve",
@@ -217,6 +218,8 @@ class PatientRecord:
         egfr = self.latest("egfr")
         if not transplants or egfr is None or egfr.value < KIDNEY_FAILURE_EGFR:
             return None
+        if self.conditions_of("kidney_transplant_failed"):
+            return None  # a failed or rejected graft
         transplant = transplants[0]
         for fact in self.conditions_of("dialysis"):
             if fact.resource_id.startswith("Procedure/"):

@@ -327,11 +327,25 @@ CONDITION_CODES: dict[tuple[str, str], str] = {
     # a failed or rejected one). Confirmed on codingmcw.happycovergirlco.com/.../Z94.0,
     # medcoder.ai/icd10/code/z94.0-kidney-transplant-status and cco.us transplant-status guide.
     (ICD10CM, "Z94.0"): "kidney_transplant",
+    # 737295003 "Transplanted kidney present (finding)": HL7 Switzerland ch-lab-order IG, a Swedish
+    # FHIR IG value set, an OMOP concept set and an ESRD code list agree.
+    (SNOMED, "737295003"): "kidney_transplant",
+    # A graft that failed or is being rejected (ICD-10-CM T86.11 rejection, T86.12 failure;
+    # medtrack-io/icd_code codes_t86.ex and hccbuddy.com/icd10/T86.12): not a working graft.
+    (ICD10CM, "T86.11"): "kidney_transplant_failed",
+    (ICD10CM, "T86.12"): "kidney_transplant_failed",
+    # soft-tissue calcification (K/DOQI's binder criterion names vascular or soft-tissue
+    # calcification): L94.2 "Calcinosis cutis" (medtrack-io/icd_code codes_l94.ex and a VA VistA
+    # pick list). No SNOMED code for vascular calcification could be confirmed: text only.
+    (ICD10CM, "L94.2"): "vascular_calcification",
     # dialysis
     (SNOMED, "236435004"): "dialysis",  # end stage renal failure on dialysis
     (SNOMED, "714152005"): "dialysis",  # CKD stage 5 on dialysis
     (SNOMED, "105502003"): "dialysis",  # dependence on renal dialysis
     (ICD10CM, "Z99.2"): "dialysis",
+    # 443143006 "Dependence on hemodialysis (finding)": an ESRD code list and a CDC-derived
+    # ConceptMap (FHIR-FLI Cicada IG, SnomedToCdsiObservation) agree.
+    (SNOMED, "443143006"): "dialysis",
     (ICD10CM, "Z49.31"): "dialysis",  # encounter for adequacy testing for hemodialysis
     (ICD10CM, "Z49.01"): "dialysis",  # fitting of extracorporeal dialysis catheter
     (ICD10CM, "Z49.02"): "dialysis",  # fitting of peritoneal dialysis catheter
@@ -371,6 +385,22 @@ DIALYSIS_PROCEDURE_CODES: frozenset[tuple[str, str]] = frozenset(
         (SNOMED, "265764009"),
         (CPT, "90935"),
         (CPT, "90937"),
+        # Peritoneal dialysis and other dialysis: VSAC "Dialysis Services" (2.16.840.1.113883.3.464.
+        # 1003.109.12.1013) and "Peritoneal Dialysis" (2.16.840.1.113883.3.526.3.1084), two stewards,
+        # both in cqframework/ecqm-content-qicore-2024 input/vocabulary/valueset/external/.
+        (SNOMED, "71192002"),  # peritoneal dialysis
+        (SNOMED, "238318009"),  # continuous ambulatory peritoneal dialysis
+        (SNOMED, "428648006"),  # automated peritoneal dialysis
+        (SNOMED, "238319001"),  # continuous cycling peritoneal dialysis
+        (SNOMED, "225230008"),  # chronic peritoneal dialysis
+        (SNOMED, "238321006"),  # intermittent peritoneal dialysis
+        (SNOMED, "238322004"),  # tidal peritoneal dialysis
+        (SNOMED, "238323009"),  # night-time intermittent peritoneal dialysis
+        (SNOMED, "676002"),  # peritoneal dialysis including cannulation
+        (SNOMED, "14684005"),  # peritoneal dialysis excluding cannulation
+        (SNOMED, "108241001"),  # dialysis procedure (VSAC 1013 and an OMOP-based study window)
+        (CPT, "90945"),  # dialysis other than haemodialysis, single evaluation
+        (CPT, "90947"),  # ... repeated evaluations
         (ICD10PCS, "5A1D70Z"),
         (ICD10PCS, "5A1D80Z"),
         (ICD10PCS, "5A1D90Z"),
