@@ -2,7 +2,8 @@
 
 It implements what the prefetch templates use, and no more: reads (``GET /Type/id``) and searches
 (``GET /Type?...``) with ``patient``/``subject``, ``code`` (token, ``system|code`` lists),
-``status``, ``_id``, ``_sort`` (``-date``/``date``), ``_count`` and paging through ``next`` links.
+``status``, ``_id``, ``_sort`` (by date: ``date``/``effective-time``, ``-`` for newest first),
+``_count`` and paging through ``next`` links.
 An unknown search parameter is a 400, as on strict servers, so a template typo shows up.
 
 ``delay`` (seconds, changeable at any time) is slept before every response; ``requests`` records
@@ -10,12 +11,19 @@ what it saw (path, query, headers) so tests can prove which calls were made and 
 
     with FhirTestServer(resources, delay=0.05) as server:
         server.base_url  # http://127.0.0.1:<port>/fhir
+
+``DripServer`` is the hostile counterpart: it answers every GET one byte at a time (status line and
+headers too, or only the body), which no per-read timeout ever catches, and records when each
+client gave up on its connection.
 """
 
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +39,7 @@ _DATE_FIELDS = (
     "onsetDateTime",
     "performedDateTime",
 )
+_DATE_SORTS = {"date", "effective-time"}  # every date-like sort the templates use, on _DATE_FIELDS
 _SEARCH_PARAMS = {"patient", "subject", "code", "status", "_id", "_sort", "_count", "_offset"}
 
 
@@ -71,7 +80,7 @@ class FhirTestServer:
 
     def start(self) -> FhirTestServer:
         handler = type("Handler", (_Handler,), {"fhir": self})
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        httpd = _QuietHTTPServer(("127.0.0.1", 0), handler)
         httpd.daemon_threads = True
         httpd.block_on_close = False
         self._httpd = httpd
@@ -136,8 +145,8 @@ class FhirTestServer:
             ids = set(params["_id"].split(","))
             matches = [r for r in matches if r.get("id") in ids]
         sort = params.get("_sort")
-        if sort in ("-date", "date"):
-            matches.sort(key=_date_of, reverse=sort == "-date")
+        if sort and sort.lstrip("-") in _DATE_SORTS:
+            matches.sort(key=_date_of, reverse=sort.startswith("-"))
         elif sort:
             return 400, _outcome("unsupported _sort")
         count = int(params["_count"]) if params.get("_count", "").isdigit() else len(matches) or 1
@@ -167,6 +176,13 @@ class FhirTestServer:
     def _url(self, url_path: str, query: dict[str, list[str]]) -> str:
         host = self.base_url.split(self.base_path)[0]
         return f"{host}{url_path}?{urlencode(query, doseq=True)}"
+
+
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """A client that hung up (the service cuts calls at its deadline) is not an error here."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -247,3 +263,140 @@ def _date_of(resource: dict[str, Any]) -> str:
         if isinstance(resource.get(name), str):
             return resource[name]
     return ""
+
+
+# --- a server that answers one byte at a time ---------------------------------------------------
+
+
+@dataclass
+class DripConnection:
+    opened: float  # time.monotonic() when the request arrived
+    closed: float | None = None  # when the drip ended
+    ended_by: str = ""  # "client" (it closed the connection), "finished", "gave up", "stopped"
+
+
+class DripServer:
+    """Answers every GET with a valid FHIR searchset, one byte every ``interval`` seconds.
+
+    ``headers_too``: drip the status line and headers as well (else they come at once, with a
+    Content-Length, and only the body drips). A drip ends when the client closes the connection,
+    after ``give_up_after`` seconds (so a test of code that never gives up still ends), or at stop.
+
+        with DripServer(interval=0.1) as slow:
+            slow.base_url  # http://127.0.0.1:<port>/fhir
+            slow.connections  # one DripConnection per request, in arrival order
+    """
+
+    def __init__(self, *, interval: float = 0.1, headers_too: bool = False, give_up_after: float = 3.0):
+        self.interval = interval
+        self.headers_too = headers_too
+        self.give_up_after = give_up_after
+        self.connections: list[DripConnection] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> DripServer:
+        handler = type("DripHandler", (_DripHandler,), {"drip": self})
+        httpd = _QuietHTTPServer(("127.0.0.1", 0), handler)
+        httpd.daemon_threads = True
+        httpd.block_on_close = False
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fhir-drip-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> DripServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/fhir"
+
+    def seen(self) -> list[DripConnection]:
+        with self._lock:
+            return list(self.connections)
+
+    def open_now(self) -> int:
+        """Requests whose drip is still going on."""
+        with self._lock:
+            return sum(1 for c in self.connections if c.closed is None)
+
+    def most_open_at_once(self) -> int:
+        with self._lock:
+            events = sorted(
+                [(c.opened, 1) for c in self.connections]
+                + [(c.closed if c.closed is not None else float("inf"), -1) for c in self.connections],
+                key=lambda e: (e[0], e[1]),
+            )
+        most = current = 0
+        for _, step in events:
+            current += step
+            most = max(most, current)
+        return most
+
+
+class _DripHandler(BaseHTTPRequestHandler):
+    drip: DripServer
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        drip = self.drip
+        record = DripConnection(opened=time.monotonic())
+        with drip._lock:
+            drip.connections.append(record)
+        body = json.dumps({"resourceType": "Bundle", "type": "searchset", "entry": [], "pad": " " * 4096}).encode()
+        head = (
+            f"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        payload = head + body
+        if not drip.headers_too:
+            self.wfile.write(head)
+            payload = body
+        record.ended_by = "finished"
+        for byte in payload:
+            if drip._stopping.wait(drip.interval):
+                record.ended_by = "stopped"
+                break
+            if self._client_gone():
+                record.ended_by = "client"
+                break
+            if time.monotonic() - record.opened > drip.give_up_after:
+                record.ended_by = "gave up"
+                break
+            try:
+                self.wfile.write(bytes([byte]))
+            except OSError:
+                record.ended_by = "client"
+                break
+        record.closed = time.monotonic()
+        self.close_connection = True
+
+    def _client_gone(self) -> bool:
+        """A client waiting for its answer sends nothing; a readable socket means it hung up."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True

@@ -222,6 +222,9 @@ def test_no_prefetch_gives_the_same_cards_as_full_prefetch_and_the_server_saw_th
         "Observation",
         "Medication",
         "Procedure",
+        "MedicationStatement",
+        "MedicationAdministration",
+        "AllergyIntolerance",
     }
     assert sum(1 for s in seen if s.resource_type == "Condition") == 2  # both pages
     assert all(s.headers.get("authorization") == f"Bearer {TOKEN}" for s in seen)

@@ -13,6 +13,7 @@ import responses
 
 from cds_service.config import Settings
 from cds_service.errors import BadRequest, DataUnavailable
+from cds_service.fhir.client import FhirClient
 from cds_service.fhir.resolver import PrefetchResolver
 from cds_service.fhir.templates import PrefetchKey, TemplateError, fill_template
 from cds_service.http.app import create_app
@@ -21,6 +22,7 @@ from cds_service.patient.terminology import LAB_LOINC, LOINC_TO_ANALYTE
 from cds_service.protocol import HOOKS, CDSRequest
 from cds_service.services import PREFETCH_KEYS, SERVICES
 from tests.conftest import FROZEN_NOW
+from tests.test_fhir_client import NOT_NORMAL_PATHS
 
 # The templates every service declares, and which keys each hook's service requires.
 PREFETCH_TEMPLATES = {key: spec.template for key, spec in PREFETCH_KEYS.items()}
@@ -121,6 +123,8 @@ def full_prefetch() -> dict:
         "meds": searchset(med_request(1)),
         **{key: searchset(observation(key)) for key in LAB_KEYS},
         "procedures": searchset(),
+        # any key declared since: an empty result, so a full prefetch stays full
+        **{key: searchset() for key in PREFETCH_TEMPLATES if key not in ("patient", "conditions", "meds", *LAB_KEYS)},
     }
 
 
@@ -131,6 +135,12 @@ def serve_everything():
     responses.get(f"{BASE}/MedicationRequest", json=searchset(med_request(1)))
     responses.get(f"{BASE}/Observation", json=searchset(observation(1)))
     responses.get(f"{BASE}/Procedure", json=searchset())
+    served = {"Patient", "Condition", "MedicationRequest", "Observation", "Procedure"}
+    for template in PREFETCH_TEMPLATES.values():  # any resource type declared since: empty results
+        resource_type = template.partition("?")[0].split("/")[0]
+        if resource_type not in served:
+            served.add(resource_type)
+            responses.get(f"{BASE}/{resource_type}", json=searchset())
 
 
 def paths_called() -> list[str]:
@@ -141,7 +151,16 @@ def paths_called() -> list[str]:
 
 
 def test_templates_keep_the_keys_fixtures_use():
-    assert set(PREFETCH_TEMPLATES) == {"patient", "conditions", "meds", *LAB_KEYS, "procedures"}
+    assert set(PREFETCH_TEMPLATES) == {
+        "patient",
+        "conditions",
+        "meds",
+        "medstatements",
+        "medadmins",
+        "allergies",
+        *LAB_KEYS,
+        "procedures",
+    }
 
 
 @pytest.mark.parametrize("key", LAB_KEYS)
@@ -324,7 +343,9 @@ def test_absent_keys_are_fetched_from_the_trusted_server_with_the_token(resolver
     assert resolved.unavailable == {}
     assert resolved.fetched == set(PREFETCH_TEMPLATES)
     assert sorted(paths_called()) == sorted(
-        ["Patient/p1", "Condition", "MedicationRequest", "Procedure"] + ["Observation"] * len(LAB_KEYS)
+        ["Patient/p1", "Condition", "MedicationRequest", "MedicationStatement", "MedicationAdministration"]
+        + ["AllergyIntolerance", "Procedure"]
+        + ["Observation"] * len(LAB_KEYS)
     )
     for call in responses.calls:
         assert call.request.headers["Authorization"] == f"Bearer {TOKEN}"
@@ -714,3 +735,108 @@ def test_required_keys_raise_precondition_failed_from_the_resolver(resolver):
     assert http_status(caught.value) == 412
     assert "meds (no FHIR server given)" in caught.value.message
     assert "conditions" not in caught.value.message.split("Not obtained")[1]
+
+
+# --- the token never leaves the trusted base path -----------------------------------------------
+
+ESCAPES = [p for p in NOT_NORMAL_PATHS if p.startswith("/r4")]
+
+
+@pytest.mark.parametrize("path", ESCAPES)
+@responses.activate
+def test_a_fhir_server_address_that_could_climb_out_of_the_trusted_path_is_never_contacted(resolver, path):
+    responses.get(re.compile(r".*"), json=searchset())
+    resolved = resolve_all(resolver, hook_request(hook="order-sign", server=f"https://fhir.example.org{path}"))
+    assert len(responses.calls) == 0
+    assert resolved.unavailable == dict.fromkeys(PREFETCH_TEMPLATES, "FHIR server address not usable")
+
+
+@pytest.mark.parametrize("path", ESCAPES)
+@responses.activate
+def test_a_next_link_that_could_climb_out_of_the_trusted_path_is_not_followed(resolver, path):
+    responses.get(re.compile(r".*"), json=searchset(condition(2)))
+    next_url = f"https://fhir.example.org{path}?page=2"
+    sent = {**full_prefetch(), "conditions": searchset(condition(1), next_url=next_url)}
+    resolved = resolve_all(resolver, hook_request(sent))
+    assert len(responses.calls) == 0
+    assert [e["resource"]["id"] for e in resolved.data["conditions"]["entry"]] == ["c1"]
+    assert resolved.incomplete == {"conditions": "next page address not usable; not read"}
+
+
+@responses.activate
+def test_a_next_link_of_a_fetched_page_that_climbs_out_is_not_followed(resolver):
+    responses.get(f"{BASE}/Condition", json=searchset(condition(1), next_url=f"{BASE}/%2e%2e/admin?page=2"))
+    responses.get(re.compile(r"https://fhir\.example\.org/(admin|r4/\.\.|r4/%2e).*"), json=searchset(condition(2)))
+    sent = {k: v for k, v in full_prefetch().items() if k != "conditions"}
+    resolved = resolve_all(resolver, hook_request(sent))
+    assert paths_called() == ["Condition"]
+    assert resolved.incomplete == {"conditions": "next page address not usable; not read"}
+
+
+@pytest.mark.parametrize("path", ESCAPES)
+@responses.activate
+def test_an_absolute_medication_reference_that_could_climb_out_of_the_trusted_path_is_not_read(resolver, path):
+    responses.get(re.compile(r".*"), json={"resourceType": "Medication", "id": "x"})
+    ref = f"https://fhir.example.org{path}/Medication/x"
+    meds = searchset(med_request(1, medicationReference={"reference": ref}))
+    resolved = resolve_all(resolver, hook_request({**full_prefetch(), "meds": meds}))
+    assert len(responses.calls) == 0
+    assert resolved.incomplete == {"meds": "1 referenced Medication(s) not read (not on the trusted server)"}
+
+
+@pytest.mark.parametrize("patient_id", [".", ".."])
+@responses.activate
+def test_a_context_id_that_is_a_dot_segment_is_never_put_in_a_path(resolver, patient_id):
+    serve_everything()
+    responses.get(re.compile(r".*"), json=searchset())
+    request = hook_request(hook="order-sign", patientId=patient_id)
+    resolved = resolve_all(resolver, request)
+    assert resolved.unavailable["patient"] == "request has an id that cannot be used in a FHIR address"
+    assert all(urlsplit(call.request.url).path.startswith("/r4/") for call in responses.calls)
+    assert all(".." not in urlsplit(call.request.url).path for call in responses.calls)
+
+
+@responses.activate
+def test_a_medication_reference_whose_id_is_a_dot_segment_is_not_read(resolver):
+    meds = searchset(med_request(1, medicationReference={"reference": "Medication/.."}))
+    resolved = resolve_all(resolver, hook_request({**full_prefetch(), "meds": meds}))
+    assert len(responses.calls) == 0
+    assert resolved.incomplete == {"meds": "1 referenced Medication(s) not read (not on the trusted server)"}
+
+
+# --- circuit breaker: fail fast, and say so on the cards ---------------------------------------
+
+CIRCUIT_OPEN = "FHIR server unavailable (circuit open after repeated connection failures; retrying after 30 s)"
+
+
+def app_with_breaker(tmp_path, threshold: int):
+    settings = make_settings(tmp_path)
+    client = FhirClient(connect_timeout=5.0, read_timeout=5.0, max_response_bytes=1 << 20, breaker_threshold=threshold)
+    app = create_app(settings, resolver=PrefetchResolver(settings, client=client), now=lambda: FROZEN_NOW)
+    return app.test_client()
+
+
+@responses.activate
+def test_once_the_circuit_opens_patient_view_fails_fast_and_the_412_names_the_open_circuit(tmp_path):
+    client = app_with_breaker(tmp_path, threshold=3)
+    responses.get(re.compile(r".*"), body=requests.exceptions.ConnectionError("refused"))
+    first = client.post("/cds-services/calciphylaxis-patient-view", json=body_of(hook_request()))
+    assert first.status_code == 412
+    assert "conditions (could not connect to FHIR server)" in first.get_json()["issue"][0]["diagnostics"]
+    contacted = len(responses.calls)
+
+    second = client.post("/cds-services/calciphylaxis-patient-view", json=body_of(hook_request()))
+    assert second.status_code == 412
+    assert f"conditions ({CIRCUIT_OPEN})" in second.get_json()["issue"][0]["diagnostics"]
+    assert len(responses.calls) == contacted  # not contacted again
+
+
+@responses.activate
+def test_an_order_hook_with_an_open_circuit_answers_with_cards_that_give_the_reason(tmp_path):
+    client = app_with_breaker(tmp_path, threshold=1)
+    responses.get(re.compile(r".*"), body=requests.exceptions.ConnectionError("refused"))
+    request = body_of(hook_request(hook="order-sign", **draft_orders()))
+    client.post("/cds-services/calciphylaxis-order-sign", json=request)
+    response = client.post("/cds-services/calciphylaxis-order-sign", json=request)
+    assert response.status_code == 200
+    assert CIRCUIT_OPEN in response.get_data(as_text=True)

@@ -8,7 +8,10 @@ required or optional). ``PrefetchResolver`` turns a hook call into one dict
   Bundle whose entries are all errors counts as an error; ``next`` pages are followed);
 * ``null`` means the EHR has no such data: an empty result, not a missing one;
 * an OperationOutcome, an absent key or an odd value (a bare string, a list ...) is fetched from
-  ``fhirServer`` when that server is trusted, in parallel, within the hook call's deadline;
+  ``fhirServer`` when that server is trusted, in parallel, within the hook call's deadline (every
+  socket is closed by then), at most ``CDS_FHIR_SERVER_CONCURRENCY`` at once per server and not
+  at all while that server's circuit is open (``breaker.py``), so one slow server cannot take
+  the fetch threads every other call needs;
 * what still cannot be had is listed in ``ResolvedPrefetch.unavailable`` with a short reason the
   cards show clinicians; if that includes data the service requires, ``DataUnavailable`` is
   raised (the HTTP layer answers 412 Precondition Failed).
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -31,7 +35,9 @@ from urllib.parse import urlsplit
 
 from cds_service.config import Settings
 from cds_service.errors import BadRequest, DataUnavailable
-from cds_service.fhir.client import FhirClient, FhirFetchError, is_under_base, server_problem
+from cds_service.fhir.breaker import ServerGuard
+from cds_service.fhir.client import FhirClient, FhirFetchError, is_normal_path, is_under_base, server_problem
+from cds_service.fhir.reading import is_about_patient, iter_resources, patient_references
 from cds_service.fhir.templates import PrefetchKey, Shape, TemplateError, fill_template, shape_of
 from cds_service.protocol import CDSRequest
 
@@ -42,6 +48,9 @@ log = logging.getLogger("cds_service.fhir")
 MAX_MEDICATION_READS = 20
 
 _MEDICATION_ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
+
+# A filled template whose URL is not under the trusted base: a context id such as "." or "..".
+_ID_NOT_USABLE = "request has an id that cannot be used in a FHIR address"
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,8 +113,9 @@ def _next_link(bundle: dict[str, Any]) -> str | None:
     if not isinstance(links, list):
         return None
     for link in links:
-        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
-            return link["url"]
+        url = link.get("url") if isinstance(link, dict) and link.get("relation") == "next" else None
+        if isinstance(url, str):
+            return url
     return None
 
 
@@ -124,6 +134,8 @@ class _Server:
         return f"{self.base}/{relative.lstrip('/')}"
 
     def owns(self, url: str) -> bool:
+        """True when the token may go to ``url``: same origin, at or below the base path, and a
+        path in normal form (``client.is_normal_path``), so no ``..`` or ``%2e%2e`` can climb out."""
         return is_under_base(url, self.base)
 
 
@@ -148,7 +160,7 @@ def _judge_prefetched(value: Any, shape: Shape) -> tuple[str, Any]:
     if kind != "Bundle" or value.get("type") not in _ACCEPTED_PREFETCH_BUNDLE_TYPES:
         return _FETCH, "prefetch value not usable"
     cleaned, ok = _clean_bundle(value)
-    if not ok:
+    if cleaned is None or not ok:
         return _FETCH, "the EHR reported an error prefetching it"
     next_url = _next_link(value)
     have = _count_primary(cleaned["entry"], shape.resource_type)
@@ -168,7 +180,7 @@ def _check_fetched(data: dict[str, Any], shape: Shape) -> dict[str, Any]:
     if kind != "Bundle" or data.get("type") != "searchset":
         raise FhirFetchError("FHIR server did not answer with search results")
     cleaned, ok = _clean_bundle(data)
-    if not ok:
+    if cleaned is None or not ok:
         raise FhirFetchError("FHIR server reported an error")
     return cleaned
 
@@ -245,9 +257,12 @@ class PrefetchResolver:
                 except TemplateError as exc:
                     unavailable[key] = exc.reason
                     continue
+                if not srv.owns(url):  # an id of "." or ".." would climb out of the base path
+                    unavailable[key] = _ID_NOT_USABLE
+                    continue
                 jobs[key] = _bind(self._fetch, url, shape, srv, deadline)
 
-        for key, outcome in self._run(jobs, deadline).items():
+        for key, outcome in self._run(jobs, deadline, get_server).items():
             if isinstance(outcome, str):
                 unavailable[key] = outcome
                 continue
@@ -260,6 +275,7 @@ class PrefetchResolver:
             if shape.resource_type in _MEDICATION_ORDER_TYPES and isinstance(data.get(key), dict):
                 self._add_referenced_medications(key, data, incomplete, fetched, get_server, deadline)
 
+        _refuse_other_patients(request, data, unavailable)
         resolved = ResolvedPrefetch(
             data=data, unavailable=unavailable, incomplete=incomplete, fetched=frozenset(fetched)
         )
@@ -293,28 +309,68 @@ class PrefetchResolver:
 
     # -- network work (runs on the worker pool) --------------------------------------------------
 
-    def _run(self, jobs: dict[str, Callable[[], Any]], deadline: float) -> dict[str, Any]:
-        """Run jobs in parallel; each outcome is its result or the reason (str) it failed."""
+    def _run(
+        self, jobs: dict[str, Callable[[], Any]], deadline: float, get_server: Callable[[], _Server | str]
+    ) -> dict[str, Any]:
+        """Run jobs in parallel; each outcome is its result or the reason (str) it failed.
+
+        Each job first needs a slot of its FHIR server (``breaker.ServerGuard``). Slots are waited
+        for here, on the hook call's own thread, so a slow server's calls queue here rather than
+        occupy the shared fetch threads; a job that gets no slot by the deadline (or meets an open
+        circuit) fails at once with that reason. Past the deadline, jobs not started are cancelled
+        and started ones are cut off by the client's deadline watchdog, so no fetch thread stays
+        busy for a call that has given up.
+        """
         if not jobs:
             return {}
-        futures: dict[str, Future] = {key: self.executor.submit(job) for key, job in jobs.items()}
-        wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
+        server = get_server()
+        if isinstance(server, str):  # not reached: jobs are only made for a usable server
+            return dict.fromkeys(jobs, server)
+        guard = self.client.guards.for_url(server.base)
         outcomes: dict[str, Any] = {}
+        futures: dict[str, Future[Any]] = {}
+        for key, job in jobs.items():
+            refused = guard.acquire(deadline)
+            if refused:
+                outcomes[key] = refused
+                continue
+            try:
+                future = self.executor.submit(job)
+            except RuntimeError:  # the pool is shut down (the app is closing)
+                guard.release()
+                outcomes[key] = "FHIR data could not be read"
+                continue
+            future.add_done_callback(_releaser(guard))  # also runs when the future is cancelled
+            futures[key] = future
+        wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
         for key, future in futures.items():
             if not future.done():
-                future.cancel()  # not started: never will; started: its own timeouts end it
+                future.cancel()  # not started: never will; started: the watchdog ends it by the deadline
                 outcomes[key] = "timed out"
                 continue
             try:
                 outcomes[key] = future.result()
             except FhirFetchError as exc:
                 outcomes[key] = exc.reason
-            except Exception:  # a bug must cost one key, not the whole call
-                log.exception("FHIR fetch failed unexpectedly", extra={"key": key})
+            except Exception as exc:  # a bug must cost one key, not the whole call
+                # Exception messages may quote a URL or a resource: only the type and the frames
+                # (file, line, code) are logged, never the message.
+                log.error(
+                    "FHIR fetch failed unexpectedly",
+                    extra={
+                        "key": key,
+                        "error": type(exc).__name__,
+                        "where": "".join(traceback.format_tb(exc.__traceback__)),
+                    },
+                )
                 outcomes[key] = "FHIR data could not be read"
-        return outcomes
+        return {key: outcomes[key] for key in jobs}
 
     def _get(self, url: str, server: _Server, deadline: float) -> dict[str, Any]:
+        """The one place a GET is made: the URL is checked against the trusted base again here, so
+        no code path can send the token anywhere else."""
+        if not server.owns(url):
+            raise FhirFetchError("FHIR address outside the trusted server")
         return self.client.get_json(url, token=server.token, deadline=deadline)
 
     def _fetch(self, url: str, shape: Shape, server: _Server, deadline: float) -> _Result:
@@ -344,7 +400,10 @@ class PrefetchResolver:
                 incomplete = f"more than {pages} pages; the rest not read"
                 break
             if not server.owns(next_url):
-                incomplete = "next page is on another server; not read"
+                if is_normal_path(_path_of(next_url)):
+                    incomplete = "next page is on another server; not read"
+                else:
+                    incomplete = "next page address not usable; not read"
                 break
             try:
                 raw = self._get(next_url, server, deadline)
@@ -391,7 +450,7 @@ class PrefetchResolver:
                 unreadable += 1
         medication = Shape("Medication", is_read=True, newest=None)
         jobs = {path: _bind(self._fetch, url, medication, srv, deadline) for path, url in reads.items()}
-        outcomes = self._run(jobs, deadline)
+        outcomes = self._run(jobs, deadline, get_server)
         added, reasons = [], []
         for path, outcome in outcomes.items():
             if isinstance(outcome, str):
@@ -414,6 +473,17 @@ class PrefetchResolver:
 
 def _bind(function: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     return lambda: function(*args)
+
+
+def _releaser(guard: ServerGuard) -> Callable[[Future[Any]], None]:
+    return lambda _future: guard.release()
+
+
+def _path_of(url: str) -> str:
+    try:
+        return urlsplit(url).path
+    except ValueError:
+        return ""
 
 
 def _note(incomplete: dict[str, str], key: str, reason: str) -> None:
@@ -491,7 +561,30 @@ def _medication_path(ref: str, server: _Server) -> str | None:
         return None  # urn:uuid: or other forms only resolvable inside the Bundle
     if "://" in ref and not server.owns(ref):
         return None
+    if not server.owns(server.url(relative)):  # an id of "." or ".."
+        return None
     return relative
+
+
+OTHER_PATIENT = "held data about another patient"
+
+
+def _refuse_other_patients(request: CDSRequest, data: dict[str, Any], unavailable: dict[str, str]) -> None:
+    """A key whose data holds any resource about another patient than ``context.patientId`` is not
+    used at all (an EHR that mixes two patients' data in one answer cannot be trusted for the
+    rest of it): it becomes unavailable, so a required key answers 412 naming the mismatch and an
+    optional one is named on the cards as not checked. Logged without ids."""
+    patient_id = request.context.get("patientId")
+    if not isinstance(patient_id, str) or not patient_id:
+        return
+    entries = {key: list(iter_resources(value)) for key, value in data.items()}
+    refs = patient_references(patient_id, [entry for found in entries.values() for entry in found])
+    for key, found in entries.items():
+        foreign = sum(1 for _, resource in found if not is_about_patient(resource, patient_id, refs))
+        if foreign:
+            del data[key]
+            unavailable[key] = OTHER_PATIENT
+            log.warning("prefetch data about another patient refused", extra={"key": key, "resources": foreign})
 
 
 def _require(hook: str, keys: Mapping[str, PrefetchKey], resolved: ResolvedPrefetch) -> None:

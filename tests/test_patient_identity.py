@@ -1,0 +1,90 @@
+"""Patient identity: the service never uses, and never suggests an action on, a resource that is
+not about ``context.patientId``."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import FIXTURES
+
+CALCIPHYLAXIS = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())
+PATIENT_VIEW = json.loads((FIXTURES / "m1-calciphylaxis-active-trigger-medications.json").read_text())
+
+
+def _post(client, body):
+    body = copy.deepcopy(body)
+    body.pop("_expected", None)
+    return client.post(f"/cds-services/calciphylaxis-{body['hook']}", json=body)
+
+
+def _other_patient(resource_list, key_resource="Condition"):
+    for entry in resource_list["entry"]:
+        if entry["resource"]["resourceType"] == key_resource:
+            entry["resource"]["subject"] = {"reference": "Patient/someone-else"}
+            return
+
+
+def test_patient_view_with_conditions_about_another_patient_answers_412_naming_the_mismatch(client, caplog):
+    body = copy.deepcopy(PATIENT_VIEW)
+    _other_patient(body["prefetch"]["conditions"])
+    with caplog.at_level(logging.WARNING, logger="cds_service.fhir"):
+        response = _post(client, body)
+    assert response.status_code == 412
+    assert "another patient" in response.get_json()["issue"][0]["diagnostics"]
+    logged = [r for r in caplog.records if "another patient" in r.getMessage()]
+    assert logged and all("someone-else" not in str(vars(r)) for r in logged)
+    assert all(body["context"]["patientId"] not in str(vars(r)) for r in logged)
+
+
+def test_an_order_hook_with_conditions_about_another_patient_says_the_check_could_not_be_completed(client):
+    body = copy.deepcopy(CALCIPHYLAXIS)
+    _other_patient(body["prefetch"]["conditions"])
+    response = _post(client, body)
+    assert response.status_code == 200
+    (card,) = response.get_json()["cards"]
+    assert card["indicator"] == "info"
+    assert "another patient" in card["detail"]
+    assert "suggestions" not in card
+
+
+def test_a_high_calcium_about_another_patient_never_fires_a_warning(client):
+    body = json.loads((FIXTURES / "c3-calcitriol-dialysis-high-calcium.json").read_text())
+    assert [c["indicator"] for c in _post(client, body).get_json()["cards"]] == ["warning"]
+    _other_patient(body["prefetch"]["calcium"], "Observation")
+    assert _post(client, body).get_json() == {"cards": []}
+
+
+def test_a_draft_about_another_patient_is_never_reviewed_or_touched(client):
+    body = copy.deepcopy(CALCIPHYLAXIS)
+    body["context"]["draftOrders"]["entry"][0]["resource"]["subject"] = {"reference": "Patient/someone-else"}
+    assert _post(client, body).get_json() == {"cards": []}
+
+
+def _actions(cards):
+    return [a for card in cards for s in card.get("suggestions", []) for a in s["actions"]]
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    fixture=st.sampled_from(sorted(FIXTURES.glob("*.json"))),
+    patient_id=st.from_regex(r"[A-Za-z0-9\-.]{1,40}", fullmatch=True),
+)
+def test_a_random_context_patient_never_gets_cards_built_from_another_patients_data(client, fixture, patient_id):
+    body = json.loads(fixture.read_text())
+    original = body["context"]["patientId"]
+    if patient_id == original:
+        return
+    body["context"]["patientId"] = patient_id
+    response = _post(client, body)
+    assert response.status_code in (200, 412), response.get_json()
+    if response.status_code == 412:
+        return
+    cards = response.get_json()["cards"]
+    # Every resource in this request is about the original patient: nothing may be acted on.
+    assert _actions(cards) == []
+    assert all(card["indicator"] == "info" for card in cards)
