@@ -12,6 +12,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -23,17 +24,22 @@ from cds_service.net import is_loopback_host
 log = logging.getLogger("cds_service")
 
 
-def _settings(overrides: dict) -> Settings:
+def _settings(overrides: dict[str, Any]) -> Settings:
+    """The settings, or exit status 2 with one line naming each invalid setting."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        raise SystemExit(f"calciphylaxis-cds: invalid configuration: {describe_validation_error(exc)}") from None
+        print(f"calciphylaxis-cds: invalid configuration: {_one_line(describe_validation_error(exc))}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from waitress import serve
-
     from cds_service.auth import IssuerConfigError, build_authenticator
+    from cds_service.http import server
     from cds_service.http.app import create_app
     from cds_service.http.logs import configure_logging
 
@@ -43,18 +49,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "port": args.port,
             "threads": args.threads,
             "issuers_file": args.issuers_file,
+            "public_base_url": args.public_base_url,
             "allow_unauthenticated": True if args.allow_unauthenticated else None,
+            "allow_sandbox_issuer_on_network": True if args.allow_public_sandbox_issuer_on_network else None,
         }
     )
     configure_logging(settings.log_level)
     # Decide about authentication before anything else is created (no database file is made
-    # by a server that then refuses to start).
+    # by a server that then refuses to start). Every refusal is one line and exit status 2.
     try:
         authenticator = build_authenticator(settings)
     except IssuerConfigError as exc:
-        print(f"calciphylaxis-cds: cannot start: {exc}", file=sys.stderr)
+        print(f"calciphylaxis-cds: cannot start: {_one_line(str(exc))}", file=sys.stderr)
         return 2
-    if not getattr(authenticator, "enabled", False):
+    if not authenticator.enabled:
         if is_loopback_host(settings.host):
             log.warning(
                 "No trusted JWT issuers configured: serving WITHOUT authentication on loopback %s only.",
@@ -81,22 +89,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "serving",
         extra={"host": settings.host, "port": settings.port, "threads": settings.threads, "version": __version__},
     )
-    serve(
-        app,
-        host=settings.host,
-        port=settings.port,
-        threads=settings.threads,
-        max_request_body_size=settings.max_body_bytes + 1024,
-        ident="calciphylaxis-cds",
-        clear_untrusted_proxy_headers=True,
-    )
+    server.serve(app, settings)
     return 0
 
 
 def cmd_feedback_report(args: argparse.Namespace) -> int:
     from cds_service.feedback import SQLiteFeedbackStore, format_report
 
-    settings = _settings({"feedback_db": args.db})
+    # --db, like any path on a command line, is relative to the working directory; a relative
+    # CDS_FEEDBACK_DB is relative to the data directory (config.data_dir), as for the server.
+    settings = _settings({"feedback_db": Path(args.db).absolute() if args.db else None})
     if not Path(settings.feedback_db).exists():
         print(f"No feedback database at {settings.feedback_db} yet.")
         return 0
@@ -166,14 +168,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--issuers-file", help="JSON file of trusted JWT issuers (CDS_ISSUERS_FILE; see docs/authentication.md)"
     )
     serve.add_argument(
+        "--public-base-url",
+        help="base URL(s) the EHR calls, comma-separated (CDS_PUBLIC_BASE_URL; required with issuers): "
+        "the JWT audience",
+    )
+    serve.add_argument(
         "--allow-unauthenticated",
         action="store_true",
         help="serve without JWT issuers on a non-loopback address (CDS_ALLOW_UNAUTHENTICATED)",
     )
+    serve.add_argument(
+        "--allow-public-sandbox-issuer-on-network",
+        action="store_true",
+        help="trust the public CDS Hooks sandbox (whose private key is published) on a non-loopback "
+        "address: anyone who reaches the service can call it (CDS_ALLOW_SANDBOX_ISSUER_ON_NETWORK)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     report = sub.add_parser("feedback-report", help="per rule: cards served, accepted, overridden, reasons")
-    report.add_argument("--db", help="feedback database (CDS_FEEDBACK_DB, default var/feedback.sqlite3)")
+    report.add_argument(
+        "--db",
+        help="feedback database (default: CDS_FEEDBACK_DB, var/feedback.sqlite3 in the project directory)",
+    )
     report.set_defaults(func=cmd_feedback_report)
 
     evaluate = sub.add_parser("evaluate", help="print the cards for a CDS Hooks request file, no server")
@@ -196,4 +212,5 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         # `python -m cds_service` with no sub-command serves, like the README says.
         args = parser.parse_args(["serve", *(argv or [])])
-    return args.func(args)
+    result: int = args.func(args)
+    return result

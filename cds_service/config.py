@@ -9,13 +9,19 @@ or a JSON array.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
+
+# The folder holding the ``cds_service`` package: in a source checkout (``pip install -e .``, which
+# ``make run`` uses) this is the project directory, the one with pyproject.toml.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 # Asymmetric JWS algorithms a CDS client may sign with (RFC 7518 names, as PyJWT spells them).
 JWT_SIGNING_ALGORITHMS = frozenset(
@@ -23,7 +29,7 @@ JWT_SIGNING_ALGORITHMS = frozenset(
 )
 
 
-def _split_list(value):
+def _split_list(value: Any) -> list[Any]:
     """Accept a JSON array, a comma-separated string, or a list."""
     if value is None:
         return []
@@ -35,6 +41,31 @@ def _split_list(value):
             return [str(v).strip() for v in json.loads(text) if str(v).strip()]
         return [part.strip() for part in text.split(",") if part.strip()]
     return list(value)
+
+
+def data_dir() -> Path:
+    """The fixed base a relative ``CDS_FEEDBACK_DB`` is resolved against, whatever the working
+    directory: the project directory in a source checkout (the folder with pyproject.toml), else
+    ``$XDG_DATA_HOME/calciphylaxis-cds`` (``~/.local/share/calciphylaxis-cds``) for an installed
+    package, so that nothing is ever written into site-packages."""
+    if (PROJECT_DIR / "pyproject.toml").is_file():
+        return PROJECT_DIR
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "calciphylaxis-cds"
+
+
+def _public_base_url(url: str) -> str:
+    """One externally visible base URL: absolute http(s), no query, fragment or credentials."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"'{url}' is not an absolute http(s) URL such as https://cds.example.org")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"'{url}' must not carry a query, a fragment or credentials")
+    base = url.rstrip("/")
+    if base.endswith("/cds-services"):
+        raise ValueError(f"'{url}' is the discovery URL; give the base URL in front of /cds-services")
+    return base
 
 
 class Settings(BaseSettings):
@@ -49,16 +80,18 @@ class Settings(BaseSettings):
     )
     cors_origins: CommaList = Field(default_factory=lambda: ["*"], description="Origins allowed by CORS ('*' = any).")
     log_level: str = Field("INFO", description="Python log level (DEBUG, INFO, WARNING, ERROR).")
-    public_base_url: str | None = Field(
-        None,
-        description="Externally visible base URL (e.g. https://cds.example.org) used as the JWT "
-        "audience behind a proxy; default: the URL the request arrived on.",
+    public_base_url: CommaList = Field(
+        default_factory=list,
+        description="Externally visible base URL(s) the EHR calls (e.g. https://cds.example.org); "
+        "the JWT audience is built from these only, never from request headers. Required when "
+        "issuers are configured.",
     )
 
     # --- feedback store ----------------------------------------------------------------------
     feedback_db: Path = Field(
         Path("var/feedback.sqlite3"),
-        description="SQLite file for served cards and feedback (created on first use).",
+        description="SQLite file for served cards and feedback (created on first use); a relative "
+        "path is resolved against data_dir(), never the working directory.",
     )
 
     # --- authentication (JWT from the CDS client) --------------------------------------------
@@ -69,6 +102,11 @@ class Settings(BaseSettings):
     )
     allow_unauthenticated: bool = Field(
         False, description="Allow serving without JWT issuers on a non-loopback address."
+    )
+    allow_sandbox_issuer_on_network: bool = Field(
+        False,
+        description="Allow trusting the public CDS Hooks sandbox issuer (whose private key is "
+        "published) while listening on a non-loopback address.",
     )
     jwt_algorithms: CommaList = Field(
         default_factory=lambda: ["ES384", "RS384"], description="Accepted JWT signing algorithms."
@@ -119,7 +157,23 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1024, description="Largest FHIR response body read per call."
     )
     fhir_workers: int = Field(
-        16, ge=1, le=256, description="Threads fetching FHIR data in parallel (shared by all calls)."
+        32, ge=1, le=256, description="Threads fetching FHIR data in parallel (shared by all calls)."
+    )
+    # The cap is at least the number of prefetch keys (14: one hook call is never serialised) and
+    # below the fetch threads (a slow server leaves some for the others). The breaker counts GETs:
+    # one hook call whose every key times out (a network blip) counts 14 and does not open it.
+    fhir_server_concurrency: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Most FHIR calls in progress at once per FHIR server (scheme, host, port); keep it at "
+        "least the number of prefetch keys and below fhir_workers so one slow server leaves threads for the others.",
+    )
+    fhir_breaker_threshold: int = Field(
+        25, ge=1, description="Consecutive FHIR timeouts or connection failures after which that server's circuit opens."
+    )
+    fhir_breaker_cooldown: float = Field(
+        30.0, gt=0, description="Seconds an open circuit fails calls to that FHIR server at once before one trial call."
     )
 
     # --- benchmarking ----------------------------------------------------------------------------
@@ -127,9 +181,23 @@ class Settings(BaseSettings):
         False, description="Expose POST /bench/echo (decode body, answer empty cards) for benchmarks."
     )
 
-    _normalise_lists = field_validator("cors_origins", "jwt_algorithms", "fhir_allowed_servers", mode="before")(
-        _split_list
-    )
+    _normalise_lists = field_validator(
+        "cors_origins", "jwt_algorithms", "fhir_allowed_servers", "public_base_url", mode="before"
+    )(_split_list)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_urls(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(_public_base_url(url) for url in value))
+
+    @field_validator("feedback_db")
+    @classmethod
+    def _fixed_base(cls, value: Path) -> Path:
+        # The server and `feedback-report` must find the same file wherever they are started.
+        if str(value) == ":memory:":
+            return value
+        value = value.expanduser()
+        return value if value.is_absolute() else data_dir() / value
 
     @field_validator("jwt_algorithms")
     @classmethod

@@ -54,6 +54,10 @@ def run_hook(
     now: Callable[[], datetime] | None = None,
 ) -> tuple[CDSRequest, CDSResponse]:
     request = validate_request(service, body)
+    if request.hook == "order-select" and not request.context.get("selections"):
+        # Fired before anything was selected: no order to review, so no cards, and no reason to
+        # fetch FHIR data.
+        return request, CDSResponse(cards=[])
     resolved = resolver.resolve(request, service.prefetch)
     call = engine.HookCall(
         service_id=service.id,

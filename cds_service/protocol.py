@@ -15,7 +15,7 @@ card content fails a test instead of reaching an EHR:
 from __future__ import annotations
 
 import uuid
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import (
     AwareDatetime,
@@ -47,7 +47,7 @@ class OutModel(BaseModel):
     MAY_BE_EMPTY: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="after")
-    def _no_empty_members(self):
+    def _no_empty_members(self) -> Self:
         # Runs for every card, suggestion and action: read the field values directly.
         for name, value in self.__dict__.items():
             if isinstance(value, (str, list, dict)) and not value and name not in self.MAY_BE_EMPTY:
@@ -84,7 +84,7 @@ class Action(OutModel):
     resourceId: str | None = None
 
     @model_validator(mode="after")
-    def _target(self):
+    def _target(self) -> Self:
         if self.type == "delete":
             if not self.resourceId:
                 raise ValueError("a delete action needs resourceId")
@@ -108,7 +108,7 @@ class Link(OutModel):
     autolaunchable: bool | None = None
 
     @model_validator(mode="after")
-    def _app_context_only_for_smart(self):
+    def _app_context_only_for_smart(self) -> Self:
         if self.appContext is not None and self.type != "smart":
             raise ValueError("appContext is only valid on smart links")
         return self
@@ -128,7 +128,7 @@ class Card(OutModel):
     rule_id: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
-    def _selection(self):
+    def _selection(self) -> Self:
         if self.suggestions and not self.selectionBehavior:
             raise ValueError("selectionBehavior is required when suggestions are present")
         if self.selectionBehavior == "at-most-one" and self.suggestions:
@@ -207,7 +207,7 @@ class CDSRequest(InModel):
         return value
 
     @model_validator(mode="after")
-    def _server_with_token(self):
+    def _server_with_token(self) -> Self:
         if self.fhirAuthorization is not None and not self.fhirServer:
             raise ValueError("fhirServer is required when fhirAuthorization is present")
         return self
@@ -229,7 +229,8 @@ class PatientViewContext(_ContextBase):
 
 
 class OrderSelectContext(_ContextBase):
-    selections: list[str] = Field(min_length=1)
+    # May be empty: an EHR can fire order-select before anything is selected (nothing to check).
+    selections: list[str]
     draftOrders: DraftOrdersBundle
 
 
@@ -267,7 +268,7 @@ class FeedbackItem(InModel):
     outcomeTimestamp: AwareDatetime
 
     @model_validator(mode="after")
-    def _accepted_needs_suggestions(self):
+    def _accepted_needs_suggestions(self) -> Self:
         if self.outcome == "accepted" and not self.acceptedSuggestions:
             raise ValueError("acceptedSuggestions is required when outcome is 'accepted'")
         return self

@@ -61,7 +61,9 @@ def test_without_an_issuers_file_authentication_is_off():
 
 def test_with_an_issuers_file_authentication_is_on_and_uses_the_settings(tmp_path):
     path = write_issuers(tmp_path, {"iss": ISS, "jwks": jwks(public_jwk(ec_key(), "ec-1"))})
-    settings = Settings(issuers_file=path, jwt_leeway_seconds=5, jwt_max_lifetime_seconds=600)
+    settings = Settings(
+        issuers_file=path, jwt_leeway_seconds=5, jwt_max_lifetime_seconds=600, public_base_url="https://cds.example.org"
+    )
     authenticator = build_authenticator(settings)
     assert isinstance(authenticator, JwtAuthenticator) and authenticator.enabled is True
     assert (authenticator.leeway, authenticator.max_lifetime) == (5, 600)
@@ -155,7 +157,11 @@ def test_ready_made_example_production_config_loads_completely():
 def test_ready_made_sandbox_config_trusts_the_sandbox_by_url_and_allow_listed_jku(caplog, tmp_path):
     with caplog.at_level(logging.WARNING, logger="cds_service.auth"):
         authenticator = build_authenticator(
-            Settings(issuers_file=ISSUER_CONFIGS / "sandbox.json", feedback_db=tmp_path / "f.db")
+            Settings(
+                issuers_file=ISSUER_CONFIGS / "sandbox.json",
+                feedback_db=tmp_path / "f.db",
+                public_base_url="http://127.0.0.1:8080",
+            )
         )
     sandbox = authenticator.issuers[SANDBOX_ISSUER]
     assert sandbox.testing_only
@@ -188,7 +194,11 @@ def test_sandbox_public_key_is_found_by_its_kid_when_configured():
 def test_token_claiming_to_be_the_sandbox_but_signed_by_another_key_is_refused(tmp_path, caplog):
     responses.get(SANDBOX_JWKS_URL, json=sandbox_public_jwks())
     authenticator = build_authenticator(
-        Settings(issuers_file=ISSUER_CONFIGS / "sandbox.json", feedback_db=tmp_path / "f.db")
+        Settings(
+            issuers_file=ISSUER_CONFIGS / "sandbox.json",
+            feedback_db=tmp_path / "f.db",
+            public_base_url="http://127.0.0.1:8080",
+        )
     )
     audience = "http://127.0.0.1:8080/cds-services"
     # The sandbox's header and claims exactly (spec digest §12), but our own P-384 key.

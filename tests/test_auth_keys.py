@@ -178,6 +178,19 @@ def test_remote_jwks_skips_unusable_keys_and_uses_the_good_one(tmp_path, clock, 
     assert len([r for r in caplog.records if r.getMessage() == "ignoring a key of a JWK Set"]) == 3
 
 
+@responses.activate
+def test_remote_jwks_skips_short_rsa_and_invalidly_pinned_keys(tmp_path, clock, caplog):
+    weak = public_jwk(rsa_key("weak", 1024), "weak")
+    pinned_none = public_jwk(ec_key("other"), "none-pinned", "none")
+    mismatched = public_jwk(rsa_key(), "rsa-as-ec", "ES384")
+    responses.get(JWKS_URL, json=jwks(weak, pinned_none, mismatched, EC1()))
+    auth = authenticator(tmp_path, {"iss": ISS, "jwks_url": JWKS_URL}, clock)
+    with caplog.at_level(logging.WARNING, logger="cds_service.auth"):
+        assert accepted(auth, ec_token())
+    reasons = [r.reason for r in caplog.records if r.getMessage() == "ignoring a key of a JWK Set"]
+    assert len(reasons) == 3 and "1024-bit" in reasons[0] and "pinned to alg 'none'" in reasons[1]
+
+
 # --- jku ---------------------------------------------------------------------------------------
 
 
@@ -249,6 +262,47 @@ def test_jwks_file_broken_later_keeps_the_keys_already_known(tmp_path, clock):
 def test_unusable_jwk_is_refused_with_the_reason(jwk, why):
     with pytest.raises(JwksError, match=why):
         parse_jwk(jwk)
+
+
+@pytest.mark.parametrize(
+    ("key", "alg", "why"),
+    [
+        ("ec", "none", "'none' and HMAC are never accepted"),
+        ("ec", "HS384", "not an asymmetric signing algorithm"),
+        ("rsa", "HS256", "not an asymmetric signing algorithm"),
+        ("ec", "RS384", "needs a RSA key, not EC"),
+        ("rsa", "ES384", "needs a EC key, not RSA"),
+        ("ec", "ES512", "needs curve P-521"),
+        ("ec", "EdDSA", "needs a OKP key, not EC"),
+        ("ec", 384, "not an asymmetric signing algorithm"),
+    ],
+)
+def test_key_pinned_to_an_alg_it_cannot_serve_is_refused_with_the_reason(key, alg, why):
+    jwk = public_jwk(ec_key() if key == "ec" else rsa_key(), "k")
+    jwk["alg"] = alg
+    with pytest.raises(JwksError, match=why):
+        parse_jwk(jwk)
+
+
+def test_key_pinned_to_its_own_alg_is_accepted():
+    assert parse_jwk(public_jwk(ec_key(), "e", "ES384")).alg == "ES384"
+    assert parse_jwk(public_jwk(rsa_key(), "r", "PS384")).alg == "PS384"
+
+
+def test_rsa_key_under_2048_bits_is_refused_when_parsed():
+    with pytest.raises(JwksError, match="1024-bit RSA key; at least 2048 bits"):
+        parse_jwk(public_jwk(rsa_key("weak", 1024), "weak"))
+
+
+def test_jwks_file_made_world_writable_later_is_not_reread(tmp_path, clock):
+    key_file = tmp_path / "ehr-jwks.json"
+    key_file.write_text(json.dumps(jwks(EC1())))
+    auth = authenticator(tmp_path, {"iss": ISS, "jwks_file": "ehr-jwks.json"}, clock)
+    key_file.write_text(json.dumps(jwks(EC1(), EC2())))
+    key_file.chmod(0o666)
+    clock.advance(61)
+    assert not accepted(auth, ec_token("ec2", kid="ec-2"))  # the new key is not trusted
+    assert accepted(auth, ec_token())  # the keys already known stay in use
 
 
 def test_duplicate_kid_in_a_jwk_set_is_refused():

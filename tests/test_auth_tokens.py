@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service.auth import JwtAuthenticator
-from cds_service.auth.issuers import build_issuers
+from cds_service.auth.issuers import IssuerConfigError, build_issuers
 from cds_service.auth.keys import KeyStore
 from cds_service.errors import Unauthorized
 from cds_service.http.errors import http_status
@@ -302,10 +302,10 @@ def test_key_pinned_to_one_alg_refuses_another(tmp_path):
     assert refused_for("cannot verify alg PS384", auth, bearer(sign(rsa_key(), claims(), alg="PS384", kid="rsa-1")))
 
 
-def test_rsa_key_shorter_than_2048_bits_is_refused(tmp_path):
+def test_rsa_key_shorter_than_2048_bits_is_refused_when_the_issuers_file_is_read(tmp_path):
     weak = rsa_key("weak", 1024)
-    auth = make_authenticator(tmp_path, default_issuer(jwks=jwks(public_jwk(weak, "weak"))))
-    assert refused_for("2048", auth, bearer(sign(weak, claims(), alg="RS384", kid="weak")))
+    with pytest.raises(IssuerConfigError, match="1024-bit RSA key; at least 2048"):
+        make_authenticator(tmp_path, default_issuer(jwks=jwks(public_jwk(weak, "weak"))))
 
 
 @responses.activate

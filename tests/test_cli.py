@@ -19,12 +19,13 @@ from cds_service.protocol import Card, FeedbackItem, Source
 
 @pytest.fixture
 def captured_serve(monkeypatch):
+    """What `serve` would run under waitress, without a listening socket."""
     calls = {}
 
-    def fake_serve(app, **kwargs):
-        calls.update(kwargs, app=app)
+    def fake_serve(app, settings):
+        calls.update(app=app, settings=settings, host=settings.host, port=settings.port, threads=settings.threads)
 
-    monkeypatch.setattr("waitress.serve", fake_serve)
+    monkeypatch.setattr("cds_service.http.server.serve", fake_serve)
     return calls
 
 
@@ -46,11 +47,14 @@ def test_serve_options_come_from_environment_and_flags_win(captured_serve, monke
     assert captured_serve["port"] == 9002
 
 
-def test_invalid_configuration_is_a_clear_error_not_a_traceback(monkeypatch):
+def test_invalid_configuration_is_a_clear_one_line_error_and_exit_status_2(monkeypatch, capsys):
     monkeypatch.setenv("CDS_PORT", "not-a-port")
     with pytest.raises(SystemExit) as exc:
         cli.main(["serve"])
-    assert "invalid configuration" in str(exc.value) and "port" in str(exc.value)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid configuration" in err and "port" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_module_entry_point_runs_the_same_cli():

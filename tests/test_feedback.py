@@ -139,3 +139,82 @@ def test_served_card_log_hashes_the_patient_id(tmp_path):
     with sqlite3.connect(tmp_path / "f.db") as conn:
         (patient_hash,) = conn.execute("SELECT patient_hash FROM served_card").fetchone()
     assert "patient-123" not in patient_hash and len(patient_hash) == 64
+
+
+# --- where the database is, and how durable ----------------------------------------------------
+
+
+def test_relative_feedback_db_is_the_same_file_from_any_working_directory(tmp_path, monkeypatch, capsys):
+    """The server and `feedback-report` find the same file wherever each is started."""
+    from cds_service import cli
+    from cds_service.config import Settings
+    from cds_service.http.app import create_app
+
+    base = tmp_path / "data"
+    monkeypatch.setattr("cds_service.config.data_dir", lambda: base)
+    monkeypatch.setenv("CDS_FEEDBACK_DB", "var/feedback.sqlite3")
+    server_dir, shell_dir = tmp_path / "server-cwd", tmp_path / "shell-cwd"
+    server_dir.mkdir()
+    shell_dir.mkdir()
+
+    monkeypatch.chdir(server_dir)
+    client = create_app(Settings()).test_client()
+    assert client.post(FEEDBACK, json={"feedback": [overridden(card="card-9")]}).status_code == 200
+
+    monkeypatch.chdir(shell_dir)
+    assert Settings().feedback_db == base / "var" / "feedback.sqlite3"
+    assert cli.main(["feedback-report"]) == 0
+    out = capsys.readouterr().out
+    assert "No feedback database" not in out and "Benefit outweighs risk (1)" in out
+    assert not (server_dir / "var").exists() and not (shell_dir / "var").exists()
+
+
+def test_relative_feedback_db_defaults_to_the_project_directory_of_a_checkout(monkeypatch, tmp_path):
+    from cds_service.config import Settings
+    from tests.conftest import REPO
+
+    monkeypatch.delenv("CDS_FEEDBACK_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert Settings().feedback_db == REPO / "var" / "feedback.sqlite3"
+    assert Settings(feedback_db=tmp_path / "abs.db").feedback_db == tmp_path / "abs.db"
+
+
+def test_feedback_report_db_flag_is_relative_to_the_working_directory(tmp_path, monkeypatch, capsys):
+    from cds_service import cli
+
+    store = SQLiteFeedbackStore(tmp_path / "here.db")
+    store.add_feedback("svc", [FeedbackItem.model_validate(overridden())])
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["feedback-report", "--db", "here.db"]) == 0
+    assert "Benefit outweighs risk (1)" in capsys.readouterr().out
+
+
+def test_acknowledged_feedback_is_durable_wal_with_synchronous_full(tmp_path):
+    store = SQLiteFeedbackStore(tmp_path / "f.db")
+    store.add_feedback("svc", [FeedbackItem.model_validate(accepted())])
+    assert store.durability() == {"journal_mode": "wal", "synchronous": 2}  # 2 = FULL
+
+
+# --- feedback on a card the service never served ------------------------------------------------
+
+
+def test_feedback_for_a_card_never_served_is_stored_but_reported_apart_from_every_rule(tmp_path, client):
+    response = client.post(FEEDBACK, json={"feedback": [overridden(card="never-served"), accepted(card="also-not")]})
+    assert response.status_code == 200 and response.get_json() == {"stored": 2, "duplicates": 0}
+
+    store = SQLiteFeedbackStore(tmp_path / "f.db")
+    c1 = _card("C1-binder")
+    store.record_served("svc", "order-select", "p", [c1])
+    store.add_feedback(
+        "svc",
+        [FeedbackItem.model_validate(i) for i in (accepted(card=c1.uuid), overridden(card="never-served"))],
+    )
+    reports = store.report()
+    assert [(r.rule_id, r.attributed) for r in reports] == [("C1-binder", True), (UNKNOWN_RULE, False)]
+    unknown = reports[-1]
+    assert (unknown.served, unknown.accepted, unknown.overridden) == (0, 0, 1)
+    text = format_report(reports)
+    rule_lines, _, unattributed = text.partition("no record of serving")
+    assert "C1-binder" in rule_lines and UNKNOWN_RULE not in text
+    assert "not attributed to any rule" in unattributed and "not served by this service" in unattributed
+    assert "Benefit outweighs risk (1)" in unattributed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -10,7 +11,7 @@ import pytest
 
 from cds_service.config import Settings
 from cds_service.http.app import create_app
-from tests.conftest import load_shared, preflight
+from tests.conftest import FIXTURES, load_shared, preflight
 
 ORDER_SELECT = "/cds-services/calciphylaxis-order-select"
 PATIENT_VIEW = "/cds-services/calciphylaxis-patient-view"
@@ -28,6 +29,12 @@ def minimal_patient_view(**overrides):
         "prefetch": {"conditions": None, "meds": None},
     }
     body.update(overrides)
+    return body
+
+
+def load_fixture(name: str) -> dict:
+    body = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    body.pop("_expected", None)
     return body
 
 
@@ -252,7 +259,32 @@ def test_unexpected_exception_is_a_generic_500_and_logged(client, monkeypatch, c
     text = response.get_data(as_text=True)
     assert "internal detail" not in text and "Traceback" not in text
     assert diagnostics(response).startswith("Internal error")
-    assert any(r.exc_info for r in caplog.records), "the traceback must reach the log"
+    logged = [r for r in caplog.records if r.name == "cds_service.request" and r.levelno == logging.ERROR]
+    assert len(logged) == 1
+    assert "in boom" in logged[0].traceback and "builtins.RuntimeError" in logged[0].traceback, (
+        "where it failed must reach the log"
+    )
+
+
+def test_unexpected_exception_message_never_reaches_the_log(client, monkeypatch, caplog):
+    """An exception message may quote the request (a patient id, a token): the log gets the
+    exception type and every frame, not the message."""
+    from cds_service import engine
+    from cds_service.http.logs import JsonFormatter
+
+    def boom(call):
+        try:
+            int(call.context["patientId"])  # ValueError quoting the patient id
+        except ValueError as exc:
+            raise KeyError(call.context["note"]) from exc
+
+    monkeypatch.setattr(engine, "evaluate", boom)
+    body = minimal_patient_view(context={"userId": "u", "patientId": "patient-id-p1", "note": "secret-token-value"})
+    with caplog.at_level(logging.DEBUG):
+        assert client.post(PATIENT_VIEW, json=body).status_code == 500
+    formatted = "\n".join(JsonFormatter().format(r) for r in caplog.records)
+    assert "builtins.KeyError" in formatted and "builtins.ValueError" in formatted
+    assert "patient-id-p1" not in formatted and "secret-token-value" not in formatted
 
 
 # --- CORS, health, index -------------------------------------------------------------------
@@ -323,3 +355,92 @@ def test_one_structured_log_line_per_request_without_tokens(client, caplog):
     text = JsonFormatter().format(record)
     assert "secret-token-value" not in text and "jwt-value" not in text
     assert json.loads(text)["hookInstance"] == "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"
+
+
+# --- limits in front of the app (any WSGI server) ------------------------------------------
+
+
+def limited_client(tmp_path, max_body_bytes=4096):
+    return create_app(Settings(feedback_db=tmp_path / "f.db", max_body_bytes=max_body_bytes)).test_client()
+
+
+def test_chunked_body_over_the_limit_is_413_operation_outcome(tmp_path):
+    body = json.dumps(minimal_patient_view(padding="x" * 8192)).encode()
+    response = limited_client(tmp_path).post(
+        PATIENT_VIEW,
+        input_stream=io.BytesIO(body),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"CONTENT_LENGTH": "", "wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+    assert "larger than this service accepts (4096 bytes)" in diagnostics(response)
+
+
+def test_chunked_body_under_the_limit_is_read_and_answered(tmp_path):
+    body = json.dumps(minimal_patient_view()).encode()
+    response = limited_client(tmp_path).post(
+        PATIENT_VIEW,
+        input_stream=io.BytesIO(body),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"CONTENT_LENGTH": "", "wsgi.input_terminated": True},
+    )
+    assert response.status_code == 200 and response.get_json() == {"cards": []}
+
+
+@pytest.mark.parametrize("length", ["-1", "abc", "1e3", "0x10", " 12 34", "١٢"])
+def test_content_length_that_is_not_a_non_negative_integer_is_400_operation_outcome(tmp_path, length):
+    response = limited_client(tmp_path).post(
+        PATIENT_VIEW, data=b"{}", content_type="application/json", environ_overrides={"CONTENT_LENGTH": length}
+    )
+    assert response.status_code == 400
+    assert "Content-Length" in diagnostics(response)
+
+
+def test_absurd_content_length_is_413_before_the_body_is_read(tmp_path):
+    response = limited_client(tmp_path).post(
+        PATIENT_VIEW,
+        data=b"{}",
+        content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": "9" * 40},
+    )
+    assert response.status_code == 413
+    assert "larger than" in diagnostics(response)
+
+
+def test_header_over_256_kib_is_431_operation_outcome(client):
+    response = client.get("/cds-services", headers={"X-Padding": "a" * (256 * 1024 + 1)})
+    assert response.status_code == 431
+    assert "headers are larger" in diagnostics(response)
+    assert client.get("/cds-services", headers={"X-Padding": "a" * 8192}).status_code == 200
+
+
+# --- leniency -------------------------------------------------------------------------------
+
+
+def test_order_select_before_anything_is_selected_gets_no_cards(client):
+    body = load_fixture("c1-calcium-acetate-calciphylaxis.json")
+    body["context"]["selections"] = []
+    response = client.post(ORDER_SELECT, json=body)
+    assert response.status_code == 200
+    assert response.get_json() == {"cards": []}
+
+
+# --- what the HTTP layer logs ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "hook_instance",
+    ["Patient/p-sentinel-42 Jane Doe", "x" * 5000, {"patientId": "p-sentinel-42"}, ["p-sentinel-42"]],
+)
+def test_request_log_line_never_carries_body_values_other_than_a_short_hook_instance(client, caplog, hook_instance):
+    from cds_service.http.logs import JsonFormatter
+
+    body = minimal_patient_view(hookInstance=hook_instance, hook="p-sentinel-42")
+    with caplog.at_level(logging.DEBUG, logger="cds_service.request"):
+        client.post(PATIENT_VIEW, json=body)
+    (line,) = [r for r in caplog.records if r.name == "cds_service.request"]
+    text = JsonFormatter().format(line)
+    assert "p-sentinel-42" not in text and "xxxx" not in text
+    assert len(text) < 1000

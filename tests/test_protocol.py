@@ -142,3 +142,35 @@ def test_coding_requires_system_and_code():
     with pytest.raises(ValidationError):
         Coding(system="", code="a")
     assert Coding(system="urn:x", code="a").to_json() == {"system": "urn:x", "code": "a"}
+
+
+def test_order_select_context_accepts_an_empty_selection_but_still_needs_the_list_and_draft_orders():
+    from cds_service.protocol import OrderSelectContext
+
+    base = {"userId": "Practitioner/1", "patientId": "p1", "draftOrders": {"resourceType": "Bundle", "entry": []}}
+    assert OrderSelectContext.model_validate({**base, "selections": []}).selections == []
+    with pytest.raises(ValidationError, match="selections"):
+        OrderSelectContext.model_validate(base)
+    with pytest.raises(ValidationError, match="selections"):
+        OrderSelectContext.model_validate({**base, "selections": [1]})
+
+
+def test_order_select_with_nothing_selected_fetches_nothing_and_answers_no_cards():
+    from cds_service.pipeline import find_service, run_hook
+
+    class MustNotFetch:
+        def resolve(self, request, keys):
+            raise AssertionError("nothing is selected: no FHIR data is needed")
+
+    body = {
+        "hook": "order-select",
+        "hookInstance": "i-1",
+        "context": {
+            "userId": "Practitioner/1",
+            "patientId": "p1",
+            "selections": [],
+            "draftOrders": {"resourceType": "Bundle", "entry": []},
+        },
+    }
+    _, response = run_hook(find_service("calciphylaxis-order-select"), body, MustNotFetch())
+    assert response.to_json() == {"cards": []}

@@ -3,6 +3,8 @@
 The app calls ``authenticator.authenticate(authorization_header, audience)`` before every
 discovery, service and feedback call (never on CORS preflight). It returns what the request
 context may use (``{"iss", "tenant", "jti"}``) or raises ``Unauthorized`` (answered 401).
+``audience`` is the URL that was called, built from the configured public base URL(s) only
+(``CDS_PUBLIC_BASE_URL``), never from request headers: one URL, or several accepted alike.
 
 The caller only ever learns that authentication failed; the precise reason is logged with the
 token's iss, kid and jti (never the token itself), which is what an integrator needs to debug.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import jwt
@@ -24,7 +26,9 @@ import jwt
 from cds_service.auth.issuers import SANDBOX_ISSUER, IssuerConfigError, TrustedIssuer, build_issuers
 from cds_service.auth.keys import KeyStore
 from cds_service.auth.replay import InMemoryReplayCache, ReplayCache, ReplayCacheFull
+from cds_service.config import Settings
 from cds_service.errors import Unauthorized
+from cds_service.net import is_loopback_host
 
 __all__ = [
     "Authenticator",
@@ -41,8 +45,14 @@ WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="cds-services"'}
 _REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
 
 
+Audience = str | Sequence[str]
+
+
 class Authenticator(Protocol):
-    def authenticate(self, authorization_header: str | None, audience: str) -> dict[str, Any] | None: ...
+    @property
+    def enabled(self) -> bool: ...
+
+    def authenticate(self, authorization_header: str | None, audience: Audience) -> dict[str, Any] | None: ...
 
 
 class NoAuthentication:
@@ -50,7 +60,7 @@ class NoAuthentication:
 
     enabled = False
 
-    def authenticate(self, authorization_header: str | None, audience: str) -> dict[str, Any] | None:
+    def authenticate(self, authorization_header: str | None, audience: Audience) -> dict[str, Any] | None:
         return None
 
 
@@ -89,14 +99,19 @@ class JwtAuthenticator:
         self.replay_cache = replay_cache if replay_cache is not None else InMemoryReplayCache()
         self.clock = clock
 
-    def authenticate(self, authorization_header: str | None, audience: str) -> dict[str, Any]:
+    def authenticate(self, authorization_header: str | None, audience: Audience) -> dict[str, Any]:
+        audiences = [audience] if isinstance(audience, str) else list(audience)
         seen: dict[str, Any] = {}
         try:
-            return self._verify(authorization_header, audience, seen)
+            return self._verify(authorization_header, audiences, seen)
         except _Rejected as exc:
             log.warning(
                 "authentication failed",
-                extra={"reason": str(exc), "audience": audience, **{k: _short(v) for k, v in seen.items()}},
+                extra={
+                    "reason": str(exc),
+                    "audience": [_short(a) for a in audiences],
+                    **{k: _short(v) for k, v in seen.items()},
+                },
             )
         except ReplayCacheFull as exc:
             log.error(
@@ -106,7 +121,9 @@ class JwtAuthenticator:
             )
         raise Unauthorized(AUTH_FAILED, headers=dict(WWW_AUTHENTICATE))
 
-    def _verify(self, authorization_header: str | None, audience: str, seen: dict[str, Any]) -> dict[str, Any]:
+    def _verify(self, authorization_header: str | None, audiences: list[str], seen: dict[str, Any]) -> dict[str, Any]:
+        if not audiences:
+            raise _Rejected("no audience to check against (CDS_PUBLIC_BASE_URL is not set)")
         token = self._bearer_token(authorization_header)
         header = self._jose_header(token, seen)
         alg, kid, jku = header["alg"], header["kid"], header.get("jku")
@@ -138,7 +155,7 @@ class JwtAuthenticator:
                 token,
                 key.key,
                 algorithms=[alg],
-                audience=audience,
+                audience=audiences,
                 issuer=iss,
                 options={
                     "require": _REQUIRED_CLAIMS,
@@ -220,24 +237,50 @@ class JwtAuthenticator:
             raise _Rejected(f"token lifetime exp - iat exceeds {self.max_lifetime:g} s")
 
 
-def build_authenticator(settings, *, clock: Callable[[], float] = time.time) -> Authenticator:
+def build_authenticator(settings: Settings, *, clock: Callable[[], float] = time.time) -> Authenticator:
     """JWT verification when an issuers file is configured, otherwise open access (which the
-    ``serve`` command allows on loopback only). Raises ``IssuerConfigError`` for a bad file."""
+    ``serve`` command allows on loopback only).
+
+    Raises ``IssuerConfigError`` (one line, naming the fix) for a bad issuers or key file, for
+    issuers without ``CDS_PUBLIC_BASE_URL`` (the audience must never come from request
+    headers), and for the public sandbox issuer on a non-loopback address without
+    ``CDS_ALLOW_SANDBOX_ISSUER_ON_NETWORK``."""
     if settings.issuers_file is None:
         return NoAuthentication()
+    if not settings.public_base_url:
+        raise IssuerConfigError(
+            "an issuers file is configured but CDS_PUBLIC_BASE_URL is not: set it to the base URL the "
+            "EHR calls, e.g. CDS_PUBLIC_BASE_URL=https://cds.example.org (or serve --public-base-url); "
+            "the JWT audience is never taken from request headers"
+        )
     keystore = KeyStore(
         timeout=settings.jwks_fetch_timeout,
         min_refresh=settings.jwks_refresh_min_seconds,
         max_age=settings.jwks_max_age_seconds,
     )
     issuers = build_issuers(settings.issuers_file, keystore)
-    for issuer in issuers.values():
-        if issuer.testing_only:
-            log.warning(
-                "trusting the public CDS Hooks sandbox (%s): its private key is published, so anyone "
-                "can sign its tokens. Use this issuer for testing only.",
-                SANDBOX_ISSUER,
+    mintable = sorted(iss for iss, issuer in issuers.items() if issuer.testing_only)
+    if mintable and not is_loopback_host(settings.host):
+        if not settings.allow_sandbox_issuer_on_network:
+            raise IssuerConfigError(
+                f"the issuers file trusts the public CDS Hooks sandbox ({', '.join(mintable)}), whose "
+                f"private key is published, and the service would listen on {settings.host}: bind to "
+                "127.0.0.1, or pass --allow-public-sandbox-issuer-on-network "
+                "(CDS_ALLOW_SANDBOX_ISSUER_ON_NETWORK=true) to let anyone who reaches it call it"
             )
+        log.error(
+            "TRUSTING THE PUBLIC CDS HOOKS SANDBOX ON A NETWORK ADDRESS (%s): anyone who can reach "
+            "this service can mint a token it accepts. Never use it with real patient data.",
+            settings.host,
+            extra={"issuers": mintable},
+        )
+    elif mintable:
+        log.warning(
+            "trusting the public CDS Hooks sandbox (%s): its private key is published, so anyone "
+            "can sign its tokens. Use this issuer for testing only.",
+            SANDBOX_ISSUER,
+            extra={"issuers": mintable},
+        )
     log.info("JWT authentication on", extra={"issuers": sorted(issuers), "algorithms": settings.jwt_algorithms})
     return JwtAuthenticator(
         issuers,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -22,12 +24,17 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 
+from cds_service.config import JWT_SIGNING_ALGORITHMS
 from cds_service.net import is_loopback_host
 
 log = logging.getLogger("cds_service.auth")
 
 # The curve each ECDSA algorithm is defined on (RFC 7518 §3.4).
 _EC_CURVE = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+# The key type each asymmetric algorithm needs.
+_KTY = {alg: "EC" if alg.startswith("ES") else "OKP" if alg == "EdDSA" else "RSA" for alg in JWT_SIGNING_ALGORITHMS}
+# NIST SP 800-131A / RFC 7518 §3.3: RSA signing keys shorter than this are refused.
+MIN_RSA_BITS = 2048
 # JWK members that only a private key has: a key set with them leaks the issuer's signing key.
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 MAX_JWKS_BYTES = 512 * 1024
@@ -35,6 +42,41 @@ MAX_JWKS_BYTES = 512 * 1024
 
 class JwksError(ValueError):
     """A JWK or JWK Set that cannot be used (the message says why; never the key material)."""
+
+
+def world_writable(path: Path) -> str | None:
+    """Why a trust file must not be used because anyone on the machine may change it, or None.
+
+    A world-writable issuers or JWKS file lets any local user add a key and so forge tokens.
+    (POSIX only: other systems do not report these permission bits.)
+    """
+    if os.name != "posix":
+        return None
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # reading it will fail with its own, clearer message
+    if mode & stat.S_IWOTH:
+        return f"{path} is world-writable (mode {stat.filemode(mode)}): anyone on this machine could add a key; run chmod o-w {path}"
+    return None
+
+
+def _check_pinned_alg(kid: str, kty: str, jwk: dict[str, Any]) -> str | None:
+    """The JWK's own ``alg``, when it pins one, checked against its key type and curve."""
+    alg = jwk.get("alg")
+    if alg is None:
+        return None
+    if not isinstance(alg, str) or alg not in JWT_SIGNING_ALGORITHMS:
+        shown = alg[:40] if isinstance(alg, str) else type(alg).__name__
+        raise JwksError(
+            f"key '{kid}' is pinned to alg '{shown}', which is not an asymmetric signing algorithm "
+            "('none' and HMAC are never accepted)"
+        )
+    if _KTY[alg] != kty:
+        raise JwksError(f"key '{kid}' is pinned to alg {alg}, which needs a {_KTY[alg]} key, not {kty}")
+    if alg in _EC_CURVE and jwk.get("crv") != _EC_CURVE[alg]:
+        raise JwksError(f"key '{kid}' is pinned to alg {alg}, which needs curve {_EC_CURVE[alg]}")
+    return alg
 
 
 @dataclass(frozen=True)
@@ -72,12 +114,17 @@ def parse_jwk(jwk: Any) -> PublicKey:
         raise JwksError(f"key '{kid}' holds private key members ({', '.join(leaked)}); publish only the public key")
     if jwk.get("use", "sig") != "sig":
         raise JwksError(f"key '{kid}': use is '{jwk.get('use')}', not 'sig'")
+    alg = _check_pinned_alg(kid, kty, jwk)
     try:
         key = jwt.PyJWK(jwk).key
-    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError, NotImplementedError) as exc:
         raise JwksError(f"key '{kid}' is not a valid {kty} public key ({exc})") from None
-    alg = jwk.get("alg")
-    return PublicKey(kid=kid, kty=kty, crv=jwk.get("crv"), alg=alg if isinstance(alg, str) else None, key=key)
+    if kty == "RSA":
+        bits = getattr(key, "key_size", 0)
+        if bits < MIN_RSA_BITS:
+            raise JwksError(f"key '{kid}' is a {bits}-bit RSA key; at least {MIN_RSA_BITS} bits are required")
+    crv = jwk.get("crv")
+    return PublicKey(kid=kid, kty=kty, crv=crv if isinstance(crv, str) else None, alg=alg, key=key)
 
 
 def parse_jwks(document: Any, *, strict: bool, origin: str) -> dict[str, PublicKey]:
@@ -160,14 +207,17 @@ class _Refreshable:
 
 
 class FileKeys(_Refreshable):
-    def __init__(self, path: Path, **kwargs):
-        super().__init__(str(path), max_age=None, **kwargs)
+    def __init__(self, path: Path, *, min_refresh: float, clock: Callable[[], float]):
+        super().__init__(str(path), min_refresh=min_refresh, max_age=None, clock=clock)
         self.path = path
         # Read once now so that a broken file stops start-up with a clear message.
         self.keys = self.load()
         self.loaded_at = self.last_attempt = self.clock()
 
     def load(self) -> dict[str, PublicKey]:
+        problem = world_writable(self.path)
+        if problem:
+            raise JwksError(problem)
         try:
             document = json.loads(self.path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
@@ -178,8 +228,17 @@ class FileKeys(_Refreshable):
 class UrlKeys(_Refreshable):
     """A JWKS URL, fetched lazily (no network at start-up) with timeouts and a size cap."""
 
-    def __init__(self, url: str, *, session: requests.Session, timeout: float, **kwargs):
-        super().__init__(url, **kwargs)
+    def __init__(
+        self,
+        url: str,
+        *,
+        session: requests.Session,
+        timeout: float,
+        min_refresh: float,
+        max_age: float | None,
+        clock: Callable[[], float],
+    ):
+        super().__init__(url, min_refresh=min_refresh, max_age=max_age, clock=clock)
         self.url = url
         self.session = session
         self.timeout = timeout

@@ -1,12 +1,20 @@
 """Served-card log and feedback store.
 
-Embedded SQLite by default (WAL mode, created on first use). ``FeedbackStore`` is the small
-interface the app uses, so a server database can replace SQLite later without touching routes.
+Embedded SQLite by default (created on first use). ``FeedbackStore`` is the small interface the
+app uses, so a server database can replace SQLite later without touching routes.
 
 * ``record_served``: one row per card we send (card uuid, service, rule id, a salted hash of the
   patient id, time), so feedback can be attributed to the rule that produced the card.
 * ``add_feedback``: idempotent; a client resending the same feedback item stores nothing new.
+  Feedback on a card that is not in the served-card log is stored too (the EHR did see some
+  card), but attributed to no rule: the report lists it apart, as ``UNKNOWN_RULE``.
 * ``report``: per rule, cards served, accepted, overridden and the override reasons given.
+
+Durability, chosen deliberately: WAL journal with ``synchronous=FULL`` (and ``fullfsync`` where
+the OS has it, i.e. macOS), so every commit is on stable storage before it returns. Feedback
+answered 200 survives a crash or a power loss. The price is one fsync per commit: one per hook
+call that returns cards (its served cards are written in one transaction) and one per feedback
+call. ``synchronous=NORMAL`` would be faster but may lose the last commits on power loss.
 """
 
 from __future__ import annotations
@@ -24,7 +32,12 @@ from typing import Protocol
 
 from cds_service.protocol import Card, FeedbackItem
 
+# The rule id the report gives feedback on a card that is not in the served-card log: a card this
+# service never served (or one served by another instance, or before the log was started).
 UNKNOWN_RULE = "(card not in served log)"
+
+# Per connection; see the module docstring.
+DURABILITY_PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "fullfsync=ON", "busy_timeout=10000")
 
 
 @dataclass
@@ -34,6 +47,8 @@ class RuleReport:
     accepted: int = 0
     overridden: int = 0
     override_reasons: dict[str, int] = field(default_factory=dict)
+    # False for the UNKNOWN_RULE line: feedback on cards this service has no record of serving.
+    attributed: bool = True
 
 
 class FeedbackStore(Protocol):
@@ -94,9 +109,8 @@ class SQLiteFeedbackStore:
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=10, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=10000")
+            for pragma in DURABILITY_PRAGMAS:
+                conn.execute(f"PRAGMA {pragma}")
             self._local.conn = conn
             self._ensure_schema(conn)
         return conn
@@ -114,6 +128,13 @@ class SQLiteFeedbackStore:
             self._salt = conn.execute("SELECT value FROM meta WHERE key='patient_salt'").fetchone()[0]
             self._initialised = True
 
+    def durability(self) -> dict[str, str | int]:
+        """The journal mode and synchronous level in force (0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA)."""
+        conn = self._conn()
+        journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+        return {"journal_mode": str(journal_mode), "synchronous": int(synchronous)}
+
     def _patient_hash(self, patient_id: str) -> str:
         self._conn()
         return hashlib.sha256(f"{self._salt}:{patient_id}".encode()).hexdigest()
@@ -126,11 +147,18 @@ class SQLiteFeedbackStore:
         patient_hash = self._patient_hash(patient_id)
         served_at = _now()
         rows = [(c.uuid, service_id, hook, c.rule_id or "(unattributed)", patient_hash, served_at) for c in cards]
-        self._conn().executemany(
-            "INSERT OR IGNORE INTO served_card(card_uuid, service_id, hook, rule_id, patient_hash, served_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")  # one transaction (one fsync) for all the cards of a call
+        try:
+            conn.executemany(
+                "INSERT OR IGNORE INTO served_card(card_uuid, service_id, hook, rule_id, patient_hash, served_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def add_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> tuple[int, int]:
         """Store each item once; return (stored, duplicates)."""
@@ -180,7 +208,7 @@ class SQLiteFeedbackStore:
         reports: dict[str, RuleReport] = {}
 
         def get(rule_id: str) -> RuleReport:
-            return reports.setdefault(rule_id, RuleReport(rule_id))
+            return reports.setdefault(rule_id, RuleReport(rule_id, attributed=rule_id != UNKNOWN_RULE))
 
         for rule_id, served in conn.execute("SELECT rule_id, COUNT(*) FROM served_card GROUP BY rule_id"):
             get(rule_id).served = served
@@ -197,10 +225,11 @@ class SQLiteFeedbackStore:
                 report.overridden += 1
                 reason = display or code or ("free-text comment only" if comment else "no reason given")
                 report.override_reasons[reason] = report.override_reasons.get(reason, 0) + 1
-        return sorted(reports.values(), key=lambda r: r.rule_id)
+        # The rules in order, then feedback that no rule can be credited with.
+        return sorted(reports.values(), key=lambda r: (not r.attributed, r.rule_id))
 
     def feedback_count(self) -> int:
-        return self._conn().execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+        return int(self._conn().execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
 
 
 def format_report(reports: list[RuleReport]) -> str:
@@ -208,7 +237,15 @@ def format_report(reports: list[RuleReport]) -> str:
         return "No cards served and no feedback recorded yet."
     lines = [f"{'rule':<44} {'served':>7} {'accepted':>9} {'overridden':>11}"]
     for r in reports:
-        lines.append(f"{r.rule_id:<44} {r.served:>7} {r.accepted:>9} {r.overridden:>11}")
+        if not r.attributed:
+            lines += [
+                "",
+                "Feedback on cards this service has no record of serving (never served by it, served by",
+                "another instance, or before its served-card log began); not attributed to any rule:",
+                f"{'  not served by this service':<44} {'-':>7} {r.accepted:>9} {r.overridden:>11}",
+            ]
+        else:
+            lines.append(f"{r.rule_id:<44} {r.served:>7} {r.accepted:>9} {r.overridden:>11}")
         for reason, count in sorted(r.override_reasons.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    override reason: {reason} ({count})")
     return "\n".join(lines)

@@ -46,20 +46,19 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ReadTimeoutError
 
+from cds_service.config import Settings
 from cds_service.fhir.breaker import CONNECTION, TIMEOUT, UNKNOWN, ServerGuards
 from cds_service.net import is_loopback_host
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CHUNK = 64 * 1024
 
-# Defaults of the per-server protection when the settings do not name them (see from_settings).
-# The cap is at least the number of prefetch keys (one hook call is never serialised) and below
-# the 16 default fetch threads (a slow server leaves some for the others). The breaker counts
-# GETs: one hook call whose every key times out (a network blip) counts 12 and does not open it;
-# three such calls in a row do.
-DEFAULT_SERVER_CONCURRENCY = 12
-DEFAULT_BREAKER_THRESHOLD = 25
-DEFAULT_BREAKER_COOLDOWN = 30.0
+# The per-server protection's defaults are the settings' (config.py says why they are what they
+# are); a client built without settings (tests) gets the same.
+_FIELDS = Settings.model_fields
+DEFAULT_SERVER_CONCURRENCY: int = _FIELDS["fhir_server_concurrency"].default
+DEFAULT_BREAKER_THRESHOLD: int = _FIELDS["fhir_breaker_threshold"].default
+DEFAULT_BREAKER_COOLDOWN: float = _FIELDS["fhir_breaker_cooldown"].default
 
 
 class FhirFetchError(Exception):
@@ -458,17 +457,15 @@ class FhirClient:
         self.session = session
 
     @classmethod
-    def from_settings(cls, settings: Any) -> FhirClient:
-        # The per-server settings are read with defaults so this runs with a Settings that does
-        # not declare them yet.
+    def from_settings(cls, settings: Settings) -> FhirClient:
         return cls(
             connect_timeout=settings.fhir_connect_timeout,
             read_timeout=settings.fhir_read_timeout,
             max_response_bytes=settings.fhir_max_response_bytes,
             pool_size=settings.fhir_workers,
-            server_concurrency=getattr(settings, "fhir_server_concurrency", DEFAULT_SERVER_CONCURRENCY),
-            breaker_threshold=getattr(settings, "fhir_breaker_threshold", DEFAULT_BREAKER_THRESHOLD),
-            breaker_cooldown=getattr(settings, "fhir_breaker_cooldown", DEFAULT_BREAKER_COOLDOWN),
+            server_concurrency=settings.fhir_server_concurrency,
+            breaker_threshold=settings.fhir_breaker_threshold,
+            breaker_cooldown=settings.fhir_breaker_cooldown,
         )
 
     def close(self) -> None:

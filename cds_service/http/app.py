@@ -6,25 +6,43 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
 from cds_service import engine
-from cds_service.auth import Authenticator, build_authenticator
+from cds_service.auth import Authenticator, IssuerConfigError, build_authenticator
 from cds_service.config import Settings
 from cds_service.errors import CdsError
 from cds_service.feedback import FeedbackStore, SQLiteFeedbackStore
 from cds_service.fhir.resolver import PrefetchResolver
 from cds_service.http.deps import Deps
 from cds_service.http.errors import http_status
+from cds_service.http.limits import RequestLimits, body_too_large_message
 from cds_service.http.responses import OrjsonProvider, error_response
 from cds_service.http.views import bench_blueprint, blueprint
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
 log = logging.getLogger("cds_service.request")
+
+
+class CdsApp(Flask):
+    """The Flask app with ``RequestLimits`` in front of it: every WSGI call (from waitress, or
+    from a test client) passes the header, Content-Length and body limits first."""
+
+    limits: RequestLimits | None = None
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self.limits is None:
+            return self.wsgi_app(environ, start_response)
+        return self.limits(environ, start_response)
 
 
 def create_app(
@@ -36,19 +54,27 @@ def create_app(
     now: Callable[[], datetime] | None = None,
 ) -> Flask:
     settings = settings or Settings()
+    authenticator = authenticator or build_authenticator(settings)
+    if authenticator.enabled and not settings.public_base_url:
+        # The JWT audience is built from configuration only, never from request headers.
+        raise IssuerConfigError(
+            "authentication is on but CDS_PUBLIC_BASE_URL is not set: the JWT audience would have no trusted origin"
+        )
     # Card content and substitute orders are clinician-edited data: a broken file must stop
     # start-up, not a hook call.
     engine.warm_up()
-    app = Flask(__name__)
+    app = CdsApp(__name__)
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["cds"] = Deps(
         settings=settings,
         store=store or SQLiteFeedbackStore(settings.feedback_db),
         resolver=resolver or PrefetchResolver(settings),
-        authenticator=authenticator or build_authenticator(settings),
+        authenticator=authenticator,
         now=now,
     )
+    # Header size, Content-Length and chunked-body limits, before Flask parses anything.
+    app.limits = RequestLimits(app.wsgi_app, max_body_bytes=settings.max_body_bytes)
     CORS(
         app,
         origins=settings.cors_origins,
@@ -79,8 +105,8 @@ def _register_hooks(app: Flask) -> None:
     def _log_request(response: Response) -> Response:
         if request.method != "OPTIONS":
             fields = {
-                "method": request.method,
-                "path": request.path,
+                "method": request.method[:16],
+                "path": request.path[:200],
                 "status": response.status_code,
                 "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
                 **g.get("log", {}),
@@ -99,7 +125,7 @@ def _register_errors(app: Flask, settings: Settings) -> None:
         messages = {
             404: f"Nothing at {request.path}. Discovery is at /cds-services.",
             405: f"Method {request.method} is not allowed on {request.path}.",
-            413: f"The request body is larger than this service accepts ({settings.max_body_bytes} bytes).",
+            413: body_too_large_message(settings.max_body_bytes),
         }
         message = messages.get(exc.code or 500, exc.description or exc.name)
         headers = {}
@@ -109,5 +135,38 @@ def _register_errors(app: Flask, settings: Settings) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"path": request.path})
+        log.error(
+            "unhandled error",
+            extra={"path": request.path[:200], "error": type(exc).__name__, "traceback": redacted_traceback(exc)},
+        )
         return error_response(500, "Internal error in the CDS service; the details are in its log.")
+
+
+_TRACEBACK_HEAD, _TRACEBACK_TAIL = 15, 15
+
+
+def redacted_traceback(exc: BaseException) -> str:
+    """Where an exception was raised (its frames, both ends of a very deep stack, and the
+    exceptions it was raised from), without its message: a message may quote request data (a
+    patient id, a value, a token), and nothing from the request reaches the log."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        stack = traceback.extract_tb(current.__traceback__)
+        if len(stack) > _TRACEBACK_HEAD + _TRACEBACK_TAIL:  # e.g. a RecursionError: keep both ends
+            omitted = len(stack) - _TRACEBACK_HEAD - _TRACEBACK_TAIL
+            frames = (
+                "".join(traceback.format_list(stack[:_TRACEBACK_HEAD]))
+                + f"  ... {omitted} frames omitted ...\n"
+                + "".join(traceback.format_list(stack[-_TRACEBACK_TAIL:]))
+            )
+        else:
+            frames = "".join(traceback.format_list(stack))
+        kind = type(current)
+        parts.append(
+            f"Traceback (most recent call last):\n{frames}{kind.__module__}.{kind.__qualname__}: <message withheld>"
+        )
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "\n\nwhich was raised while handling:\n\n".join(parts)

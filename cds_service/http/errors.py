@@ -22,6 +22,7 @@ _ISSUE_CODE = {
     415: "not-supported",
     431: "too-long",
     500: "exception",
+    501: "not-supported",
 }
 
 _STATUS: dict[type[CdsError], int] = {
@@ -35,7 +36,7 @@ _STATUS: dict[type[CdsError], int] = {
 class ApiError(CdsError):
     """An error only the HTTP layer can detect, with its status."""
 
-    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message, headers=headers)
         self.status = status
 

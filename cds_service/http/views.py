@@ -7,6 +7,7 @@ and answered by ``cds_service.http.app`` as OperationOutcomes.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -19,10 +20,12 @@ from cds_service.http.deps import Deps
 from cds_service.http.errors import ApiError
 from cds_service.http.responses import json_response
 from cds_service.pipeline import find_service, run_hook
-from cds_service.protocol import FeedbackRequest
+from cds_service.protocol import HOOKS, FeedbackRequest
 from cds_service.services import discovery_document
 
 JSON_MIMETYPES = frozenset({"application/json", "application/fhir+json"})
+# A hookInstance worth logging: a UUID or a similar short token.
+_LOGGABLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 blueprint = Blueprint("cds", __name__)
 
@@ -32,15 +35,18 @@ def deps() -> Deps:
     return found
 
 
-def _audience() -> str:
-    base = deps().settings.public_base_url
-    if base:
-        return base.rstrip("/") + request.path
-    return request.base_url
+def _audiences() -> list[str]:
+    """The URL that was called, under each configured public base URL.
+
+    Built from configuration only: the Host header (and any X-Forwarded-*) is chosen by the
+    caller, so an audience derived from it would accept a token minted for another service that
+    has the same path. ``create_app`` refuses an enabled authenticator without a base URL.
+    """
+    return [base + request.path for base in deps().settings.public_base_url]
 
 
 def _authenticate() -> None:
-    g.auth = deps().authenticator.authenticate(request.headers.get("Authorization"), _audience())
+    g.auth = deps().authenticator.authenticate(request.headers.get("Authorization"), _audiences())
     if g.auth:
         # Who called (never the token): the tenant for the request context, both for the log line.
         g.tenant = g.auth.get("tenant")
@@ -63,15 +69,30 @@ def _json_body() -> Any:
         raise BadRequest(f"The request body is not valid JSON ({exc}).") from None
 
 
+def _loggable_hook_fields(body: dict[str, Any]) -> dict[str, str]:
+    """``hook`` and ``hookInstance`` for the request log line, only in their expected shapes (a
+    known hook name; a short id): a caller cannot put patient data or a megabyte into the log."""
+    fields: dict[str, str] = {}
+    hook = body.get("hook")
+    if isinstance(hook, str):
+        fields["hook"] = hook if hook in HOOKS else "(other)"
+    instance = body.get("hookInstance")
+    if isinstance(instance, str) and _LOGGABLE_ID.fullmatch(instance):
+        fields["hookInstance"] = instance
+    return fields
+
+
 @blueprint.get("/")
 def index() -> Response:
+    bases = deps().settings.public_base_url
+    base = bases[0] if bases else request.host_url.rstrip("/")
     return json_response(
         {
             "name": "calciphylaxis-cds",
             "version": __version__,
             "description": "CDS Hooks 2.0 service: calciphylaxis decision support for dialysis care.",
-            "discovery": request.host_url.rstrip("/") + "/cds-services",
-            "health": request.host_url.rstrip("/") + "/health",
+            "discovery": base + "/cds-services",
+            "health": base + "/health",
         }
     )
 
@@ -95,7 +116,7 @@ def call_service(service_id: str) -> Response:
     g.log["service"] = service.id
     body = _json_body()
     if isinstance(body, dict):
-        g.log.update(hook=body.get("hook"), hookInstance=body.get("hookInstance"))
+        g.log.update(_loggable_hook_fields(body))
     request_model, response = run_hook(service, body, d.resolver, now=d.now)
     g.log["cards"] = len(response.cards)
     d.store.record_served(service.id, request_model.hook, str(request_model.context.get("patientId")), response.cards)
