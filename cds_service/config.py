@@ -170,7 +170,9 @@ class Settings(BaseSettings):
         "least the number of prefetch keys and below fhir_workers so one slow server leaves threads for the others.",
     )
     fhir_breaker_threshold: int = Field(
-        25, ge=1, description="Consecutive FHIR timeouts or connection failures after which that server's circuit opens."
+        25,
+        ge=1,
+        description="Consecutive FHIR timeouts or connection failures after which that server's circuit opens.",
     )
     fhir_breaker_cooldown: float = Field(
         30.0, gt=0, description="Seconds an open circuit fails calls to that FHIR server at once before one trial call."
