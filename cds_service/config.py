@@ -161,7 +161,8 @@ class Settings(BaseSettings):
     )
     # The cap is at least the number of prefetch keys (14: one hook call is never serialised) and
     # below the fetch threads (a slow server leaves some for the others). The breaker counts GETs:
-    # one hook call whose every key times out (a network blip) counts 14 and does not open it.
+    # a hook call whose every key times out (a network blip) counts 14: two such calls do not open
+    # it, three in a row do.
     fhir_server_concurrency: int = Field(
         16,
         ge=1,
@@ -170,7 +171,7 @@ class Settings(BaseSettings):
         "least the number of prefetch keys and below fhir_workers so one slow server leaves threads for the others.",
     )
     fhir_breaker_threshold: int = Field(
-        25,
+        40,
         ge=1,
         description="Consecutive FHIR timeouts or connection failures after which that server's circuit opens.",
     )

@@ -55,6 +55,8 @@ PREFETCH_KEYS: dict[str, PrefetchKey] = {
     sources.PHOSPHATE: _observations("recent phosphate results", sources.PHOSPHATE, count=10),
     sources.PTH: _observations("recent PTH results", sources.PTH, count=6),
     sources.EGFR: _observations("recent eGFR results", sources.EGFR, count=3),
+    # CRP: the latest result and the one before it show the trend (seeds 001, 004).
+    sources.CRP: _observations("recent CRP results", sources.CRP, count=3),
     # Recent dialysis sessions: evidence of dialysis where no ESRD/dependence Condition is coded.
     sources.PROCEDURES: PrefetchKey(
         "Procedure?patient={{context.patientId}}&code="
@@ -96,8 +98,8 @@ class ServiceDefinition:
 
 _USAGE = (
     "For adults with kidney failure on dialysis and/or calciphylaxis. Needs the patient's "
-    "Conditions, active MedicationRequests and recent calcium, albumin, phosphate, PTH and eGFR "
-    "results (prefetch, or a FHIR server the service is configured to trust)."
+    "Conditions, active MedicationRequests and recent calcium, albumin, phosphate, PTH, eGFR and "
+    "CRP results (prefetch, or a FHIR server the service is configured to trust)."
 )
 
 SERVICES: dict[str, ServiceDefinition] = {
@@ -109,8 +111,10 @@ SERVICES: dict[str, ServiceDefinition] = {
             title="Calciphylaxis medication and mineral review",
             description=(
                 "On opening the chart of a dialysis patient or a patient with calciphylaxis, flags "
-                "active calcium-based phosphate binders, vitamin K antagonists and active vitamin D "
-                "sterols, and summarises calcium, phosphate and PTH against targets."
+                "active calcium-based phosphate binders, vitamin K antagonists, active vitamin D "
+                "sterols, iron, aluminium binders past 4 weeks and calcimimetics in hypocalcaemia, "
+                "and summarises calcium, phosphate, PTH and CRP against targets, with sodium "
+                "thiosulfate as an order for haemodialysis patients."
             ),
             usage_requirements=_USAGE,
             # Reviewing the chart: without conditions or medications there is nothing to review.
@@ -121,9 +125,9 @@ SERVICES: dict[str, ServiceDefinition] = {
             hook="order-select",
             title="Calciphylaxis check on medication selection",
             description=(
-                "When a calcium-based binder, a vitamin K antagonist or an active vitamin D sterol "
-                "is selected for a dialysis or calciphylaxis patient, warns and offers a safer "
-                "substitute order in one click."
+                "When a calcium-based binder, a vitamin K antagonist, an active vitamin D sterol, "
+                "iron, an aluminium binder or a calcimimetic is selected for a dialysis or "
+                "calciphylaxis patient, warns and offers a safer substitute order in one click."
             ),
             usage_requirements=_USAGE,
             # The orders under review come in the context: everything else is optional and the
@@ -136,8 +140,8 @@ SERVICES: dict[str, ServiceDefinition] = {
             title="Calciphylaxis check before signing medication orders",
             description=(
                 "Before orders are signed, checks every draft medication order for calcium-based "
-                "binders, vitamin K antagonists and active vitamin D sterols in dialysis or "
-                "calciphylaxis patients, with substitute orders."
+                "binders, vitamin K antagonists, active vitamin D sterols, iron, aluminium binders "
+                "and calcimimetics in dialysis or calciphylaxis patients, with substitute orders."
             ),
             usage_requirements=_USAGE,
             prefetch=_keys(),

@@ -15,6 +15,8 @@ Expected card fields (checked by tests/test_fixtures.py, in order):
   substitutes    RxNorm codes of the suggested substitutes, in order; the first recommended
   removes        resourceId every suggestion deletes (draft orders)
   stops          id of the active order every suggestion updates to status "stopped"
+  holds          id of the active order every suggestion updates to status "on-hold"
+  creates        RxNorm codes of the orders a chart-level card offers to create (nothing replaced)
   no_suggestions true when the card must offer no suggestion at all
   detail         texts the detail must contain
   detail_absent  texts the detail must not contain
@@ -134,6 +136,21 @@ def egfr(patient: str, value: float, when: str = FRESH) -> dict[str, Any]:
     return obs("egfr-1", patient, "98979-8", "eGFR (CKD-EPI 2021)", value, "mL/min/{1.73_m2}", when)
 
 
+def crp(patient: str, value: float, when: str = FRESH, oid: str = "crp-1") -> dict[str, Any]:
+    return obs(oid, patient, "1988-5", "C reactive protein [Mass/volume] in Serum or Plasma", value, "mg/L", when)
+
+
+def procedure(prid: str, patient: str, code: str, display: str, when: str = FRESH) -> dict[str, Any]:
+    return {
+        "resourceType": "Procedure",
+        "id": prid,
+        "status": "completed",
+        "code": {"coding": [{"system": SNOMED, "code": code, "display": display}], "text": display},
+        "subject": {"reference": f"Patient/{patient}"},
+        "performedDateTime": when,
+    }
+
+
 def rx(system: str, code: str, display: str) -> dict[str, Any]:
     return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
 
@@ -233,11 +250,18 @@ def patient(pid: str, gender: str = "female", born: str = "1958-03-14") -> dict[
     }
 
 
-def labs_prefetch(pid: str, *, ca=(), alb=(), phos=(), pth_=(), egfr_=()) -> dict[str, Any]:
+def labs_prefetch(pid: str, *, ca=(), alb=(), phos=(), pth_=(), egfr_=(), crp_=()) -> dict[str, Any]:
     def key(items):
         return bundle(*items) if items else None
 
-    return {"calcium": key(ca), "albumin": key(alb), "phosphate": key(phos), "pth": key(pth_), "egfr": key(egfr_)}
+    return {
+        "calcium": key(ca),
+        "albumin": key(alb),
+        "phosphate": key(phos),
+        "pth": key(pth_),
+        "egfr": key(egfr_),
+        "crp": key(crp_),
+    }
 
 
 def request(
@@ -254,6 +278,7 @@ def request(
     allergies: list | None = None,
     statements: list | None = None,
     administrations: list | None = None,
+    procedures: list | None = None,
 ) -> dict[str, Any]:
     context: dict[str, Any] = {"userId": "Practitioner/nephrologist-1", "patientId": pid, "encounterId": f"enc-{pid}"}
     if hook in ("order-select", "order-sign"):
@@ -270,6 +295,8 @@ def request(
         "medadmins": bundle(*administrations) if administrations else None,
         **(labs or labs_prefetch(pid)),
     }
+    if procedures is not None:
+        prefetch["procedures"] = bundle(*procedures) if procedures else None
     for key in omit:
         prefetch.pop(key, None)
     return {"hookInstance": instance, "hook": hook, "context": context, "prefetch": prefetch}
@@ -292,7 +319,31 @@ CINACALCET = rx(RXNORM, "432402", "cinacalcet 30 MG Oral Tablet")
 METFORMIN_TEXT = {"text": "metformin 500 mg tablet"}
 LEUCOVORIN_TEXT = {"text": "Leucovorin calcium 5 mg tablet"}
 
+IRON_SUCROSE = rx(RXNORM, "1741261", "10 ML iron sucrose 20 MG/ML Injection")
+ALUMINIUM_HYDROXIDE_ATC = {
+    "coding": [{"system": ATC, "code": "A02AB01", "display": "aluminium hydroxide"}],
+    "text": "Aluminium hydroxide 475 mg capsule",
+}
+ALUMINIUM_MAGNESIUM_ANTACID = rx(
+    RXNORM, "243463", "aluminum hydroxide 40 MG/ML / magnesium hydroxide 40 MG/ML Oral Suspension"
+)
+CINACALCET_60 = rx(RXNORM, "432401", "cinacalcet 60 MG Oral Tablet")
+ETELCALCETIDE = rx(RXNORM, "1876137", "0.5 ML etelcalcetide 5 MG/ML Injection")
+SODIUM_THIOSULFATE = rx(RXNORM, "237832", "50 ML sodium thiosulfate 250 MG/ML Injection")
+HAEMODIALYSIS = ("302497006", "Hemodialysis (procedure)")
+PERITONEAL_DIALYSIS = ("71192002", "Peritoneal dialysis (procedure)")
+
 SEVELAMER_RX, LANTHANUM_RX, APIXABAN_RX, CINACALCET_RX = "749206", "477347", "1364435", "432402"
+SODIUM_THIOSULFATE_RX = "237832"
+
+
+def dose(value: float, unit: str, *, per_day: int = 1, text: str = "") -> dict[str, Any]:
+    """A coded dosage: value and unit per dose, ``per_day`` doses a day."""
+    return {
+        "text": text or f"{value:g} {unit} {per_day} times daily",
+        "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}},
+        "doseAndRate": [{"doseQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit}}],
+    }
 
 
 def calciphylaxis_labs(pid: str, *, ca=9.4, alb=3.6, phos=5.2, pth_value=320.0) -> dict[str, Any]:
@@ -1569,6 +1620,594 @@ def scenarios() -> dict[str, dict[str, Any]]:
         "rosuvastatin calcium, nutritional vitamin D, topical calcipotriol, vitamin K and IV calcium "
         "gluconate for hyperkalaemia: no card.",
         [],
+    )
+
+    # --- C4 iron in calciphylaxis (issue 14) ------------------------------------------------
+    pid = "c4-calciphylaxis"
+    add(
+        "c4-iron-sucrose-calciphylaxis-warning-without-stop",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000201",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-iron", pid, IRON_SUCROSE, dose_text="100 mg IV at each dialysis x 10")],
+        ),
+        "Haemodialysis patient with calciphylaxis; IV iron sucrose selected. One summary says stop iron, "
+        "reviews list iron among risk factors, and iron is standard anaemia care: a warning that names "
+        "the conflict and leaves the decision to the clinician, with no stop or substitute offered.",
+        [
+            {
+                "rule": "C4-iron-calciphylaxis",
+                "indicator": "warning",
+                "drug": "iron sucrose",
+                "no_suggestions": True,
+                "detail": [
+                    "Where sources disagree",
+                    "stopping iron supplementation",
+                    "anaemia of kidney disease",
+                    "Anaemia and iron stores",
+                    "RxNorm 1741261",
+                    "Condition/calciphylaxis",
+                    "kdigo.org",
+                ],
+            }
+        ],
+    )
+
+    pid = "c4-venofer-given"
+    add(
+        "c4-iron-given-at-dialysis-patient-view",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000202",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            medications=[],
+            administrations=[
+                administration("adm-iron", pid, text_only("Venofer (iron sucrose) 100 mg IV"), "2026-11-19T15:40:00Z")
+            ],
+        ),
+        "IV iron given at dialysis (a MedicationAdministration, brand Venofer) in calciphylaxis: the "
+        "mineral review, then one iron warning with no suggestion and no advice to stop the order.",
+        [
+            {"rule": "M1-mineral-status-calciphylaxis", "indicator": "info", "drug": "", "no_suggestions": True},
+            {
+                "rule": "C4-iron-calciphylaxis",
+                "indicator": "warning",
+                "drug": "Venofer",
+                "no_suggestions": True,
+                "detail": ["Given: Venofer", "MedicationAdministration/adm-iron", "brand name"],
+                "detail_absent": ["standing order"],
+            },
+        ],
+    )
+
+    pid = "c4-dialysis-only"
+    add(
+        "c4-iron-sucrose-dialysis-without-calciphylaxis-silent",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000203",
+            conditions=[esrd(pid), dialysis_dependence(pid)],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 9.1)], alb=[albumin(pid, 3.9)], pth_=[pth(pid, 260)]),
+            drafts=[med_request("draft-iron", pid, IRON_SUCROSE, dose_text="100 mg IV at each dialysis x 10")],
+        ),
+        "Dialysis without calciphylaxis: IV iron is routine anaemia care, silent.",
+        [],
+    )
+
+    pid = "c4-out-of-scope"
+    add(
+        "c4-ferrous-sulfate-out-of-scope",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000204",
+            conditions=[condition("ida", pid, ICD10, "D50.9", "Iron deficiency anemia, unspecified")],
+            labs=labs_prefetch(pid, egfr_=[egfr(pid, 84)]),
+            drafts=[med_request("draft-fe", pid, text_only("Ferrous sulfate 325 mg tablet"), dose_text="1 tab daily")],
+        ),
+        "Iron deficiency with normal kidney function, no calciphylaxis: out of scope, silent.",
+        [],
+    )
+
+    # --- C5 aluminium-based binders beyond 4 weeks (issue 14) --------------------------------
+    pid = "c5-supply"
+    add(
+        "c5-aluminium-hydroxide-dialysis-90-days-of-supply",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000205",
+            conditions=[esrd(pid), dialysis_dependence(pid)],
+            labs=labs_prefetch(
+                pid, ca=[calcium(pid, 9.0)], alb=[albumin(pid, 4.0)], phos=[phosphate(pid, 7.4)], pth_=[pth(pid, 240)]
+            ),
+            drafts=[
+                med_request(
+                    "draft-alu",
+                    pid,
+                    ALUMINIUM_HYDROXIDE_ATC,
+                    dose_text="1 capsule by mouth three times daily with meals",
+                    dispenseRequest={
+                        "expectedSupplyDuration": {"value": 30, "unit": "days", "system": UCUM, "code": "d"},
+                        "numberOfRepeatsAllowed": 2,
+                    },
+                )
+            ],
+        ),
+        "Dialysis patient with phosphate 7.4 mg/dL; an aluminium hydroxide draft with a 30-day supply and "
+        "2 repeats (90 days): past the 4-week limit. The card names the dates used and offers sevelamer "
+        "(recommended) or lanthanum in its place.",
+        [
+            {
+                "rule": "C5-aluminium-binder-beyond-4-weeks",
+                "indicator": "warning",
+                "drug": "Aluminium hydroxide",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-alu",
+                "detail": [
+                    "Start: 2026-11-21 (read from authoredOn)",
+                    "Runs to 2027-02-19, 90 days from the start",
+                    "dispenseRequest.expectedSupplyDuration: 30 days x (1 + 2 repeats)",
+                    "Phosphate: 7.4 mg/dL",
+                    "ATC A02AB01",
+                    "Phosphate needs a binder",
+                ],
+            }
+        ],
+    )
+
+    pid = "c5-running"
+    add(
+        "c5-aluminium-hydroxide-calciphylaxis-taken-7-weeks-patient-view",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000206",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            medications=[
+                {
+                    **med_request("ma-alu", pid, ALUMINIUM_HYDROXIDE_ATC, status="active"),
+                    "authoredOn": "2026-10-01",
+                }
+            ],
+        ),
+        "Calciphylaxis; an active aluminium hydroxide order written on 2026-10-01 with no end: taken for "
+        "51 days, past 4 weeks. Mineral review, then the warning; the suggestion stops the order and "
+        "creates sevelamer.",
+        [
+            {"rule": "M1-mineral-status-calciphylaxis", "indicator": "info", "drug": "", "no_suggestions": True},
+            {
+                "rule": "C5-aluminium-binder-beyond-4-weeks",
+                "indicator": "warning",
+                "drug": "Aluminium hydroxide",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "stops": "ma-alu",
+                "detail": ["Start: 2026-10-01 (read from authoredOn)", "Taken for 51 days so far, since 2026-10-01"],
+            },
+        ],
+    )
+
+    pid = "c5-short"
+    add(
+        "c5-aluminium-hydroxide-dialysis-two-week-course-silent",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000207",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 9.0)], alb=[albumin(pid, 4.0)], phos=[phosphate(pid, 8.1)]),
+            drafts=[
+                med_request(
+                    "draft-alu",
+                    pid,
+                    ALUMINIUM_HYDROXIDE_ATC,
+                    dosageInstruction=[
+                        {
+                            "text": "1 capsule three times daily with meals for 14 days",
+                            "timing": {
+                                "repeat": {
+                                    "frequency": 3,
+                                    "period": 1,
+                                    "periodUnit": "d",
+                                    "boundsDuration": {"value": 14, "unit": "days", "system": UCUM, "code": "d"},
+                                }
+                            },
+                        }
+                    ],
+                )
+            ],
+        ),
+        "Severe hyperphosphataemia on dialysis; aluminium hydroxide for 14 days (timing boundsDuration): "
+        "within the 4-week limit, silent.",
+        [],
+    )
+
+    pid = "c5-no-end"
+    add(
+        "c5-aluminium-hydroxide-dialysis-no-end-date",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000208",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 9.0)], alb=[albumin(pid, 4.0)], phos=[phosphate(pid, 6.8)]),
+            drafts=[med_request("draft-alu", pid, ALUMINIUM_HYDROXIDE_ATC)],
+        ),
+        "Dialysis; an aluminium hydroxide draft with no end date, duration or supply: how long it runs "
+        "cannot be told, so an info card asks for a stop date within 4 weeks.",
+        [
+            {
+                "rule": "C5-aluminium-binder-no-end-date",
+                "indicator": "info",
+                "drug": "Aluminium hydroxide",
+                "no_suggestions": True,
+                "detail": ["No end date, duration or supply found", "Start: 2026-11-21 (read from authoredOn)"],
+            }
+        ],
+    )
+
+    pid = "c5-antacid"
+    add(
+        "c5-aluminium-magnesium-antacid-out-of-scope",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000209",
+            conditions=[condition("gerd", pid, ICD10, "K21.9", "Gastro-esophageal reflux disease without esophagitis")],
+            labs=labs_prefetch(pid, egfr_=[egfr(pid, 88)]),
+            drafts=[
+                med_request(
+                    "draft-antacid",
+                    pid,
+                    ALUMINIUM_MAGNESIUM_ANTACID,
+                    dose_text="10 mL after meals as needed",
+                    dispenseRequest={
+                        "expectedSupplyDuration": {"value": 90, "unit": "days", "system": UCUM, "code": "d"}
+                    },
+                )
+            ],
+        ),
+        "An aluminium/magnesium hydroxide antacid for 90 days in reflux, normal kidney function, no "
+        "calciphylaxis: out of scope, silent.",
+        [],
+    )
+
+    # --- C6 calcimimetics while calcium is low (issue 14) --------------------------------------
+    pid = "c6-hold-draft"
+    add(
+        "c6-cinacalcet-dialysis-calcium-below-7-5-withhold",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000210",
+            conditions=[esrd(pid), dialysis_dependence(pid)],
+            labs=labs_prefetch(
+                pid, ca=[calcium(pid, 7.0)], alb=[albumin(pid, 3.6)], phos=[phosphate(pid, 5.0)], pth_=[pth(pid, 520)]
+            ),
+            drafts=[
+                med_request("draft-cina", pid, CINACALCET_60, dosageInstruction=[dose(60, "mg", text="60 mg daily")])
+            ],
+        ),
+        "Dialysis; cinacalcet 60 mg selected while corrected calcium is 7.3 mg/dL (7.0 with albumin 3.6): "
+        "below 7.5, so withhold (critical): the draft is removed, restart at 8.0 mg/dL one step lower "
+        "(30 mg).",
+        [
+            {
+                "rule": "C6-calcimimetic-calcium-below-7-5",
+                "indicator": "critical",
+                "drug": "cinacalcet",
+                "removes": "MedicationRequest/draft-cina",
+                "detail": [
+                    "Corrected calcium: 7.3 mg/dL on 2026-11-16",
+                    "back to 8 mg/dL",
+                    "Current dose: 60 mg",
+                    "next lower step of the titration is 30 mg",
+                    "withholds the order",
+                ],
+            }
+        ],
+    )
+
+    pid = "c6-hold-active"
+    add(
+        "c6-cinacalcet-calciphylaxis-calcium-below-7-5-put-on-hold-patient-view",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000211",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid, ca=7.1, alb=4.0, pth_value=300),
+            medications=[
+                med_request(
+                    "ma-cina", pid, CINACALCET, status="active", dosageInstruction=[dose(30, "mg", text="30 mg daily")]
+                )
+            ],
+        ),
+        "Calciphylaxis with corrected calcium 7.1 mg/dL on cinacalcet 30 mg: the suggestion puts the "
+        "active order on hold (not stopped); 30 mg is already the lowest step, which the card says, "
+        "with the conflict over raising calcium in calciphylaxis.",
+        [
+            {"rule": "M1-mineral-status-calciphylaxis", "indicator": "info", "drug": "", "no_suggestions": True},
+            {
+                "rule": "C6-calcimimetic-calcium-below-7-5",
+                "indicator": "critical",
+                "drug": "cinacalcet",
+                "holds": "ma-cina",
+                "detail": ["already the lowest step", "Where sources disagree", "case by case"],
+            },
+        ],
+    )
+
+    pid = "c6-etelcalcetide"
+    add(
+        "c6-etelcalcetide-dialysis-calcium-below-7-5-extrapolation",
+        request(
+            "order-sign",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000212",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 7.2)], alb=[albumin(pid, 4.0)], egfr_=[egfr(pid, 6)]),
+            drafts=[
+                med_request("draft-etel", pid, ETELCALCETIDE, dose_text="2.5 mg IV three times weekly at dialysis")
+            ],
+        ),
+        "Dialysis; etelcalcetide with corrected calcium 7.2 mg/dL: the cinacalcet withhold rule extended "
+        "to etelcalcetide, stated as an extrapolation (warning, not critical).",
+        [
+            {
+                "rule": "C6-calcimimetic-calcium-below-7-5",
+                "indicator": "warning",
+                "drug": "etelcalcetide",
+                "removes": "MedicationRequest/draft-etel",
+                "detail": ["an extrapolation", "RxNorm 1876137"],
+                "detail_absent": ["Current dose"],
+            }
+        ],
+    )
+
+    pid = "c6-ionized"
+    add(
+        "c6-cinacalcet-dialysis-ionized-calcium-below-cut-off",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000213",
+            conditions=[esrd(pid)],
+            labs={
+                **labs_prefetch(pid, pth_=[pth(pid, 400)], egfr_=[egfr(pid, 6)]),
+                "calcium": bundle(
+                    obs("ica-1", pid, "1995-0", "Calcium.ionized [Moles/volume] in Serum or Plasma", 0.98, "mmol/L")
+                ),
+            },
+            drafts=[med_request("draft-cina", pid, CINACALCET, dose_text="30 mg by mouth daily")],
+        ),
+        "Only an ionized calcium (0.98 mmol/L) is on file: below the derived cut-off of 1.04 mmol/L; the "
+        "card says the ionized calcium was used and that the cut-offs are derived.",
+        [
+            {
+                "rule": "C6-calcimimetic-calcium-below-7-5",
+                "indicator": "critical",
+                "drug": "cinacalcet",
+                "removes": "MedicationRequest/draft-cina",
+                "detail": ["Ionized calcium: 0.98 mmol/L", "1.04 and 1.1 mmol/L", "No source gives"],
+            }
+        ],
+    )
+
+    pid = "c6-band-calciphylaxis"
+    add(
+        "c6-cinacalcet-calciphylaxis-calcium-7-9-conflict",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000214",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid, ca=7.9, alb=4.0, pth_value=350),
+            drafts=[med_request("draft-cina", pid, CINACALCET, dose_text="30 mg by mouth daily")],
+        ),
+        "Calciphylaxis with corrected calcium 7.9 mg/dL on cinacalcet: the protocol would add calcium "
+        "(calcium binders, vitamin D), which calciphylaxis care avoids: a warning stating the conflict, "
+        "no suggestion.",
+        [
+            {
+                "rule": "C6-calcimimetic-low-calcium-calciphylaxis",
+                "indicator": "warning",
+                "drug": "cinacalcet",
+                "no_suggestions": True,
+                "detail": [
+                    "Corrected calcium: 7.9 mg/dL",
+                    "calcium-containing binders",
+                    "Where sources disagree",
+                    "Dialysate calcium advice differs",
+                ],
+            }
+        ],
+    )
+
+    pid = "c6-band-dialysis"
+    add(
+        "c6-cinacalcet-dialysis-calcium-8-1-info",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000215",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(
+                pid, ca=[calcium(pid, 8.1)], alb=[albumin(pid, 4.0)], phos=[phosphate(pid, 5.0)], pth_=[pth(pid, 280)]
+            ),
+            medications=[med_request("ma-cina", pid, CINACALCET, status="active", dose_text="30 mg daily")],
+        ),
+        "Dialysis without calciphylaxis, corrected calcium 8.1 mg/dL on cinacalcet: info with the "
+        "protocol's advice (calcium-containing binders and/or vitamin D; withhold only below 7.5).",
+        [
+            {
+                "rule": "C6-calcimimetic-low-calcium-dialysis",
+                "indicator": "info",
+                "drug": "cinacalcet",
+                "no_suggestions": True,
+                "detail": ["8.1 mg/dL", "withholds it only below 7.5 mg/dL"],
+                "detail_absent": ["Where sources disagree"],
+            }
+        ],
+    )
+
+    pid = "c6-normal"
+    add(
+        "c6-cinacalcet-dialysis-normal-calcium-silent",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000216",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 9.0)], alb=[albumin(pid, 4.0)], pth_=[pth(pid, 420)]),
+            drafts=[med_request("draft-cina", pid, CINACALCET, dose_text="30 mg by mouth daily")],
+        ),
+        "Dialysis, corrected calcium 9.0 mg/dL: cinacalcet is fine, silent.",
+        [],
+    )
+
+    pid = "c6-out-of-scope"
+    add(
+        "c6-cinacalcet-normal-kidney-function-out-of-scope",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000217",
+            conditions=[condition("phpt", pid, ICD10, "E21.0", "Primary hyperparathyroidism")],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 7.2)], alb=[albumin(pid, 4.0)], egfr_=[egfr(pid, 76)]),
+            drafts=[med_request("draft-cina", pid, CINACALCET, dose_text="30 mg by mouth twice daily")],
+        ),
+        "Primary hyperparathyroidism with normal kidney function, no calciphylaxis: out of scope, silent.",
+        [],
+    )
+
+    # --- M1: sodium thiosulfate as an order, CRP with its trend (issue 14) --------------------
+    pid = "m1-haemodialysis"
+    add(
+        "m1-sodium-thiosulfate-offered-on-haemodialysis-with-crp-trend",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000218",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            procedures=[procedure("hd-1", pid, *HAEMODIALYSIS, when="2026-11-19T14:00:00Z")],
+            medications=[med_request("ma-sev", pid, SEVELAMER, status="active")],
+            labs=labs_prefetch(
+                pid,
+                ca=[calcium(pid, 9.1)],
+                alb=[albumin(pid, 4.0)],
+                phos=[phosphate(pid, 6.2)],
+                pth_=[pth(pid, 260)],
+                egfr_=[egfr(pid, 7)],
+                crp_=[crp(pid, 42.0), crp(pid, 18.0, when="2026-10-20T08:30:00Z", oid="crp-0")],
+            ),
+        ),
+        "Calciphylaxis on haemodialysis (a dialysis Procedure 2 days ago) without sodium thiosulfate: "
+        "the mineral review offers it as a one-click order (25 g IV during the last part of dialysis, "
+        "3 times weekly; RxNorm 237832), with the 12.5-25 g range and the meta-analysis; CRP 42 mg/L, "
+        "up from 18; phosphate above target brings the intensified-dialysis conflict.",
+        [
+            {
+                "rule": "M1-mineral-status-calciphylaxis",
+                "indicator": "info",
+                "drug": "Calciphylaxis mineral review",
+                "creates": [SODIUM_THIOSULFATE_RX],
+                "detail": [
+                    "| CRP | 42.0 mg/L on 2026-11-16",
+                    "up from 18.0 mg/L on 2026-10-20",
+                    "no monitoring interval given",
+                    "On haemodialysis (Hemodialysis (procedure) (Procedure/hd-1))",
+                    "No allergy or intolerance recorded to sodium thiosulfate",
+                    "No sodium thiosulfate already active",
+                    "12.5-25 g",
+                    "meta-analysis",
+                    "Intensified dialysis",
+                    "no data that it helps",
+                ],
+            }
+        ],
+    )
+
+    pid = "m1-peritoneal"
+    add(
+        "m1-no-sodium-thiosulfate-order-on-peritoneal-dialysis",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000219",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            procedures=[procedure("pd-1", pid, *PERITONEAL_DIALYSIS, when="2026-11-20T07:00:00Z")],
+            medications=[med_request("ma-sev", pid, SEVELAMER, status="active")],
+            labs=calciphylaxis_labs(pid),
+        ),
+        "Calciphylaxis on peritoneal dialysis: the haemodialysis regimen of sodium thiosulfate is not "
+        "offered as an order; the card names it and says why.",
+        [
+            {
+                "rule": "M1-mineral-status-calciphylaxis",
+                "indicator": "info",
+                "drug": "no sodium thiosulfate",
+                "no_suggestions": True,
+                "detail": ["Haemodialysis not confirmed", "peritoneal dialysis recorded", "Procedure/pd-1"],
+            }
+        ],
+    )
+
+    pid = "m1-sts-given"
+    add(
+        "m1-sodium-thiosulfate-already-given-at-dialysis",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000220",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            procedures=[procedure("hd-1", pid, *HAEMODIALYSIS, when="2026-11-19T14:00:00Z")],
+            medications=[med_request("ma-sev", pid, SEVELAMER, status="active")],
+            administrations=[administration("adm-sts", pid, SODIUM_THIOSULFATE, "2026-11-19T17:20:00Z")],
+            labs=calciphylaxis_labs(pid),
+        ),
+        "Calciphylaxis on haemodialysis, sodium thiosulfate given at the last session (an "
+        "administration): no second order is offered and the card does not say it is missing.",
+        [
+            {
+                "rule": "M1-mineral-status-calciphylaxis",
+                "indicator": "info",
+                "drug": "Calciphylaxis mineral review",
+                "no_suggestions": True,
+                "detail_absent": ["No sodium thiosulfate", "no sodium thiosulfate"],
+            }
+        ],
+    )
+
+    pid = "m1-modality-unknown"
+    add(
+        "m1-dialysis-modality-not-recorded-asks-to-confirm",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000221",
+            conditions=[calciphylaxis(pid), dialysis_dependence(pid)],
+            medications=[med_request("ma-sev", pid, SEVELAMER, status="active")],
+            labs=calciphylaxis_labs(pid),
+        ),
+        "Calciphylaxis with 'Dependence on renal dialysis' (Z99.2), modality not recorded: no order is "
+        "offered; the card asks to confirm haemodialysis.",
+        [
+            {
+                "rule": "M1-mineral-status-calciphylaxis",
+                "indicator": "info",
+                "drug": "no sodium thiosulfate",
+                "no_suggestions": True,
+                "detail": ["dialysis modality not recorded", "Condition/dialysis", "record it, or order by hand"],
+            }
+        ],
     )
 
     return s

@@ -15,6 +15,9 @@ from cds_service.checks import RULE_INCOMPLETE, check_order, review_chart
 from cds_service.checks import c1_calcium_binders as calcium_binders
 from cds_service.checks import c2_vitamin_k_antagonists as vitamin_k_antagonists
 from cds_service.checks import c3_active_vitamin_d as active_vitamin_d
+from cds_service.checks import c4_iron as iron
+from cds_service.checks import c5_aluminium_binders as aluminium_binders
+from cds_service.checks import c6_calcimimetic_hypocalcaemia as calcimimetic
 from cds_service.checks.findings import Finding, Gap, Substitution
 from cds_service.checks.m1_mineral_status import RULE_ID as MINERAL_RULE
 from cds_service.knowledge import content as card_content
@@ -58,6 +61,13 @@ def test_every_rule_the_checks_can_fire_has_card_content():
         active_vitamin_d.RULE_CALCIPHYLAXIS,
         active_vitamin_d.RULE_DIALYSIS,
         active_vitamin_d.RULE_DIALYSIS_STALE,
+        iron.RULE_CALCIPHYLAXIS,
+        aluminium_binders.RULE_BEYOND,
+        aluminium_binders.RULE_NO_END,
+        calcimimetic.RULE_HOLD,
+        calcimimetic.RULE_LOW_CALCIPHYLAXIS,
+        calcimimetic.RULE_LOW_DIALYSIS,
+        calcimimetic.RULE_STALE,
         MINERAL_RULE,
         RULE_INCOMPLETE,
     }
@@ -277,7 +287,10 @@ def test_mineral_summary_card_shows_a_results_table_and_the_thiosulfate_conflict
     labs = (lab("calcium", 9.9), lab("albumin", 4.0), lab("phosphate", 6.5), lab("pth", 280, days_ago=140))
     card = _card(review_chart(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs)))
     assert card["indicator"] == "info" and "suggestions" not in card
-    assert card["summary"] == "Calciphylaxis mineral review: 3 out of target; Intact PTH overdue; no sodium thiosulfate"
+    # ESRD alone does not say haemodialysis: sodium thiosulfate is named, not offered as an order.
+    assert card["summary"] == (
+        "Calciphylaxis mineral review: 3 out of target; Intact PTH, CRP overdue; no sodium thiosulfate"
+    )
     assert "| Phosphate | 6.5 mg/dL on 2026-11-18" in card["detail"]
     assert "| 3.5-5.5 mg/dL | above target |" in card["detail"]
     assert "meta-analysis found no association" in card["detail"]
@@ -319,3 +332,123 @@ def test_a_gap_for_an_unreadable_lab_says_why():
     )
     detail = render_card(finding, patient_id="p1").detail
     assert "Intact PTH: a result could not be used (unit 'mEq/L' cannot be converted)" in detail
+
+
+# --- issue 14: a chart-level order to create, withholding, order dates, CRP trend ------------
+
+HAEMODIALYSIS = cond("dialysis", "Hemodialysis (procedure)", rid="Procedure/hd-1")
+
+
+def test_the_mineral_review_offers_sodium_thiosulfate_as_a_new_r4_order_and_replaces_nothing():
+    card = _card(review_chart(record(conditions=[CALCIPHYLAXIS, HAEMODIALYSIS], labs=NORMAL_LABS)))
+    (suggestion,) = card["suggestions"]
+    assert card["selectionBehavior"] == "at-most-one" and "isRecommended" not in suggestion
+    (action,) = suggestion["actions"]
+    assert action["type"] == "create" and "resourceId" not in action
+    model = R4BMedicationRequest.model_validate(action["resource"])
+    coding = model.medicationCodeableConcept.coding[0]
+    assert (coding.system, coding.code) == (terminology.RXNORM, "237832")
+    dosage = model.dosageInstruction[0]
+    assert dosage.route.text == "intravenous"
+    assert (dosage.timing.repeat.frequency, float(dosage.timing.repeat.period), dosage.timing.repeat.periodUnit) == (
+        3,
+        1.0,
+        "wk",
+    )
+    assert (float(dosage.doseAndRate[0].doseQuantity.value), dosage.doseAndRate[0].doseQuantity.code) == (25.0, "g")
+    assert model.subject.reference == "Patient/p1" and model.encounter.reference == "Encounter/e1"
+    assert card["summary"].endswith("no sodium thiosulfate (order offered)")
+    assert "✔ On haemodialysis (Hemodialysis (procedure) (Procedure/hd-1))" in card["detail"]
+    assert "12.5-25 g" in card["detail"] and "meta-analysis" in card["detail"]
+
+
+def test_sodium_thiosulfate_order_is_a_valid_r5_medication_request_too():
+    from cds_service.render.orders import new_order
+
+    R5MedicationRequest.model_validate(new_order(content().substitutes["sodium_thiosulfate"], "R5", "p1"))
+
+
+def test_withholding_an_active_calcimimetic_puts_the_whole_order_on_hold():
+    raw = {
+        "resourceType": "MedicationRequest",
+        "id": "a1",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {"text": "cinacalcet 30 mg"},
+    }
+    order = med("calcimimetic", name="cinacalcet 30 mg", rid="MedicationRequest/a1", status="active", raw=raw)
+    labs = (lab("calcium", 7.0), lab("albumin", 4.0))
+    card = _card(check_order(record(conditions=[ESRD], labs=labs), active(order)))
+    assert card["indicator"] == "critical" and card["summary"].startswith("Withhold cinacalcet 30 mg:")
+    (suggestion,) = card["suggestions"]
+    (update,) = suggestion["actions"]
+    assert update["type"] == "update" and update["resource"]["status"] == "on-hold"
+    assert update["resource"]["statusReason"]["text"].startswith("Withheld")
+    R4BMedicationRequest.model_validate(update["resource"])
+    assert "withholds the order" in card["detail"] and "back to 8 mg/dL" in card["detail"]
+
+
+def test_withholding_a_draft_removes_it_and_a_dose_given_cannot_be_held():
+    labs = (lab("calcium", 7.0), lab("albumin", 4.0))
+    card = _card(check_order(record(conditions=[ESRD], labs=labs), draft(med("calcimimetic", name="cinacalcet"))))
+    assert card["suggestions"][0]["actions"] == [
+        {"type": "delete", "description": "Remove the draft order for cinacalcet", "resourceId": "MedicationRequest/d1"}
+    ]
+    given = dataclasses.replace(
+        med("calcimimetic", name="etelcalcetide 5 mg", rid="MedicationAdministration/x"), kind="administration"
+    )
+    card = _card(check_order(record(conditions=[ESRD], labs=labs), active(given)))
+    assert "suggestions" not in card and "hold the standing order" in card["detail"]
+
+
+def test_an_iron_card_given_as_doses_does_not_tell_to_stop_the_order():
+    given = dataclasses.replace(
+        med("iron", name="Venofer 100 mg", rid="MedicationAdministration/x"), kind="administration"
+    )
+    card = _card(check_order(record(conditions=[CALCIPHYLAXIS]), active(given)))
+    assert card["indicator"] == "warning" and "suggestions" not in card
+    assert "standing order" not in card["detail"] and "Whether to stop iron" in card["detail"]
+
+
+def test_aluminium_card_lists_the_dates_it_used():
+    raw = {
+        "resourceType": "MedicationRequest",
+        "id": "d1",
+        "status": "draft",
+        "authoredOn": "2026-11-21",
+        "dispenseRequest": {"expectedSupplyDuration": {"value": 6, "code": "wk"}},
+    }
+    order = med("aluminium_binder", name="aluminium hydroxide 475 mg", raw=raw)
+    detail = _card(check_order(record(conditions=[ESRD], labs=(lab("phosphate", 7.0),)), draft(order)))["detail"]
+    assert "- Start: 2026-11-21 (read from authoredOn)" in detail
+    assert (
+        "- Runs to 2027-01-02, 42 days from the start (read from dispenseRequest.expectedSupplyDuration: 42 days)"
+        in detail
+    )
+
+
+def test_crp_row_shows_no_target_and_the_trend():
+    labs = (*NORMAL_LABS, lab("crp", 12.0, days_ago=5), lab("crp", 30.0, days_ago=40))
+    detail = _card(review_chart(record(conditions=[CALCIPHYLAXIS], labs=labs)))["detail"]
+    row = next(line for line in detail.splitlines() if line.startswith("| CRP |"))
+    assert "12.0 mg/L on 2026-11-16" in row and "no monitoring interval given" in row
+    assert row.endswith("| down from 30.0 mg/L on 2026-10-12 |") and "in range" not in row
+
+
+def test_an_order_nested_too_deeply_to_echo_back_gets_no_update_but_a_card():
+    from cds_service.render.orders import MAX_RESOURCE_DEPTH, TooDeep, copy_resource
+
+    shallow = {"a": [{"b": 1}, 2], "c": {"d": [3, [4]]}}
+    copied = copy_resource(shallow)
+    assert copied == shallow and copied["a"] is not shallow["a"] and copied["c"]["d"][1] is not shallow["c"]["d"][1]
+    deep: dict = {"resourceType": "MedicationStatement", "id": "s1", "status": "active"}
+    node = deep
+    for _ in range(MAX_RESOURCE_DEPTH + 5):
+        node["x"] = {}
+        node = node["x"]
+    with pytest.raises(TooDeep):
+        copy_resource(deep)
+    order = med("calcium_binder", name="calcium acetate", rid="MedicationStatement/s1", status="active", raw=deep)
+    card = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=NORMAL_LABS), active(order)))
+    assert card["indicator"] == "critical" and "suggestions" not in card

@@ -40,6 +40,12 @@ def test_fixtures_cover_every_rule_and_the_silent_cases():
         "C2-vka-dialysis",
         "C3-active-vitamin-d-calciphylaxis",
         "C3-active-vitamin-d-dialysis",
+        "C4-iron-calciphylaxis",
+        "C5-aluminium-binder-beyond-4-weeks",
+        "C5-aluminium-binder-no-end-date",
+        "C6-calcimimetic-calcium-below-7-5",
+        "C6-calcimimetic-low-calcium-calciphylaxis",
+        "C6-calcimimetic-low-calcium-dialysis",
         "M1-mineral-status-calciphylaxis",
         "X1-calciphylaxis-check-incomplete",
     }
@@ -75,18 +81,34 @@ def _assert_card(card: dict, want: dict, request: dict) -> None:
     if want.get("no_suggestions"):
         assert not suggestions and "selectionBehavior" not in card
         return
-    if "substitutes" not in want:
+    if "creates" in want:  # a chart-level card: new orders only, nothing replaced or stopped
+        assert card["selectionBehavior"] == "at-most-one"
+        assert [a["type"] for s in suggestions for a in s["actions"]] == ["create"] * len(want["creates"])
+        created = [s["actions"][0]["resource"] for s in suggestions]
+        assert [r_code(r) for r in created] == want["creates"]
+        for resource in created:
+            _assert_valid_substitute(resource, request)
         return
+    if "holds" in want:  # withheld: the active order is put on hold, nothing is created
+        assert len(suggestions) == 1
+        (update,) = suggestions[0]["actions"]
+        assert update["type"] == "update" and update["resource"]["id"] == want["holds"]
+        assert update["resource"]["status"] == "on-hold"
+        R4BMedicationRequest.model_validate(update["resource"])
+        return
+    if "substitutes" not in want and "removes" not in want:
+        return
+    substitutes = want.get("substitutes", [])
     assert card["selectionBehavior"] == "at-most-one"
     created = [a["resource"] for s in suggestions for a in s["actions"] if a["type"] == "create"]
     codes = [r_code(r) for r in created]
-    assert codes == want["substitutes"]
-    if want["substitutes"]:
+    assert codes == substitutes
+    if substitutes:
         assert suggestions[0].get("isRecommended") is True
         assert sum(1 for s in suggestions if s.get("isRecommended")) == 1
     for suggestion in suggestions:
         actions = suggestion["actions"]
-        if want["substitutes"]:
+        if substitutes:
             assert actions[0]["type"] == "create", "the substitute must come first"
             _assert_valid_substitute(actions[0]["resource"], request)
         if "removes" in want:

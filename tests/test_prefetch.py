@@ -33,7 +33,7 @@ REQUIRED_KEYS = {
 BASE = "https://fhir.example.org/r4"
 TOKEN = "opaque-access-token-XYZ"
 PATIENT = "p1"
-LAB_KEYS = ("calcium", "albumin", "phosphate", "pth", "egfr")
+LAB_KEYS = ("calcium", "albumin", "phosphate", "pth", "egfr", "crp")
 
 
 # --- builders ---------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 No Flask, no JSON, no wording: a Finding carries rule id, evidence and what could not be
 checked; ``cds_service.render`` turns it into a card using the text in ``cards/``.
 
-One module per rule (``c1_calcium_binders`` ...), each declaring its ``RULE``. This runner:
+One module per rule (``c1_calcium_binders`` ... ``c6_calcimimetic_hypocalcaemia``), each
+declaring its ``RULE``. This runner:
 
 * ``check_order(record, review, labs)``: every order rule whose drug class the order has (one
   finding per problem per order), completed by X1 when the conditions are unknown;
@@ -19,6 +20,9 @@ from cds_service.checks import (
     c1_calcium_binders,
     c2_vitamin_k_antagonists,
     c3_active_vitamin_d,
+    c4_iron,
+    c5_aluminium_binders,
+    c6_calcimimetic_hypocalcaemia,
     m1_mineral_status,
     x1_check_incomplete,
 )
@@ -48,6 +52,9 @@ ORDER_RULES: tuple[OrderRule, ...] = (
     c1_calcium_binders.RULE,
     c2_vitamin_k_antagonists.RULE,
     c3_active_vitamin_d.RULE,
+    c4_iron.RULE,
+    c5_aluminium_binders.RULE,
+    c6_calcimimetic_hypocalcaemia.RULE,
 )
 CHART_RULES: tuple[ChartRule, ...] = (m1_mineral_status.RULE,)
 

@@ -1,6 +1,7 @@
 """Who may get a substitute: the states each one declares in ``cards/substitutes.toml``, checked.
 
-A substitute *needs* states (``on_dialysis`` when its dose assumes dialysis ...) and must *not
+A substitute *needs* states (``on_dialysis`` when its dose assumes dialysis, ``on_haemodialysis``
+when it is given during haemodialysis sessions ...) and must *not
 meet* others (``prosthetic_valve``, ``allergy``, ``active_same_class``). Each is checked here
 against the record and the lab facts, and becomes a ``SafetyCheck`` the card lists, met or not:
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from cds_service.checks.findings import Gap, LabValue, SafetyCheck
 from cds_service.checks.labs import LabFacts, above, calcium_for_rules, is_within
+from cds_service.checks.modality import dialysis_modality
 from cds_service.knowledge import thresholds as T
 from cds_service.knowledge.content import CardContent, CardContentError, SubstituteSpec
 from cds_service.patient import sources
@@ -66,6 +68,26 @@ def _on_dialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) ->
     if record.on_dialysis:
         return State(True, f"eGFR {describe_lab(labs.egfr)}")
     return State(False, f"eGFR {describe_lab(labs.egfr)}" if labs.egfr else "none recorded")
+
+
+def _fact_line(facts: tuple[ConditionFact, ...]) -> str:
+    return "; ".join(f"{c.display} ({c.resource_id})" for c in facts)
+
+
+def _on_haemodialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+    """Haemodialysis, as the record shows it (``modality``): peritoneal dialysis, an unknown
+    modality or no dialysis all withhold an order whose dose is given during haemodialysis."""
+    found = dialysis_modality(record)
+    if found.modality == "haemodialysis":
+        return State(True, _fact_line(found.haemodialysis))
+    if found.modality == "peritoneal":
+        return State(False, f"peritoneal dialysis recorded: {_fact_line(found.peritoneal)}")
+    if found.modality == "none":
+        return State(False, "not on dialysis or in kidney failure")
+    if found.haemodialysis and found.peritoneal:
+        both = f"{_fact_line(found.haemodialysis)} and {_fact_line(found.peritoneal)}"
+        return State(False, f"both haemodialysis and peritoneal dialysis recorded: {both}")
+    return State(False, f"dialysis modality not recorded: {_fact_line(found.unspecified) or 'eGFR only'}")
 
 
 def _phosphate_control_needed(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
@@ -143,6 +165,7 @@ StateCheck = Callable[[PatientRecord, LabFacts, SubstituteSpec], State]
 
 NEEDS: dict[str, StateCheck] = {
     "on_dialysis": _on_dialysis,
+    "on_haemodialysis": _on_haemodialysis,
     "phosphate_control_needed": _phosphate_control_needed,
     "af_recorded": _af_recorded,
     "pth_in_cinacalcet_range": _pth_in_cinacalcet_range,

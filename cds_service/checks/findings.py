@@ -31,6 +31,7 @@ class LabValue:
     original: str | None = None  # the value as reported, when it was converted ("2.6 mmol/L")
     inputs: tuple[LabValue, ...] = ()  # what a corrected or computed value was derived from
     comparator: str | None = None  # "<", "<=", ">=", ">" as the lab reported it ("<3.0")
+    previous: LabValue | None = None  # the result before this one, when a card shows the trend
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,15 @@ class Gap:
 
     key: str  # e.g. "prefetch_unavailable", "lab_missing", "lab_stale", "calcification_not_coded"
     params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A piece of data a card lists that is not a lab value or a condition (the dates an order
+    runs between, the dose it gives): worded in cards/common.toml ``[facts.<key>]``."""
+
+    key: str  # e.g. "order_start", "order_end"
+    params: dict[str, str] = field(default_factory=dict)  # e.g. {"date": "2026-11-21", "field": "authoredOn"}
 
 
 @dataclass(frozen=True)
@@ -69,8 +79,14 @@ class Finding:
     # Chart reviews: (analyte, "low" | "high") for each recent value outside its target.
     positions: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()  # extra statements to make, e.g. ("parathyroidectomy_conflict",)
+    facts: tuple[Fact, ...] = ()  # other data the rule used (order dates, dose), listed with the labs
+    # Substitute orders to offer. On a chart review (review None) they are offered to create
+    # only: there is no order to replace (sodium thiosulfate in the mineral review).
     substitutions: tuple[Substitution, ...] = ()
     stop_only: bool = False  # no safe substitute, but removing/stopping the order is advised
+    # Withhold rather than stop: the suggestion puts an active order on hold (a draft is removed),
+    # to be restarted later (a calcimimetic while calcium is too low).
+    withhold: bool = False
     safety_checks: tuple[SafetyCheck, ...] = ()
     gaps: tuple[Gap, ...] = ()
 

@@ -8,7 +8,7 @@ Decisions use values rounded to the precision the cards display (calcium to 0.1 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -134,12 +134,36 @@ class LabFacts:
     ca_x_p: LabValue | None
     pth: tuple[LabValue, ...]  # newest first
     albumin: LabValue | None
-    crp: LabValue | None
+    crp: LabValue | None  # with .previous: the result before it (the trend)
     egfr: LabValue | None
 
     @property
     def latest_pth(self) -> LabValue | None:
         return self.pth[0] if self.pth else None
+
+
+def _with_previous(record: PatientRecord, analyte: str) -> LabValue | None:
+    """The latest result of ``analyte`` carrying the one before it, for a card to show the trend."""
+    series = record.labs.get(analyte) or ()
+    if not series:
+        return None
+    latest = from_result(record, series[0])
+    return replace(latest, previous=from_result(record, series[1])) if len(series) > 1 else latest
+
+
+def trend(lab: LabValue) -> str | None:
+    """'up', 'down' or 'unchanged' from the previous result to ``lab``; 'unclear' when a reported
+    bound ("<5") leaves the direction open; None without a previous result."""
+    before = lab.previous
+    if before is None:
+        return None
+    if below(before, lab.value) and above(lab, before.value):
+        return "up"
+    if above(before, lab.value) and below(lab, before.value):
+        return "down"
+    if lab.comparator is None and before.comparator is None and lab.value == before.value:
+        return "unchanged"
+    return "unclear"
 
 
 def lab_facts(record: PatientRecord) -> LabFacts:
@@ -173,7 +197,7 @@ def lab_facts(record: PatientRecord) -> LabFacts:
         ca_x_p=product_value,
         pth=tuple(from_result(record, lab) for lab in record.labs.get("pth", ())),
         albumin=latest("albumin"),
-        crp=latest("crp"),
+        crp=_with_previous(record, "crp"),
         egfr=latest("egfr"),
     )
 
@@ -226,6 +250,12 @@ class CalciumReading:
     value: LabValue
     high: bool  # above the level where calcium-raising therapy must be reduced or stopped
     low: bool  # below the floor for starting cinacalcet
+    # below the level where a calcimimetic is withheld (001: 7.5 mg/dL; ionized: derived)
+    severe_low: bool = False
+
+    @property
+    def ionized(self) -> bool:
+        return self.value.analyte == "ionized_calcium"
 
     def describe(self) -> str:
         when = self.value.effective.date().isoformat() if self.value.effective else "undated"
@@ -242,8 +272,18 @@ def calcium_notes(calcium: CalciumReading | None) -> tuple[str, ...]:
 def calcium_for_rules(labs: LabFacts) -> CalciumReading | None:
     if labs.corrected_calcium is not None:
         cc = labs.corrected_calcium
-        return CalciumReading(cc, above(cc, T.CORRECTED_CALCIUM_HIGH), below(cc, T.CINACALCET_MIN_CORRECTED_CALCIUM))
+        return CalciumReading(
+            cc,
+            above(cc, T.CORRECTED_CALCIUM_HIGH),
+            below(cc, T.CINACALCET_MIN_CORRECTED_CALCIUM),
+            below(cc, T.CALCIMIMETIC_HOLD_BELOW),
+        )
     if labs.ionized_calcium is not None:
         ic = labs.ionized_calcium
-        return CalciumReading(ic, above(ic, T.IONIZED_CALCIUM_HIGH), below(ic, T.IONIZED_CALCIUM_LOW))
+        return CalciumReading(
+            ic,
+            above(ic, T.IONIZED_CALCIUM_HIGH),
+            below(ic, T.IONIZED_CALCIUM_LOW),
+            below(ic, T.IONIZED_CALCIMIMETIC_HOLD_BELOW),
+        )
     return None

@@ -1,8 +1,20 @@
 """M1: on patient-view, one info card summarising mineral status for a calciphylaxis patient.
 
 Latest corrected calcium, phosphate, Ca x P and PTH against their targets (the analyte table),
-which monitoring is overdue or missing, and whether sodium thiosulfate is on the active
-medication list (with the conflicting evidence; info only, seed 004).
+CRP with its trend (seeds 001, 004: the most helpful test to follow; no interval given, so it is
+"overdue" only when there is none), which monitoring is overdue or missing, and whether sodium
+thiosulfate is taken (an order, the home list or a dose given lately).
+
+Without sodium thiosulfate, the card offers it as a one-click order to create, with the
+conflicting evidence (info only: a meta-analysis found no benefit, seed 004): the MGH regimen
+(seed 003) of 25 g IV in 100 mL saline during the last part of each haemodialysis, three times
+weekly. Only for a patient on haemodialysis (``modality``: peritoneal dialysis, an unrecorded
+modality or no dialysis get the text and a line saying why there is no order) and never with
+an allergy to it; what was checked is listed on the card.
+
+Evidence shown where it helps the decision: the dialysate calcium conflict when calcium is above
+target on dialysis; the intensified-dialysis conflict when phosphate is above target on
+dialysis; the parathyroidectomy thresholds when PTH is above 500 pg/mL.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from cds_service.checks.findings import Finding, LabValue
 from cds_service.checks.labs import LabFacts, above, below, calcium_for_rules, calcium_notes, pth_notes
 from cds_service.checks.rule import ChartRule
 from cds_service.checks.scope import calciphylaxis_conditions, calcium_wanted, lab_gaps, unavailable_gaps
+from cds_service.checks.substitution import SubstitutionPlan, plan_for
 from cds_service.patient import sources
 from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.model import PatientRecord
@@ -50,15 +63,32 @@ def mineral_status(record: PatientRecord, labs: LabFacts) -> list[Finding]:
     if calcium is not None and cc is not None and not cc.stale:
         has_target = ANALYTES[cc.analyte].target is not None
         if (position(cc) == "high") if has_target else calcium.high:
-            notes.append("calcium_above_target")
+            # The dialysate is a source of calcium only for a patient on dialysis.
+            notes.append("calcium_above_target_dialysis" if record.on_dialysis else "calcium_above_target")
+    phosphate = labs.phosphate
+    if record.on_dialysis and phosphate is not None and not phosphate.stale and position(phosphate) == "high":
+        notes.append("phosphate_above_target_dialysis")  # where intensified dialysis is argued
     notes += calcium_notes(calcium) + pth_notes(pth)
+    checked: tuple[str, ...] = (
+        sources.CALCIUM,
+        sources.ALBUMIN,
+        sources.PHOSPHATE,
+        sources.PTH,
+        sources.CRP,
+        sources.MEDICATIONS,
+    )
+    plan = SubstitutionPlan()
     if sources.MEDICATIONS not in record.unavailable and not any(
         "sodium_thiosulfate" in m.drug_classes for m in record.medications
     ):
         notes.append("sts_not_prescribed")
-    gaps = lab_gaps(record, calcium_wanted(cc) | {"phosphate": labs.phosphate, "pth": pth}) + unavailable_gaps(
-        record, (sources.CALCIUM, sources.ALBUMIN, sources.PHOSPHATE, sources.PTH, sources.MEDICATIONS)
-    )
+        # Offered to create (there is no order to replace) when the patient may have it; doses
+        # given at dialysis are on the administrations, so say when those could not be read.
+        plan = plan_for(RULE_ID, record, labs)
+        checked += (sources.MEDICATION_STATEMENTS, sources.MEDICATION_ADMINISTRATIONS)
+    gaps = lab_gaps(
+        record, calcium_wanted(cc) | {"phosphate": labs.phosphate, "pth": pth, "crp": labs.crp}
+    ) + unavailable_gaps(record, checked)
     flagged = out_of_range(shown)
     return [
         Finding(
@@ -69,8 +99,10 @@ def mineral_status(record: PatientRecord, labs: LabFacts) -> list[Finding]:
             labs=shown,
             reasons=tuple(f"{analyte}_{where}" for analyte, where in flagged),
             positions=flagged,
-            notes=tuple(notes),
-            gaps=gaps,
+            notes=tuple(notes) + plan.notes,
+            substitutions=plan.substitutions,
+            safety_checks=plan.safety_checks,
+            gaps=gaps + plan.gaps,
         )
     ]
 

@@ -43,6 +43,9 @@ ENGINE_FIELDS = frozenset(
         "dosage",
         "how",
         "matched",
+        "field",
+        "dose",
+        "next_dose",
     }
 )
 ALLOWED_FIELDS = ENGINE_FIELDS | frozenset(TEMPLATE_VALUES)
@@ -130,6 +133,7 @@ class CardContent:
     text: Mapping[str, str]
     safety: Mapping[str, Mapping[str, str]]
     gaps: Mapping[str, str]
+    facts: Mapping[str, str]  # data lines other than labs and conditions (order dates, dose)
     reasons: Mapping[str, str]
     notes: Mapping[str, Note]
     conflicts: Mapping[str, Conflict]
@@ -208,6 +212,7 @@ def content() -> CardContent:
         text=dict(common["text"]),
         safety={k: dict(v) for k, v in common["safety"].items()},
         gaps=dict(common["gaps"]),
+        facts=dict(common.get("facts", {})),
         reasons=dict(common["reasons"]),
         notes={key: Note(key=key, text=v["text"], conflict=v.get("conflict")) for key, v in common["notes"].items()},
         conflicts=conflicts,
@@ -278,7 +283,7 @@ def _templates(c: CardContent) -> Iterator[tuple[str, str]]:
     """Every text the engine fills, with where it lives (for error messages)."""
     for key, note in c.notes.items():
         yield f"notes.{key}", note.text
-    for group in ("headings", "text", "gaps", "reasons", "targets", "status"):
+    for group in ("headings", "text", "gaps", "facts", "reasons", "targets", "status"):
         for key, text in getattr(c, group).items():
             yield f"{group}.{key}", text
     for key, texts in c.safety.items():

@@ -23,6 +23,22 @@ CINACALCET_MIN_CORRECTED_CALCIUM = 8.4
 IONIZED_CALCIUM_HIGH = 1.32  # like a corrected calcium above 10.2 mg/dL
 IONIZED_CALCIUM_LOW = 1.16  # like a corrected calcium below 8.4 mg/dL
 
+# --- calcimimetics in hypocalcaemia (C6) -----------------------------------------------------
+# 001: on cinacalcet, a calcium below 7.5 mg/dL means withhold it until calcium is back to
+# 8.0 mg/dL, then restart at the next lower dose; between 7.5 and 8.4 mg/dL the same source
+# raises calcium with calcium-containing binders and/or vitamin D sterols instead.
+CALCIMIMETIC_HOLD_BELOW = 7.5
+CALCIMIMETIC_RESTART_AT = 8.0
+CALCIMIMETIC_LOW = CINACALCET_MIN_CORRECTED_CALCIUM  # 8.4: the band 7.5-8.4 of the same source
+# 001: the titration steps of cinacalcet (mg once daily): "restart at the next lower dose".
+CINACALCET_STEPS_MG = (30.0, 60.0, 90.0, 120.0, 180.0)
+# Ionized calcium (mmol/L) when no total calcium is available. No source gives ionized values for
+# 7.5 and 8.0 mg/dL: derived here by keeping the ratio of the pair used above for the lower
+# reference limit (1.16 mmol/L for 8.4 mg/dL), i.e. x 1.16/8.4, rounded to the 0.01 mmol/L the
+# cards show. The card says an ionized calcium was used and that these cut-offs are derived.
+IONIZED_CALCIMIMETIC_HOLD_BELOW = 1.04  # 7.5 x 1.16 / 8.4 = 1.036
+IONIZED_CALCIMIMETIC_RESTART_AT = 1.10  # 8.0 x 1.16 / 8.4 = 1.105
+
 # --- PTH (intact, pg/mL) -------------------------------------------------------------------
 # K/DOQI via 000: no calcium-based binders when PTH is below this on 2 consecutive measurements
 # (over-suppression / adynamic bone).
@@ -41,9 +57,15 @@ PTH_PARATHYROIDECTOMY_000 = (1000.0, 1500.0)  # 000: only above 1000-1500, limit
 PHOSPHATE_TARGET = (3.5, 5.5)  # 000, dialysis
 CA_X_P_MAX = 55.0  # 000, mg^2/dL^2: keep below
 
+# --- aluminium-based phosphate binders (C5) ---------------------------------------------------
+# 000 (K/DOQI): no aluminium-based binder for more than 4 weeks (aluminium toxicity), even in
+# severe hyperphosphataemia. "More than 4 weeks" is strictly longer than 28 days.
+ALUMINIUM_BINDER_MAX_DAYS = 28
+
 # --- monitoring intervals ------------------------------------------------------------------
 # When a result is stale is defined once, in record.STALE_AFTER (35 days for calcium, albumin
-# and phosphate; 93 days for PTH); the checks use PatientRecord.is_stale.
+# and phosphate; 93 days for PTH); the checks use PatientRecord.is_stale. CRP has none: 001 and
+# 004 say to monitor it regularly without giving an interval, so it is never called out of date.
 
 
 def _fmt(value: float) -> str:
@@ -71,4 +93,12 @@ TEMPLATE_VALUES: dict[str, str] = {
     "phosphate_target_low": _fmt(PHOSPHATE_TARGET[0]),
     "phosphate_target_high": _fmt(PHOSPHATE_TARGET[1]),
     "ca_x_p_max": _fmt(CA_X_P_MAX),
+    "aluminium_max_days": _fmt(ALUMINIUM_BINDER_MAX_DAYS),
+    "aluminium_max_weeks": _fmt(ALUMINIUM_BINDER_MAX_DAYS / 7),
+    "calcimimetic_hold_below": _fmt(CALCIMIMETIC_HOLD_BELOW),
+    "calcimimetic_restart_at": _fmt(CALCIMIMETIC_RESTART_AT),
+    "calcimimetic_low": _fmt(CALCIMIMETIC_LOW),
+    "ionized_calcimimetic_hold_below": _fmt(IONIZED_CALCIMIMETIC_HOLD_BELOW),
+    "ionized_calcimimetic_restart_at": _fmt(IONIZED_CALCIMIMETIC_RESTART_AT),
+    "cinacalcet_steps": ", ".join(_fmt(step) for step in CINACALCET_STEPS_MG),
 }

@@ -38,7 +38,7 @@ class Analyte:
 # Monitoring intervals (clinical-rules.md; seeds 000, 001, 004): calcium and phosphate monthly once
 # stable -> 35 days (a month plus a few days for scheduling); PTH every 3 months -> 93 days. Albumin
 # is only used beside a calcium, so it ages like calcium. CRP and eGFR have no interval in the
-# seeds, so they are never flagged.
+# seeds (001 and 004 say "regularly" for CRP), so they are never flagged as out of date.
 _MONTHLY = timedelta(days=35)
 _QUARTERLY = timedelta(days=93)
 
@@ -114,7 +114,17 @@ ANALYTES: dict[str, Analyte] = {
             target=(150.0, 300.0),
             source=sources.PTH,
         ),
-        Analyte("crp", "mg/L", 1, frozenset({"1988-5", "30522-7"}), plausible=(0.0, 1000.0)),
+        # CRP and hs-CRP (terminology.md section 2: 1988-5 [ELEXIS, LABDUMP], 30522-7 [VULCAN,
+        # ELEXIS]). No stale_after: seeds 001 and 004 ask for regular monitoring but give no
+        # interval, so a result is never called out of date (the card says there is no interval).
+        Analyte(
+            "crp",
+            "mg/L",
+            1,
+            frozenset({"1988-5", "30522-7"}),
+            plausible=(0.0, 1000.0),
+            source=sources.CRP,
+        ),
         Analyte(
             "egfr",
             "mL/min/{1.73_m2}",

@@ -17,6 +17,9 @@ ALBUMIN = "albumin"
 PHOSPHATE = "phosphate"
 PTH = "pth"
 EGFR = "egfr"
+# C-reactive protein: seeds 001 and 004 call it the most helpful laboratory test to follow in
+# calciphylaxis; shown with its trend in the mineral review.
+CRP = "crp"
 ALLERGIES = "allergies"
 # Home medication lists (MedicationStatement) and doses given, e.g. IV sterols at dialysis
 # (MedicationAdministration): current exposure on patient-view, besides the active orders.

@@ -4,7 +4,8 @@ One card per finding: summary (< 140 characters, naming the drug and the reason)
 detail that lists the data used (value, unit, date, measured or corrected, stale or not), the
 rule that fired, what was checked before suggesting a substitute, what could not be checked,
 the evidence with links and the conflicts between sources; suggestions an EHR can apply in one
-click; coded override reasons.
+click (replace or stop an order, put it on hold, or, on a chart review, create a new order);
+coded override reasons.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from cds_service.checks.findings import Finding, Gap, LabValue, SafetyCheck
-from cds_service.checks.labs import DISPLAY_DECIMALS
+from cds_service.checks.labs import DISPLAY_DECIMALS, trend
 from cds_service.knowledge.content import CardContent, RuleContent, content, fill
 from cds_service.patient import terminology as term
+from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.model import STALE_AFTER, ConditionFact, MedicationOrder
 from cds_service.protocol import Action, Card, Coding, Link, OverrideReason, Source, Suggestion
-from cds_service.render.orders import stopped_resource, substitute_resource
+from cds_service.render.orders import TooDeep, held_resource, new_order, stopped_resource, substitute_resource
 
 SUMMARY_MAX = 139  # CDS Hooks: "<140-character summary"
 # A rule whose content declares this layout shows its labs as a table against targets and a
@@ -118,7 +120,8 @@ def _chart_status_phrase(c: CardContent, rule: RuleContent, f: Finding) -> str:
     if overdue:
         parts.append(fill(rule.extra["status_overdue"], {"items": ", ".join(overdue)}))
     if "sts_not_prescribed" in f.notes:
-        parts.append(fill(rule.extra["status_no_sts"]))
+        offered = f.substitutions and "status_sts_offered" in rule.extra
+        parts.append(fill(rule.extra["status_sts_offered" if offered else "status_no_sts"]))
     return "; ".join(parts) or fill(rule.extra["status_all_clear"])
 
 
@@ -146,6 +149,7 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
             data.append(f"- {kind}: {f.order.drug_name} ({f.order.resource_id}{status}{when})")
         data += [_condition_line(c, cond) for cond in f.conditions]
         data += [_lab_line(c, lab) for lab in f.labs]
+    data += [f"- {fill(c.facts[fact.key], fact.params)}" for fact in f.facts]
     if data:
         out.append(f"**{h['data']}**\n\n" + "\n".join(data))
 
@@ -153,11 +157,15 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
 
     checked = [_safety_line(c, s) for s in f.safety_checks]
     notes = [fill(c.notes[n].text) for n in f.notes]
-    if f.order is not None and f.order.kind == "administration":
-        notes.append(fill(c.text["administration_only"], {"drug": f.order.drug_name}))
+    removes = bool(f.substitutions or f.stop_only or f.withhold)  # the card advises taking the order off
+    if f.order is not None and f.order.kind == "administration" and removes:
+        key = "administration_hold" if f.withhold else "administration_only"
+        notes.append(fill(c.text[key], {"drug": f.order.drug_name}))
+    elif f.withhold and f.review is not None:
+        notes.append(fill(c.text["withhold_only"]))
     elif f.stop_only and f.review is not None:
         notes.append(fill(c.text["stop_only"]))
-    if f.review is not None and not _has_id(f.order) and (f.substitutions or f.stop_only):
+    if f.review is not None and not _has_id(f.order) and removes:
         notes.append(fill(c.text["no_order_id"]))
     if checked:
         out.append(f"**{h['checked']}**\n\n" + "\n".join(checked))
@@ -312,7 +320,16 @@ def _results_table(c: CardContent, f: Finding) -> str:
         elif lab.analyte in flagged:
             status = c.status[flagged[lab.analyte]]
         else:
-            status = c.status["in_range"] if target else ""
+            status = c.status["in_range"] if lab.analyte in c.targets and ANALYTES[lab.analyte].target else ""
+        direction = trend(lab)
+        if direction is not None and lab.previous is not None:
+            before = lab.previous
+            shown = {
+                "value": f"{before.comparator or ''}{_number(before.analyte, before.value)}",
+                "unit": before.unit,
+                "date": _date(before.effective),
+            }
+            status = "; ".join(part for part in (status, fill(c.status[f"trend_{direction}"], shown)) if part)
         label = c.labels["analyte"].get(lab.analyte, lab.analyte)
         rows.append(f"| {label} | {_lab_text(c, lab)} | {target} | {status} |")
     return "\n".join(rows)
@@ -329,9 +346,15 @@ def _has_id(order: MedicationOrder | None) -> bool:
 
 def _suggestions(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None) -> list[Suggestion]:
     order, review = f.order, f.review
-    if order is None or review is None or not _has_id(order):
+    if review is None:
+        return _create_only(c, f, patient_id, encounter_id)
+    if order is None or not _has_id(order):
         return []
     drug = {"drug": order.drug_name}
+    if f.withhold:
+        hold = _hold_action(c, order, review.is_draft)
+        label = c.text["suggest_withhold_draft" if review.is_draft else "suggest_withhold_active"]
+        return [Suggestion(label=fill(label, drug), actions=[hold])] if hold is not None else []
     remove = _remove_action(c, order, review.is_draft)
     if remove is None:
         return []
@@ -351,10 +374,43 @@ def _suggestions(c: CardContent, f: Finding, patient_id: str, encounter_id: str 
     return out
 
 
+def _create_only(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None) -> list[Suggestion]:
+    """A chart-level finding (no order under review) offers its substitutes as new orders only,
+    as R4 MedicationRequests (start-up validates them)."""
+    out: list[Suggestion] = []
+    for sub in f.substitutions:
+        spec = c.substitutes[sub.key]
+        create = Action(
+            type="create",
+            description=fill(c.text["action_create"], {"display": spec.display, "dosage": fill(spec.dosage_text)}),
+            resource=new_order(spec, "R4", patient_id, encounter_id),
+        )
+        out.append(Suggestion(label=fill(spec.label), isRecommended=sub.recommended or None, actions=[create]))
+    return out
+
+
+def _hold_action(c: CardContent, order: MedicationOrder, is_draft: bool) -> Action | None:
+    """Withhold: remove a draft (not started), put an active order on hold."""
+    drug = {"drug": order.drug_name}
+    if is_draft:
+        return Action(type="delete", description=fill(c.text["action_delete"], drug), resourceId=order.resource_id)
+    if not order.raw or order.kind == "administration":
+        return None  # a dose already given cannot be held: the card says to hold its order
+    try:
+        resource = held_resource(c, order)
+    except TooDeep:
+        return None  # not echoed back; the card still says to withhold it
+    return Action(type="update", description=fill(c.text["action_hold"], drug), resource=resource)
+
+
 def _remove_action(c: CardContent, order: MedicationOrder, is_draft: bool) -> Action | None:
     drug = {"drug": order.drug_name}
     if is_draft:
         return Action(type="delete", description=fill(c.text["action_delete"], drug), resourceId=order.resource_id)
     if not order.raw or order.kind == "administration":
         return None  # a dose already given cannot be stopped: the card says to stop its order
-    return Action(type="update", description=fill(c.text["action_stop"], drug), resource=stopped_resource(c, order))
+    try:
+        resource = stopped_resource(c, order)
+    except TooDeep:
+        return None  # not echoed back; the card still says to stop it
+    return Action(type="update", description=fill(c.text["action_stop"], drug), resource=resource)

@@ -11,7 +11,6 @@ tests.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
 from cds_service.knowledge.content import CardContent, CardContentError, SubstituteSpec, fill
@@ -19,6 +18,34 @@ from cds_service.patient import terminology as term
 from cds_service.patient.model import MedicationOrder
 
 FhirVersion = Literal["R4", "R5", "DSTU2"]
+
+# A FHIR resource nests a dozen levels at most; one nested deeper than this is not echoed back in
+# an update (copying and serialising it would exhaust the recursion limits): no stop or hold
+# action is offered for it, and the card still says what to do.
+MAX_RESOURCE_DEPTH = 64
+
+
+class TooDeep(ValueError):
+    """The order under review nests deeper than ``MAX_RESOURCE_DEPTH``."""
+
+
+def copy_resource(resource: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a JSON resource (dicts, lists, scalars), made without recursion; ``TooDeep`` when
+    it nests deeper than ``MAX_RESOURCE_DEPTH``."""
+    root: dict[str, Any] = {}
+    stack: list[tuple[Any, Any, int]] = [(resource, root, 1)]
+    while stack:
+        source, target, depth = stack.pop()
+        if depth > MAX_RESOURCE_DEPTH:
+            raise TooDeep(f"nested deeper than {MAX_RESOURCE_DEPTH} levels")
+        items = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, value in items:
+            if isinstance(value, dict | list):
+                child: Any = {} if isinstance(value, dict) else [None] * len(value)
+                stack.append((value, child, depth + 1))
+                value = child
+            target[key] = value
+    return root
 
 
 def fhir_version(order: MedicationOrder) -> FhirVersion:
@@ -80,8 +107,9 @@ def new_order(
 
 def stopped_resource(c: CardContent, order: MedicationOrder) -> dict[str, Any]:
     """The whole existing order with status stopped (CDS Hooks: an update carries the entire
-    resource), plus why, in the member each FHIR version has for it."""
-    resource = copy.deepcopy(order.raw)
+    resource), plus why, in the member each FHIR version has for it. ``TooDeep`` for an order
+    nested too deeply to echo back."""
+    resource = copy_resource(order.raw)
     resource["status"] = "stopped"
     reason = {"text": fill(c.text["stop_reason"])}
     if order.kind == "statement":
@@ -89,6 +117,20 @@ def stopped_resource(c: CardContent, order: MedicationOrder) -> dict[str, Any]:
     elif fhir_version(order) == "DSTU2":
         resource["reasonEnded"] = reason
     else:
+        resource["statusReason"] = reason
+    return resource
+
+
+def held_resource(c: CardContent, order: MedicationOrder) -> dict[str, Any]:
+    """The whole existing order with status on-hold (withheld, to be restarted later), plus why.
+    on-hold is a status of R4/R5 MedicationRequest, DSTU2 MedicationOrder and R4
+    MedicationStatement."""
+    resource = copy_resource(order.raw)
+    resource["status"] = "on-hold"
+    reason = {"text": fill(c.text["hold_reason"])}
+    if order.kind == "statement":
+        resource["statusReason"] = [reason]
+    elif fhir_version(order) != "DSTU2":  # DSTU2 MedicationOrder has no member for why it is held
         resource["statusReason"] = reason
     return resource
 

@@ -1,0 +1,184 @@
+"""C6: a calcimimetic (cinacalcet, etelcalcetide) while calcium is low (clinical-rules.md; seed 001).
+
+Seed 001, on cinacalcet: with calcium below 7.5 mg/dL withhold it until calcium is back to
+8.0 mg/dL, then restart at the next lower dose (30, 60, 90, 120, 180 mg); with calcium between
+7.5 and 8.4 mg/dL raise calcium with calcium-containing binders and/or vitamin D sterols. The
+same source adds that in calciphylaxis hypocalcaemia may be treated case by case rather than
+routinely corrected, and every other source avoids calcium loading in calciphylaxis: a conflict
+the card states. In scope: calciphylaxis, or dialysis / kidney failure; anyone else is silent.
+The calcium is ``calcium_for_rules``: the corrected calcium, else the ionized calcium against
+cut-offs derived from the same numbers (thresholds.py), which the card says.
+
+* below 7.5 mg/dL (recent): withhold. Critical for cinacalcet (the source says withhold);
+  warning for etelcalcetide, to which the rule is extended because it lowers calcium the same
+  way (an extrapolation the card states). The suggestion puts an active order on hold, or
+  removes a draft; the card gives the restart level and, for cinacalcet, the next lower dose
+  when the order's dose can be read;
+* 7.5 to below 8.4 mg/dL (recent): calciphylaxis: warning with the conflict (the usual remedy
+  adds calcium); dialysis without calciphylaxis: info with the source's advice. No suggestion;
+* only an out-of-date result below 8.4: info asking for a recheck;
+* no calcium result, or calcium from 8.4 up: silent.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cds_service.checks.findings import Fact, Finding, Indicator, LabValue
+from cds_service.checks.labs import CalciumReading, LabFacts, calcium_for_rules, calcium_notes
+from cds_service.checks.order_timing import dose_quantity
+from cds_service.checks.rule import OrderRule
+from cds_service.checks.scope import (
+    calciphylaxis_conditions,
+    calcium_wanted,
+    dialysis_evidence,
+    lab_gaps,
+    unavailable_gaps,
+)
+from cds_service.fhir.reading import as_list
+from cds_service.knowledge import thresholds as T
+from cds_service.patient import sources
+from cds_service.patient import terminology as term
+from cds_service.patient.model import MedicationOrder, OrderUnderReview, PatientRecord
+
+RULE_HOLD = "C6-calcimimetic-calcium-below-7-5"
+RULE_LOW_CALCIPHYLAXIS = "C6-calcimimetic-low-calcium-calciphylaxis"
+RULE_LOW_DIALYSIS = "C6-calcimimetic-low-calcium-dialysis"
+RULE_STALE = "C6-calcimimetic-low-calcium-stale-data"
+
+# Etelcalcetide: its RxNorm ingredient and clinical drugs and its ATC code, as listed in
+# patient/terminology.py (RXNORM_CLASSES, ATC_CLASSES; terminology.md 1a and 1b).
+_ETELCALCETIDE_CODES = frozenset(
+    {
+        f"{term.RXNORM}|1876119",
+        f"{term.RXNORM}|1876137",
+        f"{term.RXNORM}|1876135",
+        f"{term.RXNORM}|1876127",
+        f"{term.ATC}|H05BX04",
+    }
+)
+_ETELCALCETIDE_NAME = re.compile(r"etelcalcetide|parsabiv", re.IGNORECASE)
+# A tablet count times the strength in the RxNorm name ("cinacalcet 60 MG Oral Tablet").
+_CINACALCET_STRENGTH = re.compile(r"cinacalcet\D{0,20}?(\d+(?:\.\d+)?)\s*MG", re.IGNORECASE)
+_TABLET_UNITS = frozenset({"tab", "tabs", "tablet", "tablets", "{tbl}", "{tablet}", "{tablets}"})
+
+
+def is_etelcalcetide(order: MedicationOrder) -> bool:
+    return (
+        order.matched_code in _ETELCALCETIDE_CODES
+        or any("etelcalcetide" in i for i in order.ingredients)
+        or bool(_ETELCALCETIDE_NAME.search(order.drug_name))
+    )
+
+
+def cinacalcet_dose_mg(order: MedicationOrder) -> tuple[float, str] | None:
+    """(mg per dose, where it was read) from the order's dose, when it can be read: a dose in mg,
+    or a number of tablets times the strength the drug's name gives."""
+    raw = order.raw if isinstance(order.raw, dict) else {}
+    dosages = as_list(raw.get("dosageInstruction") or raw.get("dosage"))
+    for i, dosage in enumerate(dosages):
+        dose = dose_quantity(dosage) if isinstance(dosage, dict) else None
+        if dose is None:
+            continue
+        value, unit = dose
+        where = f"dosageInstruction[{i}] dose"
+        if unit == "mg":
+            return value, where
+        strength = _CINACALCET_STRENGTH.search(order.drug_name)
+        if unit in _TABLET_UNITS and strength is not None:
+            mg = value * float(strength.group(1))
+            return mg, f"{where} of {value:g} tablet(s) x {strength.group(1)} mg"
+    return None
+
+
+def _dose_facts(order: MedicationOrder) -> tuple[Fact, ...]:
+    found = cinacalcet_dose_mg(order)
+    if found is None:
+        return (Fact("calcimimetic_dose_unknown"),)
+    dose, where = found
+    lower = [step for step in T.CINACALCET_STEPS_MG if step < dose]
+    if not lower:
+        return (Fact("calcimimetic_lowest_dose", {"dose": f"{dose:g}", "field": where}),)
+    return (Fact("calcimimetic_dose", {"dose": f"{dose:g}", "field": where, "next_dose": f"{max(lower):g}"}),)
+
+
+def _reason(calcium: CalciumReading, kind: str) -> str:
+    return f"{'ionized' if calcium.ionized else 'corrected'}_calcium_{kind}"
+
+
+def check_calcimimetic(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
+    if not record.has_calciphylaxis and not record.on_dialysis:
+        return []
+    calcium = calcium_for_rules(labs)
+    if calcium is None or not (calcium.low or calcium.severe_low):
+        return []
+    value = calcium.value
+    etelcalcetide = is_etelcalcetide(review.order)
+    notes = list(calcium_notes(calcium))
+    if calcium.ionized:
+        notes.append("calcimimetic_ionized_cutoffs")
+    if etelcalcetide:
+        notes.append("etelcalcetide_extrapolation")
+    scope_labs: tuple[LabValue, ...] = ()
+    if record.has_calciphylaxis:
+        conditions = calciphylaxis_conditions(record)
+        notes.append("hypocalcaemia_in_calciphylaxis")
+        if record.on_dialysis:
+            notes.append("dialysate_calcium_lever")
+    else:
+        conditions, scope_labs = dialysis_evidence(record, labs)
+    gaps = lab_gaps(record, calcium_wanted(value)) + unavailable_gaps(record, (sources.CALCIUM, sources.ALBUMIN))
+    shown = (value,) + scope_labs
+
+    if value.stale:
+        return [
+            Finding(
+                rule_id=RULE_STALE,
+                indicator="info",
+                review=review,
+                conditions=conditions,
+                labs=shown,
+                reasons=(f"stale_{_reason(calcium, 'low')}",),
+                notes=tuple(notes),
+                gaps=gaps,
+            )
+        ]
+    if calcium.severe_low:
+        # Critical where the source says withhold (cinacalcet); warning where it is extended.
+        hold_indicator: Indicator = "warning" if etelcalcetide else "critical"
+        return [
+            Finding(
+                rule_id=RULE_HOLD,
+                indicator=hold_indicator,
+                review=review,
+                conditions=conditions,
+                labs=shown,
+                reasons=(_reason(calcium, "below_hold"),),
+                facts=() if etelcalcetide else _dose_facts(review.order),
+                notes=("calcimimetic_restart", *notes),
+                withhold=True,
+                gaps=gaps,
+            )
+        ]
+    indicator: Indicator = "warning" if record.has_calciphylaxis else "info"
+    rule_id = RULE_LOW_CALCIPHYLAXIS if record.has_calciphylaxis else RULE_LOW_DIALYSIS
+    return [
+        Finding(
+            rule_id=rule_id,
+            indicator=indicator,
+            review=review,
+            conditions=conditions,
+            labs=shown,
+            reasons=(_reason(calcium, "low"),),
+            notes=tuple(notes),
+            gaps=gaps,
+        )
+    ]
+
+
+RULE = OrderRule(
+    name="c6_calcimimetic_hypocalcaemia",
+    drug_class="calcimimetic",
+    finding_ids=(RULE_HOLD, RULE_LOW_CALCIPHYLAXIS, RULE_LOW_DIALYSIS, RULE_STALE),
+    check=check_calcimimetic,
+)

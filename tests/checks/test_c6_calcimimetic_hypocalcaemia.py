@@ -1,0 +1,98 @@
+"""C6 calcimimetics with low calcium: the rule as a pure function, on hand-built PatientRecords."""
+
+from __future__ import annotations
+
+import pytest
+
+from cds_service.checks import check_order
+from cds_service.checks.c6_calcimimetic_hypocalcaemia import cinacalcet_dose_mg, is_etelcalcetide
+from tests.checks.builders import CALCIPHYLAXIS, ESRD, active, cond, draft, lab, med, only, record
+
+
+def cinacalcet(dose: dict | None = None, *, name: str = "cinacalcet 30 MG Oral Tablet", **kw) -> object:
+    raw = {"resourceType": "MedicationRequest", "id": "d1", "status": kw.get("status", "draft")}
+    if dose is not None:
+        raw["dosageInstruction"] = [{"doseAndRate": [{"doseQuantity": dose}]}]
+    return med("calcimimetic", name=name, raw=raw, **kw)
+
+
+ETELCALCETIDE = med("calcimimetic", name="0.5 ML etelcalcetide 5 MG/ML Injection")
+
+
+def calcium(total: float, days_ago: float = 3) -> tuple:
+    return (lab("calcium", total, days_ago), lab("albumin", 4.0, days_ago))
+
+
+def test_calcium_below_7_5_withholds_cinacalcet_critically_and_names_the_next_lower_dose():
+    order = cinacalcet({"value": 90, "unit": "mg"}, name="cinacalcet 90 MG Oral Tablet")
+    f = only(check_order(record(conditions=[ESRD], labs=calcium(7.2)), draft(order)))
+    assert (f.rule_id, f.indicator, f.withhold) == ("C6-calcimimetic-calcium-below-7-5", "critical", True)
+    assert f.reasons == ("corrected_calcium_below_hold",) and "calcimimetic_restart" in f.notes
+    assert [(x.key, x.params["dose"], x.params["next_dose"]) for x in f.facts] == [("calcimimetic_dose", "90", "60")]
+
+
+def test_exactly_7_5_is_not_below_7_5():
+    f = only(check_order(record(conditions=[ESRD], labs=calcium(7.5)), draft(cinacalcet())))
+    assert (f.rule_id, f.indicator) == ("C6-calcimimetic-low-calcium-dialysis", "info")
+
+
+@pytest.mark.parametrize(
+    ("dose", "name", "expected"),
+    [
+        ({"value": 60, "unit": "mg"}, "cinacalcet 60 MG Oral Tablet", 60.0),
+        ({"value": 2, "unit": "tablet"}, "cinacalcet 30 MG Oral Tablet", 60.0),
+        ({"value": 1, "code": "{tbl}"}, "Sensipar 90 mg", None),  # strength not in a cinacalcet name
+        (None, "cinacalcet 30 MG Oral Tablet", None),
+    ],
+)
+def test_the_dose_is_read_from_the_order_when_it_can_be(dose, name, expected):
+    found = cinacalcet_dose_mg(cinacalcet(dose, name=name))
+    assert (found[0] if found else None) == expected
+
+
+def test_at_the_lowest_step_or_with_an_unreadable_dose_the_card_says_so():
+    at_30 = only(
+        check_order(record(conditions=[ESRD], labs=calcium(7.0)), draft(cinacalcet({"value": 30, "unit": "mg"})))
+    )
+    assert [x.key for x in at_30.facts] == ["calcimimetic_lowest_dose"]
+    unknown = only(check_order(record(conditions=[ESRD], labs=calcium(7.0)), draft(cinacalcet())))
+    assert [x.key for x in unknown.facts] == ["calcimimetic_dose_unknown"]
+
+
+def test_etelcalcetide_is_an_extrapolation_and_only_a_warning():
+    assert is_etelcalcetide(ETELCALCETIDE)
+    f = only(check_order(record(conditions=[ESRD], labs=calcium(7.0)), draft(ETELCALCETIDE)))
+    assert (f.indicator, f.withhold, f.facts) == ("warning", True, ())
+    assert "etelcalcetide_extrapolation" in f.notes
+
+
+def test_between_7_5_and_8_4_in_calciphylaxis_a_warning_states_the_conflict():
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=calcium(8.0)), draft(cinacalcet())))
+    assert (f.rule_id, f.indicator, f.withhold) == ("C6-calcimimetic-low-calcium-calciphylaxis", "warning", False)
+    assert {"hypocalcaemia_in_calciphylaxis", "dialysate_calcium_lever"} <= set(f.notes)
+    assert f.substitutions == () and not f.stop_only
+
+
+def test_calcium_of_8_4_or_more_and_no_calcium_result_are_silent():
+    assert check_order(record(conditions=[ESRD], labs=calcium(8.4)), draft(cinacalcet())) == []
+    assert check_order(record(conditions=[ESRD]), draft(cinacalcet())) == []
+
+
+def test_ionized_calcium_stands_in_with_its_derived_cut_offs():
+    severe = only(check_order(record(conditions=[ESRD], labs=(lab("ionized_calcium", 1.02),)), draft(cinacalcet())))
+    assert severe.reasons == ("ionized_calcium_below_hold",)
+    assert {"ionized_calcium_used", "calcimimetic_ionized_cutoffs"} <= set(severe.notes)
+    mild = only(check_order(record(conditions=[ESRD], labs=(lab("ionized_calcium", 1.10),)), draft(cinacalcet())))
+    assert mild.reasons == ("ionized_calcium_low",)
+
+
+def test_an_out_of_date_low_calcium_asks_for_a_recheck():
+    f = only(check_order(record(conditions=[ESRD], labs=calcium(7.0, days_ago=60)), draft(cinacalcet())))
+    assert (f.rule_id, f.indicator, f.withhold) == ("C6-calcimimetic-low-calcium-stale-data", "info", False)
+
+
+def test_an_active_order_on_patient_view_is_put_on_hold_and_out_of_scope_is_silent():
+    order = cinacalcet(rid="MedicationRequest/a1", status="active")
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS], labs=calcium(7.0)), active(order)))
+    assert f.withhold and not f.review.is_draft
+    assert check_order(record(conditions=[cond("primary_hyperparathyroidism")], labs=calcium(7.0)), draft(order)) == []
