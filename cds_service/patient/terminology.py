@@ -266,6 +266,13 @@ def _brand_pattern() -> re.Pattern[str]:
     return re.compile(r"(?<![\w-])(" + "|".join(re.escape(b) for b in brands) + r")(?![\w-])", re.IGNORECASE)
 
 
+# Problem lists and medication names repeat across calls ("End-stage renal disease", "calcium
+# acetate 667 MG Oral Tablet"): the answers for the most recent texts are kept (bounded, in
+# process memory only), so a typical call pays the matcher's cost for no text it has seen.
+_TEXT_CACHE = 8192
+
+
+@lru_cache(maxsize=_TEXT_CACHE)
 def match_drug_text(text: str) -> DrugTextMatch | None:
     """What a drug's text names: the synonym data (names, brands, abbreviations, close spellings,
     false friends guarded) first, then the brands of the generated RxNorm table."""
@@ -287,6 +294,7 @@ def warm_up() -> None:
     text_match.match_condition_text("calciphylaxis")
 
 
+@lru_cache(maxsize=_TEXT_CACHE)
 def match_condition_text(text: str) -> tuple[ConditionTextMatch, ...]:
     """The condition kinds a problem-list or procedure text names (synonym data; negations kept
     and flagged)."""
