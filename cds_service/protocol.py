@@ -124,8 +124,10 @@ class Card(OutModel):
     selectionBehavior: Literal["at-most-one", "any"] | None = None
     overrideReasons: list[OverrideReason] | None = None
     links: list[Link] | None = None
-    # Which clinical rule produced the card: kept for the served-card log, never sent.
+    # Which clinical rule produced the card, and the drug it is about ("" for a chart review):
+    # kept for the served-card log (feedback attribution, snoozes), never sent.
     rule_id: str | None = Field(default=None, exclude=True)
+    subject: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _selection(self) -> Self:

@@ -69,6 +69,17 @@ class Substitution:
 
 
 @dataclass(frozen=True)
+class Snooze:
+    """An earlier override that snoozes a card for this patient (see checks/snooze.py)."""
+
+    rule_id: str
+    subject: str  # the drug ingredient the card was about ("" for a chart-level card)
+    indicator: str  # the indicator of the card that was overridden
+    until: datetime
+    reason: str  # the override reason's display, as the clinician saw it
+
+
+@dataclass(frozen=True)
 class Finding:
     rule_id: str  # stable, e.g. "C1-calcium-binder-calciphylaxis" (feedback is counted per rule)
     indicator: Indicator
@@ -89,6 +100,8 @@ class Finding:
     withhold: bool = False
     safety_checks: tuple[SafetyCheck, ...] = ()
     gaps: tuple[Gap, ...] = ()
+    # Order hooks: an earlier override of this card, for this patient and drug, still holds.
+    earlier_override: Snooze | None = None
 
     @property
     def order(self) -> MedicationOrder | None:

@@ -128,6 +128,8 @@ class CardContent:
     topics: Mapping[str, str]
     override_system: str
     override_codes: Mapping[str, str]
+    # Override reason code -> days a card of the same rule and drug is not repeated on patient-view.
+    snooze_days: Mapping[str, int]
     labels: Mapping[str, Mapping[str, str]]
     headings: Mapping[str, str]
     text: Mapping[str, str]
@@ -207,6 +209,7 @@ def content() -> CardContent:
         topics=dict(common["topics"]),
         override_system=common["override_reasons"]["system"],
         override_codes=dict(common["override_reasons"]["codes"]),
+        snooze_days=dict(common["override_reasons"].get("snooze_days", {})),
         labels={k: dict(v) for k, v in common["labels"].items()},
         headings=dict(common["headings"]),
         text=dict(common["text"]),
@@ -314,6 +317,11 @@ def _check(c: CardContent) -> None:
             continue
         if unknown:
             problems.append(f"{where} uses unknown placeholder(s) {sorted(unknown)}")
+    for code, days in c.snooze_days.items():
+        if code not in c.override_codes:
+            problems.append(f"override_reasons.snooze_days names unknown override reason {code!r}")
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 366:
+            problems.append(f"override_reasons.snooze_days.{code} must be a whole number of days, 1-366")
     for code, display in c.override_codes.items():
         if not display.strip():
             problems.append(f"override reason {code!r} has no display")

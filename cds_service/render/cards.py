@@ -14,6 +14,7 @@ from datetime import datetime
 
 from cds_service.checks.findings import Finding, Gap, LabValue, SafetyCheck
 from cds_service.checks.labs import DISPLAY_DECIMALS, trend
+from cds_service.checks.snooze import subject_of
 from cds_service.knowledge.content import CardContent, RuleContent, content, fill
 from cds_service.patient import terminology as term
 from cds_service.patient.analytes import ANALYTES
@@ -69,6 +70,7 @@ def _card(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None)
         links=[Link(label=c.references[key].short, url=c.references[key].url, type="absolute") for key in rule.evidence]
         or None,
         rule_id=f.rule_id,
+        subject=subject_of(f) or None,  # None for a chart review (the store keeps "")
     )
 
 
@@ -169,6 +171,13 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
         notes.append(fill(c.text["no_order_id"]))
     if checked:
         out.append(f"**{h['checked']}**\n\n" + "\n".join(checked))
+    if f.earlier_override is not None:
+        notes.append(
+            fill(
+                c.text["earlier_override"],
+                {"reason": f.earlier_override.reason, "date": _date(f.earlier_override.until)},
+            )
+        )
     if notes:
         out.append("\n".join(f"- {n}" for n in notes))
 
