@@ -1,0 +1,126 @@
+"""Build ``GovernanceData`` from the served-card log and the feedback, as plain records.
+
+The store reads its rows into ``ServedCardRecord`` and ``FeedbackRecord`` (no patient id in
+either) and hands them here, so the counting rules live in one place and are tested without a
+database:
+
+* a card is counted in the ISO week it was served, with the outcome of its latest feedback
+  (by ``outcome_timestamp``; a resent or corrected decision replaces the earlier one);
+* the override reason and the suggestions taken come from that same latest feedback, so the
+  reasons of a rule add up to its overridden cards;
+* feedback on a card the log does not hold goes to ``UnservedFeedback``, never to a rule;
+* a clinician's free-text comment is never carried over: only whether there was one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, TypeAlias
+
+from cds_service.governance.model import (
+    ActiveSnooze,
+    GovernanceData,
+    Indicator,
+    IsoWeek,
+    RuleIndicatorStats,
+    UnservedFeedback,
+    WeekCounts,
+)
+
+# The labels the plain-text report uses for overrides without a coded reason.
+COMMENT_ONLY = "Free-text comment only"
+NO_REASON = "No reason given"
+# A suggestion id the served-card log has no label for.
+UNKNOWN_SUGGESTION = "(suggestion not in served log)"
+
+_Key: TypeAlias = tuple[str, Indicator]
+
+
+@dataclass(frozen=True)
+class ServedCardRecord:
+    """One card served: ``suggestion_labels`` maps each of its suggestions' uuid to its label."""
+
+    card_uuid: str
+    rule_id: str
+    indicator: Indicator
+    served_at: datetime
+    suggestion_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """One stored feedback item. ``override_reason``: the coded reason's display, else its code."""
+
+    card_uuid: str
+    outcome: Literal["accepted", "overridden"]
+    outcome_timestamp: datetime
+    override_reason: str | None = None
+    has_comment: bool = False
+    accepted_suggestions: tuple[str, ...] = ()
+
+
+def build_governance_data(
+    served: Iterable[ServedCardRecord],
+    feedback: Iterable[FeedbackRecord],
+    *,
+    snoozes: Iterable[ActiveSnooze] = (),
+    snoozing_enabled: bool = True,
+    rule_titles: Mapping[str, str] | None = None,
+    last_week: IsoWeek | None = None,
+) -> GovernanceData:
+    cards = {card.card_uuid: card for card in served}
+    latest: dict[str, FeedbackRecord] = {}
+    for item in feedback:
+        current = latest.get(item.card_uuid)
+        if current is None or item.outcome_timestamp >= current.outcome_timestamp:
+            latest[item.card_uuid] = item
+
+    weekly: dict[_Key, dict[IsoWeek, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
+    reasons: dict[_Key, Counter[str]] = defaultdict(Counter)
+    taken: dict[_Key, Counter[str]] = defaultdict(Counter)
+    for card in cards.values():
+        key = (card.rule_id, card.indicator)
+        counts = weekly[key][IsoWeek.of(card.served_at)]
+        counts[0] += 1
+        decision = latest.get(card.card_uuid)
+        if decision is None:
+            continue
+        if decision.outcome == "accepted":
+            counts[1] += 1
+            for suggestion in dict.fromkeys(decision.accepted_suggestions):
+                taken[key][card.suggestion_labels.get(suggestion, UNKNOWN_SUGGESTION)] += 1
+        else:
+            counts[2] += 1
+            reasons[key][_reason_label(decision)] += 1
+
+    unserved = [item for uuid, item in latest.items() if uuid not in cards]
+    unserved_reasons = Counter(_reason_label(i) for i in unserved if i.outcome == "overridden")
+    rules = tuple(
+        RuleIndicatorStats(
+            rule_id=rule_id,
+            indicator=indicator,
+            weeks=tuple(WeekCounts(week, *counts) for week, counts in sorted(weeks.items())),
+            override_reasons=dict(reasons[(rule_id, indicator)]),
+            suggestions_taken=dict(taken[(rule_id, indicator)]),
+        )
+        for (rule_id, indicator), weeks in sorted(weekly.items())
+    )
+    return GovernanceData(
+        rules=rules,
+        snoozes=tuple(snoozes),
+        unserved_feedback=UnservedFeedback(
+            accepted=sum(1 for i in unserved if i.outcome == "accepted"),
+            overridden=sum(1 for i in unserved if i.outcome == "overridden"),
+            override_reasons=dict(unserved_reasons),
+        ),
+        snoozing_enabled=snoozing_enabled,
+        last_week=last_week,
+        rule_titles=dict(rule_titles or {}),
+    )
+
+
+def _reason_label(item: FeedbackRecord) -> str:
+    return item.override_reason or (COMMENT_ONLY if item.has_comment else NO_REASON)
