@@ -1,21 +1,25 @@
 # Two commands do everything on a fresh machine:
 #   make run   - create .venv, install, start the service on http://127.0.0.1:8080
 #   make test  - create .venv, install with test extras, run the tests
+# Every install takes its versions from requirements.lock (what CI tested); `make lock` refreshes it.
+# `make services` installs (Debian packages) and starts PostgreSQL and Redis on loopback for the
+# tests of the shared backends; without them those tests skip, naming this target.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+LOCK    = requirements.lock
 
-.PHONY: run test install install-test lint format bench clean
+.PHONY: run test install install-test lint format bench clean services services-stop lock image browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e .
 
 install-test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[test]'
 
 run: install
 	$(BIN)/calciphylaxis-cds serve
@@ -35,10 +39,32 @@ format: install-test
 
 # Benchmark (docs/performance.md): needs wrk, installed from Debian's packages when missing.
 bench: install-test
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[bench]'
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 	  echo "wrk could not be installed: the load part of the benchmark will be skipped"
 	$(BIN)/python -m bench.run
+
+# PostgreSQL and Redis on loopback ports for the tests (tools/services.py; data under var/services/).
+services:
+	$(PYTHON) tools/services.py start
+
+services-stop:
+	$(PYTHON) tools/services.py stop
+
+# Refresh the lock after changing a dependency in pyproject.toml (README: "Dependencies").
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra bench --universal --python-version 3.11 \
+	  --quiet --output-file $(LOCK)
+
+# Debian's Chromium for the real-browser test of the governance report and card preview
+# (tests/test_browser_report.py skips, naming this target, when it is absent).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# The container image (deploy/README.md); needs a Docker daemon, which CI does not have.
+image:
+	docker build -t calciphylaxis-cds:latest .
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -10,6 +10,9 @@
 3. No-prefetch path: a loopback FHIR server that delays every answer by 50 ms; a hook call that
    must fetch the prefetch keys itself. Parallel fetching should keep it near one delay.
 4. Memory: peak RSS (VmHWM) of the server process after the huge payloads.
+5. Scaling out: the same typical order-select under wrk against the server with 1 and with 2
+   worker processes (`serve --workers N`), at 16 and 64 connections: throughput, p50/p99, errors,
+   and the 2-process/1-process throughput ratio (on 2 cores, with wrk on the same cores).
 
 Only ratios measured in one run mean anything: absolute times vary between machines.
 """
@@ -140,13 +143,17 @@ def bench_in_process(quick: bool) -> list[dict]:
 class Server:
     """The service started exactly as the README starts it: the console script under waitress."""
 
-    def __init__(self, extra_env: dict[str, str] | None = None):
+    def __init__(self, extra_env: dict[str, str] | None = None, workers: int = 1):
         self.port = free_port()
         self.tmp = tempfile.TemporaryDirectory()
         exe = Path(sys.executable).with_name("calciphylaxis-cds")
         command = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "cds_service", "serve"]
+        command += ["--workers", str(workers)]
+        base_env = {
+            k: v for k, v in os.environ.items() if k not in ("CDS_DATABASE_URL", "CDS_REDIS_URL", "CDS_ISSUERS_FILE")
+        }
         env = dict(
-            os.environ,
+            base_env,
             CDS_PORT=str(self.port),
             CDS_BENCH_ECHO="true",
             CDS_FEEDBACK_DB=str(Path(self.tmp.name) / "f.db"),
@@ -209,13 +216,13 @@ f:close()
 """
 
 
-def run_wrk(url: str, body: bytes, connections: int, seconds: int) -> dict:
+def run_wrk(url: str, body: bytes, connections: int, seconds: int, threads: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_SCRIPT)
         body_file = Path(tmp) / "body.json"
         body_file.write_bytes(body)
-        threads = min(connections, 2)
+        threads = threads or min(connections, 2)
         out = subprocess.run(
             [
                 "wrk",
@@ -275,6 +282,70 @@ def bench_memory(server: Server) -> dict:
         "peak_rss_mb_at_start": server.rss_at_start_mb,
         "peak_rss_mb_after_huge": server.peak_rss_mb(),
         "huge_body_mb": len(body) / 1e6,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# 5. scaling out: 1 and 2 worker processes
+# --------------------------------------------------------------------------------------------
+
+
+def _process_tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its children so far (Linux /proc), else None."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        total = 0
+        for each in [pid, *map(int, children)]:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _wrk_with_cpu(server: Server, url: str, body: bytes, connections: int, seconds: int) -> dict:
+    before, started = _process_tree_cpu_seconds(server.proc.pid), time.time()
+    result = run_wrk(url, body, connections, seconds, threads=1)
+    after, ended = _process_tree_cpu_seconds(server.proc.pid), time.time()
+    if before is not None and after is not None:
+        result["server_cpu_cores"] = (after - before) / (ended - started)
+    return result
+
+
+def bench_workers(quick: bool) -> dict:
+    """The same typical order-select, the same server settings, 1 and 2 worker processes. Both
+    servers run side by side (the idle one costs nothing) and the throughput runs alternate
+    between them, so that drift in the machine's speed hits both alike; the median of the rounds
+    is compared. wrk runs one thread (the least CPU taken from the servers on these 2 cores)."""
+    if not shutil.which("wrk"):
+        return {"skipped": "wrk not installed (make bench installs it from Debian's packages)"}
+    seconds, rounds = (3, 1) if quick else (8, 3)
+    body = payloads.body(payloads.order_select(payloads.SIZES["typical"]))
+    servers = {1: Server(workers=1), 2: Server(workers=2)}
+    rows = []
+    try:
+        urls = {w: s.base + "/cds-services/calciphylaxis-order-select" for w, s in servers.items()}
+        for url in urls.values():
+            run_wrk(url, body, 16, 2, threads=1)  # warm-up: every worker and thread has served calls
+        throughput: dict[int, list[dict]] = {1: [], 2: []}
+        for _ in range(rounds):
+            for workers in (1, 2):
+                throughput[workers].append(_wrk_with_cpu(servers[workers], urls[workers], body, 16, seconds))
+        for workers in (1, 2):
+            runs = sorted(throughput[workers], key=lambda r: r["rps"])
+            median = runs[len(runs) // 2]
+            rows.append({"workers": workers, "rps_runs": [r["rps"] for r in runs], **median})
+        for workers in (1, 2):
+            rows.append({"workers": workers, **_wrk_with_cpu(servers[workers], urls[workers], body, 64, seconds)})
+    finally:
+        for server in servers.values():
+            server.close()
+    by = {(r["workers"], r["connections"]): r for r in rows}
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "throughput_ratio_2_vs_1": {c: by[(2, c)]["rps"] / by[(1, c)]["rps"] for c in (16, 64)},
+        "p99_ms_64_connections_2_workers": by[(2, 64)].get("p99_ms"),
     }
 
 
@@ -396,6 +467,26 @@ def render(results: dict) -> str:
         f"4. memory: server peak RSS {m['peak_rss_mb_at_start']:.0f} MB at start-up, "
         f"{m['peak_rss_mb_after_huge']:.0f} MB after all runs incl. {m['huge_body_mb']:.1f} MB payloads"
     )
+    w = results.get("workers", {})
+    out += [
+        "",
+        "5. scaling out, typical order-select (wrk, 1 thread)",
+        "   procs  conns   req/s    p50 ms   p99 ms  errors  server CPU (cores)  runs (req/s)",
+    ]
+    if "skipped" in w:
+        out.append(f"   skipped: {w['skipped']}")
+    elif w:
+        for r in w["rows"]:
+            runs = ", ".join(f"{x:.0f}" for x in r.get("rps_runs", []))
+            out.append(
+                f"   {r['workers']:>5} {r['connections']:>6} {r['rps']:>7.1f} {r.get('p50_ms', 0):>8.2f}"
+                f" {r.get('p99_ms', 0):>8.2f} {r['errors']:>7} {r.get('server_cpu_cores', 0):>19.2f}  {runs}"
+            )
+        ratios = w["throughput_ratio_2_vs_1"]
+        out.append(
+            f"   throughput, 2 processes vs 1: {ratios[16]:.2f}x at 16 connections, {ratios[64]:.2f}x at 64; "
+            f"p99 at 64 connections with 2 processes: {w['p99_ms_64_connections_2_workers']:.1f} ms"
+        )
     return "\n".join(out)
 
 
@@ -418,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
     print("running no-prefetch ...", file=sys.stderr)
     results["no_prefetch"] = bench_no_prefetch(args.quick)
+    print("running 1 and 2 worker processes ...", file=sys.stderr)
+    results["workers"] = bench_workers(args.quick)
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))

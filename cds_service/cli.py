@@ -1,4 +1,4 @@
-"""Command line: ``calciphylaxis-cds serve | evaluate | feedback-report``.
+"""Command line: ``calciphylaxis-cds serve | evaluate | feedback-report | feedback-import``.
 
 Every ``serve`` option can also be set by its environment variable (``CDS_HOST``, ``CDS_PORT``,
 ...); a command-line flag wins over the environment.
@@ -7,8 +7,10 @@ Every ``serve`` option can also be set by its environment variable (``CDS_HOST``
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cds_service import __version__
-from cds_service.config import Settings
+from cds_service.config import Settings, redact_url
 from cds_service.errors import describe_validation_error
 from cds_service.net import is_loopback_host
 
@@ -38,23 +40,45 @@ def _one_line(text: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from cds_service.auth import IssuerConfigError, build_authenticator
-    from cds_service.http import server
-    from cds_service.http.app import create_app
-    from cds_service.http.logs import configure_logging
-
     settings = _settings(
         {
             "host": args.host,
             "port": args.port,
             "threads": args.threads,
+            "workers": args.workers,
             "issuers_file": args.issuers_file,
             "public_base_url": args.public_base_url,
             "allow_unauthenticated": True if args.allow_unauthenticated else None,
             "allow_sandbox_issuer_on_network": True if args.allow_public_sandbox_issuer_on_network else None,
         }
     )
-    configure_logging(settings.log_level)
+    metrics_dir = None
+    if settings.workers > 1:
+        # Before anything imports prometheus_client: the workers' metrics go to shared files.
+        from cds_service.http.workers import prepare_metrics_dir
+
+        metrics_dir = prepare_metrics_dir()
+    try:
+        return _serve(settings, metrics_dir)
+    finally:
+        if metrics_dir is not None:  # made here: removed however serving ended
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(settings: Settings, metrics_dir: Path | None) -> int:
+    multi = settings.workers > 1
+    from cds_service.auth import IssuerConfigError, build_authenticator
+    from cds_service.errors import ServiceUnavailable
+    from cds_service.feedback import open_store
+    from cds_service.http import server
+    from cds_service.http.app import create_app
+    from cds_service.http.logs import configure_logging
+
+    # The parent of worker processes logs directly: it must hold no thread when it forks.
+    if multi:
+        configure_logging(settings.log_level, queued=False)
+    else:
+        configure_logging(settings.log_level)
     # Decide about authentication before anything else is created (no database file is made
     # by a server that then refuses to start). Every refusal is one line and exit status 2.
     try:
@@ -84,25 +108,126 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    app = create_app(settings, authenticator=authenticator)
-    log.info(
-        "serving",
-        extra={"host": settings.host, "port": settings.port, "threads": settings.threads, "version": __version__},
-    )
-    server.serve(app, settings)
-    return 0
+    if multi and authenticator.enabled and not settings.redis_url:
+        print(
+            f"calciphylaxis-cds: refusing to start {settings.workers} worker processes with the in-memory JWT "
+            "replay cache (each process would accept a token another one has already seen): set CDS_REDIS_URL "
+            "to a Redis all processes share, or serve with --workers 1.",
+            file=sys.stderr,
+        )
+        return 2
+    # The schema, once, before serving (replicas starting together are serialised by a lock).
+    store = open_store(settings)
+    try:
+        applied = store.migrate()
+    except ServiceUnavailable as exc:
+        print(f"calciphylaxis-cds: cannot start: {_one_line(exc.detail or exc.message)}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    log.info("feedback store ready", extra={"store": store.describe(), "migrations_applied": applied})
+    if settings.redis_url:
+        log.info("JWT replay store: Redis", extra={"redis": redact_url(settings.redis_url)})
+    serving = {
+        "host": settings.host,
+        "port": settings.port,
+        "threads": settings.threads,
+        "workers": settings.workers,
+        "version": __version__,
+    }
+    if not multi:
+        app = create_app(settings, authenticator=authenticator)
+        log.info("serving", extra=serving)
+        try:
+            server.serve(app, settings)
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+                raise
+            print(
+                f"calciphylaxis-cds: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr
+            )
+            return 1
+        return 0
+
+    from cds_service import engine
+    from cds_service.http import workers
+
+    try:
+        sockets = workers.bind_sockets(settings.host, settings.port, settings.workers)
+    except OSError as exc:
+        print(f"calciphylaxis-cds: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    engine.warm_up()  # card content loaded and checked once, before the workers are forked
+
+    def build_app() -> Any:
+        # In each worker: its own authenticator (JWKS cache per process; the replay store is Redis).
+        return create_app(settings, authenticator=build_authenticator(settings))
+
+    log.info("serving", extra=serving)
+    return workers.serve_workers(settings, build_app, sockets, metrics_dir)
 
 
 def cmd_feedback_report(args: argparse.Namespace) -> int:
-    from cds_service.feedback import SQLiteFeedbackStore, format_report
+    from cds_service.feedback import SQLiteFeedbackStore, format_report, open_store
 
     # --db, like any path on a command line, is relative to the working directory; a relative
     # CDS_FEEDBACK_DB is relative to the data directory (config.data_dir), as for the server.
-    settings = _settings({"feedback_db": Path(args.db).absolute() if args.db else None})
-    if not Path(settings.feedback_db).exists():
+    settings = _settings(
+        {
+            "feedback_db": Path(args.db).absolute() if args.db else None,
+            "database_url": args.database_url,
+        }
+    )
+    if args.db and not args.database_url:
+        store: Any = SQLiteFeedbackStore(settings.feedback_db)
+    else:
+        store = open_store(settings)
+    if store.backend == "sqlite" and not Path(settings.feedback_db).exists():
         print(f"No feedback database at {settings.feedback_db} yet.")
         return 0
-    print(format_report(SQLiteFeedbackStore(settings.feedback_db).report()))
+    from cds_service.errors import ServiceUnavailable
+
+    try:
+        print(format_report(store.report()))
+    except ServiceUnavailable as exc:
+        print(f"calciphylaxis-cds: {_one_line(exc.detail or exc.message)}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_feedback_import(args: argparse.Namespace) -> int:
+    """Copy a SQLite feedback file into the configured PostgreSQL database (moving to replicas)."""
+    from cds_service.errors import ServiceUnavailable
+    from cds_service.feedback import SQLiteFeedbackStore, open_store
+
+    settings = _settings({"database_url": args.database_url})
+    if not settings.database_url:
+        print(
+            "calciphylaxis-cds: feedback-import needs the target: set CDS_DATABASE_URL (or --database-url)",
+            file=sys.stderr,
+        )
+        return 2
+    source_path = Path(args.from_sqlite).absolute()
+    if not source_path.is_file():
+        print(f"calciphylaxis-cds: no SQLite feedback file at {source_path}", file=sys.stderr)
+        return 2
+    source = SQLiteFeedbackStore(source_path)
+    target = open_store(settings)
+    try:
+        salt, served, feedback = source.export_rows()
+        added_served, added_feedback = target.import_rows(salt, served, feedback)
+    except ServiceUnavailable as exc:
+        print(f"calciphylaxis-cds: {_one_line(exc.detail or exc.message)}", file=sys.stderr)
+        return 1
+    finally:
+        source.close()
+        target.close()
+    print(
+        f"Imported {added_served} of {len(served)} served cards and {added_feedback} of {len(feedback)} "
+        f"feedback items into {target.describe()} (the others were there already)."
+    )
     return 0
 
 
@@ -163,7 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the service under the waitress WSGI server")
     serve.add_argument("--host", help="bind address (CDS_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (CDS_PORT, default 8080)")
-    serve.add_argument("--threads", type=int, help="worker threads (CDS_THREADS, default 8)")
+    serve.add_argument("--threads", type=int, help="worker threads per process (CDS_THREADS, default 8)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the port (CDS_WORKERS, default 1); more than one needs CDS_REDIS_URL "
+        "when JWT authentication is on",
+    )
     serve.add_argument(
         "--issuers-file", help="JSON file of trusted JWT issuers (CDS_ISSUERS_FILE; see docs/authentication.md)"
     )
@@ -188,9 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("feedback-report", help="per rule: cards served, accepted, overridden, reasons")
     report.add_argument(
         "--db",
-        help="feedback database (default: CDS_FEEDBACK_DB, var/feedback.sqlite3 in the project directory)",
+        help="SQLite feedback database (default: CDS_FEEDBACK_DB, var/feedback.sqlite3 in the project directory)",
+    )
+    report.add_argument(
+        "--database-url",
+        help="PostgreSQL feedback database (default: CDS_DATABASE_URL, which wins over the SQLite file when set)",
     )
     report.set_defaults(func=cmd_feedback_report)
+
+    move = sub.add_parser(
+        "feedback-import",
+        help="copy a SQLite feedback file into the PostgreSQL database (CDS_DATABASE_URL); safe to repeat",
+    )
+    move.add_argument("--from-sqlite", required=True, help="the SQLite file (e.g. var/feedback.sqlite3)")
+    move.add_argument("--database-url", help="PostgreSQL target (default: CDS_DATABASE_URL)")
+    move.set_defaults(func=cmd_feedback_import)
 
     evaluate = sub.add_parser("evaluate", help="print the cards for a CDS Hooks request file, no server")
     evaluate.add_argument("request", help="path to a CDS Hooks request JSON file")

@@ -87,11 +87,73 @@ class Settings(BaseSettings):
         "issuers are configured.",
     )
 
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes sharing the port (serve --workers); more than one needs the shared "
+        "replay store (CDS_REDIS_URL) whenever JWT authentication is on.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        20.0,
+        ge=0,
+        le=600,
+        description="On SIGTERM/SIGINT: how long calls in progress may take to finish before the process "
+        "stops (new connections are refused at once); then the served-card log is written out.",
+    )
+
     # --- feedback store ----------------------------------------------------------------------
     feedback_db: Path = Field(
         Path("var/feedback.sqlite3"),
         description="SQLite file for served cards and feedback (created on first use); a relative "
-        "path is resolved against data_dir(), never the working directory.",
+        "path is resolved against data_dir(), never the working directory. Unused when "
+        "database_url is set.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL URL (postgresql://user:password@host:5432/dbname) for served cards and "
+        "feedback, shared by every replica; unset = the embedded SQLite file (feedback_db).",
+    )
+    database_pool_size: int = Field(
+        8, ge=1, le=200, description="Most PostgreSQL connections per process (psycopg_pool)."
+    )
+    database_connect_timeout: float = Field(
+        5.0, gt=0, le=120, description="Timeout for opening a PostgreSQL connection or waiting for a pooled one (s)."
+    )
+    served_card_retention_days: int = Field(
+        365,
+        ge=0,
+        description="Served-card rows older than this are deleted in the background; 0 = keep for ever. "
+        "Feedback rows are never deleted.",
+    )
+    served_card_purge_interval_seconds: int = Field(
+        3600, ge=1, description="How often the background purge of old served-card rows runs (s)."
+    )
+    served_card_queue_size: int = Field(
+        10_000,
+        ge=10,
+        description="Hook calls whose served-card rows may wait to be written (they are written in batches "
+        "off the request thread); when full, a hook call waits up to 2 s, then its rows are dropped and counted.",
+    )
+
+    # --- shared JWT replay store ---------------------------------------------------------------
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL (redis://host:6379/0, rediss:// for TLS) of the JWT replay store shared by "
+        "every process and replica; unset = in process memory (one process only).",
+    )
+    redis_key_prefix: str = Field(
+        "calciphylaxis-cds:jti:", min_length=1, max_length=100, description="Prefix of the replay keys in Redis."
+    )
+    redis_timeout: float = Field(0.5, gt=0, le=30, description="Connect and command timeout for Redis (s).")
+
+    # --- operations ------------------------------------------------------------------------------
+    metrics_token: str | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token Prometheus presents to GET /metrics when JWT authentication is on "
+        "(without one, /metrics is off while authentication is on); with authentication off, /metrics "
+        "is as open as every other endpoint.",
     )
 
     # --- authentication (JWT from the CDS client) --------------------------------------------
@@ -217,10 +279,53 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown algorithm '{alg}'; choose from {known}")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        scheme = urlsplit(value).scheme
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "must be a PostgreSQL URL (postgresql://user:password@host:5432/dbname); leave it unset "
+                "for the embedded SQLite file (CDS_FEEDBACK_DB)"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a Redis URL (redis://host:6379/0, rediss://... or unix:///path)")
+        return value
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+
+def redact_url(url: str) -> str:
+    """A database or Redis URL fit for a log line or an error message: scheme, host, port and
+    path, never the user name or password."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def env_var_names() -> list[str]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from time import perf_counter
 from typing import Any
 
+from cds_service.calllog import add_stage
 from cds_service.checks import eligibility, lab_facts, review_chart, run_checks
 from cds_service.fhir.resolver import ResolvedPrefetch
 from cds_service.knowledge.content import content
@@ -35,16 +37,23 @@ class HookCall:
 
 def evaluate(call: HookCall) -> list[Card]:
     """Cards for one hook call; ``[]`` for a patient out of scope or with nothing to flag."""
+    started = perf_counter()
     record = build_record(call.context, call.prefetch, call.now)
     orders = orders_under_review(call.hook, call.context, record)
+    built = perf_counter()
     labs = lab_facts(record)  # one reading of the labs serves every check of this call
     findings = run_checks(record, orders, labs)
     if call.hook == "patient-view":
         findings = review_chart(record, labs) + findings  # the mineral summary first, then per order
+    checked = perf_counter()
+    add_stage("record", built - started)  # stage timings for the call's log line and metrics
+    add_stage("checks", checked - built)
     if not findings:
         return []
     encounter = call.context.get("encounterId")
-    return render_cards(findings, record.patient_id, encounter if isinstance(encounter, str) else None)
+    cards = render_cards(findings, record.patient_id, encounter if isinstance(encounter, str) else None)
+    add_stage("render", perf_counter() - checked)
+    return cards
 
 
 @cache

@@ -37,6 +37,17 @@ class DataUnavailable(CdsError):
     trusted FHIR server."""
 
 
+class ServiceUnavailable(CdsError):
+    """A store the call needs (the database, the shared replay store) cannot be reached right now;
+    the caller may retry (answered 503 with Retry-After). The cause is logged, never sent."""
+
+    def __init__(
+        self, message: str, *, retry_after: int = 1, headers: dict[str, str] | None = None, detail: str | None = None
+    ):
+        super().__init__(message, headers={"Retry-After": str(retry_after), **(headers or {})})
+        self.detail = detail  # for the operator (start-up refusal, log), never sent to the caller
+
+
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """Turn a pydantic ValidationError into one readable sentence naming each field.
 

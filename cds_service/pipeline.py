@@ -1,6 +1,8 @@
 """One hook call, start to finish, without HTTP: validate, resolve prefetch, evaluate.
 
 The Flask view and the ``evaluate`` command both call ``run_hook`` so they cannot disagree.
+Stage timings (validate, prefetch; the engine adds record, checks, render) go to the call's
+record (``calllog``) when the HTTP layer has opened one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cds_service import engine
+from cds_service.calllog import timed
 from cds_service.errors import BadRequest, NotFound, describe_validation_error
 from cds_service.fhir.resolver import PrefetchResolver
 from cds_service.protocol import CONTEXT_MODELS, CDSRequest, CDSResponse
@@ -53,12 +56,14 @@ def run_hook(
     *,
     now: Callable[[], datetime] | None = None,
 ) -> tuple[CDSRequest, CDSResponse]:
-    request = validate_request(service, body)
+    with timed("validate"):
+        request = validate_request(service, body)
     if request.hook == "order-select" and not request.context.get("selections"):
         # Fired before anything was selected: no order to review, so no cards, and no reason to
         # fetch FHIR data.
         return request, CDSResponse(cards=[])
-    resolved = resolver.resolve(request, service.prefetch)
+    with timed("prefetch"):
+        resolved = resolver.resolve(request, service.prefetch)
     call = engine.HookCall(
         service_id=service.id,
         hook=request.hook,

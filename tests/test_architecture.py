@@ -17,12 +17,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("services",),
     ("engine",),
     ("fhir.resolver", "fhir.client", "fhir.templates", "fhir.breaker"),
-    ("render",),
+    ("render", "governance"),
     ("checks",),
     ("knowledge",),
     ("patient",),
     # fhir/__init__ is empty: the package itself sits at the bottom with its generic readers.
-    ("fhir", "fhir.reading", "protocol", "errors", "config", "net", "__init__"),
+    ("fhir", "fhir.reading", "protocol", "errors", "config", "net", "calllog", "metrics", "__init__"),
 ]
 
 

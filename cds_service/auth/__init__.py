@@ -12,6 +12,19 @@ from cds_service.auth.authenticator import (
     JwtAuthenticator,
     NoAuthentication,
     build_authenticator,
+    build_replay_cache,
 )
+from cds_service.auth.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache, ReplayStoreUnavailable
 
-__all__ = ["Authenticator", "IssuerConfigError", "JwtAuthenticator", "NoAuthentication", "build_authenticator"]
+__all__ = [
+    "Authenticator",
+    "InMemoryReplayCache",
+    "IssuerConfigError",
+    "JwtAuthenticator",
+    "NoAuthentication",
+    "RedisReplayCache",
+    "ReplayCache",
+    "ReplayStoreUnavailable",
+    "build_authenticator",
+    "build_replay_cache",
+]

@@ -25,9 +25,16 @@ import jwt
 
 from cds_service.auth.issuers import SANDBOX_ISSUER, IssuerConfigError, TrustedIssuer, build_issuers
 from cds_service.auth.keys import KeyStore
-from cds_service.auth.replay import InMemoryReplayCache, ReplayCache, ReplayCacheFull
+from cds_service.auth.replay import (
+    InMemoryReplayCache,
+    RedisReplayCache,
+    ReplayCache,
+    ReplayCacheFull,
+    ReplayStoreUnavailable,
+)
+from cds_service.calllog import event
 from cds_service.config import Settings
-from cds_service.errors import Unauthorized
+from cds_service.errors import ServiceUnavailable, Unauthorized
 from cds_service.net import is_loopback_host
 
 __all__ = [
@@ -36,11 +43,13 @@ __all__ = [
     "JwtAuthenticator",
     "NoAuthentication",
     "build_authenticator",
+    "build_replay_cache",
 ]
 
 log = logging.getLogger("cds_service.auth")
 
 AUTH_FAILED = "Authentication failed."
+REPLAY_STORE_DOWN = "The service cannot check tokens right now; send the request again shortly."
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="cds-services"'}
 _REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
 
@@ -102,23 +111,38 @@ class JwtAuthenticator:
     def authenticate(self, authorization_header: str | None, audience: Audience) -> dict[str, Any]:
         audiences = [audience] if isinstance(audience, str) else list(audience)
         seen: dict[str, Any] = {}
+        # What is logged goes on the call's one request line (calllog), or on a line of its own
+        # when no call is open.
         try:
             return self._verify(authorization_header, audiences, seen)
         except _Rejected as exc:
-            log.warning(
+            event(
+                log,
+                logging.WARNING,
                 "authentication failed",
-                extra={
-                    "reason": str(exc),
-                    "audience": [_short(a) for a in audiences],
-                    **{k: _short(v) for k, v in seen.items()},
-                },
+                reason=str(exc),
+                audience=[_short(a) for a in audiences],
+                **{k: _short(v) for k, v in seen.items()},
             )
         except ReplayCacheFull as exc:
-            log.error(
+            event(
+                log,
+                logging.ERROR,
                 "authentication refused: replay cache full (raise CDS_JWT_REPLAY_CACHE_SIZE or lower "
                 "CDS_JWT_MAX_LIFETIME_SECONDS)",
-                extra={"reason": str(exc), **{k: _short(v) for k, v in seen.items()}},
+                reason=str(exc),
+                **{k: _short(v) for k, v in seen.items()},
             )
+        except ReplayStoreUnavailable as exc:
+            # Fail closed, but say "try again" (503), not "your token is bad" (401).
+            event(
+                log,
+                logging.ERROR,
+                "authentication not possible: the shared replay store (Redis) cannot be reached",
+                reason=str(exc),
+                **{k: _short(v) for k, v in seen.items()},
+            )
+            raise ServiceUnavailable(REPLAY_STORE_DOWN) from None
         raise Unauthorized(AUTH_FAILED, headers=dict(WWW_AUTHENTICATE))
 
     def _verify(self, authorization_header: str | None, audiences: list[str], seen: dict[str, Any]) -> dict[str, Any]:
@@ -287,6 +311,13 @@ def build_authenticator(settings: Settings, *, clock: Callable[[], float] = time
         algorithms=settings.jwt_algorithms,
         leeway=settings.jwt_leeway_seconds,
         max_lifetime=settings.jwt_max_lifetime_seconds,
-        replay_cache=InMemoryReplayCache(settings.jwt_replay_cache_size),
+        replay_cache=build_replay_cache(settings),
         clock=clock,
     )
+
+
+def build_replay_cache(settings: Settings) -> ReplayCache:
+    """Redis when ``CDS_REDIS_URL`` is set (shared by every process and replica), else in memory."""
+    if settings.redis_url:
+        return RedisReplayCache(settings.redis_url, prefix=settings.redis_key_prefix, timeout=settings.redis_timeout)
+    return InMemoryReplayCache(settings.jwt_replay_cache_size)

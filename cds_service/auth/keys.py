@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 
+from cds_service.calllog import event
 from cds_service.config import JWT_SIGNING_ALGORITHMS
 from cds_service.net import is_loopback_host
 
@@ -194,13 +195,18 @@ class _Refreshable:
             self.keys = self.load()
         except (JwksError, OSError, ValueError, requests.RequestException) as exc:
             # Keep the keys we had: a flaky endpoint must not lock every caller out.
-            log.warning(
+            event(
+                log,
+                logging.WARNING,
                 "could not refresh a JWK Set; keeping the keys already known",
-                extra={"jwks": self.origin, "why": why, "reason": str(exc)[:300], "known_keys": len(self.keys)},
+                jwks=self.origin,
+                why=why,
+                reason=str(exc)[:300],
+                known_keys=len(self.keys),
             )
             return
         self.loaded_at = now
-        log.info("JWK Set loaded", extra={"jwks": self.origin, "why": why, "kids": sorted(self.keys)})
+        event(log, logging.INFO, "JWK Set loaded", jwks=self.origin, why=why, kids=sorted(self.keys))
 
     def load(self) -> dict[str, PublicKey]:
         raise NotImplementedError

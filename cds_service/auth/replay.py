@@ -1,24 +1,46 @@
 """Replay protection: remember every accepted JWT id until its token expires.
 
-A small interface (``ReplayCache``) so a deployment with several processes can plug in a shared
-store (e.g. Redis ``SET NX EX``); the default is in memory, thread-safe and bounded.
+One interface (``ReplayCache``), two stores:
+
+* ``InMemoryReplayCache`` (the default): in process memory, thread-safe and bounded. Exact for
+  one process only: a second process (or replica) would accept a token the first has seen, so
+  ``serve`` refuses to start several worker processes with it while authentication is on.
+* ``RedisReplayCache`` (``CDS_REDIS_URL``): one Redis shared by every process and replica. Each
+  accepted ``jti`` is one ``SET key 1 NX EX ttl``: atomic, so of two replicas receiving the same
+  token at the same moment exactly one accepts it; Redis forgets the key when the token could no
+  longer be accepted anyway. When Redis cannot be reached, tokens are refused (fail closed, answered
+  503 so the EHR retries) rather than accepted unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import math
 import threading
 from typing import Protocol
+
+import redis
 
 
 class ReplayCacheFull(Exception):
     """Every slot holds an unexpired jti: accepting more would mean forgetting one (fail closed)."""
 
 
+class ReplayStoreUnavailable(Exception):
+    """The shared replay store cannot be reached: whether a token was seen cannot be told."""
+
+
 class ReplayCache(Protocol):
     def remember(self, key: str, expires_at: float, now: float) -> bool:
         """Store ``key`` until ``expires_at``; False when it is already stored (a replay)."""
         ...
+
+    def ping(self) -> None:
+        """Raise ``ReplayStoreUnavailable`` unless the store answers (readiness)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class InMemoryReplayCache:
@@ -51,9 +73,67 @@ class InMemoryReplayCache:
             heapq.heappush(self._heap, (expires_at, key))
             return True
 
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
     def _prune(self, now: float) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now:
             expires_at, key = heapq.heappop(heap)
             if self._expiry.get(key) == expires_at:
                 del self._expiry[key]
+
+
+class RedisReplayCache:
+    """The replay store shared by every process and replica: ``SET prefix+hash NX EX ttl``.
+
+    Keys are a SHA-256 of issuer and ``jti`` (bounded length, no caller-chosen bytes in Redis),
+    under a configurable prefix so several services can share one Redis. The client keeps a
+    thread-safe connection pool per process, created on first use (after the worker processes
+    have started).
+    """
+
+    def __init__(self, url: str, *, prefix: str = "calciphylaxis-cds:jti:", timeout: float = 0.5):
+        self.url = url
+        self.prefix = prefix
+        self.timeout = timeout
+        self._client: redis.Redis | None = None
+        self._lock = threading.Lock()
+
+    def _redis(self) -> redis.Redis:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = redis.Redis.from_url(
+                        self.url,
+                        socket_timeout=self.timeout,
+                        socket_connect_timeout=self.timeout,
+                        health_check_interval=30,
+                    )
+        return self._client
+
+    def key(self, key: str) -> str:
+        return self.prefix + hashlib.sha256(key.encode()).hexdigest()
+
+    def remember(self, key: str, expires_at: float, now: float) -> bool:
+        ttl = max(1, math.ceil(expires_at - now))
+        try:
+            stored = self._redis().set(self.key(key), b"1", nx=True, ex=ttl)
+        except redis.RedisError as exc:
+            raise ReplayStoreUnavailable(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        return bool(stored)
+
+    def ping(self) -> None:
+        try:
+            self._redis().ping()
+        except redis.RedisError as exc:
+            raise ReplayStoreUnavailable(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None

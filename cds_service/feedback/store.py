@@ -1,43 +1,64 @@
-"""Served-card log and feedback store.
+"""Served-card log and feedback store: the interface, and what both backends share.
 
-Embedded SQLite by default (created on first use). ``FeedbackStore`` is the small interface the
-app uses, so a server database can replace SQLite later without touching routes.
+Two backends behind one interface (``FeedbackStore``), on one schema (``migrations/``): the
+embedded SQLite file by default (``sqlite.py``), PostgreSQL when ``CDS_DATABASE_URL`` is set
+(``postgres.py``), shared by every replica. The SQL is the same for both (written with ``?``
+markers, see ``migrations.Dialect``); only connections, locking and timestamps differ.
 
-* ``record_served``: one row per card we send (card uuid, service, rule id, a salted hash of the
-  patient id, time), so feedback can be attributed to the rule that produced the card.
-* ``add_feedback``: idempotent; a client resending the same feedback item stores nothing new.
-  Feedback on a card that is not in the served-card log is stored too (the EHR did see some
-  card), but attributed to no rule: the report lists it apart, as ``UNKNOWN_RULE``.
+* ``write_served``: one row per card we sent (card uuid, service, rule id, a salted hash of the
+  patient id, time), so feedback can be attributed to the rule that produced the card. The app
+  queues these rows and writes them in batches off the request thread (``writer.py``).
+* ``add_feedback``: idempotent, also across replicas and under concurrency (a unique key per item
+  and ``INSERT ... ON CONFLICT DO NOTHING``); a client resending the same item stores nothing new.
+  It returns only once the rows are committed durably (SQLite ``synchronous=FULL``; PostgreSQL
+  ``synchronous_commit=on``): feedback answered 200 survives a crash or a power loss.
+  Feedback on a card that is not in the served-card log is stored too (the EHR did see some card),
+  but attributed to no rule: the report lists it apart, as ``UNKNOWN_RULE``.
 * ``report``: per rule, cards served, accepted, overridden and the override reasons given.
-
-Durability, chosen deliberately: WAL journal with ``synchronous=FULL`` (and ``fullfsync`` where
-the OS has it, i.e. macOS), so every commit is on stable storage before it returns. Feedback
-answered 200 survives a crash or a power loss. The price is one fsync per commit: one per hook
-call that returns cards (its served cards are written in one transaction) and one per feedback
-call. ``synchronous=NORMAL`` would be faster but may lose the last commits on power loss.
+* ``purge_served``: deletes served-card rows older than the retention period, in small batches.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
-import sqlite3
-import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from cds_service.feedback.migrations import Dialect
 from cds_service.protocol import Card, FeedbackItem
 
-# The rule id the report gives feedback on a card that is not in the served-card log: a card this
-# service never served (or one served by another instance, or before the log was started).
-UNKNOWN_RULE = "(card not in served log)"
+log = logging.getLogger("cds_service.feedback")
 
-# Per connection; see the module docstring.
-DURABILITY_PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "fullfsync=ON", "busy_timeout=10000")
+# The rule id the report gives feedback on a card that is not in the served-card log: a card this
+# service never served (or one served before the log was started, or purged by retention).
+UNKNOWN_RULE = "(card not in served log)"
+UNATTRIBUTED = "(unattributed)"
+
+# Rows deleted per statement by the retention purge: short transactions, no long lock.
+PURGE_BATCH = 5000
+
+SERVED_COLUMNS = ("card_uuid", "service_id", "hook", "rule_id", "patient_hash", "served_at")
+FEEDBACK_COLUMNS = (
+    "dedup_key",
+    "service_id",
+    "card_uuid",
+    "outcome",
+    "accepted_suggestions",
+    "override_system",
+    "override_code",
+    "override_display",
+    "user_comment",
+    "outcome_timestamp",
+    "received_at",
+    "body",
+)
+TIMESTAMP_COLUMNS = frozenset({"served_at", "outcome_timestamp", "received_at"})
 
 
 @dataclass
@@ -51,135 +72,180 @@ class RuleReport:
     attributed: bool = True
 
 
+@dataclass(frozen=True)
+class ServedCard:
+    """One card sent to an EHR, as queued for the served-card log (the patient id is hashed
+    when the row is written, never stored)."""
+
+    card_uuid: str
+    service_id: str
+    hook: str
+    rule_id: str
+    patient_id: str
+    served_at: datetime
+
+
+def served_rows(service_id: str, hook: str, patient_id: str, cards: Iterable[Card]) -> list[ServedCard]:
+    now = utcnow()
+    return [ServedCard(c.uuid, service_id, hook, c.rule_id or UNATTRIBUTED, patient_id, now) for c in cards]
+
+
 class FeedbackStore(Protocol):
+    """What the app and the ``feedback-report`` command use; both backends implement it."""
+
+    backend: str  # "sqlite" | "postgresql"
+
+    def migrate(self) -> list[int]: ...
+
     def record_served(self, service_id: str, hook: str, patient_id: str, cards: Iterable[Card]) -> None: ...
+
+    def write_served(self, rows: Sequence[ServedCard]) -> None: ...
 
     def add_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> tuple[int, int]: ...
 
+    def store_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> list[bool]: ...
+
     def report(self) -> list[RuleReport]: ...
 
+    def purge_served(self, older_than: datetime) -> int: ...
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS served_card (
-    card_uuid TEXT PRIMARY KEY,
-    service_id TEXT NOT NULL,
-    hook TEXT NOT NULL,
-    rule_id TEXT NOT NULL,
-    patient_hash TEXT NOT NULL,
-    served_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    dedup_key TEXT NOT NULL UNIQUE,
-    service_id TEXT NOT NULL,
-    card_uuid TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    accepted_suggestions TEXT,
-    override_system TEXT,
-    override_code TEXT,
-    override_display TEXT,
-    user_comment TEXT,
-    outcome_timestamp TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_card ON feedback(card_uuid);
-"""
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def describe(self) -> str: ...
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
-class SQLiteFeedbackStore:
-    """Thread-safe: one connection per thread, WAL so readers never block the writer."""
+def dedup_key(service_id: str, body: dict[str, Any]) -> str:
+    canonical = json.dumps([service_id, body], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self._local = threading.local()
-        self._init_lock = threading.Lock()
-        self._initialised = False
+
+class Cursor(Protocol):
+    """What the shared SQL needs of a DB-API cursor (sqlite3 and psycopg alike)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: Any, params: Any, /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class SqlFeedbackStore:
+    """The queries both backends run. A backend supplies ``_transaction`` (a cursor inside one
+    transaction, committed at the end of the block, rolled back on error), ``_timestamp`` (how a
+    datetime is bound) and ``migrate``."""
+
+    backend = "sql"
+    dialect: Dialect
+
+    def __init__(self) -> None:
         self._salt: str | None = None
 
-    # -- connection handling ---------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if str(self.path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=10, isolation_level=None)
-            for pragma in DURABILITY_PRAGMAS:
-                conn.execute(f"PRAGMA {pragma}")
-            self._local.conn = conn
-            self._ensure_schema(conn)
-        return conn
+    # -- backend hooks ----------------------------------------------------------------------------
+    def _transaction(self) -> AbstractContextManager[Cursor]:
+        raise NotImplementedError
 
-    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
-        with self._init_lock:
-            if self._initialised:
-                return
-            conn.executescript(_SCHEMA)
-            # A random salt per database keeps patient hashes stable here but unlinkable elsewhere.
-            conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('patient_salt', ?)",
-                (secrets.token_hex(16),),
-            )
-            self._salt = conn.execute("SELECT value FROM meta WHERE key='patient_salt'").fetchone()[0]
-            self._initialised = True
+    def _timestamp(self, value: datetime) -> Any:
+        raise NotImplementedError
 
-    def durability(self) -> dict[str, str | int]:
-        """The journal mode and synchronous level in force (0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA)."""
-        conn = self._conn()
-        journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
-        return {"journal_mode": str(journal_mode), "synchronous": int(synchronous)}
+    def migrate(self) -> list[int]:
+        raise NotImplementedError
 
-    def _patient_hash(self, patient_id: str) -> str:
-        self._conn()
-        return hashlib.sha256(f"{self._salt}:{patient_id}".encode()).hexdigest()
+    def describe(self) -> str:
+        raise NotImplementedError
 
-    # -- interface ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release connections (nothing to do by default)."""
+
+    # -- shared ------------------------------------------------------------------------------
+    def _sql(self, text: str) -> str:
+        return self.dialect.sql(text)
+
+    def _patient_salt(self) -> str:
+        # A random salt per database keeps patient hashes stable here (and across replicas sharing
+        # the database) but unlinkable elsewhere.
+        if self._salt is None:
+            with self._transaction() as cur:
+                cur.execute(
+                    self._sql("INSERT INTO meta(key, value) VALUES ('patient_salt', ?) ON CONFLICT (key) DO NOTHING"),
+                    (secrets.token_hex(16),),
+                )
+                cur.execute("SELECT value FROM meta WHERE key = 'patient_salt'")
+                self._salt = str(cur.fetchone()[0])
+        return self._salt
+
+    def patient_hash(self, patient_id: str) -> str:
+        return hashlib.sha256(f"{self._patient_salt()}:{patient_id}".encode()).hexdigest()
+
     def record_served(self, service_id: str, hook: str, patient_id: str, cards: Iterable[Card]) -> None:
-        cards = list(cards)
-        if not cards:
+        """Write the served cards of one call now (the app queues them instead: ``writer.py``)."""
+        self.write_served(served_rows(service_id, hook, patient_id, cards))
+
+    def write_served(self, rows: Sequence[ServedCard]) -> None:
+        """Write served-card rows in one transaction (one commit for the whole batch)."""
+        if not rows:
             return
-        patient_hash = self._patient_hash(patient_id)
-        served_at = _now()
-        rows = [(c.uuid, service_id, hook, c.rule_id or "(unattributed)", patient_hash, served_at) for c in cards]
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")  # one transaction (one fsync) for all the cards of a call
-        try:
-            conn.executemany(
-                "INSERT OR IGNORE INTO served_card(card_uuid, service_id, hook, rule_id, patient_hash, served_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
+        salt = self._patient_salt()
+        hashes: dict[str, str] = {}
+        values = []
+        for row in rows:
+            if row.patient_id not in hashes:
+                hashes[row.patient_id] = hashlib.sha256(f"{salt}:{row.patient_id}".encode()).hexdigest()
+            values.append(
+                (
+                    row.card_uuid,
+                    row.service_id,
+                    row.hook,
+                    row.rule_id,
+                    hashes[row.patient_id],
+                    self._timestamp(row.served_at),
+                )
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        with self._transaction() as cur:
+            cur.executemany(
+                self._sql(
+                    "INSERT INTO served_card(card_uuid, service_id, hook, rule_id, patient_hash, served_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (card_uuid) DO NOTHING"
+                ),
+                values,
+            )
 
     def add_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> tuple[int, int]:
-        """Store each item once; return (stored, duplicates)."""
-        conn = self._conn()
-        stored = duplicates = 0
-        received_at = _now()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        """Store each item once; return (stored, duplicates) once committed."""
+        results = self.store_feedback(service_id, items)
+        stored = sum(results)
+        return stored, len(results) - stored
+
+    def store_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> list[bool]:
+        """Store each item once, in one transaction; per item, True when it was new (False: a
+        duplicate of an item already stored), once committed."""
+        results: list[bool] = []
+        received_at = self._timestamp(utcnow())
+        sql = self._sql(
+            "INSERT INTO feedback(dedup_key, service_id, card_uuid, outcome, accepted_suggestions,"
+            " override_system, override_code, override_display, user_comment, outcome_timestamp,"
+            " received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (dedup_key) DO NOTHING"
+        )
+        with self._transaction() as cur:
             for item in items:
                 body = item.model_dump(mode="json", exclude_none=True)
-                canonical = json.dumps([service_id, body], sort_keys=True, separators=(",", ":"))
-                dedup_key = hashlib.sha256(canonical.encode()).hexdigest()
                 reason = item.overrideReason.reason if item.overrideReason else None
                 accepted = json.dumps([s.id for s in item.acceptedSuggestions]) if item.acceptedSuggestions else None
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO feedback(dedup_key, service_id, card_uuid, outcome,"
-                    " accepted_suggestions, override_system, override_code, override_display,"
-                    " user_comment, outcome_timestamp, received_at, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                cur.execute(
+                    sql,
                     (
-                        dedup_key,
+                        dedup_key(service_id, body),
                         service_id,
                         item.card,
                         item.outcome,
@@ -188,35 +254,36 @@ class SQLiteFeedbackStore:
                         reason.code if reason else None,
                         reason.display if reason else None,
                         item.overrideReason.userComment if item.overrideReason else None,
-                        item.outcomeTimestamp.isoformat(),
+                        self._outcome_timestamp(item.outcomeTimestamp),
                         received_at,
                         json.dumps(body, sort_keys=True),
                     ),
                 )
-                if cursor.rowcount:
-                    stored += 1
-                else:
-                    duplicates += 1
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return stored, duplicates
+                results.append(cur.rowcount > 0)
+        return results
+
+    def _outcome_timestamp(self, value: datetime) -> Any:
+        return self._timestamp(value)
 
     def report(self) -> list[RuleReport]:
-        conn = self._conn()
         reports: dict[str, RuleReport] = {}
 
         def get(rule_id: str) -> RuleReport:
             return reports.setdefault(rule_id, RuleReport(rule_id, attributed=rule_id != UNKNOWN_RULE))
 
-        for rule_id, served in conn.execute("SELECT rule_id, COUNT(*) FROM served_card GROUP BY rule_id"):
-            get(rule_id).served = served
-        rows = conn.execute(
-            "SELECT COALESCE(s.rule_id, ?), f.outcome, f.override_code, f.override_display, f.user_comment"
-            " FROM feedback f LEFT JOIN served_card s ON s.card_uuid = f.card_uuid",
-            (UNKNOWN_RULE,),
-        )
+        with self._transaction() as cur:
+            cur.execute("SELECT rule_id, COUNT(*) FROM served_card GROUP BY rule_id")
+            served = cur.fetchall()
+            cur.execute(
+                self._sql(
+                    "SELECT COALESCE(s.rule_id, ?), f.outcome, f.override_code, f.override_display, f.user_comment"
+                    " FROM feedback f LEFT JOIN served_card s ON s.card_uuid = f.card_uuid"
+                ),
+                (UNKNOWN_RULE,),
+            )
+            rows = cur.fetchall()
+        for rule_id, count in served:
+            get(rule_id).served = int(count)
         for rule_id, outcome, code, display, comment in rows:
             report = get(rule_id)
             if outcome == "accepted":
@@ -228,8 +295,98 @@ class SQLiteFeedbackStore:
         # The rules in order, then feedback that no rule can be credited with.
         return sorted(reports.values(), key=lambda r: (not r.attributed, r.rule_id))
 
+    def purge_served(self, older_than: datetime) -> int:
+        """Delete served-card rows served before ``older_than``, a batch per transaction; return how
+        many were deleted. Safe to run in several replicas at once."""
+        sql = self._sql(
+            "DELETE FROM served_card WHERE card_uuid IN"
+            " (SELECT card_uuid FROM served_card WHERE served_at < ? ORDER BY served_at LIMIT ?)"
+        )
+        cutoff = self._timestamp(older_than)
+        total = 0
+        while True:
+            with self._transaction() as cur:
+                cur.execute(sql, (cutoff, PURGE_BATCH))
+                deleted = max(cur.rowcount, 0)
+            total += deleted
+            if deleted < PURGE_BATCH:
+                return total
+
+    def ping(self) -> None:
+        """Raise unless the database answers a query."""
+        with self._transaction() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+
+    # -- moving from one store to another (feedback-import) ----------------------------------------
+    def export_rows(self) -> tuple[str | None, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The patient-hash salt, every served-card row and every feedback row (columns as in
+        ``SERVED_COLUMNS`` and ``FEEDBACK_COLUMNS``)."""
+        with self._transaction() as cur:
+            cur.execute("SELECT value FROM meta WHERE key = 'patient_salt'")
+            found = cur.fetchone()
+            cur.execute(f"SELECT {', '.join(SERVED_COLUMNS)} FROM served_card")  # noqa: S608 - fixed names
+            served = [tuple(row) for row in cur.fetchall()]
+            cur.execute(f"SELECT {', '.join(FEEDBACK_COLUMNS)} FROM feedback ORDER BY id")  # noqa: S608
+            feedback = [tuple(row) for row in cur.fetchall()]
+        return (str(found[0]) if found else None), served, feedback
+
+    def import_rows(
+        self, salt: str | None, served: list[tuple[Any, ...]], feedback: list[tuple[Any, ...]]
+    ) -> tuple[int, int]:
+        """Add rows exported from another store; rows already here (same card, same feedback item)
+        are skipped, so importing twice changes nothing. A store without a patient-hash salt yet
+        takes the source's, so old and new rows hash a patient alike. Returns (served, feedback)
+        rows added."""
+        if salt is not None and self._salt is None:
+            with self._transaction() as cur:
+                cur.execute(
+                    self._sql("INSERT INTO meta(key, value) VALUES ('patient_salt', ?) ON CONFLICT (key) DO NOTHING"),
+                    (salt,),
+                )
+        added_served = added_feedback = 0
+        served_sql = self._sql(
+            f"INSERT INTO served_card({', '.join(SERVED_COLUMNS)}) VALUES ({', '.join('?' * len(SERVED_COLUMNS))})"
+            " ON CONFLICT (card_uuid) DO NOTHING"
+        )
+        feedback_sql = self._sql(
+            f"INSERT INTO feedback({', '.join(FEEDBACK_COLUMNS)}) VALUES ({', '.join('?' * len(FEEDBACK_COLUMNS))})"
+            " ON CONFLICT (dedup_key) DO NOTHING"
+        )
+        with self._transaction() as cur:
+            for row in served:
+                cur.execute(served_sql, self._imported(SERVED_COLUMNS, row))
+                added_served += max(cur.rowcount, 0)
+            for row in feedback:
+                cur.execute(feedback_sql, self._imported(FEEDBACK_COLUMNS, row))
+                added_feedback += max(cur.rowcount, 0)
+        return added_served, added_feedback
+
+    def _imported(self, columns: tuple[str, ...], row: tuple[Any, ...]) -> tuple[Any, ...]:
+        values = []
+        for column, value in zip(columns, row, strict=True):
+            if column in TIMESTAMP_COLUMNS:
+                moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+                value = self._outcome_timestamp(moment) if column == "outcome_timestamp" else self._timestamp(moment)
+            values.append(value)
+        return tuple(values)
+
     def feedback_count(self) -> int:
-        return int(self._conn().execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+        return self._count("feedback")
+
+    def served_count(self) -> int:
+        return self._count("served_card")
+
+    def _count(self, table: str) -> int:
+        with self._transaction() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - a fixed table name
+            return int(cur.fetchone()[0])
+
+    def feedback_rows(self) -> list[tuple[str, str]]:
+        """(card uuid, outcome) of every stored feedback item."""
+        with self._transaction() as cur:
+            cur.execute("SELECT card_uuid, outcome FROM feedback ORDER BY card_uuid, outcome")
+            return [(str(a), str(b)) for a, b in cur.fetchall()]
 
 
 def format_report(reports: list[RuleReport]) -> str:
@@ -240,8 +397,8 @@ def format_report(reports: list[RuleReport]) -> str:
         if not r.attributed:
             lines += [
                 "",
-                "Feedback on cards this service has no record of serving (never served by it, served by",
-                "another instance, or before its served-card log began); not attributed to any rule:",
+                "Feedback on cards this service has no record of serving (never served by it, served",
+                "before its served-card log began, or purged by retention); not attributed to any rule:",
                 f"{'  not served by this service':<44} {'-':>7} {r.accepted:>9} {r.overridden:>11}",
             ]
         else:

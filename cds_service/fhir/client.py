@@ -46,6 +46,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ReadTimeoutError
 
+from cds_service import metrics
 from cds_service.config import Settings
 from cds_service.fhir.breaker import CONNECTION, TIMEOUT, UNKNOWN, ServerGuards
 from cds_service.net import is_loopback_host
@@ -479,23 +480,30 @@ class FhirClient:
         never sent to a path that is not in normal form.
         """
         if time.monotonic() >= deadline:
+            metrics.FHIR_FETCHES.labels(outcome="not_attempted").inc()
             raise FhirFetchError("timed out")
         if token and not is_normal_path(urlsplit(url).path):
+            metrics.FHIR_FETCHES.labels(outcome="not_attempted").inc()
             raise FhirFetchError("FHIR address not usable")
         breaker = self.guards.for_url(url).breaker
         admission = breaker.admit()
         if admission.refused:
+            metrics.FHIR_FETCHES.labels(outcome="circuit_open").inc()
             raise FhirFetchError(admission.refused)
         failure: str | None = UNKNOWN
+        outcome = "error"
         try:
             data = self._get(url, token, deadline)
             failure = None
+            outcome = "ok"
             return data
         except FhirFetchError as exc:
             failure = exc.failure
+            outcome = fetch_outcome(exc)
             raise
         finally:
             breaker.record(admission.trial, failure)
+            metrics.FHIR_FETCHES.labels(outcome=outcome).inc()
 
     def _get(self, url: str, token: str | None, deadline: float) -> dict[str, Any]:
         remaining = deadline - time.monotonic()
@@ -549,6 +557,19 @@ class FhirClient:
                 raise FhirFetchError("timed out", failure=TIMEOUT)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def fetch_outcome(exc: FhirFetchError) -> str:
+    """The ``outcome`` label of ``cds_fhir_fetches_total`` for a failed GET."""
+    if exc.failure == TIMEOUT:
+        return "timeout"
+    if exc.failure == CONNECTION:
+        return "connection_failed"
+    if exc.failure == UNKNOWN:
+        return "error"
+    if exc.reason.startswith(("FHIR server answered", "FHIR server redirected")):
+        return "http_error"
+    return "invalid_response"
 
 
 def _transport_error(exc: requests.RequestException, reading_body: bool, *, cut: bool) -> FhirFetchError:

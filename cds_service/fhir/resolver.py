@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from cds_service.calllog import event
 from cds_service.config import Settings
 from cds_service.errors import BadRequest, DataUnavailable
 from cds_service.fhir.breaker import ServerGuard
@@ -280,14 +281,14 @@ class PrefetchResolver:
             data=data, unavailable=unavailable, incomplete=incomplete, fetched=frozenset(fetched)
         )
         if fetched or unavailable or incomplete:
-            log.info(
+            event(
+                log,
+                logging.INFO,
                 "prefetch resolved",
-                extra={
-                    "fetched": sorted(fetched),
-                    "unavailable": unavailable,
-                    "incomplete": incomplete,
-                    "fhir_host": _host(request.fhirServer),
-                },
+                fetched=sorted(fetched),
+                unavailable=unavailable,
+                incomplete=incomplete,
+                fhir_host=_host(request.fhirServer),
             )
         _require(request.hook, keys, resolved)
         return resolved
@@ -355,13 +356,13 @@ class PrefetchResolver:
             except Exception as exc:  # a bug must cost one key, not the whole call
                 # Exception messages may quote a URL or a resource: only the type and the frames
                 # (file, line, code) are logged, never the message.
-                log.error(
+                event(
+                    log,
+                    logging.ERROR,
                     "FHIR fetch failed unexpectedly",
-                    extra={
-                        "key": key,
-                        "error": type(exc).__name__,
-                        "where": "".join(traceback.format_tb(exc.__traceback__)),
-                    },
+                    key=key,
+                    error=type(exc).__name__,
+                    where="".join(traceback.format_tb(exc.__traceback__)),
                 )
                 outcomes[key] = "FHIR data could not be read"
         return {key: outcomes[key] for key in jobs}
@@ -584,7 +585,7 @@ def _refuse_other_patients(request: CDSRequest, data: dict[str, Any], unavailabl
         if foreign:
             del data[key]
             unavailable[key] = OTHER_PATIENT
-            log.warning("prefetch data about another patient refused", extra={"key": key, "resources": foreign})
+            event(log, logging.WARNING, "prefetch data about another patient refused", key=key, resources=foreign)
 
 
 def _require(hook: str, keys: Mapping[str, PrefetchKey], resolved: ResolvedPrefetch) -> None:

@@ -1,5 +1,6 @@
-"""The Flask app factory: wiring only (settings, stores, CORS, logging hooks, error mapping,
-blueprints). No clinical logic and no endpoint logic lives here (``views.py`` has the endpoints).
+"""The Flask app factory: wiring only (settings, stores, CORS, logging hooks, metrics, error
+mapping, blueprints). No clinical logic and no endpoint logic lives here (``views.py`` has the
+endpoints).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from flask import Flask, Response, g, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from cds_service import engine
-from cds_service.auth import Authenticator, IssuerConfigError, build_authenticator
+from cds_service import __version__, calllog, engine, metrics
+from cds_service.auth import Authenticator, IssuerConfigError, build_authenticator, build_replay_cache
+from cds_service.auth.authenticator import JwtAuthenticator
 from cds_service.config import Settings
 from cds_service.errors import CdsError
-from cds_service.feedback import FeedbackStore, SQLiteFeedbackStore
+from cds_service.feedback import FeedbackStore, open_store, open_writer
 from cds_service.fhir.resolver import PrefetchResolver
 from cds_service.http.deps import Deps
 from cds_service.http.errors import http_status
@@ -63,14 +65,23 @@ def create_app(
     # Card content and substitute orders are clinician-edited data: a broken file must stop
     # start-up, not a hook call.
     engine.warm_up()
+    metrics.BUILD_INFO.labels(version=__version__).set(1)
     app = CdsApp(__name__)
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    store = store or open_store(settings)
+    replay = None
+    if settings.redis_url:
+        replay = (
+            authenticator.replay_cache if isinstance(authenticator, JwtAuthenticator) else build_replay_cache(settings)
+        )
     app.extensions["cds"] = Deps(
         settings=settings,
-        store=store or SQLiteFeedbackStore(settings.feedback_db),
+        store=store,
+        writer=open_writer(store, settings),
         resolver=resolver or PrefetchResolver(settings),
         authenticator=authenticator,
+        replay=replay,
         now=now,
     )
     # Header size, Content-Length and chunked-body limits, before Flask parses anything.
@@ -95,24 +106,68 @@ def create_app(
     return app
 
 
+def close_app(app: Flask) -> None:
+    """At shutdown, once no call is in progress: write out the queued served-card rows, then
+    close the store, the replay store and the FHIR client (idempotent)."""
+    deps: Deps = app.extensions["cds"]
+    deps.lifecycle.draining.set()
+    if deps.lifecycle.closed.is_set():
+        return
+    deps.lifecycle.closed.set()
+    deps.writer.close()
+    deps.store.close()
+    if deps.replay is not None:
+        deps.replay.close()
+    deps.resolver.close()
+
+
 def _register_hooks(app: Flask) -> None:
     @app.before_request
-    def _start_timer() -> None:
+    def _open_call() -> None:
         g.started = time.perf_counter()
-        g.log = {}
+        g.call, g.call_token = calllog.open_call()
+        g.log = g.call.fields  # what the views add to the request line
 
     @app.after_request
     def _log_request(response: Response) -> Response:
         if request.method != "OPTIONS":
-            fields = {
-                "method": request.method[:16],
-                "path": request.path[:200],
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
-                **g.get("log", {}),
-            }
-            log.info("request", extra=fields)
+            _account(response)
         return response
+
+    @app.teardown_request
+    def _close_call(exc: BaseException | None) -> None:
+        token = g.pop("call_token", None)
+        if token is not None:
+            calllog.close_call(token)
+
+
+def _account(response: Response) -> None:
+    """The call's one log line, and its metrics."""
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    record: calllog.CallRecord = g.get("call") or calllog.CallRecord()
+    status = response.status_code
+    route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+    metrics.HTTP_REQUESTS.labels(route=route, method=request.method, status=str(status)).inc()
+    service = record.fields.get("service")
+    if service and request.endpoint == "cds.call_service":
+        metrics.HOOK_CALLS.labels(service=service, status=str(status)).inc()
+        metrics.HOOK_LATENCY.labels(service=service).observe(elapsed)
+        for stage, seconds in record.stages.items():
+            metrics.STAGE_LATENCY.labels(service=service, stage=stage).observe(seconds)
+        for rule, indicator in g.get("cards", ()):
+            metrics.CARDS.labels(service=service, rule=rule, indicator=indicator).inc()
+    fields = {
+        "method": request.method[:16],
+        "path": request.path[:200],
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 2),
+        **record.fields,
+    }
+    if record.stages:
+        fields["stages_ms"] = {stage: round(seconds * 1000, 3) for stage, seconds in record.stages.items()}
+    if record.events:
+        fields["events"] = record.events
+    log.log(record.level, "request", extra=fields)
 
 
 def _register_errors(app: Flask, settings: Settings) -> None:
@@ -135,10 +190,14 @@ def _register_errors(app: Flask, settings: Settings) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.error(
-            "unhandled error",
-            extra={"path": request.path[:200], "error": type(exc).__name__, "traceback": redacted_traceback(exc)},
-        )
+        # Where it happened goes on the call's one log line, raised to ERROR.
+        record = calllog.current()
+        fields = {"error": type(exc).__name__, "traceback": redacted_traceback(exc)}
+        if record is None:
+            log.error("unhandled error", extra={"path": request.path[:200], **fields})
+        else:
+            record.fields.update(fields)
+            record.level = max(record.level, logging.ERROR)
         return error_response(500, "Internal error in the CDS service; the details are in its log.")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cds_service.errors import BadRequest, CdsError, DataUnavailable, NotFound, Unauthorized
+from cds_service.errors import BadRequest, CdsError, DataUnavailable, NotFound, ServiceUnavailable, Unauthorized
 
 # HTTP status -> OperationOutcome issue type (http://hl7.org/fhir/issue-type)
 _ISSUE_CODE = {
@@ -23,6 +23,7 @@ _ISSUE_CODE = {
     431: "too-long",
     500: "exception",
     501: "not-supported",
+    503: "transient",
 }
 
 _STATUS: dict[type[CdsError], int] = {
@@ -30,6 +31,7 @@ _STATUS: dict[type[CdsError], int] = {
     Unauthorized: 401,
     NotFound: 404,
     DataUnavailable: 412,
+    ServiceUnavailable: 503,
 }
 
 

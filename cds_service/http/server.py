@@ -11,6 +11,10 @@ the same status, never echoing what was sent.
 from __future__ import annotations
 
 import logging
+import signal
+import socket
+import threading
+import time
 from importlib import import_module
 from typing import Any
 
@@ -26,6 +30,7 @@ from cds_service.http.limits import MAX_HEADER_BYTES, body_too_large_message, he
 _channel = import_module("waitress.channel")
 _server = import_module("waitress.server")
 _task = import_module("waitress.task")
+_wasyncore = import_module("waitress.wasyncore")
 
 log = logging.getLogger("cds_service.request")
 
@@ -106,26 +111,113 @@ def waitress_limits(settings: Settings) -> dict[str, int]:
     }
 
 
-def make_server(app: Flask, settings: Settings) -> Any:
-    """A waitress server for ``app`` (not yet running: call ``.run()``), bound as configured."""
+def make_server(app: Flask, settings: Settings, *, sockets: list[socket.socket] | None = None) -> Any:
+    """A waitress server for ``app`` (not yet running), bound as configured, or on ``sockets``
+    already bound and listening (the worker processes of ``serve --workers N`` share them)."""
     options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
         "threads": settings.threads,
         "ident": "calciphylaxis-cds",
         "clear_untrusted_proxy_headers": True,
         "expose_tracebacks": False,
         **waitress_limits(settings),
     }
+    if sockets:
+        options["sockets"] = sockets
+    else:
+        options.update(host=settings.host, port=settings.port)
     server = _server.create_server(app, **options)
     channel = _channel_class(settings.max_body_bytes)
-    listeners = server.map.values() if isinstance(server, _server.MultiSocketServer) else [server]
-    for listener in listeners:
-        if isinstance(listener, _server.BaseWSGIServer):
-            listener.channel_class = channel
+    for listener in _listeners(server):
+        listener.channel_class = channel
     return server
 
 
-def serve(app: Flask, settings: Settings) -> None:
-    """Serve until interrupted."""
-    make_server(app, settings).run()
+def _socket_map(server: Any) -> dict[int, Any]:
+    found: dict[int, Any] = server.map if isinstance(server, _server.MultiSocketServer) else server._map
+    return found
+
+
+def _listeners(server: Any) -> list[Any]:
+    return [d for d in list(_socket_map(server).values()) if isinstance(d, _server.BaseWSGIServer)]
+
+
+class StopSignal:
+    """SIGTERM and SIGINT set a flag that the serving loop checks (a clean shutdown follows)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal: str | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signal.Signals(signum).name
+        self.event.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self.event.is_set()
+
+
+# How often the serving loop looks at the stop flag (the select timeout), seconds.
+_POLL_SECONDS = 0.2
+
+
+def serve(app: Flask, settings: Settings, *, sockets: list[socket.socket] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down cleanly: stop accepting connections, let
+    the calls in progress finish (up to ``CDS_SHUTDOWN_TIMEOUT_SECONDS``), then write out the
+    queued served-card rows and close the stores (``close_app``)."""
+    from cds_service.http.app import close_app
+
+    stop = StopSignal()
+    stop.install()
+    server = make_server(app, settings, sockets=sockets)
+    app.extensions["cds"].writer.start()  # the served-card writer also runs the retention purge
+    try:
+        run_until(server, stop)
+        logging.getLogger("cds_service").info("shutting down", extra={"signal": stop.signal})
+    finally:
+        drain(server, app, settings.shutdown_timeout_seconds)
+        close_app(app)
+
+
+def run_until(server: Any, stop: StopSignal) -> None:
+    socket_map = _socket_map(server)
+    use_poll = server.adj.asyncore_use_poll
+    while not stop.stopped:
+        _wasyncore.loop(timeout=_POLL_SECONDS, map=socket_map, use_poll=use_poll, count=1)
+
+
+def _busy(channel: Any) -> bool:
+    """A connection with a request being read, queued, run, or an answer not yet sent."""
+    return bool(
+        getattr(channel, "requests", None)
+        or getattr(channel, "request", None) is not None
+        or getattr(channel, "total_outbufs_len", 0)
+    )
+
+
+def drain(server: Any, app: Flask, timeout: float) -> None:
+    """Stop accepting (``/ready`` answers 503 from now on), close idle connections, and keep
+    serving the connections that have a call in progress until they are answered or ``timeout``
+    passes; then stop the request threads."""
+    app.extensions["cds"].lifecycle.draining.set()
+    socket_map = _socket_map(server)
+    for listener in _listeners(server):
+        listener.accepting = False
+        listener.del_channel(socket_map)
+        listener.socket.close()  # in a worker process: only this process's copy of the shared socket
+    deadline = time.monotonic() + timeout
+    while True:
+        channels = [d for d in list(socket_map.values()) if isinstance(d, _channel.HTTPChannel)]
+        busy = [c for c in channels if _busy(c)]
+        for idle in (c for c in channels if not _busy(c)):
+            idle.handle_close()
+        if not busy or time.monotonic() >= deadline:
+            if busy:
+                log.warning("calls still in progress at shutdown were cut off", extra={"connections": len(busy)})
+            break
+        _wasyncore.loop(timeout=0.05, map=socket_map, use_poll=server.adj.asyncore_use_poll, count=1)
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)

@@ -1,12 +1,21 @@
 """The HTTP endpoints as a blueprint: one call into the layers below per endpoint.
 
 Discovery, hook calls and feedback authenticate first; the hook call runs the pipeline and
-records the served cards; feedback is validated and stored. Errors are raised as domain errors
-and answered by ``cds_service.http.app`` as OperationOutcomes.
+queues the served cards for the served-card log; feedback is validated and stored. Errors are
+raised as domain errors and answered by ``cds_service.http.app`` as OperationOutcomes.
+
+Operations: ``/health`` (liveness: the process answers) and ``/ready`` (readiness: card content
+loaded, the feedback store and the shared replay store reachable, not shutting down) are open to
+any caller, like a load balancer's probe, and say nothing but ok or which check failed.
+``/metrics`` follows the service's authentication: open when authentication is off (like every
+endpoint); with authentication on, it needs ``Authorization: Bearer <CDS_METRICS_TOKEN>`` and is
+off without that setting (a Prometheus server cannot present a CDS Hooks JWT).
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 import re
 from typing import Any
 
@@ -14,14 +23,19 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 from pydantic import ValidationError
 
-from cds_service import __version__
-from cds_service.errors import BadRequest, describe_validation_error
+from cds_service import __version__, metrics
+from cds_service.auth import ReplayStoreUnavailable
+from cds_service.calllog import event, timed
+from cds_service.errors import BadRequest, CdsError, describe_validation_error
 from cds_service.http.deps import Deps
 from cds_service.http.errors import ApiError
-from cds_service.http.responses import json_response
+from cds_service.http.responses import error_response, json_response
+from cds_service.knowledge.content import content
 from cds_service.pipeline import find_service, run_hook
 from cds_service.protocol import HOOKS, FeedbackRequest
 from cds_service.services import discovery_document
+
+log = logging.getLogger("cds_service.request")
 
 JSON_MIMETYPES = frozenset({"application/json", "application/fhir+json"})
 # A hookInstance worth logging: a UUID or a similar short token.
@@ -46,7 +60,8 @@ def _audiences() -> list[str]:
 
 
 def _authenticate() -> None:
-    g.auth = deps().authenticator.authenticate(request.headers.get("Authorization"), _audiences())
+    with timed("auth"):
+        g.auth = deps().authenticator.authenticate(request.headers.get("Authorization"), _audiences())
     if g.auth:
         # Who called (never the token): the tenant for the request context, both for the log line.
         g.tenant = g.auth.get("tenant")
@@ -93,13 +108,73 @@ def index() -> Response:
             "description": "CDS Hooks 2.0 service: calciphylaxis decision support for dialysis care.",
             "discovery": base + "/cds-services",
             "health": base + "/health",
+            "ready": base + "/ready",
         }
     )
 
 
 @blueprint.get("/health")
 def health() -> Response:
+    """Liveness: the process is up and answering (nothing else is checked)."""
     return json_response({"status": "ok", "version": __version__})
+
+
+@blueprint.get("/ready")
+def ready() -> Response:
+    """Readiness: may this process be sent calls now? 503 (an OperationOutcome naming the failed
+    checks) while shutting down, or when card content, the feedback store or the shared replay
+    store (when configured) is not usable. Why a check failed goes to the log only."""
+    d = deps()
+    checks: dict[str, str] = {}
+    if d.lifecycle.draining.is_set():
+        checks["process"] = "shutting down"
+    try:
+        content()
+        checks["content"] = "ok"
+    except Exception as exc:  # a broken card file: start-up normally refuses it already
+        checks["content"] = "not loaded"
+        event(log, logging.ERROR, "readiness: card content not loaded", error=type(exc).__name__)
+    try:
+        d.store.ping()
+        checks["database"] = "ok"
+    except CdsError:
+        checks["database"] = "unreachable"  # the store has put the cause on this call's log line
+    except Exception as exc:
+        checks["database"] = "unreachable"
+        event(log, logging.ERROR, "readiness: database check failed", error=type(exc).__name__)
+    if d.replay is not None:
+        try:
+            d.replay.ping()
+            checks["redis"] = "ok"
+        except ReplayStoreUnavailable as exc:
+            checks["redis"] = "unreachable"
+            event(log, logging.ERROR, "readiness: Redis unreachable", error=str(exc))
+    failed = {name: state for name, state in checks.items() if state != "ok"}
+    g.log["ready"] = not failed
+    if failed:
+        detail = ", ".join(f"{name} {state}" for name, state in failed.items())
+        return error_response(503, f"Not ready: {detail}.", {"Retry-After": "5"})
+    return json_response({"status": "ready", "version": __version__, "checks": checks})
+
+
+@blueprint.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Prometheus text format; summed over every worker process (see ``cds_service.metrics``)."""
+    d = deps()
+    if d.authenticator.enabled:
+        token = d.settings.metrics_token
+        if not token:
+            raise ApiError(
+                403,
+                "Metrics are off while JWT authentication is on: set CDS_METRICS_TOKEN and scrape "
+                "with Authorization: Bearer <that token>.",
+            )
+        scheme, _, given = (request.headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            event(log, logging.WARNING, "metrics scrape refused: wrong or missing metrics token")
+            raise ApiError(401, "Authentication failed.", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    body, content_type = metrics.exposition()
+    return Response(body, status=200, headers={"Content-Type": content_type})
 
 
 @blueprint.get("/cds-services")
@@ -119,7 +194,9 @@ def call_service(service_id: str) -> Response:
         g.log.update(_loggable_hook_fields(body))
     request_model, response = run_hook(service, body, d.resolver, now=d.now)
     g.log["cards"] = len(response.cards)
-    d.store.record_served(service.id, request_model.hook, str(request_model.context.get("patientId")), response.cards)
+    g.cards = [(card.rule_id or "(unattributed)", card.indicator) for card in response.cards]
+    with timed("log"):  # queued; written in batches by the served-card writer thread
+        d.writer.submit(service.id, request_model.hook, str(request_model.context.get("patientId")), response.cards)
     return json_response(response.to_json())
 
 
@@ -135,7 +212,14 @@ def feedback(service_id: str) -> Response:
         parsed = FeedbackRequest.model_validate(body)
     except ValidationError as exc:
         raise BadRequest("Invalid feedback: " + describe_validation_error(exc)) from None
-    stored, duplicates = deps().store.add_feedback(service.id, parsed.feedback)
+    # Written and committed (durably) before the answer: acknowledged feedback is never lost.
+    results = deps().store.store_feedback(service.id, parsed.feedback)
+    for item, new in zip(parsed.feedback, results, strict=True):
+        metrics.FEEDBACK_ITEMS.labels(
+            service=service.id, outcome=item.outcome, result="stored" if new else "duplicate"
+        ).inc()
+    stored = sum(results)
+    duplicates = len(results) - stored
     g.log.update(feedback_stored=stored, feedback_duplicates=duplicates)
     return json_response({"stored": stored, "duplicates": duplicates})
 

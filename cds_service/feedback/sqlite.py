@@ -1,0 +1,151 @@
+"""The embedded backend: one SQLite file, created on first use (the default; no server needed).
+
+Durability, chosen deliberately: WAL journal with ``synchronous=FULL`` (and ``fullfsync`` where
+the OS has it, i.e. macOS), so every commit is on stable storage before it returns. Feedback
+answered 200 survives a crash or a power loss. The price is one fsync per commit: one per
+feedback call, and one per batch of served cards (written off the request thread).
+
+Several processes on one machine may share the file (SQLite locks it); replicas on several
+machines need PostgreSQL (``postgres.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cds_service.calllog import event
+from cds_service.errors import ServiceUnavailable
+from cds_service.feedback.migrations import MIGRATIONS, MIGRATIONS_TABLE, SQLITE
+from cds_service.feedback.store import Cursor, SqlFeedbackStore, log, utcnow
+
+# Per connection; see the module docstring.
+DURABILITY_PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "fullfsync=ON", "busy_timeout=10000")
+
+UNAVAILABLE = "The feedback store is busy or cannot be reached right now; send the same request again shortly."
+
+
+def sqlite_timestamp(value: datetime) -> str:
+    """UTC, millisecond precision, one fixed width: such strings sort as the instants do."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+class SQLiteFeedbackStore(SqlFeedbackStore):
+    """Thread-safe: one connection per thread, WAL so readers never block the writer."""
+
+    backend = "sqlite"
+    dialect = SQLITE
+
+    def __init__(self, path: Path | str):
+        super().__init__()
+        self.path = Path(path)
+        self._local = threading.local()
+        self._migrate_lock = threading.Lock()
+        self._migrated = False
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"SQLite file {self.path}"
+
+    # -- connections --------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One connection per thread; check_same_thread=False only so that close() may close them all.
+            conn = sqlite3.connect(str(self.path), timeout=10, isolation_level=None, check_same_thread=False)
+            for pragma in DURABILITY_PRAGMAS:
+                conn.execute(f"PRAGMA {pragma}")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        if not self._migrated:
+            self._migrate(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Cursor]:
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # locked past busy_timeout, disk I/O, unreadable file
+            raise self._unavailable(exc) from None
+        try:
+            yield conn.cursor()
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._unavailable(exc) from None
+            raise
+
+    def _unavailable(self, exc: Exception) -> ServiceUnavailable:
+        event(log, logging.ERROR, "feedback store unavailable", store=self.describe(), error=str(exc)[:200])
+        return ServiceUnavailable(UNAVAILABLE, detail=f"{self.describe()}: {str(exc)[:200]}")
+
+    def _timestamp(self, value: datetime) -> Any:
+        return sqlite_timestamp(value)
+
+    def _outcome_timestamp(self, value: datetime) -> Any:
+        return value.isoformat()  # as the EHR sent it (its offset kept)
+
+    # -- schema ----------------------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        """Apply what this file lacks (also done on first use); the versions applied by this call."""
+        if self._migrated:
+            return []
+        self._conn()  # the first connection migrates
+        return list(self._applied_now)
+
+    _applied_now: tuple[int, ...] = ()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with self._migrate_lock:
+            if self._migrated:
+                return
+            conn.execute("BEGIN IMMEDIATE")  # one process at a time, also across processes
+            try:
+                conn.execute(MIGRATIONS_TABLE)
+                applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+                done = []
+                for migration in MIGRATIONS:
+                    if migration.version in applied:
+                        continue
+                    for statement in migration.statements(SQLITE):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                        (migration.version, migration.name, sqlite_timestamp(utcnow())),
+                    )
+                    done.append(migration.version)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            if done:
+                log.info("schema migrated", extra={"store": self.describe(), "applied": done})
+            self._applied_now = tuple(done)
+            self._migrated = True
+
+    def durability(self) -> dict[str, str | int]:
+        """The journal mode and synchronous level in force (0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA)."""
+        conn = self._conn()
+        journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+        return {"journal_mode": str(journal_mode), "synchronous": int(synchronous)}
