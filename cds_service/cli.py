@@ -263,7 +263,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except CdsError as exc:
         print(f"calciphylaxis-cds: {http_status(exc)}: {exc.message}", file=sys.stderr)
         return 1
-    if args.json:
+    if args.html:
+        from cds_service.render.html import render_preview
+
+        when = f" as of {args.now.isoformat()}" if args.now else ""
+        page = render_preview(
+            response,
+            title=f"Card preview: {Path(args.request).name}",
+            request_summary=f"{service.hook} · {service.id}{when}",
+        )
+        try:
+            Path(args.html).write_text(page, encoding="utf-8")
+        except OSError as exc:
+            print(f"calciphylaxis-cds: cannot write {args.html}: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote the card preview to {args.html}")
+    elif args.json:
         print(json.dumps(response.to_json(), indent=2))
     else:
         print(render_response(response))
@@ -339,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("request", help="path to a CDS Hooks request JSON file")
     evaluate.add_argument("--service", help="service id (default: the service for the request's hook)")
     evaluate.add_argument("--json", action="store_true", help="print the JSON response instead of text")
+    evaluate.add_argument(
+        "--html", metavar="FILE", help="write the cards as an EHR would show them (a self-contained HTML page)"
+    )
     evaluate.add_argument(
         "--now",
         type=_aware_datetime,

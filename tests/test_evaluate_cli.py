@@ -49,3 +49,15 @@ def test_evaluate_json_prints_the_wire_response(capsys):
     response = json.loads(capsys.readouterr().out)
     (card,) = response["cards"]
     assert card["indicator"] == "critical" and "suggestions" not in card and "rule_id" not in card
+
+
+def test_evaluate_html_writes_a_card_preview_a_clinician_can_open(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("cds_service.pipeline._utcnow", lambda: FROZEN_NOW)
+    page = tmp_path / "preview.html"
+    fixture = FIXTURES / "c1-calcium-acetate-calciphylaxis.json"
+    assert cli.main(["evaluate", str(fixture), "--html", str(page)]) == 0
+    html = page.read_text(encoding="utf-8")
+    assert "Stop calcium acetate 667 MG Oral Tablet" in html
+    assert "Replace with sevelamer carbonate 800 mg three times daily with meals" in html
+    assert "<script" not in html.lower()
+    assert str(page) in capsys.readouterr().out
