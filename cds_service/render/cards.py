@@ -10,7 +10,9 @@ coded override reasons.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from cds_service.checks.findings import Finding, Gap, LabValue, SafetyCheck
 from cds_service.checks.labs import DISPLAY_DECIMALS, trend
@@ -398,28 +400,33 @@ def _create_only(c: CardContent, f: Finding, patient_id: str, encounter_id: str 
     return out
 
 
-def _hold_action(c: CardContent, order: MedicationOrder, is_draft: bool) -> Action | None:
-    """Withhold: remove a draft (not started), put an active order on hold."""
+def _end_action(
+    c: CardContent,
+    order: MedicationOrder,
+    is_draft: bool,
+    write: Callable[[CardContent, MedicationOrder], dict[str, Any]],
+    text_key: str,
+) -> Action | None:
+    """Remove a draft (never started), or update an active order with ``write`` (stopped, or on
+    hold). None when there is nothing to update: a dose already given (the card says to end the
+    order behind it), or an order nested too deeply to echo back."""
     drug = {"drug": order.drug_name}
     if is_draft:
         return Action(type="delete", description=fill(c.text["action_delete"], drug), resourceId=order.resource_id)
     if not order.raw or order.kind == "administration":
-        return None  # a dose already given cannot be held: the card says to hold its order
+        return None
     try:
-        resource = held_resource(c, order)
+        resource = write(c, order)
     except TooDeep:
-        return None  # not echoed back; the card still says to withhold it
-    return Action(type="update", description=fill(c.text["action_hold"], drug), resource=resource)
+        return None
+    return Action(type="update", description=fill(c.text[text_key], drug), resource=resource)
+
+
+def _hold_action(c: CardContent, order: MedicationOrder, is_draft: bool) -> Action | None:
+    """Withhold: remove a draft, put an active order on hold."""
+    return _end_action(c, order, is_draft, held_resource, "action_hold")
 
 
 def _remove_action(c: CardContent, order: MedicationOrder, is_draft: bool) -> Action | None:
-    drug = {"drug": order.drug_name}
-    if is_draft:
-        return Action(type="delete", description=fill(c.text["action_delete"], drug), resourceId=order.resource_id)
-    if not order.raw or order.kind == "administration":
-        return None  # a dose already given cannot be stopped: the card says to stop its order
-    try:
-        resource = stopped_resource(c, order)
-    except TooDeep:
-        return None  # not echoed back; the card still says to stop it
-    return Action(type="update", description=fill(c.text["action_stop"], drug), resource=resource)
+    """Stop: remove a draft, mark an active order stopped."""
+    return _end_action(c, order, is_draft, stopped_resource, "action_stop")
