@@ -197,6 +197,26 @@ def cmd_feedback_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snooze_end(args: argparse.Namespace) -> int:
+    """End a snooze early: the card that was overridden is shown again on patient-view."""
+    from cds_service.errors import ServiceUnavailable
+    from cds_service.feedback import open_store
+
+    store = open_store(_settings({"database_url": args.database_url}))
+    try:
+        ended = store.end_snooze(args.card)
+    except ServiceUnavailable as exc:
+        print(f"calciphylaxis-cds: {_one_line(exc.detail or exc.message)}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if not ended:
+        print(f"calciphylaxis-cds: no active snooze for card {args.card}", file=sys.stderr)
+        return 1
+    print(f"ended the snooze recorded for card {args.card}")
+    return 0
+
+
 def cmd_feedback_import(args: argparse.Namespace) -> int:
     """Copy a SQLite feedback file into the configured PostgreSQL database (moving to replicas)."""
     from cds_service.errors import ServiceUnavailable
@@ -341,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="PostgreSQL feedback database (default: CDS_DATABASE_URL, which wins over the SQLite file when set)",
     )
     report.set_defaults(func=cmd_feedback_report)
+
+    snooze_end = sub.add_parser("snooze-end", help="end a snooze early: the overridden card shows again")
+    snooze_end.add_argument("card", help="uuid of the card whose override started the snooze")
+    snooze_end.add_argument("--database-url", help="PostgreSQL feedback database (default: CDS_DATABASE_URL)")
+    snooze_end.set_defaults(func=cmd_snooze_end)
 
     move = sub.add_parser(
         "feedback-import",

@@ -241,6 +241,13 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds an open circuit fails calls to that FHIR server at once before one trial call."
     )
 
+    # --- snoozes (issue 13) ---------------------------------------------------------------------
+    snooze_enabled: bool = Field(
+        True,
+        description="Let override reasons that carry a period (cards/common.toml) stop patient-view repeating "
+        "that card for that patient and drug until it ends.",
+    )
+
     # --- benchmarking ----------------------------------------------------------------------------
     bench_echo: bool = Field(
         False, description="Expose POST /bench/echo (decode body, answer empty cards) for benchmarks."

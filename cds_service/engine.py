@@ -16,6 +16,8 @@ from typing import Any
 
 from cds_service.calllog import add_stage
 from cds_service.checks import eligibility, lab_facts, review_chart, run_checks
+from cds_service.checks.findings import Snooze
+from cds_service.checks.snooze import apply_snoozes
 from cds_service.fhir.resolver import ResolvedPrefetch
 from cds_service.knowledge.content import content
 from cds_service.patient import terminology as term
@@ -33,6 +35,7 @@ class HookCall:
     context: dict[str, Any]  # raw JSON context (draftOrders, selections, patientId ...)
     prefetch: ResolvedPrefetch  # resolved prefetch data (raw JSON) and what was unavailable
     now: datetime  # timezone-aware "now" (tests freeze it)
+    snoozes: tuple[Snooze, ...] = ()  # earlier overrides that still hold for this patient
 
 
 def evaluate(call: HookCall) -> list[Card]:
@@ -45,6 +48,7 @@ def evaluate(call: HookCall) -> list[Card]:
     findings = run_checks(record, orders, labs)
     if call.hook == "patient-view":
         findings = review_chart(record, labs) + findings  # the mineral summary first, then per order
+    findings = apply_snoozes(findings, call.snoozes, call.hook, call.now)
     checked = perf_counter()
     add_stage("record", built - started)  # stage timings for the call's log line and metrics
     add_stage("checks", checked - built)

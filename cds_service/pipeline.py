@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from cds_service import engine
 from cds_service.calllog import timed
+from cds_service.checks.findings import Snooze
 from cds_service.errors import BadRequest, NotFound, describe_validation_error
 from cds_service.fhir.resolver import PrefetchResolver
 from cds_service.protocol import CONTEXT_MODELS, CDSRequest, CDSResponse
@@ -55,7 +56,9 @@ def run_hook(
     resolver: PrefetchResolver,
     *,
     now: Callable[[], datetime] | None = None,
+    snoozes: Callable[[str, datetime], tuple[Snooze, ...]] | None = None,
 ) -> tuple[CDSRequest, CDSResponse]:
+    """``snoozes``: the snoozes that hold for a patient now (the feedback store's), or None."""
     with timed("validate"):
         request = validate_request(service, body)
     if request.hook == "order-select" and not request.context.get("selections"):
@@ -64,13 +67,16 @@ def run_hook(
         return request, CDSResponse(cards=[])
     with timed("prefetch"):
         resolved = resolver.resolve(request, service.prefetch)
+    moment = (now or _utcnow)()
+    patient_id = request.context.get("patientId")
     call = engine.HookCall(
         service_id=service.id,
         hook=request.hook,
         hook_instance=request.hookInstance,
         context=request.context,
         prefetch=resolved,
-        now=(now or _utcnow)(),
+        now=moment,
+        snoozes=snoozes(patient_id, moment) if snoozes and isinstance(patient_id, str) and patient_id else (),
     )
     cards = engine.evaluate(call)
     return request, CDSResponse(cards=cards)

@@ -366,7 +366,7 @@ def test_a_database_made_before_versioned_migrations_is_taken_over(tmp_path):
             """
         )
     store = SQLiteFeedbackStore(path)
-    assert store.migrate() == [1, 2]
+    assert store.migrate() == [1, 2, 3]  # taken over as 1, then every later migration
     assert store.served_count() == 1 and store._patient_salt() == "old-salt"
     with sqlite3.connect(path) as conn:
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
@@ -511,3 +511,58 @@ def test_feedback_import_needs_a_target_and_a_source(tmp_path, monkeypatch, caps
     monkeypatch.setenv("CDS_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     assert cli.main(["feedback-import", "--from-sqlite", str(tmp_path / "missing.db")]) == 2
     assert "no SQLite feedback file" in capsys.readouterr().err
+
+
+# --- snoozes, on either backend -------------------------------------------------------------------
+
+SNOOZE_CODE = "addressed-with-nephrology-3-months"
+
+
+def _subject_card(rule_id: str, subject: str, indicator: str = "critical") -> Card:
+    return Card(summary="s", indicator=indicator, source=Source(label="x"), rule_id=rule_id, subject=subject or None)
+
+
+def test_an_override_with_a_snoozing_reason_records_a_snooze_for_that_patient_rule_and_drug(store):
+    card = _subject_card("C1-calcium-binder-calciphylaxis", "calcium acetate")
+    store.record_served("svc", "patient-view", "patient-1", [card])
+    store.add_feedback(
+        "svc", [FeedbackItem.model_validate(overridden(card=card.uuid, code=SNOOZE_CODE, display="3 months"))]
+    )
+    now = datetime.now(UTC)
+    (snooze,) = store.active_snoozes("patient-1", now)
+    assert (snooze.rule_id, snooze.subject, snooze.indicator) == (
+        "C1-calcium-binder-calciphylaxis",
+        "calcium acetate",
+        "critical",
+    )
+    assert timedelta(days=90) < snooze.until - now <= timedelta(days=91)
+    assert store.active_snoozes("patient-2", now) == ()
+    assert store.active_snoozes("patient-1", now + timedelta(days=92)) == ()  # expired
+
+
+def test_overrides_without_a_snoozing_reason_or_on_unknown_cards_record_no_snooze(store):
+    card = _subject_card("C1-calcium-binder-calciphylaxis", "calcium acetate")
+    store.record_served("svc", "patient-view", "patient-1", [card])
+    store.add_feedback(
+        "svc",
+        [
+            FeedbackItem.model_validate(overridden(card=card.uuid)),  # benefit-outweighs-risk: no period
+            FeedbackItem.model_validate(overridden(card="never-served", code=SNOOZE_CODE)),
+        ],
+    )
+    assert store.active_snoozes("patient-1", datetime.now(UTC)) == ()
+    assert _query(store, "SELECT COUNT(*) FROM snooze") == [(0,)]
+
+
+def test_a_snooze_ends_early_on_command_and_snoozing_can_be_off(store):
+    card = _subject_card("M1-mineral-status-calciphylaxis", "", indicator="info")
+    store.record_served("svc", "patient-view", "patient-1", [card])
+    store.add_feedback("svc", [FeedbackItem.model_validate(overridden(card=card.uuid, code=SNOOZE_CODE))])
+    assert len(store.active_snoozes("patient-1", datetime.now(UTC))) == 1
+    assert store.end_snooze(card.uuid) and not store.end_snooze(card.uuid)
+    assert store.active_snoozes("patient-1", datetime.now(UTC)) == ()
+    store.snooze_days = {}  # CDS_SNOOZE_ENABLED=false
+    again = _subject_card("M1-mineral-status-calciphylaxis", "", indicator="info")
+    store.record_served("svc", "patient-view", "patient-1", [again])
+    store.add_feedback("svc", [FeedbackItem.model_validate(overridden(card=again.uuid, code=SNOOZE_CODE))])
+    assert store.active_snoozes("patient-1", datetime.now(UTC)) == ()

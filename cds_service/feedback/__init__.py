@@ -28,13 +28,18 @@ __all__ = [
 
 def open_store(settings: Settings) -> PostgresFeedbackStore | SQLiteFeedbackStore:
     """The configured backend (nothing is connected or created until first use)."""
+    store: PostgresFeedbackStore | SQLiteFeedbackStore
     if settings.database_url:
-        return PostgresFeedbackStore(
+        store = PostgresFeedbackStore(
             settings.database_url,
             pool_size=settings.database_pool_size,
             connect_timeout=settings.database_connect_timeout,
         )
-    return SQLiteFeedbackStore(settings.feedback_db)
+    else:
+        store = SQLiteFeedbackStore(settings.feedback_db)
+    if not settings.snooze_enabled:
+        store.snooze_days = {}  # overrides are still stored and reported; they snooze nothing
+    return store
 
 
 def open_writer(store: FeedbackStore, settings: Settings) -> ServedCardWriter:

@@ -27,10 +27,12 @@ import secrets
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from cds_service.checks.findings import Snooze
 from cds_service.feedback.migrations import Dialect
+from cds_service.knowledge.content import content
 from cds_service.protocol import Card, FeedbackItem
 
 log = logging.getLogger("cds_service.feedback")
@@ -83,11 +85,16 @@ class ServedCard:
     rule_id: str
     patient_id: str
     served_at: datetime
+    subject: str = ""  # the drug the card was about ("" for a chart review)
+    indicator: str = ""
 
 
 def served_rows(service_id: str, hook: str, patient_id: str, cards: Iterable[Card]) -> list[ServedCard]:
     now = utcnow()
-    return [ServedCard(c.uuid, service_id, hook, c.rule_id or UNATTRIBUTED, patient_id, now) for c in cards]
+    return [
+        ServedCard(c.uuid, service_id, hook, c.rule_id or UNATTRIBUTED, patient_id, now, c.subject or "", c.indicator)
+        for c in cards
+    ]
 
 
 class FeedbackStore(Protocol):
@@ -106,6 +113,10 @@ class FeedbackStore(Protocol):
     def store_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> list[bool]: ...
 
     def report(self) -> list[RuleReport]: ...
+
+    def active_snoozes(self, patient_id: str, now: datetime) -> tuple[Snooze, ...]: ...
+
+    def end_snooze(self, card_uuid: str) -> bool: ...
 
     def purge_served(self, older_than: datetime) -> int: ...
 
@@ -150,6 +161,8 @@ class SqlFeedbackStore:
 
     def __init__(self) -> None:
         self._salt: str | None = None
+        # Override reason code -> days it snoozes a card (cards/common.toml); {} turns snoozing off.
+        self.snooze_days: dict[str, int] = dict(content().snooze_days)
 
     # -- backend hooks ----------------------------------------------------------------------------
     def _transaction(self) -> AbstractContextManager[Cursor]:
@@ -209,13 +222,15 @@ class SqlFeedbackStore:
                     row.rule_id,
                     hashes[row.patient_id],
                     self._timestamp(row.served_at),
+                    row.subject,
+                    row.indicator,
                 )
             )
         with self._transaction() as cur:
             cur.executemany(
                 self._sql(
-                    "INSERT INTO served_card(card_uuid, service_id, hook, rule_id, patient_hash, served_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (card_uuid) DO NOTHING"
+                    "INSERT INTO served_card(card_uuid, service_id, hook, rule_id, patient_hash, served_at,"
+                    " subject, indicator) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (card_uuid) DO NOTHING"
                 ),
                 values,
             )
@@ -259,8 +274,71 @@ class SqlFeedbackStore:
                         json.dumps(body, sort_keys=True),
                     ),
                 )
-                results.append(cur.rowcount > 0)
+                new = cur.rowcount > 0
+                results.append(new)
+                if new and self.snooze_days and item.outcome == "overridden" and reason is not None:
+                    self._record_snooze(cur, item.card, reason.code, reason.display)
         return results
+
+    # -- snoozes (checks/snooze.py says what they do) ----------------------------------------------
+
+    def _record_snooze(self, cur: Cursor, card_uuid: str, code: str | None, display: str | None) -> None:
+        """An override with a snoozing reason, on a card this service served: remember it for that
+        patient (hashed), rule and drug until the period ends. Unknown cards record nothing."""
+        days = self.snooze_days.get(code or "")
+        if not days:
+            return
+        cur.execute(
+            self._sql("SELECT patient_hash, rule_id, subject, indicator FROM served_card WHERE card_uuid = ?"),
+            (card_uuid,),
+        )
+        served = cur.fetchone()
+        if served is None:
+            return
+        now = utcnow()
+        cur.execute(
+            self._sql(
+                "INSERT INTO snooze(card_uuid, patient_hash, rule_id, subject, indicator, reason_code,"
+                " reason_display, created_at, until_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (card_uuid) DO NOTHING"
+            ),
+            (
+                card_uuid,
+                *served,
+                code,
+                display or code,
+                self._timestamp(now),
+                self._timestamp(now + timedelta(days=days)),
+            ),
+        )
+
+    def active_snoozes(self, patient_id: str, now: datetime) -> tuple[Snooze, ...]:
+        """The snoozes that hold now for a patient (none when snoozing is off)."""
+        if not self.snooze_days:
+            return ()
+        patient_hash = self.patient_hash(patient_id)  # reads the salt in its own transaction
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT rule_id, subject, indicator, until_at, reason_display FROM snooze"
+                    " WHERE patient_hash = ? AND until_at > ? AND ended_at IS NULL"
+                ),
+                (patient_hash, self._timestamp(now)),
+            )
+            rows = cur.fetchall()
+        return tuple(
+            Snooze(rule_id, subject, indicator, _as_datetime(until), display)
+            for rule_id, subject, indicator, until, display in rows
+        )
+
+    def end_snooze(self, card_uuid: str) -> bool:
+        """End a snooze early (the command ``snooze-end``); False when none is active for the card."""
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql("UPDATE snooze SET ended_at = ? WHERE card_uuid = ? AND ended_at IS NULL"),
+                (self._timestamp(utcnow()), card_uuid),
+            )
+            return bool(cur.rowcount > 0)
 
     def _outcome_timestamp(self, value: datetime) -> Any:
         return self._timestamp(value)
@@ -406,3 +484,11 @@ def format_report(reports: list[RuleReport]) -> str:
         for reason, count in sorted(r.override_reasons.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    override reason: {reason} ({count})")
     return "\n".join(lines)
+
+
+def _as_datetime(value: Any) -> datetime:
+    """A timestamp as the database returns it (an ISO string from SQLite, a datetime from
+    PostgreSQL), timezone-aware."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    assert isinstance(moment, datetime)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

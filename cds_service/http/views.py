@@ -17,6 +17,8 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import time
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -26,7 +28,8 @@ from pydantic import ValidationError
 from cds_service import __version__, metrics
 from cds_service.auth import ReplayStoreUnavailable
 from cds_service.calllog import event, timed
-from cds_service.errors import BadRequest, CdsError, describe_validation_error
+from cds_service.checks.findings import Snooze
+from cds_service.errors import BadRequest, CdsError, ServiceUnavailable, describe_validation_error
 from cds_service.http.deps import Deps
 from cds_service.http.errors import ApiError
 from cds_service.http.responses import error_response, json_response
@@ -183,6 +186,25 @@ def discovery() -> Response:
     return json_response(discovery_document())
 
 
+# Snoozes come from the feedback store, but decision support must never depend on it: when the
+# store cannot be read the cards are shown unsnoozed (never hidden), and for a short while after a
+# failure the store is not asked again, so a store that is down costs hook calls no time.
+_SNOOZE_RETRY_SECONDS = 30.0
+_snooze_store_down_until = 0.0
+
+
+def _snoozes(patient_id: str, now: datetime) -> tuple[Snooze, ...]:
+    global _snooze_store_down_until
+    if time.monotonic() < _snooze_store_down_until:
+        return ()
+    try:
+        return deps().store.active_snoozes(patient_id, now)
+    except ServiceUnavailable:
+        _snooze_store_down_until = time.monotonic() + _SNOOZE_RETRY_SECONDS
+        event(log, logging.WARNING, "snoozes not read: feedback store unavailable")
+        return ()
+
+
 @blueprint.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
     d = deps()
@@ -192,7 +214,7 @@ def call_service(service_id: str) -> Response:
     body = _json_body()
     if isinstance(body, dict):
         g.log.update(_loggable_hook_fields(body))
-    request_model, response = run_hook(service, body, d.resolver, now=d.now)
+    request_model, response = run_hook(service, body, d.resolver, now=d.now, snoozes=_snoozes)
     g.log["cards"] = len(response.cards)
     g.cards = [(card.rule_id or "(unattributed)", card.indicator) for card in response.cards]
     with timed("log"):  # queued; written in batches by the served-card writer thread
@@ -212,6 +234,9 @@ def feedback(service_id: str) -> Response:
         parsed = FeedbackRequest.model_validate(body)
     except ValidationError as exc:
         raise BadRequest("Invalid feedback: " + describe_validation_error(exc)) from None
+    # The cards it is about may still be queued for the served-card log: write them first, so an
+    # override that snoozes finds its card (bounded: a queue that will not drain does not stall).
+    deps().writer.flush(timeout=1.0)
     # Written and committed (durably) before the answer: acknowledged feedback is never lost.
     results = deps().store.store_feedback(service.id, parsed.feedback)
     for item, new in zip(parsed.feedback, results, strict=True):

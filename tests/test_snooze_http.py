@@ -1,0 +1,84 @@
+"""Snoozes end to end over HTTP: an override recorded from feedback stops patient-view repeating
+the card; order hooks still warn and say so; snoozing can be turned off."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from cds_service.config import Settings
+from cds_service.http.app import create_app
+from tests.conftest import FIXTURES, FROZEN_NOW
+
+PV = json.loads((FIXTURES / "c1-calcium-acetate-on-home-medication-list-patient-view.json").read_text())
+PV.pop("_expected")
+SNOOZE = {
+    "system": "https://calciphylaxis-cds.example.org/CodeSystem/override-reason",
+    "code": "addressed-with-nephrology-3-months",
+    "display": "Addressed with nephrology: do not show again for 3 months",
+}
+
+
+def _client(tmp_path, **settings):
+    return create_app(Settings(feedback_db=tmp_path / "f.sqlite3", **settings), now=lambda: FROZEN_NOW).test_client()
+
+
+def _cards(client, body, service="calciphylaxis-patient-view"):
+    response = client.post(f"/cds-services/{service}", json=body)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["cards"]
+
+
+def _override(client, card, reason=SNOOZE, service="calciphylaxis-patient-view"):
+    item = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-21T12:01:00Z",
+        "overrideReason": {"reason": reason},
+    }
+    response = client.post(f"/cds-services/{service}/feedback", json={"feedback": [item]})
+    assert response.get_json() == {"stored": 1, "duplicates": 0}
+
+
+def _binder_card(cards):
+    return next(c for c in cards if "calcium acetate" in c["summary"])
+
+
+def test_a_snoozing_override_stops_patient_view_repeating_that_card_but_not_the_others(tmp_path):
+    client = _client(tmp_path)
+    first = _cards(client, PV)
+    assert len(first) == 2  # the mineral review and the calcium acetate card
+    _override(client, _binder_card(first))
+    again = _cards(client, PV)
+    assert [c["summary"] for c in again] == [c["summary"] for c in first if "calcium acetate" not in c["summary"]]
+
+
+def test_order_hooks_still_warn_on_a_new_order_and_say_an_earlier_override_holds(tmp_path):
+    client = _client(tmp_path)
+    _override(client, _binder_card(_cards(client, PV)))
+    order = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())
+    order.pop("_expected")
+    order["context"]["patientId"] = PV["context"]["patientId"]
+    for key in ("conditions", "calcium", "albumin", "phosphate", "pth", "egfr"):
+        order["prefetch"][key] = copy.deepcopy(PV["prefetch"][key])
+    for entry in order["context"]["draftOrders"]["entry"]:
+        entry["resource"]["subject"] = {"reference": f"Patient/{PV['context']['patientId']}"}
+    (card,) = _cards(client, order, "calciphylaxis-order-select")
+    assert card["indicator"] == "critical"
+    assert "An earlier override of this card" in card["detail"] and "holds until 2027-" in card["detail"]
+
+
+def test_an_override_without_a_period_snoozes_nothing(tmp_path):
+    client = _client(tmp_path)
+    first = _cards(client, PV)
+    _override(client, _binder_card(first), reason={**SNOOZE, "code": "benefit-outweighs-risk"})
+    assert len(_cards(client, PV)) == 2
+
+
+@pytest.mark.parametrize("enabled", [False])
+def test_snoozing_can_be_turned_off_by_configuration(tmp_path, enabled):
+    client = _client(tmp_path, snooze_enabled=enabled)
+    _override(client, _binder_card(_cards(client, PV)))
+    assert len(_cards(client, PV)) == 2
