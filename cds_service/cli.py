@@ -188,6 +188,8 @@ def cmd_feedback_report(args: argparse.Namespace) -> int:
     from cds_service.errors import ServiceUnavailable
 
     try:
+        if args.html:
+            return _write_governance_report(store, Path(args.html), snoozing=settings.snooze_enabled)
         print(format_report(store.report()))
     except ServiceUnavailable as exc:
         print(f"calciphylaxis-cds: {_one_line(exc.detail or exc.message)}", file=sys.stderr)
@@ -214,6 +216,41 @@ def cmd_snooze_end(args: argparse.Namespace) -> int:
         print(f"calciphylaxis-cds: no active snooze for card {args.card}", file=sys.stderr)
         return 1
     print(f"ended the snooze recorded for card {args.card}")
+    return 0
+
+
+def _write_governance_report(store: Any, path: Path, *, snoozing: bool) -> int:
+    """The committee's report as one self-contained HTML page (no patient data on it)."""
+    from datetime import UTC
+
+    from cds_service.governance import (
+        ActiveSnooze,
+        FeedbackRecord,
+        ServedCardRecord,
+        build_governance_data,
+        render_report,
+    )
+    from cds_service.knowledge.content import content
+
+    now = datetime.now(UTC)
+    records = store.governance_records(now)
+    served = [ServedCardRecord(uuid, rule, indicator, at) for uuid, rule, indicator, at in records.served]
+    feedback = [
+        FeedbackRecord(uuid, outcome, at, reason, comment, taken)
+        for uuid, outcome, at, reason, comment, taken in records.feedback
+        if outcome in ("accepted", "overridden")
+    ]
+    snoozes = [
+        ActiveSnooze(rule, drug or "(chart review)", n, first, last) for rule, drug, n, first, last in records.snoozes
+    ]
+    titles = {rule_id: rule.rule for rule_id, rule in content().rules.items()}
+    data = build_governance_data(served, feedback, snoozes=snoozes, snoozing_enabled=snoozing, rule_titles=titles)
+    try:
+        path.write_text(render_report(data, generated_at=now), encoding="utf-8")
+    except OSError as exc:
+        print(f"calciphylaxis-cds: cannot write {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote the governance report to {path}")
     return 0
 
 
@@ -359,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--database-url",
         help="PostgreSQL feedback database (default: CDS_DATABASE_URL, which wins over the SQLite file when set)",
+    )
+    report.add_argument(
+        "--html", metavar="FILE", help="write the committee's report (charts per rule, weekly) as one HTML page"
     )
     report.set_defaults(func=cmd_feedback_report)
 

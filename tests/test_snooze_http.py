@@ -82,3 +82,19 @@ def test_snoozing_can_be_turned_off_by_configuration(tmp_path, enabled):
     client = _client(tmp_path, snooze_enabled=enabled)
     _override(client, _binder_card(_cards(client, PV)))
     assert len(_cards(client, PV)) == 2
+
+
+def test_feedback_report_html_writes_the_committee_page_from_the_store(tmp_path, monkeypatch, capsys):
+    from cds_service import cli
+
+    client = _client(tmp_path)
+    cards = _cards(client, PV)
+    _override(client, _binder_card(cards))
+    monkeypatch.setenv("CDS_FEEDBACK_DB", str(tmp_path / "f.sqlite3"))
+    page = tmp_path / "report.html"
+    assert cli.main(["feedback-report", "--html", str(page)]) == 0
+    html = page.read_text(encoding="utf-8")
+    assert "C1-calcium-binder-calciphylaxis" in html and "<svg" in html
+    assert PV["context"]["patientId"] not in html  # no patient data on the page
+    assert "<script" not in html.lower()
+    assert str(page) in capsys.readouterr().out

@@ -75,6 +75,16 @@ class RuleReport:
 
 
 @dataclass(frozen=True)
+class GovernanceRecords:
+    """Plain rows for the governance report (cds_service.governance builds the page from them)."""
+
+    served: list[tuple[str, str, str, datetime]]  # card uuid, rule id, indicator, served at
+    # card uuid, outcome, outcome time, override reason, has a comment, suggestion ids taken
+    feedback: list[tuple[str, str, datetime, str | None, bool, tuple[str, ...]]]
+    snoozes: list[tuple[str, str, int, datetime, datetime]]  # rule, drug, count, first end, last end
+
+
+@dataclass(frozen=True)
 class ServedCard:
     """One card sent to an EHR, as queued for the served-card log (the patient id is hashed
     when the row is written, never stored)."""
@@ -115,6 +125,8 @@ class FeedbackStore(Protocol):
     def report(self) -> list[RuleReport]: ...
 
     def active_snoozes(self, patient_id: str, now: datetime) -> tuple[Snooze, ...]: ...
+
+    def governance_records(self, now: datetime) -> GovernanceRecords: ...
 
     def end_snooze(self, card_uuid: str) -> bool: ...
 
@@ -330,6 +342,34 @@ class SqlFeedbackStore:
             Snooze(rule_id, subject, indicator, _as_datetime(until), display)
             for rule_id, subject, indicator, until, display in rows
         )
+
+    def governance_records(self, now: datetime) -> GovernanceRecords:
+        """What the committee's report is built from: every served card (rule, indicator, when),
+        every feedback item (outcome, reason, suggestions taken; never a comment's text) and the
+        snoozes in force, counted per rule and drug. No patient hash leaves the store."""
+        with self._transaction() as cur:
+            cur.execute("SELECT card_uuid, rule_id, indicator, served_at FROM served_card")
+            served = [(uuid, rule, indicator, _as_datetime(at)) for uuid, rule, indicator, at in cur.fetchall()]
+            cur.execute(
+                "SELECT card_uuid, outcome, outcome_timestamp, override_code, override_display,"
+                " user_comment, accepted_suggestions FROM feedback"
+            )
+            feedback = [
+                (uuid, outcome, _as_datetime(at), display or code, bool(comment), tuple(json.loads(taken or "[]")))
+                for uuid, outcome, at, code, display, comment, taken in cur.fetchall()
+            ]
+            cur.execute(
+                self._sql(
+                    "SELECT rule_id, subject, COUNT(*), MIN(until_at), MAX(until_at) FROM snooze"
+                    " WHERE until_at > ? AND ended_at IS NULL GROUP BY rule_id, subject"
+                ),
+                (self._timestamp(now),),
+            )
+            snoozes = [
+                (rule, subject, int(count), _as_datetime(first), _as_datetime(last))
+                for rule, subject, count, first, last in cur.fetchall()
+            ]
+        return GovernanceRecords(served, feedback, snoozes)
 
     def end_snooze(self, card_uuid: str) -> bool:
         """End a snooze early (the command ``snooze-end``); False when none is active for the card."""
