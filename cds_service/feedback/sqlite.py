@@ -26,7 +26,8 @@ from cds_service.feedback.migrations import MIGRATIONS, MIGRATIONS_TABLE, SQLITE
 from cds_service.feedback.store import Cursor, SqlFeedbackStore, log, utcnow
 
 # Per connection; see the module docstring.
-DURABILITY_PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "fullfsync=ON", "busy_timeout=10000")
+# busy_timeout first: the journal_mode switch may have to wait for another connection.
+DURABILITY_PRAGMAS = ("busy_timeout=10000", "journal_mode=WAL", "synchronous=FULL", "fullfsync=ON")
 
 UNAVAILABLE = "The feedback store is busy or cannot be reached right now; send the same request again shortly."
 
