@@ -135,6 +135,19 @@ def _serve(settings: Settings, metrics_dir: Path | None) -> int:
         "workers": settings.workers,
         "version": __version__,
     }
+    base = (
+        settings.public_base_url[0] if settings.public_base_url else f"http://{settings.host}:{settings.port}"
+    ).rstrip("/")
+    log.info(  # where to start, for the person who ran serve (the log line is where they look)
+        "where to start",
+        extra={
+            "discovery": f"{base}/cds-services",
+            "try_it": "curl -s -H 'Content-Type: application/json' --data "
+            f"@fhir_fixtures/c1-calcium-acetate-calciphylaxis.json {base}/cds-services/calciphylaxis-order-select",
+            "preview": f"POST the same request to {base}/cds-services/<service id>/preview",
+            "governance_report": f"{base}/governance/report",
+        },
+    )
     if not multi:
         app = create_app(settings, authenticator=authenticator)
         log.info("serving", extra=serving)
@@ -223,30 +236,11 @@ def _write_governance_report(store: Any, path: Path, *, snoozing: bool) -> int:
     """The committee's report as one self-contained HTML page (no patient data on it)."""
     from datetime import UTC
 
-    from cds_service.governance import (
-        ActiveSnooze,
-        FeedbackRecord,
-        ServedCardRecord,
-        build_governance_data,
-        render_report,
-    )
-    from cds_service.knowledge.content import content
+    from cds_service.governance.build import governance_page
 
-    now = datetime.now(UTC)
-    records = store.governance_records(now)
-    served = [ServedCardRecord(uuid, rule, indicator, at) for uuid, rule, indicator, at in records.served]
-    feedback = [
-        FeedbackRecord(uuid, outcome, at, reason, comment, taken)
-        for uuid, outcome, at, reason, comment, taken in records.feedback
-        if outcome in ("accepted", "overridden")
-    ]
-    snoozes = [
-        ActiveSnooze(rule, drug or "(chart review)", n, first, last) for rule, drug, n, first, last in records.snoozes
-    ]
-    titles = {rule_id: rule.rule for rule_id, rule in content().rules.items()}
-    data = build_governance_data(served, feedback, snoozes=snoozes, snoozing_enabled=snoozing, rule_titles=titles)
+    page = governance_page(store.governance_records(datetime.now(UTC)), snoozing=snoozing)
     try:
-        path.write_text(render_report(data, generated_at=now), encoding="utf-8")
+        path.write_text(page, encoding="utf-8")
     except OSError as exc:
         print(f"calciphylaxis-cds: cannot write {path}: {exc}", file=sys.stderr)
         return 2

@@ -471,3 +471,12 @@ def test_http_layer_never_logs_a_token_patient_id_or_body_at_any_level(secured, 
     secrets = [patient, "body-sentinel-0b7", *tokens, *(part for t in tokens for part in t.split(".")[1:])]
     leaked = [s for s in secrets if s and s in text]
     assert not leaked, leaked
+
+
+def test_serve_logs_the_discovery_url_a_curl_example_and_where_the_preview_is(serve_env, caplog):
+    with caplog.at_level(logging.INFO, logger="cds_service"):
+        assert cli.main(["serve", "--port", "0"]) == 0
+    where = next(r for r in caplog.records if r.getMessage() == "where to start")
+    assert where.discovery.endswith("/cds-services")
+    assert where.try_it.startswith("curl -s -H 'Content-Type: application/json' --data @fhir_fixtures/")
+    assert where.preview.endswith("/preview") and where.governance_report.endswith("/governance/report")

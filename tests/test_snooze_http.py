@@ -98,3 +98,23 @@ def test_feedback_report_html_writes_the_committee_page_from_the_store(tmp_path,
     assert PV["context"]["patientId"] not in html  # no patient data on the page
     assert "<script" not in html.lower()
     assert str(page) in capsys.readouterr().out
+
+
+def test_the_service_serves_the_governance_report_and_a_card_preview(tmp_path):
+    client = _client(tmp_path)
+    _override(client, _binder_card(_cards(client, PV)))
+    report = client.get("/governance/report")
+    assert report.status_code == 200 and report.mimetype == "text/html"
+    assert "default-src 'none'" in report.headers["Content-Security-Policy"]
+    assert "C1-calcium-binder-calciphylaxis" in report.get_data(as_text=True)
+    preview = client.post("/cds-services/calciphylaxis-patient-view/preview", json=PV)
+    assert preview.status_code == 200 and preview.mimetype == "text/html"
+    page = preview.get_data(as_text=True)
+    assert "Stop calcium acetate" in page and "<script" not in page.lower()
+    # a malformed request gets the same clear error as the service itself
+    assert (
+        client.post(
+            "/cds-services/calciphylaxis-patient-view/preview", data="{", content_type="application/json"
+        ).status_code
+        == 400
+    )

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal, TypeAlias
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeAlias
 
 from cds_service.governance.model import (
     ActiveSnooze,
@@ -124,3 +124,41 @@ def build_governance_data(
 
 def _reason_label(item: FeedbackRecord) -> str:
     return item.override_reason or (COMMENT_ONLY if item.has_comment else NO_REASON)
+
+
+def governance_data_from_records(
+    served: Iterable[tuple[str, str, str, datetime]],
+    feedback: Iterable[tuple[str, str, datetime, str | None, bool, tuple[str, ...]]],
+    snoozes: Iterable[tuple[str, str, int, datetime, datetime]],
+    *,
+    snoozing_enabled: bool,
+    rule_titles: Mapping[str, str] | None = None,
+) -> GovernanceData:
+    """The report's data from the feedback store's plain rows (``FeedbackStore.governance_records``)."""
+    return build_governance_data(
+        [ServedCardRecord(uuid, rule, indicator, at) for uuid, rule, indicator, at in served],  # type: ignore[arg-type]
+        [
+            FeedbackRecord(uuid, outcome, at, reason, comment, taken)  # type: ignore[arg-type]
+            for uuid, outcome, at, reason, comment, taken in feedback
+            if outcome in ("accepted", "overridden")
+        ],
+        snoozes=[
+            ActiveSnooze(rule, drug or "(chart review)", count, first, last)
+            for rule, drug, count, first, last in snoozes
+        ],
+        snoozing_enabled=snoozing_enabled,
+        rule_titles=rule_titles,
+    )
+
+
+def governance_page(records: Any, *, snoozing: bool, now: datetime | None = None) -> str:
+    """The committee's page from the feedback store's ``governance_records`` (rule titles from the
+    card content). Used by ``feedback-report --html`` and the service's ``/governance/report``."""
+    from cds_service.governance.report import render_report
+    from cds_service.knowledge.content import content
+
+    titles = {rule_id: rule.rule for rule_id, rule in content().rules.items()}
+    data = governance_data_from_records(
+        records.served, records.feedback, records.snoozes, snoozing_enabled=snoozing, rule_titles=titles
+    )
+    return render_report(data, generated_at=now or datetime.now(UTC))

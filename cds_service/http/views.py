@@ -18,7 +18,7 @@ import hmac
 import logging
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -30,12 +30,14 @@ from cds_service.auth import ReplayStoreUnavailable
 from cds_service.calllog import event, timed
 from cds_service.checks.findings import Snooze
 from cds_service.errors import BadRequest, CdsError, ServiceUnavailable, describe_validation_error
+from cds_service.governance.build import governance_page
 from cds_service.http.deps import Deps
 from cds_service.http.errors import ApiError
 from cds_service.http.responses import error_response, json_response
 from cds_service.knowledge.content import content
 from cds_service.pipeline import find_service, run_hook
 from cds_service.protocol import HOOKS, FeedbackRequest
+from cds_service.render.html import render_preview
 from cds_service.services import discovery_document
 
 log = logging.getLogger("cds_service.request")
@@ -184,6 +186,35 @@ def prometheus_metrics() -> Response:
 def discovery() -> Response:
     _authenticate()
     return json_response(discovery_document())
+
+
+def _html(page: str) -> Response:
+    """An HTML page the service renders (preview, report): no script, nothing fetched."""
+    response = Response(page, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@blueprint.get("/governance/report")
+def governance_report() -> Response:
+    """The CDS committee's page (per rule: served, accepted, overridden, ignored by week; reasons;
+    snoozes). Same authentication as the services; no patient data on it."""
+    _authenticate()
+    page = governance_page(deps().store.governance_records(datetime.now(UTC)), snoozing=deps().settings.snooze_enabled)
+    return _html(page)
+
+
+@blueprint.post("/cds-services/<service_id>/preview")
+def preview(service_id: str) -> Response:
+    """The cards a request would get, as an EHR would show them (nothing is logged as served,
+    nothing is snoozed): for clinicians reviewing card content and for integrators."""
+    d = deps()
+    _authenticate()
+    service = find_service(service_id)
+    g.log["service"] = service.id
+    _, response = run_hook(service, _json_body(), d.resolver, now=d.now)
+    return _html(render_preview(response, title=f"Card preview: {service.title}", request_summary=service.hook))
 
 
 # Snoozes come from the feedback store, but decision support must never depend on it: when the
