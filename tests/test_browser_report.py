@@ -196,3 +196,57 @@ def test_a_critical_card_preview_renders_without_console_errors(opened):
     assert preview.dom.find_all("script") == []
     assert png_size(preview.screenshot) == WINDOW
     assert preview.screenshot.stat().st_size > 50_000, "the screenshot looks blank"
+
+
+def test_the_report_from_a_store_filled_with_realistic_feedback_renders_in_chromium(tmp_path):
+    """The committee's page as the service builds it: a real SQLite store filled with eight weeks
+    of served cards and a realistic mix of feedback, read back, rendered, opened in Chromium."""
+    from cds_service.feedback import SQLiteFeedbackStore
+    from cds_service.feedback.store import ServedCard
+    from cds_service.governance.build import governance_page
+    from cds_service.protocol import FeedbackItem
+    from tests.governance_support import PATIENT_IDS, realistic_records
+
+    served, feedback = realistic_records()
+    store = SQLiteFeedbackStore(tmp_path / "feedback.sqlite3")
+    service = "calciphylaxis-order-select"
+    store.write_served(
+        [
+            ServedCard(
+                c.card_uuid,
+                service,
+                "order-select",
+                c.rule_id,
+                PATIENT_IDS[i % len(PATIENT_IDS)],
+                c.served_at,
+                "",
+                c.indicator,
+            )
+            for i, c in enumerate(served)
+        ]
+    )
+    items = []
+    for f in feedback:
+        if f.outcome == "accepted" and not f.accepted_suggestions:
+            continue  # CDS Hooks requires the suggestion taken with an "accepted" outcome
+        item: dict = {"card": f.card_uuid, "outcome": f.outcome, "outcomeTimestamp": f.outcome_timestamp.isoformat()}
+        if f.accepted_suggestions:
+            item["acceptedSuggestions"] = [{"id": s} for s in f.accepted_suggestions]
+        if f.override_reason:
+            item["overrideReason"] = {"reason": {"code": "reason", "display": f.override_reason}}
+        items.append(FeedbackItem.model_validate(item))
+    store.store_feedback(service, items)
+    page = governance_page(store.governance_records(GENERATED_AT), snoozing=True, now=GENERATED_AT)
+    store.close()
+    assert not any(patient.split("/")[1] in page for patient in PATIENT_IDS)  # no patient data
+    assert "{" + "corrected_calcium_high}" not in page and "above 10.2 mg/dL" in page  # rule titles filled
+    path = tmp_path / "store-report.html"
+    path.write_text(page, encoding="utf-8")
+    opened = open_in_chromium({"store-report": path}, tmp_path)["store-report"]
+    assert opened.console == [], "console messages:\n" + "\n".join(opened.console)
+    for rule_id in {c.rule_id for c in served}:
+        section = opened.dom.find("section", cls="rule", data_rule=rule_id)
+        assert section.find("figure", data_chart="weekly").find("svg").find("g", cls="plot").find_all("rect"), rule_id
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    if opened.screenshot.exists():
+        shutil.copyfile(opened.screenshot, ARTIFACTS / "governance-report-from-store.png")

@@ -155,9 +155,16 @@ def governance_page(records: Any, *, snoozing: bool, now: datetime | None = None
     """The committee's page from the feedback store's ``governance_records`` (rule titles from the
     card content). Used by ``feedback-report --html`` and the service's ``/governance/report``."""
     from cds_service.governance.report import render_report
-    from cds_service.knowledge.content import content
+    from cds_service.knowledge.content import content, fill
 
-    titles = {rule_id: rule.rule for rule_id, rule in content().rules.items()}
+    def title(text: str) -> str:
+        # Thresholds filled in; a rule's per-card words named generically.
+        try:
+            return fill(text, {"drug_class": "monitored drug", "drug": "the drug"})
+        except (KeyError, ValueError):
+            return text
+
+    titles = {rule_id: title(rule.rule) for rule_id, rule in content().rules.items()}
     data = governance_data_from_records(
         records.served, records.feedback, records.snoozes, snoozing_enabled=snoozing, rule_titles=titles
     )
