@@ -118,3 +118,18 @@ def test_the_service_serves_the_governance_report_and_a_card_preview(tmp_path):
         ).status_code
         == 400
     )
+
+
+def test_the_report_names_the_suggestions_clinicians_took(tmp_path):
+    client = _client(tmp_path)
+    card = _binder_card(_cards(client, PV))
+    taken = card["suggestions"][0]
+    item = {
+        "card": card["uuid"],
+        "outcome": "accepted",
+        "outcomeTimestamp": "2026-11-21T12:02:00Z",
+        "acceptedSuggestions": [{"id": taken["uuid"]}],
+    }
+    client.post("/cds-services/calciphylaxis-patient-view/feedback", json={"feedback": [item]})
+    page = client.get("/governance/report").get_data(as_text=True)
+    assert taken["label"] in page

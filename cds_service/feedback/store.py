@@ -78,7 +78,8 @@ class RuleReport:
 class GovernanceRecords:
     """Plain rows for the governance report (cds_service.governance builds the page from them)."""
 
-    served: list[tuple[str, str, str, datetime]]  # card uuid, rule id, indicator, served at
+    # card uuid, rule id, indicator, served at, suggestion uuid -> label
+    served: list[tuple[str, str, str, datetime, dict[str, str]]]
     # card uuid, outcome, outcome time, override reason, has a comment, suggestion ids taken
     feedback: list[tuple[str, str, datetime, str | None, bool, tuple[str, ...]]]
     snoozes: list[tuple[str, str, int, datetime, datetime]]  # rule, drug, count, first end, last end
@@ -97,12 +98,23 @@ class ServedCard:
     served_at: datetime
     subject: str = ""  # the drug the card was about ("" for a chart review)
     indicator: str = ""
+    suggestion_labels: str = "{}"  # JSON: suggestion uuid -> label
 
 
 def served_rows(service_id: str, hook: str, patient_id: str, cards: Iterable[Card]) -> list[ServedCard]:
     now = utcnow()
     return [
-        ServedCard(c.uuid, service_id, hook, c.rule_id or UNATTRIBUTED, patient_id, now, c.subject or "", c.indicator)
+        ServedCard(
+            c.uuid,
+            service_id,
+            hook,
+            c.rule_id or UNATTRIBUTED,
+            patient_id,
+            now,
+            c.subject or "",
+            c.indicator,
+            json.dumps({s.uuid: s.label for s in c.suggestions or []}),
+        )
         for c in cards
     ]
 
@@ -236,13 +248,15 @@ class SqlFeedbackStore:
                     self._timestamp(row.served_at),
                     row.subject,
                     row.indicator,
+                    row.suggestion_labels,
                 )
             )
         with self._transaction() as cur:
             cur.executemany(
                 self._sql(
                     "INSERT INTO served_card(card_uuid, service_id, hook, rule_id, patient_hash, served_at,"
-                    " subject, indicator) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (card_uuid) DO NOTHING"
+                    " subject, indicator, suggestion_labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (card_uuid) DO NOTHING"
                 ),
                 values,
             )
@@ -348,8 +362,11 @@ class SqlFeedbackStore:
         every feedback item (outcome, reason, suggestions taken; never a comment's text) and the
         snoozes in force, counted per rule and drug. No patient hash leaves the store."""
         with self._transaction() as cur:
-            cur.execute("SELECT card_uuid, rule_id, indicator, served_at FROM served_card")
-            served = [(uuid, rule, indicator, _as_datetime(at)) for uuid, rule, indicator, at in cur.fetchall()]
+            cur.execute("SELECT card_uuid, rule_id, indicator, served_at, suggestion_labels FROM served_card")
+            served = [
+                (uuid, rule, indicator, _as_datetime(at), json.loads(labels or "{}"))
+                for uuid, rule, indicator, at, labels in cur.fetchall()
+            ]
             cur.execute(
                 "SELECT card_uuid, outcome, outcome_timestamp, override_code, override_display,"
                 " user_comment, accepted_suggestions FROM feedback"

@@ -127,7 +127,7 @@ def _reason_label(item: FeedbackRecord) -> str:
 
 
 def governance_data_from_records(
-    served: Iterable[tuple[str, str, str, datetime]],
+    served: Iterable[tuple[str, str, str, datetime, Mapping[str, str]]],
     feedback: Iterable[tuple[str, str, datetime, str | None, bool, tuple[str, ...]]],
     snoozes: Iterable[tuple[str, str, int, datetime, datetime]],
     *,
@@ -136,7 +136,10 @@ def governance_data_from_records(
 ) -> GovernanceData:
     """The report's data from the feedback store's plain rows (``FeedbackStore.governance_records``)."""
     return build_governance_data(
-        [ServedCardRecord(uuid, rule, indicator, at) for uuid, rule, indicator, at in served],  # type: ignore[arg-type]
+        [
+            ServedCardRecord(uuid, rule, indicator, at, labels)  # type: ignore[arg-type]
+            for uuid, rule, indicator, at, labels in served
+        ],
         [
             FeedbackRecord(uuid, outcome, at, reason, comment, taken)  # type: ignore[arg-type]
             for uuid, outcome, at, reason, comment, taken in feedback

@@ -2,6 +2,9 @@
 -- subject: the drug ingredient the card was about ('' for a chart review); indicator: as served.
 ALTER TABLE served_card ADD COLUMN subject TEXT NOT NULL DEFAULT '';
 ALTER TABLE served_card ADD COLUMN indicator TEXT NOT NULL DEFAULT '';
+-- The labels of the card's suggestions by suggestion uuid (JSON), so the governance report can say
+-- which suggestions were taken.
+ALTER TABLE served_card ADD COLUMN suggestion_labels TEXT NOT NULL DEFAULT '{}';
 
 -- One row per override that snoozes a card (the card's uuid is its key: feedback sent twice
 -- records one snooze). The patient is hashed as in served_card; ended_at is set when a snooze is
