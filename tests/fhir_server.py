@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 _DATE_FIELDS = (
@@ -55,7 +55,53 @@ class SeenRequest:
         return self.path.split("/")[0]
 
 
-class FhirTestServer:
+class _LoopbackServer:
+    """A threaded HTTP server on a free loopback port, in a daemon thread, for one test.
+
+    Subclasses name their request handler class and the attribute it reaches them by."""
+
+    _handler: type[BaseHTTPRequestHandler]
+    _handler_attribute: str
+    _thread_name: str
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()  # wakes handlers sleeping on a delay or a drip
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        handler = type(self._handler.__name__, (self._handler,), {self._handler_attribute: self})
+        httpd = _QuietHTTPServer(("127.0.0.1", 0), handler)
+        httpd.daemon_threads = True
+        httpd.block_on_close = False
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, name=self._thread_name, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _address(self, path: str) -> str:
+        assert self._httpd is not None, "server not started"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}{path}"
+
+
+class FhirTestServer(_LoopbackServer):
     def __init__(
         self,
         resources: Iterable[dict[str, Any]] = (),
@@ -71,43 +117,11 @@ class FhirTestServer:
         self.require_token = require_token
         self.base_path = "/" + base_path.strip("/")
         self.requests: list[SeenRequest] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    def start(self) -> FhirTestServer:
-        handler = type("Handler", (_Handler,), {"fhir": self})
-        httpd = _QuietHTTPServer(("127.0.0.1", 0), handler)
-        httpd.daemon_threads = True
-        httpd.block_on_close = False
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fhir-test-server", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wake handlers sleeping on the delay
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FhirTestServer:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+        super().__init__()
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}{self.base_path}"
+        return self._address(self.base_path)
 
     def seen(self) -> list[SeenRequest]:
         with self._lock:
@@ -275,7 +289,7 @@ class DripConnection:
     ended_by: str = ""  # "client" (it closed the connection), "finished", "gave up", "stopped"
 
 
-class DripServer:
+class DripServer(_LoopbackServer):
     """Answers every GET with a valid FHIR searchset, one byte every ``interval`` seconds.
 
     ``headers_too``: drip the status line and headers as well (else they come at once, with a
@@ -292,41 +306,11 @@ class DripServer:
         self.headers_too = headers_too
         self.give_up_after = give_up_after
         self.connections: list[DripConnection] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> DripServer:
-        handler = type("DripHandler", (_DripHandler,), {"drip": self})
-        httpd = _QuietHTTPServer(("127.0.0.1", 0), handler)
-        httpd.daemon_threads = True
-        httpd.block_on_close = False
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fhir-drip-server", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> DripServer:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+        super().__init__()
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/fhir"
+        return self._address("/fhir")
 
     def seen(self) -> list[DripConnection]:
         with self._lock:
@@ -400,3 +384,10 @@ class _DripHandler(BaseHTTPRequestHandler):
             return self.connection.recv(1, socket.MSG_PEEK) == b""
         except OSError:
             return True
+
+
+# Each server's request handler reaches it by this attribute (set here: the handlers come last).
+FhirTestServer._handler, FhirTestServer._handler_attribute = _Handler, "fhir"
+FhirTestServer._thread_name = "fhir-test-server"
+DripServer._handler, DripServer._handler_attribute = _DripHandler, "drip"
+DripServer._thread_name = "fhir-drip-server"
