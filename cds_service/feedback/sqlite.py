@@ -96,6 +96,23 @@ class SQLiteFeedbackStore(SqlFeedbackStore):
                 raise self._unavailable(exc) from None
             raise
 
+    @contextmanager
+    def _reading(self) -> Iterator[Cursor]:
+        # A deferred transaction: one consistent snapshot, and in WAL mode it never waits for the
+        # writer (BEGIN IMMEDIATE would queue behind the served-card writer's fsync).
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN")
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        try:
+            yield conn.cursor()
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            with suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
     def _unavailable(self, exc: Exception) -> ServiceUnavailable:
         event(log, logging.ERROR, "feedback store unavailable", store=self.describe(), error=str(exc)[:200])
         return ServiceUnavailable(UNAVAILABLE, detail=f"{self.describe()}: {str(exc)[:200]}")

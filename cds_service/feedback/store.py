@@ -178,7 +178,7 @@ class Cursor(Protocol):
 class SqlFeedbackStore:
     """The queries both backends run. A backend supplies ``_transaction`` (a cursor inside one
     transaction, committed at the end of the block, rolled back on error), ``_timestamp`` (how a
-    datetime is bound) and ``migrate``."""
+    datetime is bound) and ``migrate``; it may supply ``_reading`` for reads that never write."""
 
     backend = "sql"
     dialect: Dialect
@@ -191,6 +191,11 @@ class SqlFeedbackStore:
     # -- backend hooks ----------------------------------------------------------------------------
     def _transaction(self) -> AbstractContextManager[Cursor]:
         raise NotImplementedError
+
+    def _reading(self) -> AbstractContextManager[Cursor]:
+        """A cursor for reads only. By default a transaction like any other; SQLite overrides it
+        so that a hook call's snooze lookup never queues for the write lock behind a commit."""
+        return self._transaction()
 
     def _timestamp(self, value: datetime) -> Any:
         raise NotImplementedError
@@ -343,7 +348,7 @@ class SqlFeedbackStore:
         if not self.snooze_days:
             return ()
         patient_hash = self.patient_hash(patient_id)  # reads the salt in its own transaction
-        with self._transaction() as cur:
+        with self._reading() as cur:
             cur.execute(
                 self._sql(
                     "SELECT rule_id, subject, indicator, until_at, reason_display FROM snooze"
@@ -361,7 +366,7 @@ class SqlFeedbackStore:
         """What the committee's report is built from: every served card (rule, indicator, when),
         every feedback item (outcome, reason, suggestions taken; never a comment's text) and the
         snoozes in force, counted per rule and drug. No patient hash leaves the store."""
-        with self._transaction() as cur:
+        with self._reading() as cur:
             cur.execute("SELECT card_uuid, rule_id, indicator, served_at, suggestion_labels FROM served_card")
             served = [
                 (uuid, rule, indicator, _as_datetime(at), json.loads(labels or "{}"))
@@ -406,7 +411,7 @@ class SqlFeedbackStore:
         def get(rule_id: str) -> RuleReport:
             return reports.setdefault(rule_id, RuleReport(rule_id, attributed=rule_id != UNKNOWN_RULE))
 
-        with self._transaction() as cur:
+        with self._reading() as cur:
             cur.execute("SELECT rule_id, COUNT(*) FROM served_card GROUP BY rule_id")
             served = cur.fetchall()
             cur.execute(
@@ -457,7 +462,7 @@ class SqlFeedbackStore:
     def export_rows(self) -> tuple[str | None, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The patient-hash salt, every served-card row and every feedback row (columns as in
         ``SERVED_COLUMNS`` and ``FEEDBACK_COLUMNS``)."""
-        with self._transaction() as cur:
+        with self._reading() as cur:
             cur.execute("SELECT value FROM meta WHERE key = 'patient_salt'")
             found = cur.fetchone()
             cur.execute(f"SELECT {', '.join(SERVED_COLUMNS)} FROM served_card")  # noqa: S608 - fixed names

@@ -8,8 +8,9 @@ immutable record; ``orders_under_review`` picks the medication orders a hook ask
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from cds_service.fhir.reading import (
     ResourceIndex,
@@ -30,6 +31,7 @@ from cds_service.patient.classify import (
     is_current_exposure,
     is_medication_order,
 )
+from cds_service.patient.memo import ReadingMemo, resource_json
 from cds_service.patient.model import (
     CANONICAL_UNITS,
     AllergyFact,
@@ -121,6 +123,101 @@ def _newest_first(effective: datetime | None) -> tuple[int, float]:
     return (0, -effective.timestamp())
 
 
+@dataclass(slots=True)
+class ObservationReading:
+    """What an Observation is to the record: its analyte, code, status and time, and (once a
+    call has needed it) its normalised result. Remembered per exact JSON (``memo.py``)."""
+
+    analyte: str
+    loinc: str
+    status: str
+    effective: datetime | None
+    sort_key: tuple[int, float]
+    result: LabResult | UnusableLab | None = None
+
+    def lab_result(self, resource: dict[str, Any]) -> LabResult | UnusableLab:
+        if self.result is None:  # a race between two calls at worst reads it twice
+            self.result = _lab_result(resource, self.analyte, self.loinc, self.status, self.effective)
+        return self.result
+
+
+# An Observation the record does not read (status not usable, or no LOINC code of an analyte).
+NOT_READ: Final = ObservationReading("", "", "", None, (1, 0.0))
+
+
+def _read_observation(resource: dict[str, Any]) -> ObservationReading:
+    status = resource.get("status")
+    if not isinstance(status, str) or status not in USABLE_OBSERVATION_STATUSES:
+        return NOT_READ
+    selected = _observation_analyte(resource)
+    if selected is None:
+        return NOT_READ
+    effective = _observation_effective(resource)
+    return ObservationReading(selected[0], selected[1], status, effective, _newest_first(effective))
+
+
+# Sizes: a few hundred patients' charts in flight (bounded; see memo.py).
+OBSERVATIONS: ReadingMemo[ObservationReading] = ReadingMemo("observation", 8192)
+CONDITIONS: ReadingMemo[tuple[ConditionFact, ...]] = ReadingMemo("condition", 4096)
+ALLERGIES: ReadingMemo[tuple[AllergyFact, ...]] = ReadingMemo("allergy", 2048)
+MEDICATIONS: ReadingMemo[tuple[MedicationOrder, ...]] = ReadingMemo("medication", 4096)
+
+
+def observation_reading(resource: dict[str, Any]) -> ObservationReading:
+    key = resource_json(resource)
+    if key is not None:
+        found = OBSERVATIONS.get(key)
+        if found is not None:
+            return found
+    reading = _read_observation(resource)
+    if key is not None:
+        OBSERVATIONS.put(key, reading)
+    return reading
+
+
+def condition_facts(resource: dict[str, Any]) -> tuple[ConditionFact, ...]:
+    key = resource_json(resource)
+    if key is not None:
+        found = CONDITIONS.get(key)
+        if found is not None:
+            return found
+    facts = classify_condition(resource)
+    if key is not None:
+        CONDITIONS.put(key, facts)
+    return facts
+
+
+def allergy_fact(resource: dict[str, Any]) -> AllergyFact | None:
+    key = resource_json(resource)
+    found = ALLERGIES.get(key) if key is not None else None
+    if found is None:
+        allergy = classify_allergy(resource)
+        found = (allergy,) if allergy is not None else ()
+        if key is not None:
+            ALLERGIES.put(key, found)
+    return found[0] if found else None
+
+
+def _names_other_resource(resource: dict[str, Any]) -> bool:
+    """Whether a medication resource names its drug by reference (R4/DSTU2 ``medicationReference``,
+    R5 ``medication.reference``): its reading then depends on that Medication too."""
+    medication = resource.get("medication")
+    return "medicationReference" in resource or (isinstance(medication, dict) and "reference" in medication)
+
+
+def medication_order(resource: dict[str, Any], catalog: ResourceIndex) -> MedicationOrder | None:
+    """``classify_medication``, remembered for orders that carry their drug inline. The order
+    returned always carries this call's resource as ``raw``."""
+    key = None if _names_other_resource(resource) else resource_json(resource)
+    found = MEDICATIONS.get(key) if key is not None else None
+    if found is None:
+        order = classify_medication(resource, catalog)
+        if key is not None:
+            MEDICATIONS.put(key, (replace(order, raw={}),) if order is not None else ())
+        return order
+    return replace(found[0], raw=resource) if found else None
+
+
 # Every rule reads only recent results (the latest value, two consecutive PTH results, an albumin
 # drawn near the calcium), so each analyte keeps its newest usable results only. Units are
 # normalised for those alone: a chart with 10,000 Observations then costs little more to read
@@ -129,14 +226,14 @@ SERIES_LIMIT = 12
 
 
 def _newest_series(
-    candidates: list[tuple[datetime | None, dict[str, Any], str, str]], analyte: str
+    candidates: list[tuple[ObservationReading, dict[str, Any]]],
 ) -> tuple[tuple[LabResult, ...], list[UnusableLab]]:
-    """Normalise ``analyte``'s candidates newest first until SERIES_LIMIT are usable."""
-    candidates.sort(key=lambda c: _newest_first(c[0]))
+    """Normalise an analyte's candidates newest first until SERIES_LIMIT are usable."""
+    candidates.sort(key=lambda c: c[0].sort_key)
     series: list[LabResult] = []
     unusable: list[UnusableLab] = []
-    for effective, resource, loinc, status in candidates:
-        result = _lab_result(resource, analyte, loinc, status, effective)
+    for reading, resource in candidates:
+        result = reading.lab_result(resource)
         if isinstance(result, LabResult):
             series.append(result)
             if len(series) == SERIES_LIMIT:
@@ -165,8 +262,8 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
     incomplete = dict(incomplete) if isinstance(incomplete, Mapping) else {}
 
     seen: set[str] = set()
-    # analyte -> (effective, Observation, LOINC, status): selected by code and status only.
-    lab_candidates: dict[str, list[tuple[datetime | None, dict[str, Any], str, str]]] = {}
+    # analyte -> (reading, Observation): selected by code and status only.
+    lab_candidates: dict[str, list[tuple[ObservationReading, dict[str, Any]]]] = {}
     unusable: list[UnusableLab] = []
     conditions: list[ConditionFact] = []
     allergies: list[AllergyFact] = []
@@ -189,22 +286,17 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
                 continue
             seen.add(key)
         if rtype == "Observation":
-            status = resource.get("status")
-            if not isinstance(status, str) or status not in USABLE_OBSERVATION_STATUSES:
-                continue
-            selected = _observation_analyte(resource)
-            if selected is None:
-                continue
-            analyte, loinc = selected
-            lab_candidates.setdefault(analyte, []).append((_observation_effective(resource), resource, loinc, status))
+            reading = observation_reading(resource)
+            if reading is not NOT_READ:
+                lab_candidates.setdefault(reading.analyte, []).append((reading, resource))
         elif rtype == "Condition":
-            conditions.extend(classify_condition(resource))
+            conditions.extend(condition_facts(resource))
         elif rtype == "Procedure":
             fact = classify_procedure(resource, now)
             if fact is not None:
                 conditions.append(fact)
         elif rtype == "AllergyIntolerance":
-            allergy = classify_allergy(resource)
+            allergy = allergy_fact(resource)
             if allergy is not None:
                 allergies.append(allergy)
         elif rtype == "Medication":
@@ -214,14 +306,14 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
 
     labs: dict[str, tuple[LabResult, ...]] = {}
     for analyte, candidates in lab_candidates.items():
-        series, skipped = _newest_series(candidates, analyte)
+        series, skipped = _newest_series(candidates)
         if series:
             labs[analyte] = series
         unusable.extend(skipped)
 
     medications: list[MedicationOrder] = []
     for resource in order_resources:
-        order = classify_medication(resource, catalog)
+        order = medication_order(resource, catalog)
         if order is not None and is_current_exposure(order, now):
             medications.append(order)
 
@@ -320,7 +412,7 @@ def orders_under_review(hook: str, context: dict[str, Any], record: PatientRecor
         status = status_code(resource.get("status"))
         if status in CLOSED_MEDICATION_STATUSES:
             continue
-        order = classify_medication(resource, index)
+        order = medication_order(resource, index)
         if order is not None:
             out.append(OrderUnderReview(order=order, is_draft=True))
     return tuple(out)

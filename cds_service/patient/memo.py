@@ -1,0 +1,85 @@
+"""Readings of single resources, remembered by the resource's exact JSON.
+
+An EHR sends the same chart again and again: order-select fires on every change of selection
+with the same prefetch, patient-view on every opening of the chart, and a patient's labs,
+problems and medication list change far more slowly than clinicians click. Reading one resource
+(selecting an Observation's analyte and normalising its value, classifying a medication or a
+condition by its codes and text) is a pure function of that resource's JSON, so the reading is
+kept, keyed by the JSON itself, and a resource seen before costs one encoding and one lookup.
+
+Why this is safe:
+* The key is the resource's complete JSON (``orjson`` encoding, member order kept), so a
+  reading is only reused for a byte-identical resource; any change to any member is a new key.
+* Only readings that depend on nothing but the resource are kept: never one that depends on
+  the time of the call (procedure recency, current exposure), on the patient the call is about
+  (identity screening runs on every call), or on another resource (a medication naming a
+  ``Medication`` by reference is classified afresh each time).
+* JSON the encoder cannot reproduce exactly is never a key: FHIR forbids ``null``, and a number
+  JSON cannot carry (``NaN``, ``1e400``) is encoded as ``null``, so any encoding holding
+  ``null`` is read afresh rather than risk two different resources sharing one key.
+* The cached values are frozen dataclasses; a ``MedicationOrder`` is kept without the call's
+  raw resource, which is attached again on every call.
+* Memory is bounded: two generations of at most ``size`` entries each; when the young one is
+  full the old one is dropped. Keys and readings are the same data the call already holds,
+  kept in this process only, never written anywhere and never logged.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+V = TypeVar("V")
+
+_NULL = b"null"
+
+
+def resource_json(resource: dict[str, Any]) -> bytes | None:
+    """The key of a resource: its JSON, or None when it cannot be a key (see the module doc)."""
+    try:
+        raw = orjson.dumps(resource)
+    except (orjson.JSONEncodeError, TypeError):  # nested too deep, or not JSON at all
+        return None
+    return None if _NULL in raw else raw
+
+
+class ReadingMemo(Generic[V]):
+    """A bounded map from a resource's JSON to its reading (two generations, no per-hit work
+    beyond a dict lookup; safe under threads: a race at worst reads a resource twice)."""
+
+    def __init__(self, name: str, size: int):
+        self.name = name
+        self.size = size
+        self._young: dict[bytes, V] = {}
+        self._old: dict[bytes, V] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: bytes) -> V | None:
+        found = self._young.get(key)
+        if found is None:
+            found = self._old.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self.put(key, found)  # promoted: what is still in use survives the next swap
+        self.hits += 1
+        return found
+
+    def put(self, key: bytes, value: V) -> None:
+        if len(self._young) >= self.size:
+            with self._lock:
+                if len(self._young) >= self.size:
+                    self._old, self._young = self._young, {}
+        self._young[key] = value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._young, self._old = {}, {}
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)

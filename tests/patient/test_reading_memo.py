@@ -1,0 +1,148 @@
+"""Readings remembered per exact resource JSON (cds_service/patient/memo.py): a chart sent again
+is read from memory, and nothing that differs in any way ever shares a reading."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+
+import pytest
+
+from cds_service.fhir.reading import ResourceIndex
+from cds_service.patient import build
+from cds_service.patient.build import build_record, medication_order
+from cds_service.patient.memo import ReadingMemo, resource_json
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+PATIENT = "memo-patient"
+
+
+@pytest.fixture(autouse=True)
+def _empty_memos():
+    for memo in (build.OBSERVATIONS, build.CONDITIONS, build.ALLERGIES, build.MEDICATIONS):
+        memo.clear()
+    yield
+
+
+def _calcium(value, *, unit="mg/dL", rid="ca-1"):
+    return {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "17861-6"}]},
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "effectiveDateTime": "2026-11-29T08:00:00Z",
+        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+    }
+
+
+def _order(text="calcium acetate 667 MG Oral Capsule", rid="mr-1"):
+    return {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "medicationCodeableConcept": {"text": text},
+    }
+
+
+def _record(*resources):
+    bundle = {"resourceType": "Bundle", "entry": [{"resource": r} for r in resources]}
+    return build_record({"patientId": PATIENT}, {"chart": bundle}, NOW)
+
+
+def test_a_chart_sent_again_is_read_from_memory_with_the_same_result():
+    first = _record(_calcium(9.4), _order())
+    misses = build.OBSERVATIONS.misses + build.MEDICATIONS.misses
+    second = _record(_calcium(9.4), _order())
+    assert build.OBSERVATIONS.misses + build.MEDICATIONS.misses == misses  # nothing read afresh
+    assert build.OBSERVATIONS.hits >= 1 and build.MEDICATIONS.hits >= 1
+    assert second.labs == first.labs
+    assert second.medications == first.medications
+
+
+def test_any_changed_member_is_read_afresh():
+    assert _record(_calcium(9.4)).labs["calcium"][0].value == 9.4
+    assert _record(_calcium(9.5)).labs["calcium"][0].value == 9.5
+    converted = _record(_calcium(2.4, unit="mmol/L")).labs["calcium"][0]
+    assert converted.original_unit == "mmol/L" and converted.value == pytest.approx(9.62, abs=0.01)
+
+
+def test_member_order_and_number_type_are_part_of_the_key():
+    a = _calcium(9)
+    b = _calcium(9.0)
+    assert resource_json(a) != resource_json(b)
+    reordered = dict(reversed(list(a.items())))
+    assert resource_json(reordered) != resource_json(a)
+    assert _record(reordered).labs["calcium"][0].value == 9
+
+
+def test_json_holding_null_or_an_unrepresentable_number_is_never_a_key():
+    assert resource_json({"resourceType": "Observation", "value": None}) is None
+    assert resource_json({"resourceType": "Observation", "value": float("inf")}) is None
+    assert resource_json({"resourceType": "Observation", "value": float("nan")}) is None
+    # The infinite value is still named as implausible, not mistaken for a missing one.
+    record = _record(_calcium(float("inf")))
+    assert not record.labs
+    assert [u.reason for u in record.unusable_labs] == ["no numeric valueQuantity"]
+    _record(_calcium(None))
+    assert len(build.OBSERVATIONS) == 0
+
+
+def test_the_order_returned_carries_this_calls_resource_not_a_remembered_one():
+    index = ResourceIndex()
+    first_resource = _order()
+    second_resource = copy.deepcopy(first_resource)
+    first = medication_order(first_resource, index)
+    second = medication_order(second_resource, index)
+    assert first is not None and second is not None
+    assert first.raw is first_resource
+    assert second.raw is second_resource
+    assert second.drug_classes == first.drug_classes == frozenset({"calcium_binder"})
+    assert build.MEDICATIONS.hits == 1
+
+
+def test_an_order_naming_its_medication_by_reference_is_always_classified_afresh():
+    order = {
+        "resourceType": "MedicationRequest",
+        "id": "mr-ref",
+        "status": "active",
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "medicationReference": {"reference": "Medication/m1"},
+    }
+    calcium = ResourceIndex([(None, {"resourceType": "Medication", "id": "m1", "code": {"text": "calcium acetate"}})])
+    sevelamer = ResourceIndex([(None, {"resourceType": "Medication", "id": "m1", "code": {"text": "sevelamer"}})])
+    first = medication_order(order, calcium)
+    second = medication_order(order, sevelamer)
+    assert first is not None and first.drug_classes == frozenset({"calcium_binder"})
+    assert second is not None and second.drug_classes == frozenset({"non_calcium_binder"})
+    assert len(build.MEDICATIONS) == 0
+
+
+def test_a_reading_never_crosses_to_another_patient():
+    mine = _calcium(9.4)
+    theirs = copy.deepcopy(mine)
+    theirs["subject"] = {"reference": "Patient/someone-else"}
+    _record(mine)
+    assert not _record(theirs).labs  # identity is screened on every call, before any memory
+
+
+def test_the_memo_is_bounded():
+    memo: ReadingMemo[int] = ReadingMemo("test", 4)
+    for i in range(50):
+        memo.put(str(i).encode(), i)
+    assert len(memo) <= 8
+    assert memo.get(b"49") == 49
+    assert memo.get(b"0") is None
+
+
+def test_an_entry_still_in_use_survives_a_generation_swap():
+    memo: ReadingMemo[int] = ReadingMemo("test", 3)
+    memo.put(b"kept", 1)
+    for i in range(3):
+        memo.put(str(i).encode(), i)  # the young generation fills and becomes the old one
+        assert memo.get(b"kept") == 1  # read again: promoted each time
+    for i in range(3, 9):
+        memo.put(str(i).encode(), i)
+    assert memo.get(b"kept") is None  # not read for two generations: gone
