@@ -186,6 +186,7 @@ def test_the_same_items_posted_concurrently_are_stored_once(client, backend):
         t.start()
     for t in threads:
         t.join()
+    assert all("stored" in a for a in answers), answers
     assert sum(a["stored"] for a in answers) == 20
     assert sum(a["duplicates"] for a in answers) == 7 * 20
     assert len(backend.rows()) == 20

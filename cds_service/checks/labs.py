@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 
 from cds_service.checks.findings import LabValue
 from cds_service.knowledge import thresholds as T
@@ -23,6 +24,7 @@ DISPLAY_DECIMALS: dict[str, int] = {a.key: a.decimals for a in ANALYTES.values()
 CA_X_P_UNIT = ANALYTES["ca_x_p"].unit
 
 
+@lru_cache(maxsize=8192)  # pure, and decimal rounding is costly: lab values recur call after call
 def shown(analyte: str, value: float) -> float:
     """``value`` rounded half-up to the decimals the cards display for ``analyte``."""
     places = DISPLAY_DECIMALS.get(analyte, 2)

@@ -2,7 +2,11 @@
 
 A hook call only puts its cards' rows on a queue (``submit``: microseconds, no lock on the
 database). One thread per process takes whatever has accumulated and writes it in one transaction
-(one commit for many calls under load, none waited for by a caller). The same thread deletes
+(one commit for many calls, none waited for by a caller). Once rows arrive the thread lingers a
+moment (``linger``, 0.2 s) before writing, so that the calls of that moment share one
+transaction and one fsync instead of each waking the thread and committing: the hook calls'
+threads then spend their time on hook calls. Feedback asks for the rows first (``flush``), which
+ends the linger at once, so an override always finds its card. The same thread deletes
 served-card rows older than the retention period every ``purge_interval`` seconds.
 
 What is kept, and what may be lost:
@@ -30,6 +34,7 @@ from cds_service.feedback.store import FeedbackStore, ServedCard, log, served_ro
 from cds_service.protocol import Card
 
 BATCH_ROWS = 1000  # most rows per transaction
+LINGER_SECONDS = 0.2  # how long rows may wait for others to share their transaction
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)  # backoff between failed writes
 
 
@@ -42,13 +47,16 @@ class ServedCardWriter:
         retention: timedelta | None = timedelta(days=365),
         purge_interval: float = 3600.0,
         put_timeout: float = 2.0,
+        linger: float = LINGER_SECONDS,
         now: Callable[[], datetime] = utcnow,
     ):
         self.store = store
         self.retention = retention
         self.purge_interval = purge_interval
         self.put_timeout = put_timeout
+        self.linger = linger
         self._now = now
+        self._write_now_please = threading.Event()  # set by flush and close: stop lingering
         # One item per hook call (its cards' rows); None asks the thread to stop.
         self._queue: queue.Queue[list[ServedCard] | None] = queue.Queue(maxsize=max_queue)
         self._lock = threading.Lock()
@@ -108,8 +116,9 @@ class ServedCardWriter:
         """Wait until every row submitted so far is written (or dropped); False on timeout."""
         with self._lock:
             target = self._submitted
-            if self._thread is None:
+            if self._thread is None or self._finished >= target:
                 return self._finished >= target
+            self._write_now_please.set()
             return self._done.wait_for(lambda: self._finished >= target, timeout=timeout)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -120,6 +129,7 @@ class ServedCardWriter:
         if thread is None:
             return
         self._queue.put(None)  # wakes the thread; it drains the queue and stops
+        self._write_now_please.set()
         thread.join(timeout)
         if thread.is_alive():
             pending = self._queue.qsize()
@@ -144,6 +154,10 @@ class ServedCardWriter:
                 stopping = True
             else:
                 batch.extend(first)
+                # Let the rows of the calls of the next moment join this transaction (flush and
+                # close cut it short).
+                self._write_now_please.wait(self.linger)
+            self._write_now_please.clear()
             # Whatever else is already waiting goes into the same transaction.
             while len(batch) < BATCH_ROWS:
                 try:

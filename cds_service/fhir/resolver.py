@@ -71,6 +71,9 @@ class ResolvedPrefetch:
     incomplete: dict[str, str] = field(default_factory=dict)
     # Keys obtained (wholly or partly) from the FHIR server rather than from prefetch.
     fetched: frozenset[str] = frozenset()
+    # The patient every resource in ``data`` was checked to be about (``_refuse_other_patients``
+    # removed any key holding another patient's data); None when no check was made.
+    screened_for: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,9 +279,13 @@ class PrefetchResolver:
             if shape.resource_type in _MEDICATION_ORDER_TYPES and isinstance(data.get(key), dict):
                 self._add_referenced_medications(key, data, incomplete, fetched, get_server, deadline)
 
-        _refuse_other_patients(request, data, unavailable)
+        screened_for = _refuse_other_patients(request, data, unavailable)
         resolved = ResolvedPrefetch(
-            data=data, unavailable=unavailable, incomplete=incomplete, fetched=frozenset(fetched)
+            data=data,
+            unavailable=unavailable,
+            incomplete=incomplete,
+            fetched=frozenset(fetched),
+            screened_for=screened_for,
         )
         if fetched or unavailable or incomplete:
             event(
@@ -570,14 +577,15 @@ def _medication_path(ref: str, server: _Server) -> str | None:
 OTHER_PATIENT = "held data about another patient"
 
 
-def _refuse_other_patients(request: CDSRequest, data: dict[str, Any], unavailable: dict[str, str]) -> None:
+def _refuse_other_patients(request: CDSRequest, data: dict[str, Any], unavailable: dict[str, str]) -> str | None:
     """A key whose data holds any resource about another patient than ``context.patientId`` is not
     used at all (an EHR that mixes two patients' data in one answer cannot be trusted for the
     rest of it): it becomes unavailable, so a required key answers 412 naming the mismatch and an
-    optional one is named on the cards as not checked. Logged without ids."""
+    optional one is named on the cards as not checked. Logged without ids. Returns the patient
+    id the data left in ``data`` is now known to be about (None when there is none to check)."""
     patient_id = request.context.get("patientId")
     if not isinstance(patient_id, str) or not patient_id:
-        return
+        return None
     entries = {key: list(iter_resources(value)) for key, value in data.items()}
     refs = patient_references(patient_id, [entry for found in entries.values() for entry in found])
     for key, found in entries.items():
@@ -586,6 +594,7 @@ def _refuse_other_patients(request: CDSRequest, data: dict[str, Any], unavailabl
             del data[key]
             unavailable[key] = OTHER_PATIENT
             event(log, logging.WARNING, "prefetch data about another patient refused", key=key, resources=foreign)
+    return patient_id
 
 
 def _require(hook: str, keys: Mapping[str, PrefetchKey], resolved: ResolvedPrefetch) -> None:

@@ -215,7 +215,7 @@ def medication_order(resource: dict[str, Any], catalog: ResourceIndex) -> Medica
         if key is not None:
             MEDICATIONS.put(key, (replace(order, raw={}),) if order is not None else ())
         return order
-    return replace(found[0], raw=resource) if found else None
+    return found[0].with_raw(resource) if found else None
 
 
 # Every rule reads only recent results (the latest value, two consecutive PTH results, an albumin
@@ -273,13 +273,16 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
     patient_id = context.get("patientId")
     patient_id = patient_id if isinstance(patient_id, str) else ""
     entries = [entry for value in data.values() for entry in iter_resources(value)]
-    patient_refs = patient_references(patient_id, entries)
+    # Another patient's data is never used. The resolver refuses a whole key holding any, and
+    # says so (``screened_for``); data that did not come through it is screened here.
+    screened = bool(patient_id) and getattr(prefetch, "screened_for", None) == patient_id
+    patient_refs = frozenset() if screened else patient_references(patient_id, entries)
     for full_url, resource in entries:
         rtype = resource.get("resourceType")
         if not isinstance(rtype, str) or rtype not in _RELEVANT_TYPES:
             continue
-        if not is_about_patient(resource, patient_id, patient_refs):
-            continue  # another patient's data is never used (the resolver also refuses it)
+        if not screened and not is_about_patient(resource, patient_id, patient_refs):
+            continue
         key = resource_key(resource)
         if key is not None:
             if key in seen:  # the same resource under two prefetch keys

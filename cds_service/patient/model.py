@@ -108,6 +108,15 @@ class MedicationOrder:
     ingredients: tuple[str, ...] = ()
     kind: ExposureKind = "request"  # a medication order, a statement, or an administration
 
+    def with_raw(self, raw: dict[str, Any]) -> MedicationOrder:
+        """The same order carrying ``raw`` (a remembered reading meets this call's resource).
+        A field-for-field copy without re-running ``__init__``: ``dataclasses.replace`` costs
+        several times more, on every medication of every call."""
+        clone = object.__new__(MedicationOrder)
+        clone.__dict__.update(self.__dict__)
+        clone.__dict__["raw"] = raw
+        return clone
+
 
 # Drug classes the classifier assigns (terminology.py maps codes and names to these).
 DRUG_CLASSES = (
