@@ -48,7 +48,7 @@ def _bundle(resources: list[dict]) -> dict:
     }
 
 
-def _observation(i: int, code: str, unit: str, value: float, when: datetime) -> dict:
+def _observation(i: int, code: str, unit: str, value: float, when: datetime, patient: str) -> dict:
     return {
         "resourceType": "Observation",
         "id": f"obs-{i}",
@@ -57,14 +57,14 @@ def _observation(i: int, code: str, unit: str, value: float, when: datetime) -> 
             {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}
         ],
         "code": {"coding": [{"system": LOINC, "code": code}], "text": code},
-        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+        "subject": {"reference": f"Patient/{patient}"},
         "effectiveDateTime": when.isoformat(),
         "issued": when.isoformat(),
         "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
     }
 
 
-def _conditions() -> list[dict]:
+def _conditions(patient: str) -> list[dict]:
     def condition(i, system, code, display, status="active"):
         return {
             "resourceType": "Condition",
@@ -78,7 +78,7 @@ def _conditions() -> list[dict]:
                 ]
             },
             "code": {"coding": [{"system": system, "code": code, "display": display}], "text": display},
-            "subject": {"reference": f"Patient/{PATIENT_ID}"},
+            "subject": {"reference": f"Patient/{patient}"},
             "recordedDate": "2026-09-01",
         }
 
@@ -94,7 +94,7 @@ def _conditions() -> list[dict]:
     ]
 
 
-def _medications(count: int = 15) -> list[dict]:
+def _medications(patient: str, count: int = 15) -> list[dict]:
     meds = []
     for i in range(count):
         code, name = _MEDS[i % len(_MEDS)]
@@ -108,15 +108,22 @@ def _medications(count: int = 15) -> list[dict]:
                     "coding": [{"system": RXNORM, "code": code, "display": name}],
                     "text": name,
                 },
-                "subject": {"reference": f"Patient/{PATIENT_ID}"},
+                "subject": {"reference": f"Patient/{patient}"},
                 "authoredOn": "2026-08-01",
             }
         )
     return meds
 
 
-def prefetch(observations: int, now: datetime) -> dict:
+def patient_id(chart: int = 0) -> str:
+    """Chart 0 is the one patient every benchmark repeats; other numbers are other patients,
+    whose resources all differ from it (a chart the service has not seen before)."""
+    return PATIENT_ID if chart == 0 else f"bench-patient-{chart + 1}"
+
+
+def prefetch(observations: int, now: datetime, chart: int = 0) -> dict:
     """Prefetch with `observations` Observations spread over the lab keys, newest first per key."""
+    patient = patient_id(chart)
     rng = random.Random(observations)
     by_key: dict[str, list[dict]] = {key: [] for key, *_ in _LABS}
     for i in range(observations):
@@ -126,16 +133,17 @@ def prefetch(observations: int, now: datetime) -> dict:
             key = "calcium"  # a search that over-returns: the engine must ignore these by code
         else:
             key, code, unit, value = _LABS[i % len(_LABS)]
-        by_key[key].append(_observation(i, code, unit, round(value * rng.uniform(0.9, 1.1), 2), when))
+        by_key[key].append(_observation(i, code, unit, round(value * rng.uniform(0.9, 1.1), 2), when, patient))
     data = {key: _bundle(resources) for key, resources in by_key.items()}
-    data["patient"] = {"resourceType": "Patient", "id": PATIENT_ID, "gender": "female", "birthDate": "1958-03-02"}
-    data["conditions"] = _bundle(_conditions())
-    data["meds"] = _bundle(_medications())
+    data["patient"] = {"resourceType": "Patient", "id": patient, "gender": "female", "birthDate": "1958-03-02"}
+    data["conditions"] = _bundle(_conditions(patient))
+    data["meds"] = _bundle(_medications(patient))
     return data
 
 
-def order_select(observations: int, now: datetime | None = None) -> dict:
+def order_select(observations: int, now: datetime | None = None, chart: int = 0) -> dict:
     now = now or datetime.now(UTC)
+    patient = patient_id(chart)
     draft = {
         "resourceType": "MedicationRequest",
         "id": "draft-1",
@@ -145,7 +153,7 @@ def order_select(observations: int, now: datetime | None = None) -> dict:
             "coding": [{"system": RXNORM, "code": "197433", "display": "calcium acetate 667 MG Oral Tablet"}],
             "text": "calcium acetate 667 MG Oral Tablet",
         },
-        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+        "subject": {"reference": f"Patient/{patient}"},
         "dosageInstruction": [{"text": "667 mg three times daily with meals"}],
     }
     return {
@@ -153,11 +161,11 @@ def order_select(observations: int, now: datetime | None = None) -> dict:
         "hookInstance": "bench-order-select",
         "context": {
             "userId": "Practitioner/bench",
-            "patientId": PATIENT_ID,
+            "patientId": patient,
             "selections": ["MedicationRequest/draft-1"],
             "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": draft}]},
         },
-        "prefetch": prefetch(observations, now),
+        "prefetch": prefetch(observations, now, chart),
     }
 
 

@@ -271,6 +271,34 @@ def test_closing_the_writer_writes_every_queued_row(store):
     assert store.served_count() == 100 and writer.pending() == 0
 
 
+def test_rows_of_calls_close_together_share_one_transaction(store, monkeypatch):
+    transactions: list[int] = []
+    real = store.write_served
+
+    def counting(rows):
+        transactions.append(len(rows))
+        real(rows)
+
+    monkeypatch.setattr(store, "write_served", counting)
+    writer = ServedCardWriter(store, retention=None, linger=0.5)
+    for i in range(20):
+        writer.submit("svc", "order-select", f"patient-{i}", [_card("C1")])
+    assert writer.flush(timeout=10)
+    writer.close()
+    assert sum(transactions) == 20 and store.served_count() == 20
+    assert len(transactions) <= 2  # not one commit (and fsync) per call
+
+
+def test_feedback_does_not_wait_for_the_linger(store):
+    writer = ServedCardWriter(store, retention=None, linger=30.0)
+    writer.submit("svc", "order-select", "patient-1", [_card("C1")])
+    started = datetime.now()
+    assert writer.flush(timeout=10)  # what the feedback endpoint does before storing feedback
+    assert datetime.now() - started < timedelta(seconds=10)
+    assert store.served_count() == 1
+    writer.close()
+
+
 def test_retention_deletes_only_served_cards_older_than_the_period(store):
     now = datetime(2026, 11, 30, 12, tzinfo=UTC)
     old = [ServedCard(f"old-{i}", "svc", "order-select", "C1", "p", now - timedelta(days=400)) for i in range(3)]

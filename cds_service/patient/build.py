@@ -156,7 +156,10 @@ def _read_observation(resource: dict[str, Any]) -> ObservationReading:
     return ObservationReading(selected[0], selected[1], status, effective, _newest_first(effective))
 
 
-# Sizes: a few hundred patients' charts in flight (bounded; see memo.py).
+# Sizes: a few hundred patients' charts in flight (bounded; see memo.py). A chart with more
+# resources than MEMO_CHART_LIMIT is read without the memo: it would only push every other
+# patient's readings out (and a call that large is dominated by decoding its JSON anyway).
+MEMO_CHART_LIMIT = 2000
 OBSERVATIONS: ReadingMemo[ObservationReading] = ReadingMemo("observation", 8192)
 CONDITIONS: ReadingMemo[tuple[ConditionFact, ...]] = ReadingMemo("condition", 4096)
 ALLERGIES: ReadingMemo[tuple[AllergyFact, ...]] = ReadingMemo("allergy", 2048)
@@ -273,6 +276,11 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
     patient_id = context.get("patientId")
     patient_id = patient_id if isinstance(patient_id, str) else ""
     entries = [entry for value in data.values() for entry in iter_resources(value)]
+    remembered = len(entries) <= MEMO_CHART_LIMIT
+    read_observation = observation_reading if remembered else _read_observation
+    read_condition = condition_facts if remembered else classify_condition
+    read_allergy = allergy_fact if remembered else classify_allergy
+    read_medication = medication_order if remembered else classify_medication
     # Another patient's data is never used. The resolver refuses a whole key holding any, and
     # says so (``screened_for``); data that did not come through it is screened here.
     screened = bool(patient_id) and getattr(prefetch, "screened_for", None) == patient_id
@@ -289,17 +297,17 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
                 continue
             seen.add(key)
         if rtype == "Observation":
-            reading = observation_reading(resource)
+            reading = read_observation(resource)
             if reading is not NOT_READ:
                 lab_candidates.setdefault(reading.analyte, []).append((reading, resource))
         elif rtype == "Condition":
-            conditions.extend(condition_facts(resource))
+            conditions.extend(read_condition(resource))
         elif rtype == "Procedure":
             fact = classify_procedure(resource, now)
             if fact is not None:
                 conditions.append(fact)
         elif rtype == "AllergyIntolerance":
-            allergy = allergy_fact(resource)
+            allergy = read_allergy(resource)
             if allergy is not None:
                 allergies.append(allergy)
         elif rtype == "Medication":
@@ -316,7 +324,7 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
 
     medications: list[MedicationOrder] = []
     for resource in order_resources:
-        order = medication_order(resource, catalog)
+        order = read_medication(resource, catalog)
         if order is not None and is_current_exposure(order, now):
             medications.append(order)
 

@@ -146,3 +146,10 @@ def test_an_entry_still_in_use_survives_a_generation_swap():
     for i in range(3, 9):
         memo.put(str(i).encode(), i)
     assert memo.get(b"kept") is None  # not read for two generations: gone
+
+
+def test_a_chart_larger_than_the_limit_is_read_without_the_memo(monkeypatch):
+    monkeypatch.setattr(build, "MEMO_CHART_LIMIT", 2)
+    record = _record(_calcium(9.4, rid="a"), _calcium(9.6, rid="b"), _order())
+    assert record.labs["calcium"][0].value in (9.4, 9.6) and record.medications
+    assert len(build.OBSERVATIONS) == len(build.MEDICATIONS) == 0  # another patient's readings stay
