@@ -344,7 +344,7 @@ def bench_workers(quick: bool) -> dict:
     is compared. wrk runs one thread (the least CPU taken from the servers on these 2 cores)."""
     if not shutil.which("wrk"):
         return {"skipped": "wrk not installed (make bench installs it from Debian's packages)"}
-    seconds, rounds = (3, 1) if quick else (8, 3)
+    seconds, rounds = (3, 1) if quick else (8, 5)
     body = payloads.body(payloads.order_select(payloads.SIZES["typical"]))
     servers = {1: Server(workers=1), 2: Server(workers=2)}
     rows = []
@@ -362,15 +362,23 @@ def bench_workers(quick: bool) -> dict:
             rows.append({"workers": workers, "rps_runs": [r["rps"] for r in runs], **median})
         for workers in (1, 2):
             rows.append({"workers": workers, **_wrk_with_cpu(servers[workers], urls[workers], body, 64, seconds)})
+        # The floor at 64 connections: the echo endpoint (decode the body, answer no cards) on the
+        # same servers. What it cannot do, no hook call can.
+        for workers in (1, 2):
+            echo = _wrk_with_cpu(servers[workers], servers[workers].base + "/bench/echo", body, 64, seconds)
+            rows.append({"workers": workers, "target": "echo", **echo})
     finally:
         for server in servers.values():
             server.close()
-    by = {(r["workers"], r["connections"]): r for r in rows}
+    by = {(r["workers"], r["connections"]): r for r in rows if r.get("target") != "echo"}
+    echo = {r["workers"]: r for r in rows if r.get("target") == "echo"}
     return {
         "seconds": seconds,
         "rows": rows,
         "throughput_ratio_2_vs_1": {c: by[(2, c)]["rps"] / by[(1, c)]["rps"] for c in (16, 64)},
         "p99_ms_64_connections_2_workers": by[(2, 64)].get("p99_ms"),
+        "echo_p99_ms_64_connections_2_workers": echo[2].get("p99_ms"),
+        "echo_rps_64_connections_2_workers": echo[2]["rps"],
     }
 
 
@@ -511,10 +519,14 @@ def render(results: dict) -> str:
         "5. scaling out, typical order-select (wrk, 1 thread)",
         "   procs  conns   req/s    p50 ms   p99 ms  errors  server CPU (cores)  runs (req/s)",
     ]
+    echo_header = False
     if "skipped" in w:
         out.append(f"   skipped: {w['skipped']}")
     elif w:
         for r in w["rows"]:
+            if r.get("target") == "echo" and not echo_header:
+                out.append("   the floor: the echo endpoint on the same servers")
+                echo_header = True
             runs = ", ".join(f"{x:.0f}" for x in r.get("rps_runs", []))
             out.append(
                 f"   {r['workers']:>5} {r['connections']:>6} {r['rps']:>7.1f} {r.get('p50_ms', 0):>8.2f}"

@@ -57,6 +57,10 @@ class OutModel(BaseModel):
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True, by_alias=True)
 
+    def to_json_bytes(self) -> bytes:
+        """The same JSON as ``to_json``, encoded by pydantic-core directly (no dict in between)."""
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True, by_alias=True)
+
 
 class Coding(OutModel):
     system: str = Field(min_length=1)

@@ -224,7 +224,18 @@ def test_the_request_line_carries_stage_timings(client, caplog):
     (line,) = _records_of(
         caplog, lambda: client.post(ORDER_SELECT, data=_order_select(), content_type="application/json")
     )
-    assert set(line.stages_ms) == {"auth", "validate", "prefetch", "record", "checks", "render", "log"}
+    assert set(line.stages_ms) == {
+        "auth",
+        "decode",
+        "validate",
+        "prefetch",
+        "snoozes",
+        "record",
+        "checks",
+        "render",
+        "log",
+        "encode",
+    }
     assert line.cards == 1 and line.service == "calciphylaxis-order-select"
 
 

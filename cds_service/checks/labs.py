@@ -22,6 +22,8 @@ from cds_service.patient.model import CalciumPhosphateProduct, CorrectedCalcium,
 # Decimal places shown (and compared) per analyte: from the analyte table.
 DISPLAY_DECIMALS: dict[str, int] = {a.key: a.decimals for a in ANALYTES.values()}
 CA_X_P_UNIT = ANALYTES["ca_x_p"].unit
+# The most PTH results any rule reads (C1's run of consecutive oversuppressed results).
+PTH_SERIES = T.PTH_OVERSUPPRESSED_CONSECUTIVE
 
 
 @lru_cache(maxsize=8192)  # pure, and decimal rounding is costly: lab values recur call after call
@@ -134,7 +136,7 @@ class LabFacts:
     ionized_calcium: LabValue | None
     phosphate: LabValue | None
     ca_x_p: LabValue | None
-    pth: tuple[LabValue, ...]  # newest first
+    pth: tuple[LabValue, ...]  # newest first, as many as a rule reads (PTH_SERIES)
     albumin: LabValue | None
     crp: LabValue | None  # with .previous: the result before it (the trend)
     egfr: LabValue | None
@@ -197,7 +199,7 @@ def lab_facts(record: PatientRecord) -> LabFacts:
         ionized_calcium=latest("ionized_calcium"),
         phosphate=latest("phosphate"),
         ca_x_p=product_value,
-        pth=tuple(from_result(record, lab) for lab in record.labs.get("pth", ())),
+        pth=tuple(from_result(record, lab) for lab in record.labs.get("pth", ())[:PTH_SERIES]),
         albumin=latest("albumin"),
         crp=_with_previous(record, "crp"),
         egfr=latest("egfr"),

@@ -97,12 +97,14 @@ class SQLiteFeedbackStore(SqlFeedbackStore):
             raise
 
     @contextmanager
-    def _reading(self) -> Iterator[Cursor]:
+    def _reading(self, *, snapshot: bool = True) -> Iterator[Cursor]:
         # A deferred transaction: one consistent snapshot, and in WAL mode it never waits for the
-        # writer (BEGIN IMMEDIATE would queue behind the served-card writer's fsync).
+        # writer (BEGIN IMMEDIATE would queue behind the served-card writer's fsync). A single
+        # statement is its own snapshot (autocommit), so it needs no BEGIN at all.
         try:
             conn = self._conn()
-            conn.execute("BEGIN")
+            if snapshot:
+                conn.execute("BEGIN")
         except sqlite3.OperationalError as exc:
             raise self._unavailable(exc) from None
         try:
@@ -110,8 +112,9 @@ class SQLiteFeedbackStore(SqlFeedbackStore):
         except sqlite3.OperationalError as exc:
             raise self._unavailable(exc) from None
         finally:
-            with suppress(sqlite3.Error):
-                conn.execute("COMMIT")
+            if snapshot:
+                with suppress(sqlite3.Error):
+                    conn.execute("COMMIT")
 
     def _unavailable(self, exc: Exception) -> ServiceUnavailable:
         event(log, logging.ERROR, "feedback store unavailable", store=self.describe(), error=str(exc)[:200])

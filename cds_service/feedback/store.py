@@ -192,9 +192,10 @@ class SqlFeedbackStore:
     def _transaction(self) -> AbstractContextManager[Cursor]:
         raise NotImplementedError
 
-    def _reading(self) -> AbstractContextManager[Cursor]:
+    def _reading(self, *, snapshot: bool = True) -> AbstractContextManager[Cursor]:
         """A cursor for reads only. By default a transaction like any other; SQLite overrides it
-        so that a hook call's snooze lookup never queues for the write lock behind a commit."""
+        so that a hook call's snooze lookup never queues for the write lock behind a commit.
+        ``snapshot=False``: the block runs a single statement, which needs no transaction."""
         return self._transaction()
 
     def _timestamp(self, value: datetime) -> Any:
@@ -348,7 +349,7 @@ class SqlFeedbackStore:
         if not self.snooze_days:
             return ()
         patient_hash = self.patient_hash(patient_id)  # reads the salt in its own transaction
-        with self._reading() as cur:
+        with self._reading(snapshot=False) as cur:  # one statement: no transaction around it
             cur.execute(
                 self._sql(
                     "SELECT rule_id, subject, indicator, until_at, reason_display FROM snooze"

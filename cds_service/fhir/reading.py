@@ -202,6 +202,13 @@ def is_about_patient(resource: Mapping[str, Any], patient_id: str, refs: frozens
     names no patient at all (a Medication) is not about anyone else."""
     if not patient_id:
         return True
+    subject = resource.get("subject")
+    if (
+        type(subject) is dict
+        and subject.get("reference") == "Patient/" + patient_id
+        and resource.get("resourceType") != "Patient"
+    ):
+        return True  # the usual case, decided at once (the same answer as below)
     if resource.get("resourceType") == "Patient":
         rid = resource.get("id")
         return not isinstance(rid, str) or rid == patient_id

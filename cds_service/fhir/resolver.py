@@ -107,6 +107,8 @@ def _clean_bundle(bundle: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
         kept.append(entry)
     if errors and not kept:
         return None, False
+    if len(kept) == len(entries) and "link" not in bundle and "entry" in bundle:
+        return bundle, True  # nothing to drop: no copy (nothing downstream changes a bundle)
     cleaned = {k: v for k, v in bundle.items() if k not in ("entry", "link")}
     cleaned["entry"] = kept
     return cleaned, True

@@ -15,6 +15,11 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
     return Response(orjson.dumps(obj), status=status, headers=headers, mimetype="application/json")
 
 
+def encoded_json_response(body: bytes, status: int = 200) -> Response:
+    """A response whose JSON is already encoded."""
+    return Response(body, status=status, mimetype="application/json")
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return json_response(operation_outcome(status, message), status=status, headers=headers)
 

@@ -33,7 +33,7 @@ from cds_service.errors import BadRequest, CdsError, ServiceUnavailable, describ
 from cds_service.governance.build import governance_page
 from cds_service.http.deps import Deps
 from cds_service.http.errors import ApiError
-from cds_service.http.responses import error_response, json_response
+from cds_service.http.responses import encoded_json_response, error_response, json_response
 from cds_service.knowledge.content import content
 from cds_service.pipeline import find_service, run_hook
 from cds_service.protocol import HOOKS, FeedbackRequest
@@ -229,7 +229,8 @@ def _snoozes(patient_id: str, now: datetime) -> tuple[Snooze, ...]:
     if time.monotonic() < _snooze_store_down_until:
         return ()
     try:
-        return deps().store.active_snoozes(patient_id, now)
+        with timed("snoozes"):
+            return deps().store.active_snoozes(patient_id, now)
     except ServiceUnavailable:
         _snooze_store_down_until = time.monotonic() + _SNOOZE_RETRY_SECONDS
         event(log, logging.WARNING, "snoozes not read: feedback store unavailable")
@@ -242,7 +243,8 @@ def call_service(service_id: str) -> Response:
     _authenticate()
     service = find_service(service_id)
     g.log["service"] = service.id
-    body = _json_body()
+    with timed("decode"):
+        body = _json_body()
     if isinstance(body, dict):
         g.log.update(_loggable_hook_fields(body))
     request_model, response = run_hook(service, body, d.resolver, now=d.now, snoozes=_snoozes)
@@ -250,7 +252,8 @@ def call_service(service_id: str) -> Response:
     g.cards = [(card.rule_id or "(unattributed)", card.indicator) for card in response.cards]
     with timed("log"):  # queued; written in batches by the served-card writer thread
         d.writer.submit(service.id, request_model.hook, str(request_model.context.get("patientId")), response.cards)
-    return json_response(response.to_json())
+    with timed("encode"):
+        return encoded_json_response(response.to_json_bytes())
 
 
 @blueprint.post("/cds-services/<service_id>/feedback")

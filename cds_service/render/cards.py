@@ -11,6 +11,7 @@ coded override reasons.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -51,26 +52,55 @@ def render_card(finding: Finding, patient_id: str, encounter_id: str | None = No
 # --------------------------------------------------------------------------------------------
 
 
-def _card(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None) -> Card:
-    rule = c.rule(f.rule_id)
-    suggestions = _suggestions(c, f, patient_id, encounter_id)
-    return Card(
-        summary=_summary(c, rule, f),
-        detail=_detail(c, rule, f, offered=bool(suggestions)),
-        indicator=f.indicator,
+@dataclass(frozen=True)
+class _RuleParts:
+    """What every card of a rule carries unchanged: its source, override reasons and links."""
+
+    source: Source
+    override_reasons: list[OverrideReason] | None
+    links: list[Link] | None
+
+
+# Built once per rule and card content (a card's own members are never changed after it is
+# made, so cards may share these); keyed by the content object, which is made once per process.
+_RULE_PARTS: dict[tuple[int, str], tuple[CardContent, _RuleParts]] = {}
+
+
+def _rule_parts(c: CardContent, rule_id: str) -> _RuleParts:
+    found = _RULE_PARTS.get((id(c), rule_id))
+    if found is not None and found[0] is c:
+        return found[1]
+    rule = c.rule(rule_id)
+    parts = _RuleParts(
         source=Source(
             label=c.source_label,
             topic=Coding(system=c.topic_system, code=rule.topic, display=c.topics[rule.topic]),
         ),
-        suggestions=suggestions or None,
-        selectionBehavior="at-most-one" if suggestions else None,
-        overrideReasons=[
+        override_reasons=[
             OverrideReason(system=c.override_system, code=code, display=c.override_codes[code])
             for code in rule.override_reasons
         ]
         or None,
         links=[Link(label=c.references[key].short, url=c.references[key].url, type="absolute") for key in rule.evidence]
         or None,
+    )
+    _RULE_PARTS[(id(c), rule_id)] = (c, parts)
+    return parts
+
+
+def _card(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None) -> Card:
+    rule = c.rule(f.rule_id)
+    parts = _rule_parts(c, f.rule_id)
+    suggestions = _suggestions(c, f, patient_id, encounter_id)
+    return Card(
+        summary=_summary(c, rule, f),
+        detail=_detail(c, rule, f, offered=bool(suggestions)),
+        indicator=f.indicator,
+        source=parts.source,
+        suggestions=suggestions or None,
+        selectionBehavior="at-most-one" if suggestions else None,
+        overrideReasons=parts.override_reasons,
+        links=parts.links,
         rule_id=f.rule_id,
         subject=subject_of(f) or None,  # None for a chart review (the store keeps "")
     )
