@@ -94,3 +94,55 @@ def test_a_random_context_patient_never_gets_cards_built_from_another_patients_d
     # Every resource in this request is about the original patient: nothing may be acted on.
     assert _actions(cards) == []
     assert all(card["indicator"] == "info" for card in cards)
+
+
+# --- charts sent again (the resolver remembers prefetch it has judged: fhir/resolver.py) --------
+
+
+def test_a_chart_judged_for_one_patient_is_still_refused_for_another(client):
+    """The same prefetch, byte for byte, is first sent for its own patient and then under
+    another patient's id: the memory of the first call must not let the second use it."""
+    first = copy.deepcopy(PATIENT_VIEW)
+    assert _post(client, first).status_code == 200
+    second = copy.deepcopy(PATIENT_VIEW)
+    second["context"]["patientId"] = "someone-else"
+    second["prefetch"].pop("patient", None)  # no Patient resource to contradict the id at once
+    response = _post(client, second)
+    assert response.status_code == 412
+    assert "another patient" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_a_chart_sent_again_gets_the_same_cards_and_is_judged_from_memory(client):
+    from cds_service.fhir import resolver
+
+    body = copy.deepcopy(CALCIPHYLAXIS)
+    first = _post(client, body).get_json()
+    hits = resolver.SENT_AS_IS.hits, resolver.PLAINLY_ABOUT.hits
+    second = _post(client, body).get_json()
+    assert resolver.SENT_AS_IS.hits > hits[0] and resolver.PLAINLY_ABOUT.hits > hits[1]
+    assert first["cards"] and _without_uuids(first["cards"]) == _without_uuids(second["cards"])
+
+
+def _without_uuids(value):
+    if isinstance(value, dict):
+        return {k: _without_uuids(v) for k, v in value.items() if k != "uuid"}
+    if isinstance(value, list):
+        return [_without_uuids(v) for v in value]
+    return value
+
+
+def test_a_resource_naming_the_patient_by_bundle_urn_is_screened_on_every_call(client):
+    """A reference that only the Bundle can resolve (urn:uuid of another patient's entry) is
+    never taken as plainly about the patient: each call screens it in full."""
+    body = copy.deepcopy(PATIENT_VIEW)
+    conditions = body["prefetch"]["conditions"]
+    conditions["entry"].append(
+        {
+            "fullUrl": "urn:uuid:5e2a1c1e-0000-4000-8000-000000000001",
+            "resource": {"resourceType": "Patient", "id": "someone-else"},
+        }
+    )
+    conditions["entry"][0]["resource"]["subject"] = {"reference": "urn:uuid:5e2a1c1e-0000-4000-8000-000000000001"}
+    for _ in range(2):
+        response = _post(client, body)
+        assert response.status_code == 412

@@ -40,6 +40,7 @@ from cds_service.fhir.breaker import ServerGuard
 from cds_service.fhir.client import FhirClient, FhirFetchError, is_normal_path, is_under_base, server_problem
 from cds_service.fhir.reading import is_about_patient, iter_resources, patient_references
 from cds_service.fhir.templates import PrefetchKey, Shape, TemplateError, fill_template, shape_of
+from cds_service.patient.memo import ReadingMemo, resource_json
 from cds_service.protocol import CDSRequest
 
 log = logging.getLogger("cds_service.fhir")
@@ -74,6 +75,9 @@ class ResolvedPrefetch:
     # The patient every resource in ``data`` was checked to be about (``_refuse_other_patients``
     # removed any key holding another patient's data); None when no check was made.
     screened_for: str | None = None
+    # key -> the JSON encoding of ``data[key]`` when it is exactly the value the EHR sent (the
+    # record builder reads a value it has seen before by this key: ``patient/memo.py``).
+    encoded: Mapping[str, bytes] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,9 +242,15 @@ class PrefetchResolver:
             return server
 
         shapes = {key: shape_of(spec) for key, spec in keys.items()}
+        encoded = _encode_sent(sent, keys)
         for key, spec in keys.items():
             shape = shapes[key]
+            if key in encoded and SENT_AS_IS.get((encoded[key], shape)):
+                data[key] = sent[key]  # judged before, byte for byte: usable as it was sent
+                continue
             verdict, detail = _judge_prefetched(sent.get(key, _MISSING), shape)
+            if key in encoded:
+                SENT_AS_IS.put((encoded[key], shape), verdict == _USE and detail is sent[key])
             if verdict == _USE:
                 data[key] = detail
             elif verdict == _NONE:
@@ -279,15 +289,21 @@ class PrefetchResolver:
 
         for key, shape in shapes.items():
             if shape.resource_type in _MEDICATION_ORDER_TYPES and isinstance(data.get(key), dict):
-                self._add_referenced_medications(key, data, incomplete, fetched, get_server, deadline)
+                as_sent = encoded[key] if key in encoded and data[key] is sent[key] else None
+                if as_sent is not None and NAMES_NO_MISSING_MEDICATION.get(as_sent):
+                    continue  # every Medication its orders name was found in it before
+                self._add_referenced_medications(key, data, incomplete, fetched, get_server, deadline, as_sent)
 
-        screened_for = _refuse_other_patients(request, data, unavailable)
+        # What the resolver kept exactly as sent keeps its encoding; anything it changed does not.
+        encoded = {k: raw for k, raw in encoded.items() if k in data and data[k] is sent[k]}
+        screened_for = _refuse_other_patients(request, data, unavailable, encoded)
         resolved = ResolvedPrefetch(
             data=data,
             unavailable=unavailable,
             incomplete=incomplete,
             fetched=frozenset(fetched),
             screened_for=screened_for,
+            encoded={k: raw for k, raw in encoded.items() if k in data},
         )
         if fetched or unavailable or incomplete:
             event(
@@ -437,12 +453,16 @@ class PrefetchResolver:
         fetched: set[str],
         get_server: Callable[[], _Server | str],
         deadline: float,
+        encoded: bytes | None = None,
     ) -> None:
+        """``encoded``: the Bundle's JSON when it is exactly as the EHR sent it."""
         bundle = data[key]
         if bundle.get("resourceType") != "Bundle":
             return
         wanted = _unresolved_medication_refs(bundle)
         if not wanted:
+            if encoded is not None:
+                NAMES_NO_MISSING_MEDICATION.put(encoded, True)
             return
         srv = get_server()
         if isinstance(srv, str):
@@ -579,7 +599,49 @@ def _medication_path(ref: str, server: _Server) -> str | None:
 OTHER_PATIENT = "held data about another patient"
 
 
-def _refuse_other_patients(request: CDSRequest, data: dict[str, Any], unavailable: dict[str, str]) -> str | None:
+# Prefetch values judged before, by their JSON: (encoding, shape) -> usable exactly as sent; and
+# (encoding, patient id) -> every resource in it names that patient as ``Patient/<id>`` (or names
+# no patient). Both are pure functions of the bytes (see patient/memo.py); an EHR re-sends the
+# same chart on every order-select, so a chart seen before is not walked again.
+SENT_AS_IS: ReadingMemo[bool] = ReadingMemo("prefetch judged", 2048)
+PLAINLY_ABOUT: ReadingMemo[bool] = ReadingMemo("prefetch about patient", 2048)
+# encoding -> every Medication the orders in it name by reference is contained or in it.
+NAMES_NO_MISSING_MEDICATION: ReadingMemo[bool] = ReadingMemo("prefetch medications", 1024)
+# Values with more entries than this are not encoded (a chart that large would only churn the
+# memos, and encoding it costs time).
+ENCODE_LIMIT = 2000
+
+
+def _encode_sent(sent: dict[str, Any], keys: Mapping[str, PrefetchKey]) -> dict[str, bytes]:
+    """The JSON encoding of each declared key's prefetched value (a dict), when the chart is
+    small enough to remember (see ``ENCODE_LIMIT``)."""
+    values = {key: sent[key] for key in keys if isinstance(sent.get(key), dict)}
+    size = sum(len(v["entry"]) if isinstance(v.get("entry"), list) else 1 for v in values.values())
+    if size > ENCODE_LIMIT:
+        return {}
+    encoded = {}
+    for key, value in values.items():
+        raw = resource_json(value)
+        if raw is not None:
+            encoded[key] = raw
+    return encoded
+
+
+def _plainly_about(resource: Mapping[str, Any], patient_id: str) -> bool:
+    """True when a resource is about ``patient_id`` whatever else the prefetch holds: it names
+    them as ``Patient/<id>`` (or is their Patient resource, or names no patient at all)."""
+    if resource.get("resourceType") == "Patient":
+        return bool(resource.get("id") == patient_id)
+    for member in ("subject", "patient"):
+        target = resource.get(member)
+        if isinstance(target, dict) and isinstance(target.get("reference"), str) and target["reference"].strip():
+            return bool(target["reference"] == f"Patient/{patient_id}")
+    return True
+
+
+def _refuse_other_patients(
+    request: CDSRequest, data: dict[str, Any], unavailable: dict[str, str], encoded: Mapping[str, bytes]
+) -> str | None:
     """A key whose data holds any resource about another patient than ``context.patientId`` is not
     used at all (an EHR that mixes two patients' data in one answer cannot be trusted for the
     rest of it): it becomes unavailable, so a required key answers 412 naming the mismatch and an
@@ -588,7 +650,15 @@ def _refuse_other_patients(request: CDSRequest, data: dict[str, Any], unavailabl
     patient_id = request.context.get("patientId")
     if not isinstance(patient_id, str) or not patient_id:
         return None
+    known = [data[key] is None or (key in encoded and PLAINLY_ABOUT.get((encoded[key], patient_id))) for key in data]
+    if all(known):
+        return patient_id  # every value was found plainly about this patient before
     entries = {key: list(iter_resources(value)) for key, value in data.items()}
+    for key, found in entries.items():
+        if key in encoded:
+            PLAINLY_ABOUT.put(
+                (encoded[key], patient_id), all(_plainly_about(resource, patient_id) for _, resource in found)
+            )
     refs = patient_references(patient_id, [entry for found in entries.values() for entry in found])
     for key, found in entries.items():
         foreign = sum(1 for _, resource in found if not is_about_patient(resource, patient_id, refs))

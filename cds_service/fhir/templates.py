@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 from urllib.parse import quote
 
@@ -38,6 +39,7 @@ class Shape:
     newest: int | None
 
 
+@cache  # keys are declared once per service; every hook call asks again
 def shape_of(key: PrefetchKey) -> Shape:
     path, _, query = key.template.partition("?")
     segments = [s for s in path.split("/") if s]

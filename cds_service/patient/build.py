@@ -7,7 +7,7 @@ immutable record; ``orders_under_review`` picks the medication orders a hook ask
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
@@ -208,17 +208,79 @@ def _names_other_resource(resource: dict[str, Any]) -> bool:
     return "medicationReference" in resource or (isinstance(medication, dict) and "reference" in medication)
 
 
+def _medication_reading(resource: dict[str, Any], remember: bool = True) -> tuple[MedicationOrder, ...]:
+    """An order that names its drug inline, classified without its resource (``()``: it names
+    no medication at all); the caller attaches its own resource (``with_raw``)."""
+    key = resource_json(resource) if remember else None
+    found = MEDICATIONS.get(key) if key is not None else None
+    if found is None:
+        order = classify_medication(resource, None)
+        found = (replace(order, raw={}),) if order is not None else ()
+        if key is not None:
+            MEDICATIONS.put(key, found)
+    return found
+
+
 def medication_order(resource: dict[str, Any], catalog: ResourceIndex) -> MedicationOrder | None:
     """``classify_medication``, remembered for orders that carry their drug inline. The order
     returned always carries this call's resource as ``raw``."""
-    key = None if _names_other_resource(resource) else resource_json(resource)
-    found = MEDICATIONS.get(key) if key is not None else None
-    if found is None:
-        order = classify_medication(resource, catalog)
-        if key is not None:
-            MEDICATIONS.put(key, (replace(order, raw={}),) if order is not None else ())
-        return order
+    if _names_other_resource(resource):
+        return classify_medication(resource, catalog)
+    found = _medication_reading(resource)
     return found[0].with_raw(resource) if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """What one resource of the prefetch is to the record: its type, its ``Type/id`` and the
+    part of its reading that depends on nothing but its JSON:
+    Observation: ``ObservationReading``; Condition: ``tuple[ConditionFact, ...]``;
+    AllergyIntolerance: ``AllergyFact | None``; an order naming its drug inline:
+    ``tuple[MedicationOrder, ...]`` (classified without its resource); None for what must be read
+    per call (a Procedure: its recency; a Medication: the catalog; an order naming its drug by
+    reference: the Medication it names)."""
+
+    rtype: str
+    key: str | None
+    reading: Any
+
+
+def _item(resource: dict[str, Any], remember: bool) -> _Item | None:
+    """``None`` for a resource the record does not read."""
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str) or rtype not in _RELEVANT_TYPES:
+        return None
+    reading: Any = None
+    if rtype == "Observation":
+        reading = observation_reading(resource) if remember else _read_observation(resource)
+    elif rtype == "Condition":
+        reading = condition_facts(resource) if remember else classify_condition(resource)
+    elif rtype == "AllergyIntolerance":
+        reading = allergy_fact(resource) if remember else classify_allergy(resource)
+    elif rtype in _ORDER_TYPES and not _names_other_resource(resource):
+        reading = _medication_reading(resource, remember)
+    return _Item(rtype, resource_key(resource), reading)
+
+
+# A prefetch value (a Bundle, or one resource) -> the items of its resources, in order. A chart
+# sent again is then read with one encoding per prefetch key; a Bundle that changed is read
+# resource by resource, each resource still from its own memo when it has not changed.
+PREFETCH_VALUES: ReadingMemo[tuple[_Item | None, ...]] = ReadingMemo("prefetch value", 1024)
+
+
+def _items(
+    value: Any, entries: list[tuple[str | None, dict[str, Any]]], remember: bool, encoded: bytes | None
+) -> Sequence[_Item | None]:
+    """``encoded``: the value's JSON when the resolver has it already."""
+    if remember and isinstance(value, dict):
+        key = encoded if encoded is not None else resource_json(value)
+        if key is not None:
+            plan = PREFETCH_VALUES.get(key)
+            if plan is None:
+                plan = tuple(_item(resource, remember=True) for _, resource in entries)
+                PREFETCH_VALUES.put(key, plan)
+            return plan
+    return [_item(resource, remember) for _, resource in entries]
 
 
 # Every rule reads only recent results (the latest value, two consecutive PTH results, an albumin
@@ -270,50 +332,49 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
     unusable: list[UnusableLab] = []
     conditions: list[ConditionFact] = []
     allergies: list[AllergyFact] = []
-    order_resources: list[dict[str, Any]] = []
     catalog = ResourceIndex()
 
     patient_id = context.get("patientId")
     patient_id = patient_id if isinstance(patient_id, str) else ""
-    entries = [entry for value in data.values() for entry in iter_resources(value)]
-    remembered = len(entries) <= MEMO_CHART_LIMIT
-    read_observation = observation_reading if remembered else _read_observation
-    read_condition = condition_facts if remembered else classify_condition
-    read_allergy = allergy_fact if remembered else classify_allergy
-    read_medication = medication_order if remembered else classify_medication
+    values = [(key, value, list(iter_resources(value))) for key, value in data.items()]
+    encodings = getattr(prefetch, "encoded", None)
+    encodings = encodings if isinstance(encodings, Mapping) else {}
+    remember = sum(len(entries) for _, _, entries in values) <= MEMO_CHART_LIMIT
     # Another patient's data is never used. The resolver refuses a whole key holding any, and
     # says so (``screened_for``); data that did not come through it is screened here.
     screened = bool(patient_id) and getattr(prefetch, "screened_for", None) == patient_id
-    patient_refs = frozenset() if screened else patient_references(patient_id, entries)
-    for full_url, resource in entries:
-        rtype = resource.get("resourceType")
-        if not isinstance(rtype, str) or rtype not in _RELEVANT_TYPES:
-            continue
-        if not screened and not is_about_patient(resource, patient_id, patient_refs):
-            continue
-        key = resource_key(resource)
-        if key is not None:
-            if key in seen:  # the same resource under two prefetch keys
+    patient_refs = (
+        frozenset() if screened else patient_references(patient_id, [e for _, _, entries in values for e in entries])
+    )
+    orders: list[tuple[dict[str, Any], Any]] = []  # (order, its reading)
+    for key, value, entries in values:
+        items = _items(value, entries, remember, encodings.get(key))
+        for (full_url, resource), item in zip(entries, items, strict=True):
+            if item is None:
                 continue
-            seen.add(key)
-        if rtype == "Observation":
-            reading = read_observation(resource)
-            if reading is not NOT_READ:
-                lab_candidates.setdefault(reading.analyte, []).append((reading, resource))
-        elif rtype == "Condition":
-            conditions.extend(read_condition(resource))
-        elif rtype == "Procedure":
-            fact = classify_procedure(resource, now)
-            if fact is not None:
-                conditions.append(fact)
-        elif rtype == "AllergyIntolerance":
-            allergy = read_allergy(resource)
-            if allergy is not None:
-                allergies.append(allergy)
-        elif rtype == "Medication":
-            catalog.add(resource, full_url)
-        else:  # MedicationRequest / MedicationOrder / MedicationStatement / MedicationAdministration
-            order_resources.append(resource)
+            if not screened and not is_about_patient(resource, patient_id, patient_refs):
+                continue
+            if item.key is not None:
+                if item.key in seen:  # the same resource under two prefetch keys
+                    continue
+                seen.add(item.key)
+            rtype = item.rtype
+            if rtype == "Observation":
+                if item.reading is not NOT_READ:
+                    lab_candidates.setdefault(item.reading.analyte, []).append((item.reading, resource))
+            elif rtype == "Condition":
+                conditions.extend(item.reading)
+            elif rtype == "Procedure":
+                fact = classify_procedure(resource, now)
+                if fact is not None:
+                    conditions.append(fact)
+            elif rtype == "AllergyIntolerance":
+                if item.reading is not None:
+                    allergies.append(item.reading)
+            elif rtype == "Medication":
+                catalog.add(resource, full_url)
+            else:  # MedicationRequest / MedicationOrder / MedicationStatement / MedicationAdministration
+                orders.append((resource, item.reading))
 
     labs: dict[str, tuple[LabResult, ...]] = {}
     for analyte, candidates in lab_candidates.items():
@@ -323,8 +384,11 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
         unusable.extend(skipped)
 
     medications: list[MedicationOrder] = []
-    for resource in order_resources:
-        order = read_medication(resource, catalog)
+    for resource, reading in orders:
+        if reading is None:  # names its drug by reference: read with the Medications found
+            order = classify_medication(resource, catalog)
+        else:
+            order = reading[0].with_raw(resource) if reading else None
         if order is not None and is_current_exposure(order, now):
             medications.append(order)
 
@@ -342,6 +406,7 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
     )
 
 
+_ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder", "MedicationStatement", "MedicationAdministration"})
 _RELEVANT_TYPES = frozenset(
     {
         "Observation",

@@ -27,6 +27,7 @@ Why this is safe:
 from __future__ import annotations
 
 import threading
+from collections.abc import Hashable
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -46,19 +47,20 @@ def resource_json(resource: dict[str, Any]) -> bytes | None:
 
 
 class ReadingMemo(Generic[V]):
-    """A bounded map from a resource's JSON to its reading (two generations, no per-hit work
+    """A bounded map from a resource's JSON (alone, or with what else the reading depends on,
+    such as a patient id) to its reading (two generations, no per-hit work
     beyond a dict lookup; safe under threads: a race at worst reads a resource twice)."""
 
     def __init__(self, name: str, size: int):
         self.name = name
         self.size = size
-        self._young: dict[bytes, V] = {}
-        self._old: dict[bytes, V] = {}
+        self._young: dict[Hashable, V] = {}
+        self._old: dict[Hashable, V] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: bytes) -> V | None:
+    def get(self, key: Hashable) -> V | None:
         found = self._young.get(key)
         if found is None:
             found = self._old.get(key)
@@ -69,7 +71,7 @@ class ReadingMemo(Generic[V]):
         self.hits += 1
         return found
 
-    def put(self, key: bytes, value: V) -> None:
+    def put(self, key: Hashable, value: V) -> None:
         if len(self._young) >= self.size:
             with self._lock:
                 if len(self._young) >= self.size:

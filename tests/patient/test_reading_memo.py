@@ -19,7 +19,7 @@ PATIENT = "memo-patient"
 
 @pytest.fixture(autouse=True)
 def _empty_memos():
-    for memo in (build.OBSERVATIONS, build.CONDITIONS, build.ALLERGIES, build.MEDICATIONS):
+    for memo in (build.OBSERVATIONS, build.CONDITIONS, build.ALLERGIES, build.MEDICATIONS, build.PREFETCH_VALUES):
         memo.clear()
     yield
 
@@ -57,9 +57,19 @@ def test_a_chart_sent_again_is_read_from_memory_with_the_same_result():
     misses = build.OBSERVATIONS.misses + build.MEDICATIONS.misses
     second = _record(_calcium(9.4), _order())
     assert build.OBSERVATIONS.misses + build.MEDICATIONS.misses == misses  # nothing read afresh
-    assert build.OBSERVATIONS.hits >= 1 and build.MEDICATIONS.hits >= 1
+    assert build.PREFETCH_VALUES.hits == 1  # the whole Bundle, by one encoding
     assert second.labs == first.labs
     assert second.medications == first.medications
+    assert second.medications[0].raw is not first.medications[0].raw  # each call's own resource
+
+
+def test_a_bundle_with_one_new_resource_reads_only_that_one_afresh():
+    _record(_calcium(9.4, rid="a"), _calcium(9.5, rid="b"), _order())
+    misses = build.OBSERVATIONS.misses
+    record = _record(_calcium(9.4, rid="a"), _calcium(9.5, rid="b"), _calcium(9.9, rid="c"), _order())
+    assert build.OBSERVATIONS.misses == misses + 1
+    assert build.OBSERVATIONS.hits == 2 and build.MEDICATIONS.hits == 1
+    assert sorted(r.value for r in record.labs["calcium"]) == [9.4, 9.5, 9.9]
 
 
 def test_any_changed_member_is_read_afresh():
@@ -152,4 +162,4 @@ def test_a_chart_larger_than_the_limit_is_read_without_the_memo(monkeypatch):
     monkeypatch.setattr(build, "MEMO_CHART_LIMIT", 2)
     record = _record(_calcium(9.4, rid="a"), _calcium(9.6, rid="b"), _order())
     assert record.labs["calcium"][0].value in (9.4, 9.6) and record.medications
-    assert len(build.OBSERVATIONS) == len(build.MEDICATIONS) == 0  # another patient's readings stay
+    assert len(build.OBSERVATIONS) == len(build.MEDICATIONS) == len(build.PREFETCH_VALUES) == 0
