@@ -603,10 +603,10 @@ OTHER_PATIENT = "held data about another patient"
 # (encoding, patient id) -> every resource in it names that patient as ``Patient/<id>`` (or names
 # no patient). Both are pure functions of the bytes (see patient/memo.py); an EHR re-sends the
 # same chart on every order-select, so a chart seen before is not walked again.
-SENT_AS_IS: ReadingMemo[bool] = ReadingMemo("prefetch judged", 2048)
-PLAINLY_ABOUT: ReadingMemo[bool] = ReadingMemo("prefetch about patient", 2048)
+SENT_AS_IS: ReadingMemo[bool] = ReadingMemo("prefetch judged", 2048, max_bytes=8 << 20)
+PLAINLY_ABOUT: ReadingMemo[bool] = ReadingMemo("prefetch about patient", 2048, max_bytes=8 << 20)
 # encoding -> every Medication the orders in it name by reference is contained or in it.
-NAMES_NO_MISSING_MEDICATION: ReadingMemo[bool] = ReadingMemo("prefetch medications", 1024)
+NAMES_NO_MISSING_MEDICATION: ReadingMemo[bool] = ReadingMemo("prefetch medications", 1024, max_bytes=4 << 20)
 # Values with more entries than this are not encoded (a chart that large would only churn the
 # memos, and encoding it costs time).
 ENCODE_LIMIT = 2000

@@ -156,14 +156,14 @@ def _read_observation(resource: dict[str, Any]) -> ObservationReading:
     return ObservationReading(selected[0], selected[1], status, effective, _newest_first(effective))
 
 
-# Sizes: a few hundred patients' charts in flight (bounded; see memo.py). A chart with more
+# Sizes: a few hundred patients' charts in flight, in entries and in JSON bytes (see memo.py). A chart with more
 # resources than MEMO_CHART_LIMIT is read without the memo: it would only push every other
 # patient's readings out (and a call that large is dominated by decoding its JSON anyway).
 MEMO_CHART_LIMIT = 2000
-OBSERVATIONS: ReadingMemo[ObservationReading] = ReadingMemo("observation", 8192)
-CONDITIONS: ReadingMemo[tuple[ConditionFact, ...]] = ReadingMemo("condition", 4096)
-ALLERGIES: ReadingMemo[tuple[AllergyFact, ...]] = ReadingMemo("allergy", 2048)
-MEDICATIONS: ReadingMemo[tuple[MedicationOrder, ...]] = ReadingMemo("medication", 4096)
+OBSERVATIONS: ReadingMemo[ObservationReading] = ReadingMemo("observation", 8192, max_bytes=8 << 20)
+CONDITIONS: ReadingMemo[tuple[ConditionFact, ...]] = ReadingMemo("condition", 4096, max_bytes=4 << 20)
+ALLERGIES: ReadingMemo[tuple[AllergyFact, ...]] = ReadingMemo("allergy", 2048, max_bytes=2 << 20)
+MEDICATIONS: ReadingMemo[tuple[MedicationOrder, ...]] = ReadingMemo("medication", 4096, max_bytes=4 << 20)
 
 
 def observation_reading(resource: dict[str, Any]) -> ObservationReading:
@@ -265,7 +265,7 @@ def _item(resource: dict[str, Any], remember: bool) -> _Item | None:
 # A prefetch value (a Bundle, or one resource) -> the items of its resources, in order. A chart
 # sent again is then read with one encoding per prefetch key; a Bundle that changed is read
 # resource by resource, each resource still from its own memo when it has not changed.
-PREFETCH_VALUES: ReadingMemo[tuple[_Item | None, ...]] = ReadingMemo("prefetch value", 1024)
+PREFETCH_VALUES: ReadingMemo[tuple[_Item | None, ...]] = ReadingMemo("prefetch value", 1024, max_bytes=8 << 20)
 
 
 def _items(

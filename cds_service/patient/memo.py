@@ -19,8 +19,8 @@ Why this is safe:
   ``null`` is read afresh rather than risk two different resources sharing one key.
 * The cached values are frozen dataclasses; a ``MedicationOrder`` is kept without the call's
   raw resource, which is attached again on every call.
-* Memory is bounded: two generations of at most ``size`` entries each; when the young one is
-  full the old one is dropped. Keys and readings are the same data the call already holds,
+* Memory is bounded: two generations of at most ``size`` entries and ``max_bytes`` of JSON
+  each; when the young one is full the old one is dropped. Keys and readings are the same data the call already holds,
   kept in this process only, never written anywhere and never logged.
 """
 
@@ -46,16 +46,30 @@ def resource_json(resource: dict[str, Any]) -> bytes | None:
     return None if _NULL in raw else raw
 
 
+def key_bytes(key: Hashable) -> int:
+    """The JSON bytes a key holds (a key is an encoding, or a tuple holding one)."""
+    if isinstance(key, bytes):
+        return len(key)
+    if isinstance(key, tuple):
+        return sum(len(part) for part in key if isinstance(part, bytes))
+    return 0
+
+
 class ReadingMemo(Generic[V]):
     """A bounded map from a resource's JSON (alone, or with what else the reading depends on,
-    such as a patient id) to its reading (two generations, no per-hit work
-    beyond a dict lookup; safe under threads: a race at worst reads a resource twice)."""
+    such as a patient id) to its reading (two generations, no per-hit work beyond a dict lookup;
+    safe under threads: a race at worst reads a resource twice).
 
-    def __init__(self, name: str, size: int):
+    Bounded twice: at most ``size`` entries and ``max_bytes`` of JSON in keys per generation
+    (a prefetch value can be a large Bundle), so at most twice both in all."""
+
+    def __init__(self, name: str, size: int, max_bytes: int = 8 << 20):
         self.name = name
         self.size = size
+        self.max_bytes = max_bytes
         self._young: dict[Hashable, V] = {}
         self._old: dict[Hashable, V] = {}
+        self._young_bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -72,16 +86,25 @@ class ReadingMemo(Generic[V]):
         return found
 
     def put(self, key: Hashable, value: V) -> None:
-        if len(self._young) >= self.size:
-            with self._lock:
-                if len(self._young) >= self.size:
-                    self._old, self._young = self._young, {}
-        self._young[key] = value
+        size = key_bytes(key)
+        if size > self.max_bytes:
+            return  # larger than a whole generation: never kept
+        with self._lock:
+            if len(self._young) >= self.size or self._young_bytes + size > self.max_bytes:
+                self._old, self._young, self._young_bytes = self._young, {}, 0
+            if key not in self._young:
+                self._young_bytes += size
+            self._young[key] = value
 
     def clear(self) -> None:
         with self._lock:
-            self._young, self._old = {}, {}
+            self._young, self._old, self._young_bytes = {}, {}, 0
             self.hits = self.misses = 0
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
+
+    def key_bytes(self) -> int:
+        """JSON bytes held in keys (both generations; a bytes object shared by keys counts each time)."""
+        with self._lock:
+            return self._young_bytes + sum(key_bytes(k) for k in self._old)

@@ -163,3 +163,12 @@ def test_a_chart_larger_than_the_limit_is_read_without_the_memo(monkeypatch):
     record = _record(_calcium(9.4, rid="a"), _calcium(9.6, rid="b"), _order())
     assert record.labs["calcium"][0].value in (9.4, 9.6) and record.medications
     assert len(build.OBSERVATIONS) == len(build.MEDICATIONS) == len(build.PREFETCH_VALUES) == 0
+
+
+def test_the_memo_is_bounded_in_bytes_too():
+    memo: ReadingMemo[int] = ReadingMemo("test", 1000, max_bytes=1000)
+    for i in range(100):
+        memo.put(bytes(300) + str(i).encode(), i)
+    assert memo.key_bytes() <= 2 * 1000
+    memo.put(bytes(5000), 1)  # larger than a generation: not kept at all
+    assert memo.get(bytes(5000)) is None
