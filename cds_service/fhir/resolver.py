@@ -603,10 +603,12 @@ OTHER_PATIENT = "held data about another patient"
 # (encoding, patient id) -> every resource in it names that patient as ``Patient/<id>`` (or names
 # no patient). Both are pure functions of the bytes (see patient/memo.py); an EHR re-sends the
 # same chart on every order-select, so a chart seen before is not walked again.
-SENT_AS_IS: ReadingMemo[bool] = ReadingMemo("prefetch judged", 2048, max_bytes=8 << 20)
-PLAINLY_ABOUT: ReadingMemo[bool] = ReadingMemo("prefetch about patient", 2048, max_bytes=8 << 20)
+SENT_AS_IS: ReadingMemo[bool] = ReadingMemo("prefetch judged", 2048, max_bytes=8 << 20, compact=False)
+PLAINLY_ABOUT: ReadingMemo[bool] = ReadingMemo("prefetch about patient", 2048, max_bytes=8 << 20, compact=False)
 # encoding -> every Medication the orders in it name by reference is contained or in it.
-NAMES_NO_MISSING_MEDICATION: ReadingMemo[bool] = ReadingMemo("prefetch medications", 1024, max_bytes=4 << 20)
+NAMES_NO_MISSING_MEDICATION: ReadingMemo[bool] = ReadingMemo(
+    "prefetch medications", 1024, max_bytes=4 << 20, compact=False
+)
 # Values with more entries than this are not encoded (a chart that large would only churn the
 # memos, and encoding it costs time).
 ENCODE_LIMIT = 2000
@@ -621,7 +623,7 @@ def _encode_sent(sent: dict[str, Any], keys: Mapping[str, PrefetchKey]) -> dict[
         return {}
     encoded = {}
     for key, value in values.items():
-        raw = resource_json(value)
+        raw = resource_json(value, compact=True)  # one copy, kept by every memo that keeps it
         if raw is not None:
             encoded[key] = raw
     return encoded

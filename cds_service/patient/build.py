@@ -265,7 +265,9 @@ def _item(resource: dict[str, Any], remember: bool) -> _Item | None:
 # A prefetch value (a Bundle, or one resource) -> the items of its resources, in order. A chart
 # sent again is then read with one encoding per prefetch key; a Bundle that changed is read
 # resource by resource, each resource still from its own memo when it has not changed.
-PREFETCH_VALUES: ReadingMemo[tuple[_Item | None, ...]] = ReadingMemo("prefetch value", 1024, max_bytes=8 << 20)
+PREFETCH_VALUES: ReadingMemo[tuple[_Item | None, ...]] = ReadingMemo(
+    "prefetch value", 1024, max_bytes=8 << 20, compact=False
+)
 
 
 def _items(
@@ -273,7 +275,7 @@ def _items(
 ) -> Sequence[_Item | None]:
     """``encoded``: the value's JSON when the resolver has it already."""
     if remember and isinstance(value, dict):
-        key = encoded if encoded is not None else resource_json(value)
+        key = encoded if encoded is not None else resource_json(value, compact=True)
         if key is not None:
             plan = PREFETCH_VALUES.get(key)
             if plan is None:

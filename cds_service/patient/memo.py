@@ -37,13 +37,26 @@ V = TypeVar("V")
 _NULL = b"null"
 
 
-def resource_json(resource: dict[str, Any]) -> bytes | None:
-    """The key of a resource: its JSON, or None when it cannot be a key (see the module doc)."""
+def resource_json(resource: dict[str, Any], *, compact: bool = False) -> bytes | None:
+    """The key of a resource: its JSON, or None when it cannot be a key (see the module doc).
+    ``compact``: in exactly sized bytes (see ``_compact``), for a key several memos will keep."""
     try:
         raw = orjson.dumps(resource)
     except (orjson.JSONEncodeError, TypeError):  # nested too deep, or not JSON at all
         return None
-    return None if _NULL in raw else raw
+    if _NULL in raw:
+        return None
+    return bytes(memoryview(raw)) if compact else raw
+
+
+def _compact(key: Hashable) -> Hashable:
+    """The key with its JSON in exactly sized bytes: orjson's output keeps the buffer it was
+    written into (at least 8 KiB, measured), which a kept key would otherwise hold for ever."""
+    if isinstance(key, bytes):
+        return bytes(memoryview(key))
+    if isinstance(key, tuple):
+        return tuple(bytes(memoryview(part)) if isinstance(part, bytes) else part for part in key)
+    return key
 
 
 def key_bytes(key: Hashable) -> int:
@@ -63,8 +76,11 @@ class ReadingMemo(Generic[V]):
     Bounded twice: at most ``size`` entries and ``max_bytes`` of JSON in keys per generation
     (a prefetch value can be a large Bundle), so at most twice both in all."""
 
-    def __init__(self, name: str, size: int, max_bytes: int = 8 << 20):
+    def __init__(self, name: str, size: int, max_bytes: int = 8 << 20, *, compact: bool = True):
+        """``compact=False``: keys arrive in exactly sized bytes already (``resource_json(...,
+        compact=True)``), shared by several memos, which then keep one copy between them."""
         self.name = name
+        self.compact = compact
         self.size = size
         self.max_bytes = max_bytes
         self._young: dict[Hashable, V] = {}
@@ -94,7 +110,9 @@ class ReadingMemo(Generic[V]):
                 self._old, self._young, self._young_bytes = self._young, {}, 0
             if key not in self._young:
                 self._young_bytes += size
-            self._young[key] = value
+                self._young[_compact(key) if self.compact else key] = value
+            else:
+                self._young[key] = value
 
     def clear(self) -> None:
         with self._lock:

@@ -172,3 +172,21 @@ def test_the_memo_is_bounded_in_bytes_too():
     assert memo.key_bytes() <= 2 * 1000
     memo.put(bytes(5000), 1)  # larger than a generation: not kept at all
     assert memo.get(bytes(5000)) is None
+
+
+def test_a_kept_key_holds_its_json_and_not_the_encoders_buffer():
+    import tracemalloc
+
+    memo: ReadingMemo[int] = ReadingMemo("test", 1000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(200):
+            key = resource_json({"resourceType": "Observation", "id": f"o-{i}"})
+            assert key is not None
+            memo.put(key, i)
+        del key
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 200 * 1024  # about 100 bytes a key (orjson's own buffers are 8 KiB each)
