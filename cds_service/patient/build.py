@@ -310,50 +310,58 @@ def _newest_series(
     return tuple(series), unusable
 
 
-def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> PatientRecord:
-    """One immutable ``PatientRecord`` from a hook's ``context`` and resolved prefetch.
+@dataclass(frozen=True, slots=True)
+class _At:
+    """A resource of this call's prefetch, by position: its key and its index among the key's
+    resources (``iter_resources`` order)."""
 
-    Resources are selected by type (and Observations by LOINC code) from the raw JSON before
-    anything else is read, so a large prefetch costs little more than decoding it. Nothing here
-    raises on malformed FHIR: what cannot be read is skipped (labs: noted in ``unusable_labs``).
-    """
-    context = context if isinstance(context, dict) else {}
-    data = getattr(prefetch, "data", None)
-    if data is None and isinstance(prefetch, dict):
-        data = prefetch
-    if not isinstance(data, dict):
-        data = {}
-    unavailable = getattr(prefetch, "unavailable", None)
-    unavailable = dict(unavailable) if isinstance(unavailable, Mapping) else {}
-    incomplete = getattr(prefetch, "incomplete", None)
-    incomplete = dict(incomplete) if isinstance(incomplete, Mapping) else {}
+    key: str
+    index: int
 
+
+@dataclass(frozen=True)
+class _ChartReading:
+    """What a record holds that depends on nothing but the chart's JSON and whose chart it is:
+    a chart sent again is read from this. What must be read on every call is named by position:
+    Procedures (their recency), Medications (the catalog holds this call's resources) and orders
+    (each carries this call's resource)."""
+
+    labs: dict[str, tuple[LabResult, ...]]
+    unusable: tuple[UnusableLab, ...]
+    conditions: tuple[ConditionFact | _At, ...]  # facts in order; a Procedure by position
+    allergies: tuple[AllergyFact, ...]
+    medications: tuple[tuple[_At, str | None], ...]  # Medication resources, with their fullUrl
+    orders: tuple[tuple[_At, Any], ...]  # orders and their readings (see ``_Item``)
+
+
+# (patient id, then each prefetch key and its encoding) -> the chart's reading.
+CHARTS: ReadingMemo[_ChartReading] = ReadingMemo("chart", 512, max_bytes=8 << 20, compact=False)
+
+
+def _read_chart(
+    values: list[tuple[str, Any, list[tuple[str | None, dict[str, Any]]]]],
+    encodings: Mapping[str, bytes],
+    patient_id: str,
+    screened: bool,
+    remember: bool,
+) -> _ChartReading:
     seen: set[str] = set()
     # analyte -> (reading, Observation): selected by code and status only.
     lab_candidates: dict[str, list[tuple[ObservationReading, dict[str, Any]]]] = {}
-    unusable: list[UnusableLab] = []
-    conditions: list[ConditionFact] = []
+    conditions: list[ConditionFact | _At] = []
     allergies: list[AllergyFact] = []
-    catalog = ResourceIndex()
-
-    patient_id = context.get("patientId")
-    patient_id = patient_id if isinstance(patient_id, str) else ""
-    values = [(key, value, list(iter_resources(value))) for key, value in data.items()]
-    encodings = getattr(prefetch, "encoded", None)
-    encodings = encodings if isinstance(encodings, Mapping) else {}
-    remember = sum(len(entries) for _, _, entries in values) <= MEMO_CHART_LIMIT
-    # Another patient's data is never used. The resolver refuses a whole key holding any, and
-    # says so (``screened_for``); data that did not come through it is screened here.
-    screened = bool(patient_id) and getattr(prefetch, "screened_for", None) == patient_id
+    medications: list[tuple[_At, str | None]] = []
+    orders: list[tuple[_At, Any]] = []
     patient_refs = (
         frozenset() if screened else patient_references(patient_id, [e for _, _, entries in values for e in entries])
     )
-    orders: list[tuple[dict[str, Any], Any]] = []  # (order, its reading)
     for key, value, entries in values:
         items = _items(value, entries, remember, encodings.get(key))
-        for (full_url, resource), item in zip(entries, items, strict=True):
+        for index, ((_, resource), item) in enumerate(zip(entries, items, strict=True)):
             if item is None:
                 continue
+            # Another patient's data is never used. The resolver refuses a whole key holding
+            # any, and says so (``screened``); data that did not come through it is screened here.
             if not screened and not is_about_patient(resource, patient_id, patient_refs):
                 continue
             if item.key is not None:
@@ -367,43 +375,106 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
             elif rtype == "Condition":
                 conditions.extend(item.reading)
             elif rtype == "Procedure":
-                fact = classify_procedure(resource, now)
-                if fact is not None:
-                    conditions.append(fact)
+                conditions.append(_At(key, index))
             elif rtype == "AllergyIntolerance":
                 if item.reading is not None:
                     allergies.append(item.reading)
             elif rtype == "Medication":
-                catalog.add(resource, full_url)
+                medications.append((_At(key, index), entries[index][0]))
             else:  # MedicationRequest / MedicationOrder / MedicationStatement / MedicationAdministration
-                orders.append((resource, item.reading))
+                orders.append((_At(key, index), item.reading))
 
     labs: dict[str, tuple[LabResult, ...]] = {}
+    unusable: list[UnusableLab] = []
     for analyte, candidates in lab_candidates.items():
         series, skipped = _newest_series(candidates)
         if series:
             labs[analyte] = series
         unusable.extend(skipped)
+    return _ChartReading(
+        labs=labs,
+        unusable=tuple(unusable),
+        conditions=tuple(conditions),
+        allergies=tuple(allergies),
+        medications=tuple(medications),
+        orders=tuple(orders),
+    )
 
-    medications: list[MedicationOrder] = []
-    for resource, reading in orders:
-        if reading is None:  # names its drug by reference: read with the Medications found
-            order = classify_medication(resource, catalog)
+
+def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> PatientRecord:
+    """One immutable ``PatientRecord`` from a hook's ``context`` and resolved prefetch.
+
+    Resources are selected by type (and Observations by LOINC code) from the raw JSON before
+    anything else is read, so a large prefetch costs little more than decoding it. Nothing here
+    raises on malformed FHIR: what cannot be read is skipped (labs: noted in ``unusable_labs``).
+    A chart the resolver has seen before (same patient, same JSON under every key) is read from
+    memory; only what depends on the time of the call or on this call's resources is read again.
+    """
+    context = context if isinstance(context, dict) else {}
+    data = getattr(prefetch, "data", None)
+    if data is None and isinstance(prefetch, dict):
+        data = prefetch
+    if not isinstance(data, dict):
+        data = {}
+    unavailable = getattr(prefetch, "unavailable", None)
+    unavailable = dict(unavailable) if isinstance(unavailable, Mapping) else {}
+    incomplete = getattr(prefetch, "incomplete", None)
+    incomplete = dict(incomplete) if isinstance(incomplete, Mapping) else {}
+    patient_id = context.get("patientId")
+    patient_id = patient_id if isinstance(patient_id, str) else ""
+    encodings = getattr(prefetch, "encoded", None)
+    encodings = encodings if isinstance(encodings, Mapping) else {}
+    screened = bool(patient_id) and getattr(prefetch, "screened_for", None) == patient_id
+
+    # The chart as a key: only for data the resolver screened and encoded in full.
+    chart_key: tuple[Any, ...] | None = None
+    if screened and all(value is None or key in encodings for key, value in data.items()):
+        chart_key = (patient_id, *(part for key in data for part in (key, encodings.get(key))))
+    chart = CHARTS.get(chart_key) if chart_key is not None else None
+    entries_of: dict[str, list[tuple[str | None, dict[str, Any]]]] = {}
+    if chart is None:
+        values = [(key, value, list(iter_resources(value))) for key, value in data.items()]
+        entries_of = {key: entries for key, _, entries in values}
+        remember = sum(len(entries) for _, _, entries in values) <= MEMO_CHART_LIMIT
+        chart = _read_chart(values, encodings, patient_id, screened, remember)
+        if chart_key is not None and remember:
+            CHARTS.put(chart_key, chart)
+
+    def resource_at(at: _At) -> tuple[str | None, dict[str, Any]]:
+        if at.key not in entries_of:
+            entries_of[at.key] = list(iter_resources(data.get(at.key)))
+        return entries_of[at.key][at.index]
+
+    conditions: list[ConditionFact] = []
+    for slot in chart.conditions:
+        if isinstance(slot, _At):
+            fact = classify_procedure(resource_at(slot)[1], now)
+            if fact is not None:
+                conditions.append(fact)
         else:
-            order = reading[0].with_raw(resource) if reading else None
-        if order is not None and is_current_exposure(order, now):
-            medications.append(order)
+            conditions.append(slot)
+    catalog = ResourceIndex()
+    for at, full_url in chart.medications:
+        catalog.add(resource_at(at)[1], full_url)
+    medications: list[MedicationOrder] = []
+    for at, reading in chart.orders:
+        if reading is None:  # names its drug by reference: read with the Medications found
+            order = classify_medication(resource_at(at)[1], catalog)
+            if order is not None and is_current_exposure(order, now):
+                medications.append(order)
+        elif reading and is_current_exposure(reading[0], now):  # an order no longer taken costs nothing
+            medications.append(reading[0].with_raw(resource_at(at)[1]))
 
     return PatientRecord(
         patient_id=patient_id,
         now=now,
         conditions=tuple(conditions),
         medications=tuple(medications),
-        labs=labs,
+        labs=dict(chart.labs),
         unavailable=unavailable,
         incomplete=incomplete,
-        unusable_labs=tuple(unusable),
-        allergies=tuple(allergies),
+        unusable_labs=chart.unusable,
+        allergies=chart.allergies,
         medication_catalog=catalog.as_mapping(),
     )
 

@@ -19,7 +19,14 @@ PATIENT = "memo-patient"
 
 @pytest.fixture(autouse=True)
 def _empty_memos():
-    for memo in (build.OBSERVATIONS, build.CONDITIONS, build.ALLERGIES, build.MEDICATIONS, build.PREFETCH_VALUES):
+    for memo in (
+        build.OBSERVATIONS,
+        build.CONDITIONS,
+        build.ALLERGIES,
+        build.MEDICATIONS,
+        build.PREFETCH_VALUES,
+        build.CHARTS,
+    ):
         memo.clear()
     yield
 
@@ -190,3 +197,34 @@ def test_a_kept_key_holds_its_json_and_not_the_encoders_buffer():
     finally:
         tracemalloc.stop()
     assert held < 200 * 1024  # about 100 bytes a key (orjson's own buffers are 8 KiB each)
+
+
+def _procedure(performed: str):
+    return {
+        "resourceType": "Procedure",
+        "id": "hd-1",
+        "status": "completed",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "302497006", "display": "Hemodialysis"}]},
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "performedDateTime": performed,
+    }
+
+
+def test_a_chart_read_from_memory_still_reads_what_depends_on_the_time_of_the_call():
+    """Same chart, byte for byte, seen by the resolver: the second call comes from the chart
+    memo, yet a dialysis session's recency and an order's status are judged at its own time."""
+    from cds_service.fhir.resolver import ResolvedPrefetch
+
+    chart = {"resourceType": "Bundle", "entry": [{"resource": _procedure("2026-11-20T08:00:00Z")}]}
+    encoded = {"chart": resource_json(chart, compact=True)}
+
+    def record(now):
+        prefetch = ResolvedPrefetch(data={"chart": chart}, unavailable={}, screened_for=PATIENT, encoded=encoded)
+        return build_record({"patientId": PATIENT}, prefetch, now)
+
+    recent = record(NOW)
+    hits = build.CHARTS.hits
+    much_later = record(NOW.replace(year=2028))
+    assert build.CHARTS.hits == hits + 1  # read from memory
+    assert [c.kind for c in recent.conditions] == ["dialysis"]
+    assert much_later.conditions == ()  # a session two years ago is not current dialysis
