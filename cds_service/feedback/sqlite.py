@@ -116,6 +116,13 @@ class SQLiteFeedbackStore(SqlFeedbackStore):
                 with suppress(sqlite3.Error):
                     conn.execute("COMMIT")
 
+    def _select(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        # On the hook calls' path (snoozes): straight on this thread's connection, in autocommit.
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from None
+
     def _unavailable(self, exc: Exception) -> ServiceUnavailable:
         event(log, logging.ERROR, "feedback store unavailable", store=self.describe(), error=str(exc)[:200])
         return ServiceUnavailable(UNAVAILABLE, detail=f"{self.describe()}: {str(exc)[:200]}")

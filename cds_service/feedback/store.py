@@ -198,6 +198,12 @@ class SqlFeedbackStore:
         ``snapshot=False``: the block runs a single statement, which needs no transaction."""
         return self._transaction()
 
+    def _select(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """The rows of one SELECT (a single statement needs no transaction around it)."""
+        with self._reading(snapshot=False) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
     def _timestamp(self, value: datetime) -> Any:
         raise NotImplementedError
 
@@ -349,15 +355,13 @@ class SqlFeedbackStore:
         if not self.snooze_days:
             return ()
         patient_hash = self.patient_hash(patient_id)  # reads the salt in its own transaction
-        with self._reading(snapshot=False) as cur:  # one statement: no transaction around it
-            cur.execute(
-                self._sql(
-                    "SELECT rule_id, subject, indicator, until_at, reason_display FROM snooze"
-                    " WHERE patient_hash = ? AND until_at > ? AND ended_at IS NULL"
-                ),
-                (patient_hash, self._timestamp(now)),
-            )
-            rows = cur.fetchall()
+        rows = self._select(
+            self._sql(
+                "SELECT rule_id, subject, indicator, until_at, reason_display FROM snooze"
+                " WHERE patient_hash = ? AND until_at > ? AND ended_at IS NULL"
+            ),
+            (patient_hash, self._timestamp(now)),
+        )
         return tuple(
             Snooze(rule_id, subject, indicator, _as_datetime(until), display)
             for rule_id, subject, indicator, until, display in rows

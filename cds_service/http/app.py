@@ -147,15 +147,15 @@ def _account(response: Response) -> None:
     record: calllog.CallRecord = g.get("call") or calllog.CallRecord()
     status = response.status_code
     route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
-    metrics.HTTP_REQUESTS.labels(route=route, method=request.method, status=str(status)).inc()
+    metrics.child(metrics.HTTP_REQUESTS, route, request.method, str(status)).inc()
     service = record.fields.get("service")
     if service and request.endpoint == "cds.call_service":
-        metrics.HOOK_CALLS.labels(service=service, status=str(status)).inc()
-        metrics.HOOK_LATENCY.labels(service=service).observe(elapsed)
+        metrics.child(metrics.HOOK_CALLS, service, str(status)).inc()
+        metrics.child(metrics.HOOK_LATENCY, service).observe(elapsed)
         for stage, seconds in record.stages.items():
-            metrics.STAGE_LATENCY.labels(service=service, stage=stage).observe(seconds)
+            metrics.child(metrics.STAGE_LATENCY, service, stage).observe(seconds)
         for rule, indicator in g.get("cards", ()):
-            metrics.CARDS.labels(service=service, rule=rule, indicator=indicator).inc()
+            metrics.child(metrics.CARDS, service, rule, indicator).inc()
     fields = {
         "method": request.method[:16],
         "path": request.path[:200],
