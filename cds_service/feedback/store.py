@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import orjson
+
 from cds_service.checks.findings import Snooze
 from cds_service.feedback.migrations import Dialect
 from cds_service.knowledge.content import content
@@ -113,7 +115,7 @@ def served_rows(service_id: str, hook: str, patient_id: str, cards: Iterable[Car
             now,
             c.subject or "",
             c.indicator,
-            json.dumps({s.uuid: s.label for s in c.suggestions or []}),
+            orjson.dumps({s.uuid: s.label for s in c.suggestions or []}).decode(),
         )
         for c in cards
     ]
