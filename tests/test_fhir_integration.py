@@ -16,7 +16,7 @@ from cds_service.fhir.templates import fill_template
 from cds_service.http.app import create_app
 from cds_service.protocol import CDSRequest
 from cds_service.services import PREFETCH_KEYS
-from tests.conftest import FROZEN_NOW
+from tests.conftest import FROZEN_NOW, without_uuids
 from tests.fhir_server import FhirTestServer
 
 TOKEN = "loopback-access-token-42"
@@ -186,14 +186,6 @@ def full_prefetch(server: FhirTestServer) -> dict:
     finally:
         server.max_page_size = saved
         server.reset()
-
-
-def without_uuids(value):
-    if isinstance(value, dict):
-        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
-    if isinstance(value, list):
-        return [without_uuids(v) for v in value]
-    return value
 
 
 def cards_of(response) -> list[dict]:

@@ -10,7 +10,7 @@ import logging
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, without_uuids
 
 CALCIPHYLAXIS = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())
 PATIENT_VIEW = json.loads((FIXTURES / "m1-calciphylaxis-active-trigger-medications.json").read_text())
@@ -120,15 +120,7 @@ def test_a_chart_sent_again_gets_the_same_cards_and_is_judged_from_memory(client
     hits = resolver.SENT_AS_IS.hits, resolver.PLAINLY_ABOUT.hits
     second = _post(client, body).get_json()
     assert resolver.SENT_AS_IS.hits > hits[0] and resolver.PLAINLY_ABOUT.hits > hits[1]
-    assert first["cards"] and _without_uuids(first["cards"]) == _without_uuids(second["cards"])
-
-
-def _without_uuids(value):
-    if isinstance(value, dict):
-        return {k: _without_uuids(v) for k, v in value.items() if k != "uuid"}
-    if isinstance(value, list):
-        return [_without_uuids(v) for v in value]
-    return value
+    assert first["cards"] and without_uuids(first["cards"]) == without_uuids(second["cards"])
 
 
 def test_a_resource_naming_the_patient_by_bundle_urn_is_screened_on_every_call(client):

@@ -167,37 +167,20 @@ MEDICATIONS: ReadingMemo[tuple[MedicationOrder, ...]] = ReadingMemo("medication"
 
 
 def observation_reading(resource: dict[str, Any]) -> ObservationReading:
-    key = resource_json(resource)
-    if key is not None:
-        found = OBSERVATIONS.get(key)
-        if found is not None:
-            return found
-    reading = _read_observation(resource)
-    if key is not None:
-        OBSERVATIONS.put(key, reading)
-    return reading
+    return OBSERVATIONS.remembered(resource, _read_observation)
 
 
 def condition_facts(resource: dict[str, Any]) -> tuple[ConditionFact, ...]:
-    key = resource_json(resource)
-    if key is not None:
-        found = CONDITIONS.get(key)
-        if found is not None:
-            return found
-    facts = classify_condition(resource)
-    if key is not None:
-        CONDITIONS.put(key, facts)
-    return facts
+    return CONDITIONS.remembered(resource, classify_condition)
+
+
+def _allergy_facts(resource: dict[str, Any]) -> tuple[AllergyFact, ...]:
+    allergy = classify_allergy(resource)
+    return (allergy,) if allergy is not None else ()
 
 
 def allergy_fact(resource: dict[str, Any]) -> AllergyFact | None:
-    key = resource_json(resource)
-    found = ALLERGIES.get(key) if key is not None else None
-    if found is None:
-        allergy = classify_allergy(resource)
-        found = (allergy,) if allergy is not None else ()
-        if key is not None:
-            ALLERGIES.put(key, found)
+    found = ALLERGIES.remembered(resource, _allergy_facts)
     return found[0] if found else None
 
 
@@ -208,17 +191,15 @@ def _names_other_resource(resource: dict[str, Any]) -> bool:
     return "medicationReference" in resource or (isinstance(medication, dict) and "reference" in medication)
 
 
+def _inline_order(resource: dict[str, Any]) -> tuple[MedicationOrder, ...]:
+    order = classify_medication(resource, None)
+    return (replace(order, raw={}),) if order is not None else ()
+
+
 def _medication_reading(resource: dict[str, Any], remember: bool = True) -> tuple[MedicationOrder, ...]:
     """An order that names its drug inline, classified without its resource (``()``: it names
     no medication at all); the caller attaches its own resource (``with_raw``)."""
-    key = resource_json(resource) if remember else None
-    found = MEDICATIONS.get(key) if key is not None else None
-    if found is None:
-        order = classify_medication(resource, None)
-        found = (replace(order, raw={}),) if order is not None else ()
-        if key is not None:
-            MEDICATIONS.put(key, found)
-    return found
+    return MEDICATIONS.remembered(resource, _inline_order) if remember else _inline_order(resource)
 
 
 def medication_order(resource: dict[str, Any], catalog: ResourceIndex) -> MedicationOrder | None:

@@ -27,7 +27,7 @@ Why this is safe:
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -113,6 +113,19 @@ class ReadingMemo(Generic[V]):
                 self._young[_compact(key) if self.compact else key] = value
             else:
                 self._young[key] = value
+
+    def remembered(self, resource: dict[str, Any], read: Callable[[dict[str, Any]], V]) -> V:
+        """``read(resource)``, remembered by the resource's JSON (read afresh when it cannot be a
+        key). ``read`` must be a pure function of the resource and never return None."""
+        key = resource_json(resource)
+        if key is not None:
+            found = self.get(key)
+            if found is not None:
+                return found
+        value = read(resource)
+        if key is not None:
+            self.put(key, value)
+        return value
 
     def clear(self) -> None:
         with self._lock:
