@@ -595,3 +595,32 @@ def test_a_snooze_ends_early_on_command_and_snoozing_can_be_off(store):
     store.record_served("svc", "patient-view", "patient-1", [again])
     store.add_feedback("svc", [FeedbackItem.model_validate(overridden(card=again.uuid, code=SNOOZE_CODE))])
     assert store.active_snoozes("patient-1", datetime.now(UTC)) == ()
+
+
+def test_a_new_sqlite_file_first_used_by_many_threads_at_once_is_never_unavailable(tmp_path):
+    """Twelve threads open a new file at the same moment, forty times: switching it to WAL needs
+    an exclusive lock that SQLite refuses at once (no busy wait) when two connections race for
+    it; connections are set up one at a time, so no call ever gets a 503 for it."""
+    from cds_service.errors import ServiceUnavailable
+
+    failures = 0
+    for round_ in range(40):
+        store = SQLiteFeedbackStore(tmp_path / f"round-{round_}.sqlite3")
+        barrier = threading.Barrier(12)
+        errors: list[Exception] = []
+
+        def first_use(store=store, barrier=barrier, errors=errors):
+            barrier.wait()
+            try:
+                store.ping()
+            except ServiceUnavailable as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=first_use) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        failures += bool(errors)
+        store.close()
+    assert failures == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -32,6 +33,19 @@ DURABILITY_PRAGMAS = ("busy_timeout=10000", "journal_mode=WAL", "synchronous=FUL
 UNAVAILABLE = "The feedback store is busy or cannot be reached right now; send the same request again shortly."
 
 
+def _pragma_when_free(conn: sqlite3.Connection, pragma: str, attempts: int = 200) -> None:
+    """Run a PRAGMA, retrying while another process holds the lock it needs (the journal-mode
+    switch of a new file is refused at once rather than waited for): up to about 10 s."""
+    for attempt in range(attempts):
+        try:
+            conn.execute(f"PRAGMA {pragma}")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 def sqlite_timestamp(value: datetime) -> str:
     """UTC, millisecond precision, one fixed width: such strings sort as the instants do."""
     return value.astimezone(UTC).isoformat(timespec="milliseconds")
@@ -48,6 +62,7 @@ class SQLiteFeedbackStore(SqlFeedbackStore):
         self.path = Path(path)
         self._local = threading.local()
         self._migrate_lock = threading.Lock()
+        self._setup_lock = threading.Lock()
         self._migrated = False
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -62,9 +77,12 @@ class SQLiteFeedbackStore(SqlFeedbackStore):
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             # One connection per thread; check_same_thread=False only so that close() may close them all.
-            conn = sqlite3.connect(str(self.path), timeout=10, isolation_level=None, check_same_thread=False)
-            for pragma in DURABILITY_PRAGMAS:
-                conn.execute(f"PRAGMA {pragma}")
+            # Set up one at a time: switching a new file to WAL needs an exclusive lock, and SQLite
+            # refuses at once (no busy wait) when two connections both hold a shared lock and want it.
+            with self._setup_lock:
+                conn = sqlite3.connect(str(self.path), timeout=10, isolation_level=None, check_same_thread=False)
+                for pragma in DURABILITY_PRAGMAS:
+                    _pragma_when_free(conn, pragma)
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
