@@ -156,9 +156,9 @@ def _read_observation(resource: dict[str, Any]) -> ObservationReading:
     return ObservationReading(selected[0], selected[1], status, effective, _newest_first(effective))
 
 
-# Sizes: a few hundred patients' charts in flight, in entries and in JSON bytes (see memo.py). A chart with more
-# resources than MEMO_CHART_LIMIT is read without the memo: it would only push every other
-# patient's readings out (and a call that large is dominated by decoding its JSON anyway).
+# Sizes: a few hundred patients' charts in flight, in entries and in JSON bytes (see memo.py).
+# A chart with more resources than MEMO_CHART_LIMIT is read without the memos: it would only push
+# every other patient's readings out (and a call that large is dominated by decoding its JSON).
 MEMO_CHART_LIMIT = 2000
 OBSERVATIONS: ReadingMemo[ObservationReading] = ReadingMemo("observation", 8192, max_bytes=8 << 20)
 CONDITIONS: ReadingMemo[tuple[ConditionFact, ...]] = ReadingMemo("condition", 4096, max_bytes=4 << 20)
