@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from cds_service.fhir.reading import (
     ResourceIndex,
@@ -211,8 +211,7 @@ def medication_order(resource: dict[str, Any], catalog: ResourceIndex) -> Medica
     return found[0].with_raw(resource) if found else None
 
 
-@dataclass(frozen=True, slots=True)
-class _Item:
+class _Item(NamedTuple):  # a tuple: made for every resource of every chart not yet remembered
     """What one resource of the prefetch is to the record: its type, its ``Type/id`` and the
     part of its reading that depends on nothing but its JSON:
     Observation: ``ObservationReading``; Condition: ``tuple[ConditionFact, ...]``;
@@ -291,13 +290,12 @@ def _newest_series(
     return tuple(series), unusable
 
 
-@dataclass(frozen=True, slots=True)
-class _At:
-    """A resource of this call's prefetch, by position: its key and its index among the key's
+class _At(NamedTuple):
+    """A resource of this call's prefetch, by position: its key and its place among the key's
     resources (``iter_resources`` order)."""
 
     key: str
-    index: int
+    position: int
 
 
 @dataclass(frozen=True)
@@ -424,7 +422,7 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
     def resource_at(at: _At) -> tuple[str | None, dict[str, Any]]:
         if at.key not in entries_of:
             entries_of[at.key] = list(iter_resources(data.get(at.key)))
-        return entries_of[at.key][at.index]
+        return entries_of[at.key][at.position]
 
     conditions: list[ConditionFact] = []
     for slot in chart.conditions:
