@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("knowledge",),
     ("patient",),
     # fhir/__init__ is empty: the package itself sits at the bottom with its generic readers.
-    ("fhir", "fhir.reading", "protocol", "errors", "config", "net", "calllog", "metrics", "__init__"),
+    ("fhir", "fhir.reading", "protocol", "errors", "config", "net", "calllog", "metrics", "pages", "__init__"),
 ]
 
 

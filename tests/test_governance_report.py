@@ -23,7 +23,7 @@ from cds_service.governance import (
 from cds_service.governance.build import COMMENT_ONLY, NO_REASON, UNKNOWN_SUGGESTION
 from cds_service.governance.charts import integer_ticks
 from cds_service.governance.model import week_range
-from cds_service.governance.report import CSP
+from cds_service.pages import CSP
 from tests.governance_support import GENERATED_AT, PATIENT_IDS, PROFILES, realistic_data, realistic_records
 from tests.html_support import Node, event_handler_attributes, parse
 

@@ -8,6 +8,7 @@ import pytest
 
 from cds_service.config import Settings
 from cds_service.fhir.resolver import PrefetchResolver
+from cds_service.pages import CSP
 from cds_service.pipeline import run_hook
 from cds_service.protocol import (
     Action,
@@ -19,7 +20,7 @@ from cds_service.protocol import (
     Source,
     Suggestion,
 )
-from cds_service.render.html import CSP, is_safe_url, render_markdown, render_preview
+from cds_service.render.html import is_safe_url, render_markdown, render_preview
 from cds_service.services import SERVICES
 from tests.conftest import FIXTURES, FROZEN_NOW
 from tests.html_support import event_handler_attributes, parse

@@ -12,7 +12,6 @@ text taken from the data is escaped.
 
 from __future__ import annotations
 
-import html
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
@@ -25,11 +24,12 @@ from cds_service.governance.model import (
     RuleIndicatorStats,
     total,
 )
+from cds_service.pages import escape as _e
+from cds_service.pages import html_page
 
 TITLE = "Calciphylaxis decision support: CDS governance report"
 
 # The page may use its own inline style and nothing else: no script, no fetch, no form.
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 
 def render_report(data: GovernanceData, *, generated_at: datetime, site: str | None = None) -> str:
@@ -48,25 +48,7 @@ def render_report(data: GovernanceData, *, generated_at: datetime, site: str | N
         "</main>",
         _footer(generated_at),
     ]
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en">',
-            "<head>",
-            '<meta charset="utf-8">',
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-            '<meta name="referrer" content="no-referrer">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{_e(TITLE + (f' ({site})' if site else ''))}</title>",
-            f"<style>{_CSS}</style>",
-            "</head>",
-            "<body>",
-            *body,
-            "</body>",
-            "</html>",
-            "",
-        ]
-    )
+    return html_page(TITLE + (f" ({site})" if site else ""), _CSS, body)
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,10 +327,6 @@ it loads nothing from the network and runs no script (charts drawn with pygal).<
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _of_served(part: int, served: int) -> str:

@@ -35,6 +35,7 @@ from cds_service.http.deps import Deps
 from cds_service.http.errors import ApiError
 from cds_service.http.responses import encoded_json_response, error_response, json_response
 from cds_service.knowledge.content import content
+from cds_service.pages import CSP
 from cds_service.pipeline import find_service, run_hook
 from cds_service.protocol import HOOKS, FeedbackRequest
 from cds_service.render.html import render_preview
@@ -191,7 +192,7 @@ def discovery() -> Response:
 def _html(page: str) -> Response:
     """An HTML page the service renders (preview, report): no script, nothing fetched."""
     response = Response(page, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    response.headers["Content-Security-Policy"] = CSP  # the same policy the page itself declares
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
 

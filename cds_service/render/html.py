@@ -13,7 +13,6 @@ nothing else: no script runs and nothing is fetched, so it works offline and fro
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,9 +20,10 @@ from urllib.parse import urlsplit
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from cds_service.pages import escape as _e
+from cds_service.pages import html_page
 from cds_service.protocol import Action, Card, CDSResponse, Link, Suggestion
 
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 LINK_REL = "noopener noreferrer"
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 
@@ -106,29 +106,17 @@ def render_preview(response: CDSResponse, *, title: str, request_summary: str | 
     else:
         body = '<p class="no-cards">No cards: nothing to flag for this request.</p>'
     system = _system_actions(response.systemActions or [])
-    return "\n".join(
+    return html_page(
+        title,
+        _CSS,
         [
-            "<!DOCTYPE html>",
-            '<html lang="en">',
-            "<head>",
-            '<meta charset="utf-8">',
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-            '<meta name="referrer" content="no-referrer">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{_e(title)}</title>",
-            f"<style>{_CSS}</style>",
-            "</head>",
-            "<body>",
             "".join(head),
             '<main class="wrap">',
             '<p class="preview-note">Preview: the buttons are disabled. Nothing is ordered, sent or stored.</p>',
             f'<div class="cards">{body}</div>',
             system,
             "</main>",
-            "</body>",
-            "</html>",
-            "",
-        ]
+        ],
     )
 
 
@@ -252,10 +240,6 @@ def _system_actions(actions: list[Action]) -> str:
 
 def _anchor(url: str, label_html: str) -> str:
     return f'<a href="{_e(url)}" rel="{LINK_REL}" target="_blank">{label_html}</a>'
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 _CSS = """
