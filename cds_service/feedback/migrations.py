@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any, Protocol
 
 _FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
@@ -81,3 +82,26 @@ def load() -> tuple[Migration, ...]:
 
 MIGRATIONS = load()
 LATEST = MIGRATIONS[-1].version
+
+
+class _Connection(Protocol):
+    def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
+
+
+def apply_pending(conn: _Connection, dialect: Dialect, applied_at: str) -> list[int]:
+    """Create ``schema_migrations`` if need be and apply, in order, the migrations it does not
+    list, on ``conn`` inside the caller's transaction and lock; the versions applied."""
+    conn.execute(MIGRATIONS_TABLE)
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+    done = []
+    for migration in MIGRATIONS:
+        if migration.version in applied:
+            continue
+        for statement in migration.statements(dialect):
+            conn.execute(statement)
+        conn.execute(
+            dialect.sql("INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)"),
+            (migration.version, migration.name, applied_at),
+        )
+        done.append(migration.version)
+    return done

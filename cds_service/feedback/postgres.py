@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from cds_service.calllog import event
 from cds_service.config import redact_url
 from cds_service.errors import ServiceUnavailable
-from cds_service.feedback.migrations import MIGRATIONS, MIGRATIONS_TABLE, POSTGRESQL
+from cds_service.feedback.migrations import POSTGRESQL, apply_pending
 from cds_service.feedback.store import Cursor, SqlFeedbackStore, log, utcnow
 
 # An arbitrary constant: the key of the advisory lock held while migrating ("cdss").
@@ -120,22 +120,10 @@ class PostgresFeedbackStore(SqlFeedbackStore):
         """Apply the migrations this database lacks, on a connection of its own (no pool: the
         server migrates before it starts its worker processes), under an advisory lock so that
         replicas starting at once apply each migration once."""
-        done: list[int] = []
         try:
             with psycopg.connect(self.url, **self._connect_kwargs) as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-                conn.execute(MIGRATIONS_TABLE)
-                applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations").fetchall()}
-                for migration in MIGRATIONS:
-                    if migration.version in applied:
-                        continue
-                    for statement in migration.statements(POSTGRESQL):
-                        conn.execute(statement)
-                    conn.execute(
-                        "INSERT INTO schema_migrations(version, name, applied_at) VALUES (%s, %s, %s)",
-                        (migration.version, migration.name, utcnow().isoformat(timespec="milliseconds")),
-                    )
-                    done.append(migration.version)
+                done = apply_pending(conn, POSTGRESQL, utcnow().isoformat(timespec="milliseconds"))
         except psycopg.OperationalError as exc:
             event(log, logging.ERROR, "feedback store unavailable", store=self.describe(), error=_short(exc))
             raise ServiceUnavailable(UNAVAILABLE, detail=f"cannot reach {self.describe()}: {_short(exc)}") from None

@@ -23,7 +23,7 @@ from typing import Any
 
 from cds_service.calllog import event
 from cds_service.errors import ServiceUnavailable
-from cds_service.feedback.migrations import MIGRATIONS, MIGRATIONS_TABLE, SQLITE
+from cds_service.feedback.migrations import SQLITE, apply_pending
 from cds_service.feedback.store import Cursor, SqlFeedbackStore, log, utcnow
 
 # Per connection; see the module docstring.
@@ -167,19 +167,7 @@ class SQLiteFeedbackStore(SqlFeedbackStore):
                 return
             conn.execute("BEGIN IMMEDIATE")  # one process at a time, also across processes
             try:
-                conn.execute(MIGRATIONS_TABLE)
-                applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-                done = []
-                for migration in MIGRATIONS:
-                    if migration.version in applied:
-                        continue
-                    for statement in migration.statements(SQLITE):
-                        conn.execute(statement)
-                    conn.execute(
-                        "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
-                        (migration.version, migration.name, sqlite_timestamp(utcnow())),
-                    )
-                    done.append(migration.version)
+                done = apply_pending(conn, SQLITE, sqlite_timestamp(utcnow()))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
