@@ -18,7 +18,7 @@ from typing import Any
 from cds_service.checks.findings import Finding, Gap, LabValue, SafetyCheck
 from cds_service.checks.labs import DISPLAY_DECIMALS, trend
 from cds_service.checks.snooze import subject_of
-from cds_service.knowledge.content import CardContent, RuleContent, content, fill
+from cds_service.knowledge.content import CardContent, RuleContent, SubstituteSpec, content, fill
 from cds_service.patient import terminology as term
 from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.model import STALE_AFTER, ConditionFact, MedicationOrder
@@ -402,11 +402,7 @@ def _suggestions(c: CardContent, f: Finding, patient_id: str, encounter_id: str 
     out: list[Suggestion] = []
     for sub in f.substitutions:
         spec = c.substitutes[sub.key]
-        create = Action(
-            type="create",
-            description=fill(c.text["action_create"], {"display": spec.display, "dosage": fill(spec.dosage_text)}),
-            resource=substitute_resource(spec, order, patient_id, encounter_id),
-        )
+        create = _create_action(c, spec, substitute_resource(spec, order, patient_id, encounter_id))
         # The substitute first: a client that applies only one action (the sandbox) creates it.
         out.append(Suggestion(label=fill(spec.label), isRecommended=sub.recommended or None, actions=[create, remove]))
     if not out and f.stop_only:
@@ -415,17 +411,19 @@ def _suggestions(c: CardContent, f: Finding, patient_id: str, encounter_id: str 
     return out
 
 
+def _create_action(c: CardContent, spec: SubstituteSpec, resource: dict[str, Any]) -> Action:
+    """The action that orders a substitute (``resource``: the new order)."""
+    description = fill(c.text["action_create"], {"display": spec.display, "dosage": fill(spec.dosage_text)})
+    return Action(type="create", description=description, resource=resource)
+
+
 def _create_only(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None) -> list[Suggestion]:
     """A chart-level finding (no order under review) offers its substitutes as new orders only,
     as R4 MedicationRequests (start-up validates them)."""
     out: list[Suggestion] = []
     for sub in f.substitutions:
         spec = c.substitutes[sub.key]
-        create = Action(
-            type="create",
-            description=fill(c.text["action_create"], {"display": spec.display, "dosage": fill(spec.dosage_text)}),
-            resource=new_order(spec, "R4", patient_id, encounter_id),
-        )
+        create = _create_action(c, spec, new_order(spec, "R4", patient_id, encounter_id))
         out.append(Suggestion(label=fill(spec.label), isRecommended=sub.recommended or None, actions=[create]))
     return out
 
