@@ -364,28 +364,27 @@ def limited_client(tmp_path, max_body_bytes=4096):
     return create_app(Settings(feedback_db=tmp_path / "f.db", max_body_bytes=max_body_bytes)).test_client()
 
 
-def test_chunked_body_over_the_limit_is_413_operation_outcome(tmp_path):
-    body = json.dumps(minimal_patient_view(padding="x" * 8192)).encode()
-    response = limited_client(tmp_path).post(
+def post_chunked(client, body: bytes):
+    """``body`` sent with Transfer-Encoding: chunked (no Content-Length)."""
+    return client.post(
         PATIENT_VIEW,
         input_stream=io.BytesIO(body),
         content_type="application/json",
         headers={"Transfer-Encoding": "chunked"},
         environ_overrides={"CONTENT_LENGTH": "", "wsgi.input_terminated": True},
     )
+
+
+def test_chunked_body_over_the_limit_is_413_operation_outcome(tmp_path):
+    body = json.dumps(minimal_patient_view(padding="x" * 8192)).encode()
+    response = post_chunked(limited_client(tmp_path), body)
     assert response.status_code == 413
     assert "larger than this service accepts (4096 bytes)" in diagnostics(response)
 
 
 def test_chunked_body_under_the_limit_is_read_and_answered(tmp_path):
     body = json.dumps(minimal_patient_view()).encode()
-    response = limited_client(tmp_path).post(
-        PATIENT_VIEW,
-        input_stream=io.BytesIO(body),
-        content_type="application/json",
-        headers={"Transfer-Encoding": "chunked"},
-        environ_overrides={"CONTENT_LENGTH": "", "wsgi.input_terminated": True},
-    )
+    response = post_chunked(limited_client(tmp_path), body)
     assert response.status_code == 200 and response.get_json() == {"cards": []}
 
 
