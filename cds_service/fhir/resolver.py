@@ -600,8 +600,8 @@ OTHER_PATIENT = "held data about another patient"
 
 
 # Prefetch values judged before, by their JSON: (encoding, shape) -> usable exactly as sent; and
-# (encoding, patient id) -> every resource in it names that patient as ``Patient/<id>`` (or names
-# no patient). Both are pure functions of the bytes (see patient/memo.py); an EHR re-sends the
+# (encoding, patient id) -> every resource in it is about that patient by references that name
+# them alone (or names no patient). Both are pure functions of the bytes (see patient/memo.py); an EHR re-sends the
 # same chart on every order-select, so a chart seen before is not walked again.
 SENT_AS_IS: ReadingMemo[bool] = ReadingMemo("prefetch judged", 2048, max_bytes=8 << 20, compact=False)
 PLAINLY_ABOUT: ReadingMemo[bool] = ReadingMemo("prefetch about patient", 2048, max_bytes=8 << 20, compact=False)
@@ -629,18 +629,6 @@ def _encode_sent(sent: dict[str, Any], keys: Mapping[str, PrefetchKey]) -> dict[
     return encoded
 
 
-def _plainly_about(resource: Mapping[str, Any], patient_id: str) -> bool:
-    """True when a resource is about ``patient_id`` whatever else the prefetch holds: it names
-    them as ``Patient/<id>`` (or is their Patient resource, or names no patient at all)."""
-    if resource.get("resourceType") == "Patient":
-        return bool(resource.get("id") == patient_id)
-    for member in ("subject", "patient"):
-        target = resource.get(member)
-        if isinstance(target, dict) and isinstance(target.get("reference"), str) and target["reference"].strip():
-            return bool(target["reference"] == f"Patient/{patient_id}")
-    return True
-
-
 def _refuse_other_patients(
     request: CDSRequest, data: dict[str, Any], unavailable: dict[str, str], encoded: Mapping[str, bytes]
 ) -> str | None:
@@ -656,10 +644,14 @@ def _refuse_other_patients(
     if all(known):
         return patient_id  # every value was found plainly about this patient before
     entries = {key: list(iter_resources(value)) for key, value in data.items()}
+    # About the patient whatever else the prefetch holds: judged with only the references that
+    # always name them (``Patient/<id>``, ``urn:uuid:<id>``), never a Bundle's own fullUrls.
+    own_refs = patient_references(patient_id, ())
     for key, found in entries.items():
         if key in encoded:
             PLAINLY_ABOUT.put(
-                (encoded[key], patient_id), all(_plainly_about(resource, patient_id) for _, resource in found)
+                (encoded[key], patient_id),
+                all(is_about_patient(resource, patient_id, own_refs) for _, resource in found),
             )
     refs = patient_references(patient_id, [entry for found in entries.values() for entry in found])
     for key, found in entries.items():
