@@ -8,7 +8,7 @@ call, or ``warm_up()`` at start-up), never per request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache
 from time import perf_counter
@@ -21,10 +21,13 @@ from cds_service.checks.snooze import apply_snoozes
 from cds_service.fhir.resolver import ResolvedPrefetch
 from cds_service.knowledge.content import content
 from cds_service.patient import terminology as term
-from cds_service.patient.build import build_record, orders_under_review
+from cds_service.patient.build import build_record, draft_medications, orders_under_review
 from cds_service.protocol import Card
 from cds_service.render.cards import render_cards
 from cds_service.render.orders import validate_substitute_orders
+
+
+_SEVERITY = {"critical": 0, "warning": 1, "info": 2}
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ def evaluate(call: HookCall) -> list[Card]:
     """Cards for one hook call; ``[]`` for a patient out of scope or with nothing to flag."""
     started = perf_counter()
     record = build_record(call.context, call.prefetch, call.now)
+    drafts = draft_medications(call.hook, call.context, record)
+    if drafts:  # a substitute must not duplicate an order being written in the same call
+        record = replace(record, drafts=drafts)
     orders = orders_under_review(call.hook, call.context, record)
     built = perf_counter()
     labs = lab_facts(record)  # one reading of the labs serves every check of this call
@@ -49,6 +55,9 @@ def evaluate(call: HookCall) -> list[Card]:
     if call.hook == "patient-view":
         findings = review_chart(record, labs) + findings  # the mineral summary first, then per order
     findings = apply_snoozes(findings, call.snoozes, call.hook, call.now)
+    # The most important card first (many EHRs show cards in the order given): critical, warning,
+    # info; the order within an indicator is kept.
+    findings.sort(key=lambda f: _SEVERITY[f.indicator])
     checked = perf_counter()
     add_stage("record", built - started)  # stage timings for the call's log line and metrics
     add_stage("checks", checked - built)

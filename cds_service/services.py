@@ -14,7 +14,7 @@ from typing import Any
 from cds_service.fhir.templates import PrefetchKey
 from cds_service.patient import sources
 from cds_service.patient.analytes import ANALYTES
-from cds_service.patient.terminology import DIALYSIS_PROCEDURE_CODES, LOINC
+from cds_service.patient.terminology import DIALYSIS_PROCEDURE_CODES, LOINC, PARATHYROIDECTOMY_PROCEDURE_CODES
 from cds_service.protocol import DiscoveryResponse, DiscoveryService
 
 
@@ -57,6 +57,17 @@ PREFETCH_KEYS: dict[str, PrefetchKey] = {
     sources.EGFR: _observations("recent eGFR results", sources.EGFR, count=3),
     # CRP: the latest result and the one before it show the trend (seeds 001, 004).
     sources.CRP: _observations("recent CRP results", sources.CRP, count=3),
+    # Body weight: with the age, chooses the apixaban dose on dialysis (US label).
+    sources.WEIGHT: _observations("recent body weights", sources.WEIGHT, count=3),
+    # A parathyroidectomy in the last months (hungry bone): calcium and active vitamin D are then
+    # not stopped in one click.
+    sources.PARATHYROIDECTOMY: PrefetchKey(
+        "Procedure?patient={{context.patientId}}&code="
+        + ",".join(f"{system}|{code}" for system, code in sorted(PARATHYROIDECTOMY_PROCEDURE_CODES))
+        + "&_sort=-date&_count=3",
+        "recent parathyroid surgery",
+        newest=3,
+    ),
     # Recent dialysis sessions: evidence of dialysis where no ESRD/dependence Condition is coded.
     sources.PROCEDURES: PrefetchKey(
         "Procedure?patient={{context.patientId}}&code="

@@ -17,6 +17,8 @@ Expected card fields (checked by tests/test_fixtures.py, in order):
   stops          id of the active order every suggestion updates to status "stopped"
   holds          id of the active order every suggestion updates to status "on-hold"
   creates        RxNorm codes of the orders a chart-level card offers to create (nothing replaced)
+  recommended    false when substitutes are offered but none is recommended (default: the first is)
+  reasons        Condition references every created order names as reasonReference
   no_suggestions true when the card must offer no suggestion at all
   detail         texts the detail must contain
   detail_absent  texts the detail must not contain
@@ -250,7 +252,7 @@ def patient(pid: str, gender: str = "female", born: str = "1958-03-14") -> dict[
     }
 
 
-def labs_prefetch(pid: str, *, ca=(), alb=(), phos=(), pth_=(), egfr_=(), crp_=()) -> dict[str, Any]:
+def labs_prefetch(pid: str, *, ca=(), alb=(), phos=(), pth_=(), egfr_=(), crp_=(), weight_=()) -> dict[str, Any]:
     def key(items):
         return bundle(*items) if items else None
 
@@ -261,7 +263,12 @@ def labs_prefetch(pid: str, *, ca=(), alb=(), phos=(), pth_=(), egfr_=(), crp_=(
         "pth": key(pth_),
         "egfr": key(egfr_),
         "crp": key(crp_),
+        "weight": key(weight_),
     }
+
+
+def weight(patient: str, kg: float, when: str = FRESH) -> dict[str, Any]:
+    return obs("weight-1", patient, "29463-7", "Body weight", kg, "kg", when)
 
 
 def request(
@@ -295,6 +302,9 @@ def request(
         "medadmins": bundle(*administrations) if administrations else None,
         **(labs or labs_prefetch(pid)),
     }
+    # Keys the services ask for that most scenarios hold nothing under (null: looked up, none).
+    prefetch.setdefault("weight", None)
+    prefetch.setdefault("parathyroidectomy", None)
     if procedures is not None:
         prefetch["procedures"] = bundle(*procedures) if procedures else None
     for key in omit:
@@ -335,6 +345,8 @@ PERITONEAL_DIALYSIS = ("71192002", "Peritoneal dialysis (procedure)")
 
 SEVELAMER_RX, LANTHANUM_RX, APIXABAN_RX, CINACALCET_RX = "749206", "477347", "1364435", "432402"
 SODIUM_THIOSULFATE_RX = "237832"
+APIXABAN_5_RX = "1364445"
+SEVERITY_ORDER = ["critical", "warning", "info"]
 
 
 def dose(value: float, unit: str, *, per_day: int = 1, text: str = "") -> dict[str, Any]:
@@ -346,7 +358,9 @@ def dose(value: float, unit: str, *, per_day: int = 1, text: str = "") -> dict[s
     }
 
 
-def calciphylaxis_labs(pid: str, *, ca=9.4, alb=3.6, phos=5.2, pth_value=320.0) -> dict[str, Any]:
+def calciphylaxis_labs(pid: str, *, ca=9.4, alb=3.6, phos=6.1, pth_value=320.0, kg=72.0) -> dict[str, Any]:
+    """A calciphylaxis patient on dialysis as usually seen: phosphate above target on a calcium
+    binder (a calcium-free binder is then recommended), PTH above target, weight recorded."""
     return labs_prefetch(
         pid,
         ca=[calcium(pid, ca)],
@@ -354,6 +368,7 @@ def calciphylaxis_labs(pid: str, *, ca=9.4, alb=3.6, phos=5.2, pth_value=320.0) 
         phos=[phosphate(pid, phos)],
         pth_=[pth(pid, pth_value)],
         egfr_=[egfr(pid, 7)],
+        weight_=[weight(pid, kg)],
     )
 
 
@@ -366,6 +381,8 @@ def scenarios() -> dict[str, dict[str, Any]]:
     s: dict[str, dict[str, Any]] = {}
 
     def add(name: str, req: dict[str, Any], scenario: str, cards: list[dict[str, Any]]) -> None:
+        # The service answers the most important card first: critical, warning, info.
+        cards = sorted(cards, key=lambda card: SEVERITY_ORDER.index(card["indicator"]))
         req["_expected"] = {"scenario": scenario, "cards": cards}
         s[name] = req
 
@@ -466,6 +483,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 "indicator": "warning",
                 "drug": "calcium acetate",
                 "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "recommended": False,  # phosphate 5.0 mg/dL: at target
                 "removes": "MedicationRequest/draft-ca",
                 "detail": ["113 pg/mL", "reported as 12 pmol/L", "137 pg/mL", "2 consecutive results"],
             }
@@ -666,17 +684,25 @@ def scenarios() -> dict[str, dict[str, Any]]:
             labs=calciphylaxis_labs(pid),
             drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")],
         ),
-        "Calciphylaxis with atrial fibrillation; warfarin selected: stop, reduced-dose apixaban offered.",
+        "Calciphylaxis on dialysis (ESRD) with atrial fibrillation, 68 years old, 72 kg; warfarin "
+        "selected: stop, apixaban 5 mg twice daily offered (the US label's dose on dialysis under 80 "
+        "years and over 60 kg), the dose conflict stated.",
         [
             {
                 "rule": "C2-vka-calciphylaxis",
                 "indicator": "critical",
                 "drug": "warfarin",
-                "substitutes": [APIXABAN_RX],
+                "substitutes": [APIXABAN_5_RX],
                 "removes": "MedicationRequest/draft-warf",
+                "reasons": ["Condition/af"],
                 "detail": [
                     "Atrial fibrillation recorded",
                     "No mechanical or unspecified prosthetic heart valve recorded",
+                    "No mitral stenosis recorded",
+                    "No antiphospholipid syndrome recorded",
+                    "Apixaban 5 mg twice daily, the US label's dose on dialysis (age 68, weight 72 kg",
+                    "INR has fallen below 2.0",
+                    "EU product information does not recommend apixaban on dialysis",
                     "Hayashi",
                 ],
             }
@@ -728,6 +754,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
             instance="5d0a1c52-6d3e-4c0b-9a55-000000000030",
             conditions=[
                 calciphylaxis(pid),
+                esrd(pid),
                 atrial_fibrillation(pid),
                 condition(
                     "valve", pid, ICD10, "Z95.3", "Presence of xenogenic heart valve", text="Bioprosthetic aortic valve"
@@ -737,13 +764,13 @@ def scenarios() -> dict[str, dict[str, Any]]:
             drafts=[med_request("draft-warf", pid, WARFARIN, dose_text="5 mg by mouth daily")],
         ),
         "A bioprosthetic (xenogenic, Z95.3) valve is not a mechanical valve: apixaban is still offered "
-        "for the atrial fibrillation.",
+        "for the atrial fibrillation on dialysis.",
         [
             {
                 "rule": "C2-vka-calciphylaxis",
                 "indicator": "critical",
                 "drug": "warfarin",
-                "substitutes": [APIXABAN_RX],
+                "substitutes": [APIXABAN_5_RX],
                 "removes": "MedicationRequest/draft-warf",
                 "detail": ["No mechanical or unspecified prosthetic heart valve recorded"],
             }
@@ -804,18 +831,20 @@ def scenarios() -> dict[str, dict[str, Any]]:
             "order-select",
             pid,
             instance="5d0a1c52-6d3e-4c0b-9a55-000000000016",
-            conditions=[calciphylaxis(pid), atrial_fibrillation(pid)],
-            labs=calciphylaxis_labs(pid),
+            conditions=[calciphylaxis(pid), esrd(pid), atrial_fibrillation(pid)],
+            labs=calciphylaxis_labs(pid, kg=58.0),
             drafts=[dstu2_draft],
         ),
         "The public sandbox's DSTU2 shape: a MedicationOrder draft. The substitute is a DSTU2 "
-        "MedicationOrder and the suggestion deletes MedicationOrder/draft-mo.",
+        "MedicationOrder (apixaban 2.5 mg: 58 kg, the label's reduced dose on dialysis) and the "
+        "suggestion deletes MedicationOrder/draft-mo.",
         [
             {
                 "rule": "C2-vka-calciphylaxis",
                 "indicator": "critical",
                 "drug": "warfarin",
                 "substitutes": [APIXABAN_RX],
+                "detail": ["weight 58 kg", "60 kg or less"],
                 "removes": "MedicationOrder/draft-mo",
             }
         ],
@@ -857,7 +886,8 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 "substitutes": [CINACALCET_RX],
                 "removes": "MedicationRequest/draft-ctr",
                 "detail": [
-                    "PTH within 100-500 pg/mL (320 pg/mL on 2026-10-26)",
+                    "PTH above the 150-300 pg/mL target (320 pg/mL on 2026-10-26)",
+                    "On dialysis (End-stage renal disease",
                     "Corrected calcium not below 8.4 mg/dL",
                     "within 1 week",
                     "Where sources disagree",
@@ -882,11 +912,10 @@ def scenarios() -> dict[str, dict[str, Any]]:
         [
             {
                 "rule": "C3-active-vitamin-d-calciphylaxis",
-                "indicator": "critical",
+                "indicator": "warning",
                 "drug": "paricalcitol",
-                "substitutes": [],
-                "removes": "MedicationRequest/draft-pari",
-                "detail": ["Corrected calcium below 8.4 mg/dL", "7.8 mg/dL", "cinacalcet not suggested"],
+                "no_suggestions": True,
+                "detail": ["7.8 mg/dL", "deepen hypocalcaemia", "hungry bone", "Where sources disagree"],
             }
         ],
     )
@@ -909,9 +938,16 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 "rule": "C3-active-vitamin-d-calciphylaxis",
                 "indicator": "critical",
                 "drug": "calcitriol",
-                "substitutes": [],
+                "substitutes": [CINACALCET_RX],
+                "recommended": False,
                 "removes": "MedicationRequest/draft-ctr",
-                "detail": ["parathyroidectomy", "above 500 pg/mL", "1000-1500 pg/mL", "780 pg/mL"],
+                "detail": [
+                    "parathyroidectomy",
+                    "above 500 pg/mL",
+                    "1000-1500 pg/mL",
+                    "780 pg/mL",
+                    "cinacalcet is an option meanwhile",
+                ],
             }
         ],
     )
@@ -935,9 +971,15 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 "rule": "C3-active-vitamin-d-dialysis",
                 "indicator": "warning",
                 "drug": "calcitriol",
-                "substitutes": [CINACALCET_RX],
                 "removes": "MedicationRequest/draft-ctr",
-                "detail": ["10.6 mg/dL", "above 10.2 mg/dL"],
+                "detail": [
+                    "10.6 mg/dL",
+                    "above 10.2 mg/dL",
+                    "PTH is within the 150-300 pg/mL target",
+                    "PTH not above the 150-300 pg/mL target",
+                    "KDIGO 2017",
+                ],
+                "detail_absent": ["cinacalcet 30 MG Oral Tablet. 30 mg"],
             }
         ],
     )
@@ -1000,6 +1042,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 phos=[phosphate(pid, 6.4)],
                 pth_=[pth(pid, 410, when=OLD_PTH)],
                 egfr_=[egfr(pid, 6)],
+                weight_=[weight(pid, 81.0)],
             ),
         ),
         "Chart opened for a patient with suspected (provisional) calciphylaxis: a mineral summary "
@@ -1034,7 +1077,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 "rule": "C2-vka-calciphylaxis",
                 "indicator": "critical",
                 "drug": "warfarin",
-                "substitutes": [APIXABAN_RX],
+                "substitutes": [APIXABAN_5_RX],
                 "stops": "ma-warf",
             },
         ],
@@ -1121,14 +1164,16 @@ def scenarios() -> dict[str, dict[str, Any]]:
             drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE), med_request("draft-sev", pid, SEVELAMER)],
         ),
         "order-sign with two drafts: calcium acetate is flagged, sevelamer is not. Sevelamer is "
-        "already a draft, not an active order, so the substitution is still offered.",
+        "already drafted in the same order set, so no second calcium-free binder is offered: the "
+        "suggestion only removes the calcium acetate draft and the card says sevelamer is drafted.",
         [
             {
                 "rule": "C1-calcium-binder-calciphylaxis",
                 "indicator": "critical",
                 "drug": "calcium acetate",
-                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
                 "removes": "MedicationRequest/draft-ca",
+                "detail": ["draft-sev, drafted now", "already drafted in this order set"],
+                "detail_absent": ["Replace with sevelamer"],
             }
         ],
     )
@@ -1319,7 +1364,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 "rule": "C2-vka-calciphylaxis",
                 "indicator": "critical",
                 "drug": "warfarin",
-                "substitutes": [APIXABAN_RX],
+                "substitutes": [APIXABAN_5_RX],
                 "detail": ['recognised from the text: "CUA"'],
             }
         ],
@@ -1373,17 +1418,17 @@ def scenarios() -> dict[str, dict[str, Any]]:
             ),
             drafts=[med_request("draft-warf", pid, WARFARIN)],
         ),
-        "Calciphylaxis without kidney failure (eGFR 42), atrial fibrillation: reduced-dose apixaban "
-        "is the dialysis dose, so no one-click order; the card offers to stop warfarin and says the "
-        "replacement follows the label's dose criteria.",
+        "Calciphylaxis without kidney failure (eGFR 42), atrial fibrillation: the apixaban doses "
+        "offered are the label's doses on dialysis, so no one-click order; the card offers to stop "
+        "warfarin and start the replacement by hand now, at the label's other dose criteria.",
         [
             {
                 "rule": "C2-vka-calciphylaxis",
                 "indicator": "critical",
                 "drug": "warfarin",
                 "removes": "MedicationRequest/draft-warf",
-                "detail": ["Not on dialysis", "product label", "eGFR 42"],
-                "detail_absent": ["apixaban 2.5 MG Oral Tablet"],
+                "detail": ["Dialysis not shown", "label's other criteria", "eGFR 42"],
+                "detail_absent": ["apixaban 2.5 MG Oral Tablet", "apixaban 5 MG Oral Tablet"],
             }
         ],
     )
@@ -1413,7 +1458,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 "indicator": "critical",
                 "drug": "calcium carbonate",
                 "removes": "MedicationRequest/draft-caco3",
-                "detail": ["No sign that phosphate needs a binder", "choose a binder by hand"],
+                "detail": ["Phosphate does not need a binder", "choose a binder by hand"],
                 "detail_absent": ["sevelamer carbonate 800 MG Oral Tablet"],
             }
         ],
@@ -1493,7 +1538,6 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 "rule": "C3-active-vitamin-d-dialysis",
                 "indicator": "warning",
                 "drug": "calcitriol",
-                "substitutes": [CINACALCET_RX],
                 "detail": ["Ionized calcium: 1.42 mmol/L", "the ionized calcium was used", "1.16-1.32 mmol/L"],
             }
         ],
@@ -1534,6 +1578,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 "indicator": "warning",
                 "drug": "calcium acetate",
                 "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "recommended": False,  # phosphate 5.0 mg/dL: at target
                 "detail": ["Intact PTH: <50 pg/mL", "below 150 pg/mL on 2 consecutive results"],
             }
         ],
@@ -1590,6 +1635,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 "indicator": "warning",
                 "drug": "calcium acetate",
                 "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "recommended": False,  # phosphate 5.0 mg/dL: at target
                 "detail": [
                     "Vascular or soft-tissue calcification: Severe medial arterial calcification",
                     "Condition/calc",
@@ -1947,7 +1993,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
 
     pid = "c6-etelcalcetide"
     add(
-        "c6-etelcalcetide-dialysis-calcium-below-7-5-extrapolation",
+        "c6-etelcalcetide-dialysis-calcium-below-7-5-its-own-label",
         request(
             "order-sign",
             pid,
@@ -1958,15 +2004,16 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 med_request("draft-etel", pid, ETELCALCETIDE, dose_text="2.5 mg IV three times weekly at dialysis")
             ],
         ),
-        "Dialysis; etelcalcetide with corrected calcium 7.2 mg/dL: the cinacalcet withhold rule extended "
-        "to etelcalcetide, stated as an extrapolation (warning, not critical).",
+        "Dialysis; etelcalcetide with corrected calcium 7.2 mg/dL: withheld by its own label (stop below "
+        "7.5 mg/dL; restart 5 mg lower once calcium is at or above the lower limit of normal), critical "
+        "like cinacalcet.",
         [
             {
                 "rule": "C6-calcimimetic-calcium-below-7-5",
-                "indicator": "warning",
+                "indicator": "critical",
                 "drug": "etelcalcetide",
                 "removes": "MedicationRequest/draft-etel",
-                "detail": ["an extrapolation", "RxNorm 1876137"],
+                "detail": ["Etelcalcetide's own label", "5 mg lower", "8.4 mg/dL", "etelcalcetide", "RxNorm 1876137"],
                 "detail_absent": ["Current dose"],
             }
         ],
@@ -2012,16 +2059,18 @@ def scenarios() -> dict[str, dict[str, Any]]:
             labs=calciphylaxis_labs(pid, ca=7.9, alb=4.0, pth_value=350),
             drafts=[med_request("draft-cina", pid, CINACALCET, dose_text="30 mg by mouth daily")],
         ),
-        "Calciphylaxis with corrected calcium 7.9 mg/dL on cinacalcet: the protocol would add calcium "
-        "(calcium binders, vitamin D), which calciphylaxis care avoids: a warning stating the conflict, "
-        "no suggestion.",
+        "Calciphylaxis with corrected calcium 7.9 mg/dL and a new cinacalcet draft: the labels say do "
+        "not start a calcimimetic below the lower limit of normal, so the warning says so and removes "
+        "the draft; the protocol's remedy would add calcium, which calciphylaxis care avoids (the "
+        "conflict is stated).",
         [
             {
                 "rule": "C6-calcimimetic-low-calcium-calciphylaxis",
                 "indicator": "warning",
                 "drug": "cinacalcet",
-                "no_suggestions": True,
+                "removes": "MedicationRequest/draft-cina",
                 "detail": [
+                    "Do not start or increase a calcimimetic now",
                     "Corrected calcium: 7.9 mg/dL",
                     "calcium-containing binders",
                     "Where sources disagree",

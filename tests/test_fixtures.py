@@ -89,7 +89,7 @@ def _assert_card(card: dict, want: dict, request: dict) -> None:
         for resource in created:
             _assert_valid_substitute(resource, request)
         return
-    if "holds" in want:  # withheld: the active order is put on hold, nothing is created
+    if "holds" in want and "substitutes" not in want:  # withheld: on hold, nothing is created
         assert len(suggestions) == 1
         (update,) = suggestions[0]["actions"]
         assert update["type"] == "update" and update["resource"]["id"] == want["holds"]
@@ -103,9 +103,11 @@ def _assert_card(card: dict, want: dict, request: dict) -> None:
     created = [a["resource"] for s in suggestions for a in s["actions"] if a["type"] == "create"]
     codes = [r_code(r) for r in created]
     assert codes == substitutes
-    if substitutes:
+    if substitutes and want.get("recommended", True):
         assert suggestions[0].get("isRecommended") is True
         assert sum(1 for s in suggestions if s.get("isRecommended")) == 1
+    elif substitutes:  # offered, none recommended (e.g. phosphate already at target)
+        assert not any(s.get("isRecommended") for s in suggestions)
     for suggestion in suggestions:
         actions = suggestion["actions"]
         if substitutes:
@@ -121,6 +123,13 @@ def _assert_card(card: dict, want: dict, request: dict) -> None:
             update = actions[-1]
             assert update["type"] == "update"
             assert update["resource"]["id"] == want["stops"] and update["resource"]["status"] == "stopped"
+        if "holds" in want:
+            update = actions[-1]
+            assert update["type"] == "update"
+            assert update["resource"]["id"] == want["holds"] and update["resource"]["status"] == "on-hold"
+    for resource in created:
+        for reference in want.get("reasons", ()):
+            assert {"reference": reference} in resource.get("reasonReference", []), resource
 
 
 def r_code(resource: dict) -> str:
@@ -133,6 +142,8 @@ def _assert_valid_substitute(resource: dict, request: dict) -> None:
     assert resource["status"] == "draft"
     dosage = resource["dosageInstruction"][0]
     assert dosage["text"] and dosage["timing"]["repeat"]["frequency"] >= 1
+    # A coded route (SNOMED CT) beside its text.
+    assert dosage["route"]["coding"][0]["system"] == "http://snomed.info/sct" and dosage["route"]["text"]
     if resource["resourceType"] == "MedicationOrder":  # DSTU2 client: answer in DSTU2
         assert resource["patient"]["reference"] == patient and dosage["doseQuantity"]["value"] > 0
         return

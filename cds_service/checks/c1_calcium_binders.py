@@ -1,10 +1,16 @@
 """C1: calcium-based phosphate binders (clinical-rules.md; seeds 000, 001, 002).
 
-* calciphylaxis: critical, stop; substitute sevelamer (recommended) or lanthanum;
-* dialysis without calciphylaxis: warning only when corrected calcium > 10.2 mg/dL or PTH < 150
-  pg/mL on 2 consecutive results (K/DOQI); severe calcification has no code this service
-  recognises, so the card lists it as not checked. Results older than the monitoring interval
-  never fire the warning: they give an info card asking for a recheck instead;
+* calciphylaxis: critical, stop; substitute a calcium-free binder (sevelamer at the label's
+  starting dose for the phosphate, recommended, or lanthanum) where a recent phosphate shows one is
+  needed (at target: offered, not recommended; below target: none);
+* dialysis without calciphylaxis: warning only when corrected calcium > 10.2 mg/dL, PTH < 150
+  pg/mL on 2 consecutive results (K/DOQI), or vascular / soft-tissue calcification is recorded
+  (by code or in the problem-list text; imaging reports are not read, which the card says).
+  Results older than the monitoring interval never fire the warning: they give an info card
+  asking for a recheck instead;
+* hypocalcaemia guard (both tiers): with a recent calcium below the lower limit of normal, or a
+  recent parathyroidectomy (hungry bone), the card is a warning to review the dose with the
+  calcium in its summary, and offers no one-click stop;
 * anyone else: silent.
 """
 
@@ -17,6 +23,7 @@ from cds_service.checks.scope import (
     calciphylaxis_conditions,
     calcium_wanted,
     dialysis_evidence,
+    hypocalcaemia_guard,
     lab_gaps,
     unavailable_gaps,
 )
@@ -35,7 +42,21 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
     cc = calcium.value if calcium is not None else None
     shown_labs = tuple(v for v in (cc, labs.phosphate, labs.latest_pth) if v is not None)
 
+    guard = hypocalcaemia_guard(record, labs)
     if record.has_calciphylaxis:
+        if guard is not None:
+            return [
+                Finding(
+                    rule_id=RULE_CALCIPHYLAXIS,
+                    indicator="warning",
+                    review=review,
+                    conditions=calciphylaxis_conditions(record) + guard,
+                    labs=shown_labs,
+                    reasons=("calciphylaxis",),
+                    notes=("hypocalcaemia_guard", *calcium_notes(calcium)),
+                    variant="hypocalcaemia",
+                )
+            ]
         plan = with_notes(plan_for(RULE_CALCIPHYLAXIS, record, labs), *calcium_notes(calcium))
         return [
             Finding(
@@ -84,6 +105,20 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
     gaps += unavailable_gaps(record, LAB_KEYS)
     used = tuple(v for v in (cc, *pth_labs, labs.phosphate) if v is not None) + scope_labs
 
+    if fired and guard is not None:
+        return [
+            Finding(
+                rule_id=RULE_DIALYSIS,
+                indicator="warning",
+                review=review,
+                conditions=conditions + guard,
+                labs=used,
+                reasons=tuple(fired),
+                notes=("hypocalcaemia_guard", *calcium_notes(calcium)),
+                gaps=tuple(gaps),
+                variant="hypocalcaemia",
+            )
+        ]
     if fired:
         plan = with_notes(plan_for(RULE_DIALYSIS, record, labs), *calcium_notes(calcium))
         return [

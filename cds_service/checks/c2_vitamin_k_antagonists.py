@@ -1,8 +1,15 @@
 """C2: warfarin and other vitamin K antagonists (clinical-rules.md; seeds 000-004).
 
-* calciphylaxis: critical, stop. Reduced-dose apixaban is offered only for atrial fibrillation
-  and never with a prosthetic heart valve; otherwise the card says to agree an alternative with
-  the anticoagulation team and offers no order (stopping anticoagulation outright can be unsafe);
+* calciphylaxis: critical. Apixaban is offered in one click only for atrial fibrillation on
+  dialysis, at the US label's dose (5 mg twice daily; 2.5 mg at 80 years or older or 60 kg or
+  less, which the order says), never with a mechanical or unspecified valve, mitral stenosis,
+  antiphospholipid syndrome, an intolerance or a DOAC already active or drafted, and only when
+  each of those was checked on complete data. Then the card says "stop". When apixaban would
+  suit but cannot be ordered in one click (not on dialysis, dose undetermined), the suggestion
+  removes the vitamin K antagonist and says to start the replacement by hand now. Otherwise
+  (valve, another indication, an intolerance, data not checked) the summary asks for a plan
+  with the anticoagulation team and the card offers no order: stopping anticoagulation outright
+  can be unsafe (clinical review F01);
 * dialysis without calciphylaxis: info, and only on order hooks (a risk factor, seed 003);
 * anyone else: silent.
 """
@@ -25,11 +32,15 @@ def check_vka(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -
         plan = plan_for(RULE_CALCIPHYLAXIS, record, labs)
         # Stopping anticoagulation that is still needed can be unsafe: the card offers to stop the
         # vitamin K antagonist alone only when a DOAC is suitable and merely its one-click dose
-        # (the dialysis dose) does not fit; otherwise it asks for a plan with the anticoagulation
-        # team and offers no order.
-        stop_only = plan.blocked_only_by("on_dialysis")
-        if not plan.substitutions and not stop_only:
+        # (the label's dialysis doses) cannot be given; otherwise it asks for a plan with the
+        # anticoagulation team, offers no order, and its summary does not say "stop".
+        stop_only = plan.blocked_only_by("on_dialysis", "apixaban_standard_dose", "apixaban_reduced_dose")
+        variant = ""
+        if plan.substitutions:
+            plan = with_notes(plan, "apixaban_offered")
+        elif not stop_only:
             plan = with_notes(plan, "anticoagulation_team")
+            variant = "plan_replacement"
         return [
             Finding(
                 rule_id=RULE_CALCIPHYLAXIS,
@@ -37,8 +48,11 @@ def check_vka(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -
                 review=review,
                 conditions=calciphylaxis_conditions(record)
                 + record.conditions_of("atrial_fibrillation")
-                + record.conditions_of("prosthetic_valve"),
+                + record.conditions_of("prosthetic_valve")
+                + record.conditions_of("mitral_stenosis")
+                + record.conditions_of("antiphospholipid_syndrome"),
                 reasons=("calciphylaxis",),
+                variant=variant,
                 substitutions=plan.substitutions,
                 stop_only=stop_only,
                 safety_checks=plan.safety_checks,

@@ -1,17 +1,27 @@
 """C3: active vitamin D sterols (clinical-rules.md; seeds 000, 001, 003, 004).
 
-* calciphylaxis: critical. Seed 000 says stop until the lesions heal; 003 says avoid; 004 says
-  use cautiously. We chose critical because stopping is the most specific recommendation and
-  the drug raises calcium absorption; the card states the disagreement.
+* calciphylaxis: critical, stop. Seed 000 says stop until the lesions heal; 003 says avoid; 004
+  says use cautiously. We chose critical because stopping is the most specific recommendation and
+  the drug raises calcium absorption; the card states the disagreement. Calcifediol, a prohormone
+  that none of the sources' lists of active sterols names, gets a warning instead.
 * dialysis without calciphylaxis: warning when a recent corrected calcium is above 10.2 mg/dL
-  (seed 000: contraindicated); an out-of-date value gives an info card asking for a recheck.
-* Substitute: cinacalcet 30 mg daily only with a recent PTH of 100-500 pg/mL and a recent
-  corrected calcium not below 8.4 mg/dL; PTH above 500 adds the parathyroidectomy note (with the
-  conflicting thresholds). When no substitute is safe the card offers to stop the order alone.
+  (K/DOQI 6.3: reduce or stop *until* calcium is back in target): the suggestion holds an active
+  order (on-hold, not stopped); an out-of-date value gives an info card asking for a recheck.
+* Substitute: cinacalcet 30 mg daily, only for a patient on dialysis (its label), with a recent
+  PTH above target (300 pg/mL; above 500 offered but not recommended, beside the
+  parathyroidectomy note) and a recent corrected calcium not below 8.4 mg/dL; PTH at or below
+  target gets a note that no PTH-lowering drug is needed. When no substitute is safe the card
+  offers to stop (or hold) the order alone.
+* Hypocalcaemia guard: with a recent calcium below 8.4 mg/dL or a recent parathyroidectomy, the
+  calciphylaxis card is a warning to review the dose, with no one-click stop.
+* Doses given (administrations, no order under review): the card says to stop the standing
+  order behind them; no substitute is checked or offered.
 * Nutritional vitamin D (cholecalciferol, ergocalciferol) is a different class: never fires.
 """
 
 from __future__ import annotations
+
+import re
 
 from cds_service.checks.findings import Finding
 from cds_service.checks.labs import LabFacts, calcium_for_rules, calcium_notes, pth_notes
@@ -20,16 +30,18 @@ from cds_service.checks.scope import (
     calciphylaxis_conditions,
     calcium_wanted,
     dialysis_evidence,
+    hypocalcaemia_guard,
     lab_gaps,
     unavailable_gaps,
 )
 from cds_service.checks.substitution import SubstitutionPlan, plan_for, with_notes
-from cds_service.patient.model import OrderUnderReview, PatientRecord
+from cds_service.patient.model import MedicationOrder, OrderUnderReview, PatientRecord
 
 RULE_CALCIPHYLAXIS = "C3-active-vitamin-d-calciphylaxis"
 RULE_DIALYSIS = "C3-active-vitamin-d-dialysis"
 RULE_DIALYSIS_STALE = "C3-active-vitamin-d-dialysis-stale-data"
 LAB_KEYS = ("calcium", "albumin", "pth")
+_CALCIFEDIOL = re.compile(r"calcifediol|rayaldee|25-hydroxy(?:vitamin)?\s*d", re.IGNORECASE)
 
 
 def _cinacalcet_plan(rule_id: str, record: PatientRecord, labs: LabFacts) -> SubstitutionPlan:
@@ -39,25 +51,53 @@ def _cinacalcet_plan(rule_id: str, record: PatientRecord, labs: LabFacts) -> Sub
     return with_notes(plan, "check_calcium_after_cinacalcet") if plan.substitutions else plan
 
 
+def is_calcifediol(order: MedicationOrder) -> bool:
+    """Calcifediol (25-hydroxyvitamin D3, Rayaldee): a prohormone, not an active sterol."""
+    return any("calcifediol" in i for i in order.ingredients) or bool(_CALCIFEDIOL.search(order.drug_name))
+
+
 def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
     calcium = calcium_for_rules(labs)
     cc = calcium.value if calcium is not None else None
     pth = labs.latest_pth
     used = tuple(v for v in (cc, pth) if v is not None)
     wanted = calcium_wanted(cc) | {"pth": pth}
+    given_only = review.order.kind == "administration"
 
     if record.has_calciphylaxis:
-        plan = _cinacalcet_plan(RULE_CALCIPHYLAXIS, record, labs)
+        gaps = lab_gaps(record, wanted) + unavailable_gaps(record, LAB_KEYS)
+        guard = hypocalcaemia_guard(record, labs)
+        if guard is not None:
+            return [
+                Finding(
+                    rule_id=RULE_CALCIPHYLAXIS,
+                    indicator="warning",
+                    review=review,
+                    conditions=calciphylaxis_conditions(record) + guard,
+                    labs=used,
+                    reasons=("calciphylaxis",),
+                    notes=("hypocalcaemia_guard", *calcium_notes(calcium), *pth_notes(pth)),
+                    gaps=gaps,
+                    variant="hypocalcaemia",
+                )
+            ]
+        calcifediol = is_calcifediol(review.order)
+        if given_only:
+            # Doses given: no order here to replace; the card says to stop the one behind them.
+            plan = with_notes(SubstitutionPlan(), *calcium_notes(calcium), *pth_notes(pth))
+        else:
+            plan = _cinacalcet_plan(RULE_CALCIPHYLAXIS, record, labs)
         return [
             Finding(
                 rule_id=RULE_CALCIPHYLAXIS,
-                indicator="critical",
+                indicator="warning" if calcifediol else "critical",
                 review=review,
                 conditions=calciphylaxis_conditions(record),
                 labs=used,
                 reasons=("calciphylaxis",),
                 **plan.finding_fields(),
-                gaps=lab_gaps(record, wanted) + unavailable_gaps(record, LAB_KEYS) + plan.gaps,
+                gaps=gaps + plan.gaps,
+                variant="calcifediol" if calcifediol else "",
             )
         ]
     if not record.on_dialysis or calcium is None or cc is None or not calcium.high:
@@ -79,7 +119,8 @@ def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs
                 gaps=gaps,
             )
         ]
-    plan = _cinacalcet_plan(RULE_DIALYSIS, record, labs)
+    plan = SubstitutionPlan() if given_only else _cinacalcet_plan(RULE_DIALYSIS, record, labs)
+    # K/DOQI 6.3: reduce or stop *until* calcium is back in target: hold an active order.
     return [
         Finding(
             rule_id=RULE_DIALYSIS,
@@ -89,6 +130,7 @@ def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs
             labs=used + scope_labs,
             reasons=(reason,),
             **plan.finding_fields(),
+            withhold=True,
             gaps=gaps + plan.gaps,
         )
     ]

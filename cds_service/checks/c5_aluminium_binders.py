@@ -9,7 +9,9 @@ silent.
   supply imply; ``order_timing``), or has run past 4 weeks (an active order, statement, or an
   earlier active order of the class, started more than 28 days ago). Substitute: a calcium-free,
   aluminium-free binder (sevelamer recommended, lanthanum), through the eligibility the
-  substitutes declare; when neither may be offered, the suggestion removes the order alone;
+  substitutes declare; when neither may be offered, the suggestion removes the order alone. An
+  antacid (ATC A02A, with magnesium or simethicone, or taken as needed) is not replaced by a
+  binder: the card says to use an aluminium- and magnesium-free antacid or acid suppression;
 * info when no end can be read from the order (no end date, duration or supply): the card says
   which elements were read and that the course should be limited to 4 weeks. Not for doses
   given (administrations): there is no order there to bound;
@@ -18,6 +20,7 @@ silent.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from cds_service.checks.findings import Fact, Finding, LabValue
@@ -25,9 +28,11 @@ from cds_service.checks.labs import LabFacts
 from cds_service.checks.order_timing import OrderSpan, order_span
 from cds_service.checks.rule import OrderRule
 from cds_service.checks.scope import calciphylaxis_conditions, dialysis_evidence, lab_gaps, unavailable_gaps
-from cds_service.checks.substitution import plan_for
+from cds_service.checks.substitution import SubstitutionPlan, plan_for, with_notes
+from cds_service.fhir.reading import as_list
 from cds_service.knowledge import thresholds as T
 from cds_service.patient import sources
+from cds_service.patient import terminology as term
 from cds_service.patient.model import MedicationOrder, OrderUnderReview, PatientRecord
 
 RULE_BEYOND = "C5-aluminium-binder-beyond-4-weeks"
@@ -56,6 +61,37 @@ def _earlier_exposure(record: PatientRecord, review: OrderUnderReview) -> tuple[
         if span.start is not None and (found is None or span.start.when < found[1]):
             found = (med, span.start.when)
     return found
+
+
+# Antacids: the ATC A02A combinations (A02AD aluminium, calcium and magnesium combinations; A02AF
+# with antiflatulents; A02AG, A02AH, A02AX other combinations; A02AB10 aluminium compound
+# combinations; docs/clinical/codes.md) and the words and brands that name one. Aluminium
+# hydroxide alone (A02AB01, the only ATC code it has, used as a phosphate binder as often as an
+# antacid) is told apart by how it is taken: as needed is an antacid, with meals a binder.
+_ANTACID_ATC = ("A02AD", "A02AF", "A02AG", "A02AH", "A02AX", "A02AB10")
+_ANTACID_WORDS = re.compile(
+    r"antacid|magnesium|simethicone|simeticone|maalox|mylanta|gaviscon|gelusil|di-?gene|magaldrate|almagate|hydrotalcite",
+    re.IGNORECASE,
+)
+
+
+def is_antacid(order: MedicationOrder) -> bool:
+    """An aluminium antacid rather than a phosphate binder: coded in ATC A02A, combined with
+    magnesium or simethicone, named as an antacid, or taken as needed."""
+    code = order.matched_code or ""
+    if any(code.startswith(f"{term.ATC}|{prefix}") for prefix in _ANTACID_ATC):
+        return True
+    if any(_ANTACID_WORDS.search(name) for name in (order.drug_name, *order.ingredients)):
+        return True
+    raw = order.raw if isinstance(order.raw, dict) else {}
+    for dosage in as_list(raw.get("dosageInstruction") or raw.get("dosage")):
+        if isinstance(dosage, dict) and (
+            dosage.get("asNeededBoolean") is True
+            or dosage.get("asNeeded") is True
+            or isinstance(dosage.get("asNeededCodeableConcept"), dict)
+        ):
+            return True
+    return False
 
 
 def _span_facts(span: OrderSpan) -> list[Fact]:
@@ -104,7 +140,10 @@ def check_aluminium_binder(record: PatientRecord, review: OrderUnderReview, labs
     shown = tuple(v for v in (labs.phosphate,) if v is not None) + scope_labs
 
     if reasons:
-        plan = plan_for(RULE_BEYOND, record, labs)
+        antacid = is_antacid(order)
+        # An antacid is not replaced by a phosphate binder (clinical review F22): stop it, and
+        # the card says what to use instead.
+        plan = with_notes(SubstitutionPlan(), "antacid_not_a_binder") if antacid else plan_for(RULE_BEYOND, record, labs)
         return [
             Finding(
                 rule_id=RULE_BEYOND,
@@ -118,6 +157,7 @@ def check_aluminium_binder(record: PatientRecord, review: OrderUnderReview, labs
                 gaps=lab_gaps(record, {"phosphate": labs.phosphate})
                 + unavailable_gaps(record, (sources.PHOSPHATE,))
                 + plan.gaps,
+                variant="antacid" if antacid else "",
             )
         ]
     if end is None and order.kind != "administration":

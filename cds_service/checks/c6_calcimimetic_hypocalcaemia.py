@@ -1,21 +1,27 @@
-"""C6: a calcimimetic (cinacalcet, etelcalcetide) while calcium is low (clinical-rules.md; seed 001).
+"""C6: a calcimimetic (cinacalcet, etelcalcetide) while calcium is low (clinical-rules.md; seed 001,
+the cinacalcet and etelcalcetide labels).
 
 Seed 001, on cinacalcet: with calcium below 7.5 mg/dL withhold it until calcium is back to
 8.0 mg/dL, then restart at the next lower dose (30, 60, 90, 120, 180 mg); with calcium between
 7.5 and 8.4 mg/dL raise calcium with calcium-containing binders and/or vitamin D sterols. The
-same source adds that in calciphylaxis hypocalcaemia may be treated case by case rather than
-routinely corrected, and every other source avoids calcium loading in calciphylaxis: a conflict
-the card states. In scope: calciphylaxis, or dialysis / kidney failure; anyone else is silent.
-The calcium is ``calcium_for_rules``: the corrected calcium, else the ionized calcium against
-cut-offs derived from the same numbers (thresholds.py), which the card says.
+etelcalcetide label gives its own rule: stop it below 7.5 mg/dL (or with symptoms), restart 5 mg
+lower once corrected calcium is at or above the lower limit of normal. Both labels: do not start
+or increase the dose below the lower limit of normal (8.4 mg/dL). In calciphylaxis hypocalcaemia
+may be treated case by case rather than routinely corrected, and the other sources avoid calcium
+loading there: a conflict the card states. In scope: calciphylaxis, or dialysis / kidney
+failure; anyone else is silent. The calcium is ``calcium_for_rules``: the corrected calcium,
+else the ionized calcium against cut-offs derived from the same numbers (thresholds.py), which
+the card says.
 
-* below 7.5 mg/dL (recent): withhold. Critical for cinacalcet (the source says withhold);
-  warning for etelcalcetide, to which the rule is extended because it lowers calcium the same
-  way (an extrapolation the card states). The suggestion puts an active order on hold, or
-  removes a draft; the card gives the restart level and, for cinacalcet, the next lower dose
-  when the order's dose can be read;
-* 7.5 to below 8.4 mg/dL (recent): calciphylaxis: warning with the conflict (the usual remedy
-  adds calcium); dialysis without calciphylaxis: info with the source's advice. No suggestion;
+* below 7.5 mg/dL (recent): withhold, critical. The suggestion puts an active order on hold, or
+  removes a draft; the card gives the restart level and dose (cinacalcet: the next lower step,
+  when the order's dose can be read; etelcalcetide: 5 mg lower, by its own label);
+* 7.5 to below 8.4 mg/dL (recent), a new order or a dose increase (a draft, with no active
+  calcimimetic at the same or a higher dose): warning, "do not start or increase now", and the
+  suggestion removes the draft (the labels);
+* 7.5 to below 8.4 mg/dL (recent), a running order (or a draft at the same or a lower dose):
+  calciphylaxis: warning with the conflict (the usual remedy adds calcium); dialysis without
+  calciphylaxis: info with the protocol's advice. No suggestion;
 * only an out-of-date result below 8.4: info asking for a recheck;
 * no calcium result, or calcium from 8.4 up: silent.
 """
@@ -102,6 +108,21 @@ def _dose_facts(order: MedicationOrder) -> tuple[Fact, ...]:
     return (Fact("calcimimetic_dose", {"dose": f"{dose:g}", "field": where, "next_dose": f"{max(lower):g}"}),)
 
 
+def _starts_or_increases(record: PatientRecord, review: OrderUnderReview) -> bool:
+    """A draft that starts a calcimimetic or raises its dose: no active calcimimetic, or one at
+    a lower dose (or a dose that cannot be read on either side: the safe reading)."""
+    if not review.is_draft:
+        return False
+    running = [m for m in record.medications if "calcimimetic" in m.drug_classes and m.kind != "administration"]
+    if not running:
+        return True
+    new = cinacalcet_dose_mg(review.order)
+    if new is None:
+        return True
+    current = [dose for dose in (cinacalcet_dose_mg(m) for m in running) if dose is not None]
+    return not current or new[0] > max(dose for dose, _ in current)
+
+
 def _reason(calcium: CalciumReading, kind: str) -> str:
     return f"{'ionized' if calcium.ionized else 'corrected'}_calcium_{kind}"
 
@@ -117,8 +138,6 @@ def check_calcimimetic(record: PatientRecord, review: OrderUnderReview, labs: La
     notes = list(calcium_notes(calcium))
     if calcium.ionized:
         notes.append("calcimimetic_ionized_cutoffs")
-    if etelcalcetide:
-        notes.append("etelcalcetide_extrapolation")
     scope_labs: tuple[LabValue, ...] = ()
     if record.has_calciphylaxis:
         conditions = calciphylaxis_conditions(record)
@@ -144,24 +163,40 @@ def check_calcimimetic(record: PatientRecord, review: OrderUnderReview, labs: La
             )
         ]
     if calcium.severe_low:
-        # Critical where the source says withhold (cinacalcet); warning where it is extended.
-        hold_indicator: Indicator = "warning" if etelcalcetide else "critical"
+        # Critical: both labels say stop or withhold; each restarts by its own rule.
         return [
             Finding(
                 rule_id=RULE_HOLD,
-                indicator=hold_indicator,
+                indicator="critical",
                 review=review,
                 conditions=conditions,
                 labs=shown,
                 reasons=(_reason(calcium, "below_hold"),),
                 facts=() if etelcalcetide else _dose_facts(review.order),
-                notes=("calcimimetic_restart", *notes),
+                notes=("etelcalcetide_restart" if etelcalcetide else "calcimimetic_restart", *notes),
                 withhold=True,
                 gaps=gaps,
+                variant="etelcalcetide" if etelcalcetide else "",
+            )
+        ]
+    rule_id = RULE_LOW_CALCIPHYLAXIS if record.has_calciphylaxis else RULE_LOW_DIALYSIS
+    if _starts_or_increases(record, review):
+        # The labels: never start or raise a calcimimetic below the lower limit of normal.
+        return [
+            Finding(
+                rule_id=rule_id,
+                indicator="warning",
+                review=review,
+                conditions=conditions,
+                labs=shown,
+                reasons=(_reason(calcium, "low"),),
+                notes=("calcimimetic_no_start", *notes),
+                withhold=True,
+                gaps=gaps,
+                variant="new_order",
             )
         ]
     indicator: Indicator = "warning" if record.has_calciphylaxis else "info"
-    rule_id = RULE_LOW_CALCIPHYLAXIS if record.has_calciphylaxis else RULE_LOW_DIALYSIS
     return [
         Finding(
             rule_id=rule_id,

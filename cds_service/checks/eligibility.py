@@ -1,13 +1,19 @@
 """Who may get a substitute: the states each one declares in ``cards/substitutes.toml``, checked.
 
-A substitute *needs* states (``on_dialysis`` when its dose assumes dialysis, ``on_haemodialysis``
-when it is given during haemodialysis sessions ...) and must *not
-meet* others (``prosthetic_valve``, ``allergy``, ``active_same_class``). Each is checked here
-against the record and the lab facts, and becomes a ``SafetyCheck`` the card lists, met or not:
+A substitute *needs* states (``on_dialysis`` when its dose or indication assumes dialysis,
+``phosphate_control_needed`` for a binder, ``apixaban_reduced_dose`` for the 2.5 mg dose ...) and
+must *not meet* others (``prosthetic_valve``, ``mitral_stenosis``, ``allergy``,
+``active_same_class`` ...). Each is checked here against the record and the lab facts, and becomes
+a ``SafetyCheck`` the card lists as met, not met, or not checked:
 
-* a need that is not met, or cannot be verified (no recent result), withholds the substitute;
-* a state to avoid that holds withholds it; one that cannot be checked because its data is
-  unavailable (no medication or allergy list) does not, but the card says it was not checked.
+* a need that is not met withholds the substitute (its blocked note says why and what to do);
+* a state to avoid that holds withholds it;
+* a need or a state to avoid whose data is unavailable, or was read only in part (a conditions
+  list with an unread page, no recent result) is *not checked*: never shown as met, and the
+  substitute is withheld. A one-click order is only offered when every check it needs was made
+  on complete data;
+* a need can hold and still advise against recommending the substitute (phosphate already at
+  target, PTH above the parathyroidectomy threshold): it is offered, not recommended.
 
 The wording of every check is in ``cards/common.toml`` under ``[safety.<key>]``: a need's key is
 its name, a state to avoid is ``no_<name>`` (``no_active_<class>`` for duplicates).
@@ -19,22 +25,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cds_service.checks.findings import Gap, LabValue, SafetyCheck
-from cds_service.checks.labs import LabFacts, above, calcium_for_rules, is_within
+from cds_service.checks.labs import LabFacts, above, below, calcium_for_rules
 from cds_service.checks.modality import dialysis_modality
 from cds_service.knowledge import thresholds as T
 from cds_service.knowledge.content import CardContent, CardContentError, SubstituteSpec
 from cds_service.patient import sources
-from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.model import AllergyFact, ConditionFact, MedicationOrder, PatientRecord
 
 
 @dataclass(frozen=True)
 class State:
-    """Whether a state holds (None: its data is unavailable) and the data behind the answer."""
+    """Whether a state holds (None: not checked, its data is unavailable or partial), the data
+    behind the answer, and what the card should add."""
 
     holds: bool | None
     detail: str
     gap: Gap | None = None
+    # The need holds, but the substitute should not be marked recommended (e.g. phosphate at target).
+    recommend: bool = True
+    # A note (key of common.toml [notes]) that explains this outcome; shown before the
+    # substitute's own blocked note for the need.
+    note: str | None = None
+    # Why the dose was chosen, for the order itself ("age 84: 80 or older").
+    dose_basis: str = ""
 
 
 def describe_lab(lab: LabValue | None) -> str:
@@ -54,24 +67,50 @@ def _facts(facts: tuple[ConditionFact, ...]) -> str:
     return "; ".join(f"{c.display}, {c.resource_id}" for c in facts)
 
 
+def _fact_line(facts: tuple[ConditionFact, ...]) -> str:
+    return "; ".join(f"{c.display} ({c.resource_id})" for c in facts)
+
+
+def _partial(record: PatientRecord, key: str) -> Gap | None:
+    """The gap when a prefetch key's data is unavailable or was read only in part."""
+    if key in record.unavailable:
+        return Gap("prefetch_unavailable", {"key": key, "why": record.unavailable[key]})
+    if key in record.incomplete:
+        return Gap("prefetch_incomplete", {"key": key, "why": record.incomplete[key]})
+    return None
+
+
+def _not_checked(gap: Gap) -> State:
+    why = gap.params.get("why", "")
+    what = "not available" if gap.key == "prefetch_unavailable" else "only partly read"
+    return State(None, f"{gap.params.get('key')}: {what} ({why})", gap)
+
+
+def _recent(lab: LabValue | None) -> LabValue | None:
+    return lab if lab is not None and not lab.stale else None
+
+
 # --- needs -------------------------------------------------------------------------------------
 
 
 def _on_dialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+    """Dialysis shown (a dialysis entry or procedure, ESRD, CKD 5D): kidney failure alone, CKD 5
+    or an eGFR below 15 is not enough for a dose or an indication that needs dialysis."""
     transplant = record.functioning_transplant
     if transplant is not None:
-        egfr = describe_lab(labs.egfr)
-        return State(False, f"kidney transplant {transplant.resource_id} with eGFR {egfr}")
-    evidence = record.conditions_of("dialysis") + record.conditions_of("kidney_failure")
-    if evidence:
-        return State(True, _facts(evidence))
+        return State(False, f"kidney transplant {transplant.resource_id} with eGFR {describe_lab(labs.egfr)}")
+    confirmed = record.dialysis_confirmed
+    if confirmed:
+        return State(True, _facts(confirmed))
+    gap = _partial(record, sources.CONDITIONS)
+    if gap is not None:
+        return _not_checked(gap)
+    failure = record.conditions_of("kidney_failure")
+    if failure:
+        return State(False, f"kidney failure without dialysis recorded: {_facts(failure)}", note="dialysis_not_confirmed")
     if record.on_dialysis:
-        return State(True, f"eGFR {describe_lab(labs.egfr)}")
+        return State(False, f"eGFR {describe_lab(labs.egfr)}, no dialysis recorded", note="dialysis_not_confirmed")
     return State(False, f"eGFR {describe_lab(labs.egfr)}" if labs.egfr else "none recorded")
-
-
-def _fact_line(facts: tuple[ConditionFact, ...]) -> str:
-    return "; ".join(f"{c.display} ({c.resource_id})" for c in facts)
 
 
 def _on_haemodialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
@@ -80,8 +119,11 @@ def _on_haemodialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpe
     found = dialysis_modality(record)
     if found.modality == "haemodialysis":
         return State(True, _fact_line(found.haemodialysis))
+    gap = _partial(record, sources.CONDITIONS)
     if found.modality == "peritoneal":
         return State(False, f"peritoneal dialysis recorded: {_fact_line(found.peritoneal)}")
+    if gap is not None:
+        return _not_checked(gap)
     if found.modality == "none":
         return State(False, "not on dialysis or in kidney failure")
     if found.haemodialysis and found.peritoneal:
@@ -91,47 +133,125 @@ def _on_haemodialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpe
 
 
 def _phosphate_control_needed(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
-    dialysis = _on_dialysis(record, labs, spec)
-    if dialysis.holds:
-        return dialysis
-    phosphate = labs.phosphate
-    target = ANALYTES["phosphate"].target
-    high = target[1] if target else None
-    if phosphate is not None and not phosphate.stale and high is not None and above(phosphate, high):
-        return State(True, f"phosphate {describe_lab(phosphate)}")
-    return State(False, f"{dialysis.detail}; phosphate {describe_lab(phosphate)}")
+    """A binder only with a recent phosphate: above target, recommended; within it, offered but
+    not recommended on dialysis or in kidney failure (elsewhere a calcium salt at a normal
+    phosphate is a supplement: none); below it, none (no aggressive lowering without
+    hyperphosphataemia)."""
+    low, high = T.PHOSPHATE_TARGET
+    phosphate = _recent(labs.phosphate)
+    if phosphate is None:
+        return State(None, f"phosphate {describe_lab(labs.phosphate)}", note="binder_phosphate_unknown")
+    if above(phosphate, high):
+        return State(True, f"phosphate {describe_lab(phosphate)}, above {high:g} mg/dL")
+    if below(phosphate, low):
+        return State(False, f"phosphate {describe_lab(phosphate)}, below {low:g} mg/dL", note="binder_low_phosphate")
+    at_target = f"phosphate {describe_lab(phosphate)}, within {low:g}-{high:g} mg/dL"
+    if not record.on_dialysis:
+        # Outside kidney failure a calcium salt at a normal phosphate is a supplement, not a binder.
+        return State(False, f"{at_target}, not on dialysis", note="binder_not_indicated")
+    return State(True, at_target, recommend=False, note="phosphate_at_target")
+
+
+def _sevelamer_start(high: bool) -> StateCheck:
+    """The sevelamer label's starting dose by phosphate: 1600 mg three times daily from 7.5 mg/dL,
+    800 mg below. Without a recent phosphate no binder is offered at all (phosphate_control_needed
+    says why), so neither dose is listed."""
+
+    def check(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+        phosphate = _recent(labs.phosphate)
+        if phosphate is None:
+            return State(False, "")
+        at_high = not below(phosphate, T.SEVELAMER_HIGH_START_PHOSPHATE)
+        basis = f"phosphate {describe_lab(phosphate)}"
+        return State(at_high == high, basis, dose_basis=basis if at_high == high else "")
+
+    return check
 
 
 def _af_recorded(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
     af = record.conditions_of("atrial_fibrillation")
-    return State(bool(af), _facts(af))
+    if af:
+        return State(True, _facts(af))
+    gap = _partial(record, sources.CONDITIONS)
+    return _not_checked(gap) if gap is not None else State(False, "")
 
 
-def _pth_in_cinacalcet_range(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
-    pth = labs.latest_pth
-    ok = pth is not None and not pth.stale and is_within(pth, *T.PTH_CINACALCET_RANGE)
-    return State(ok, describe_lab(pth))
+def _pth_above_target(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+    """A PTH-lowering drug only for a recent PTH above target; above the parathyroidectomy
+    threshold it is still offered, not recommended (the referral note says why)."""
+    pth = _recent(labs.latest_pth)
+    if pth is None:
+        return State(None, describe_lab(labs.latest_pth))
+    if not above(pth, T.PTH_CINACALCET_ABOVE):
+        note = "pth_at_target" if not below(pth, T.PTH_TARGET[0]) else "pth_below_target"
+        return State(False, describe_lab(pth), note=note)
+    return State(True, describe_lab(pth), recommend=not above(pth, T.PTH_PARATHYROIDECTOMY_001_004))
 
 
 def _corrected_calcium_not_low(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
     calcium = calcium_for_rules(labs)
-    if calcium is None:
-        return State(False, "no result")
-    ok = not calcium.value.stale and not calcium.low
-    return State(ok, calcium.describe())
+    if calcium is None or calcium.value.stale:
+        return State(None, calcium.describe() if calcium is not None else "no result")
+    return State(not calcium.low, calcium.describe())
+
+
+def _body_weight(record: PatientRecord, labs: LabFacts) -> LabValue | None:
+    weight = labs.body_weight
+    if weight is None or weight.effective is None:
+        return None
+    return weight if (record.now - weight.effective).days <= T.BODY_WEIGHT_MAX_AGE_DAYS else None
+
+
+def _apixaban_criteria(record: PatientRecord, labs: LabFacts) -> tuple[bool | None, str]:
+    """Whether the US label's reduced dose applies on dialysis (age 80 or more, or weight 60 kg
+    or less): True, False, or None when the data to decide is missing; and the data used."""
+    age = record.age_years()
+    weight = _body_weight(record, labs)
+    parts = [f"age {age}" if age is not None else "age not recorded"]
+    parts.append(f"weight {describe_lab(weight)}" if weight is not None else "no recent body weight")
+    detail = ", ".join(parts)
+    if age is not None and age >= T.APIXABAN_REDUCED_DOSE_AGE:
+        return True, f"age {age}: {T.APIXABAN_REDUCED_DOSE_AGE} or older"
+    if weight is not None and not above(weight, T.APIXABAN_REDUCED_DOSE_WEIGHT_KG):
+        return True, f"weight {describe_lab(weight)}: {T.APIXABAN_REDUCED_DOSE_WEIGHT_KG:g} kg or less"
+    if age is not None and weight is not None:
+        return False, f"{detail}: under {T.APIXABAN_REDUCED_DOSE_AGE} and over {T.APIXABAN_REDUCED_DOSE_WEIGHT_KG:g} kg"
+    return None, detail
+
+
+def _apixaban_standard_dose(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+    if not record.dialysis_confirmed:
+        return State(False, "")  # the label's doses on dialysis: on_dialysis says why not
+    reduced, detail = _apixaban_criteria(record, labs)
+    if reduced is None:
+        return State(None, detail, note="apixaban_dose_undetermined")
+    return State(not reduced, detail, dose_basis=detail if not reduced else "")
+
+
+def _apixaban_reduced_dose(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+    if not record.dialysis_confirmed:
+        return State(False, "")
+    reduced, detail = _apixaban_criteria(record, labs)
+    if reduced is None:
+        return State(None, detail, note="apixaban_dose_undetermined")
+    return State(reduced, detail, dose_basis=detail if reduced else "")
 
 
 # --- states to avoid ---------------------------------------------------------------------------
 
 
-def _prosthetic_valve(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
-    valves = record.conditions_of("prosthetic_valve")
-    if valves:
-        return State(True, _facts(valves))
-    if sources.CONDITIONS in record.unavailable:
-        why = record.unavailable[sources.CONDITIONS]
-        return State(None, "", Gap("prefetch_unavailable", {"key": sources.CONDITIONS, "why": why}))
-    return State(False, "")
+def _condition_state(kind: str) -> StateCheck:
+    """A recorded condition of ``kind`` rules the substitute out; a conditions list that could
+    not be read whole leaves it not checked."""
+
+    def check(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+        found = record.conditions_of(kind)
+        if found:
+            return State(True, _facts(found))
+        gap = _partial(record, sources.CONDITIONS)
+        return _not_checked(gap) if gap is not None else State(False, "")
+
+    return check
 
 
 def allergy_touches(allergy: AllergyFact, spec: SubstituteSpec) -> bool:
@@ -147,18 +267,18 @@ def _allergy(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> Sta
     touching = [a for a in record.allergies if allergy_touches(a, spec)]
     if touching:
         return State(True, "; ".join(f"{a.display}, {a.resource_id}" for a in touching))
-    if sources.ALLERGIES in record.unavailable:
-        why = record.unavailable[sources.ALLERGIES]
-        return State(None, spec.ingredient, Gap("prefetch_unavailable", {"key": sources.ALLERGIES, "why": why}))
-    return State(False, spec.ingredient)
+    gap = _partial(record, sources.ALLERGIES)
+    return _not_checked(gap) if gap is not None else State(False, spec.ingredient)
 
 
 def _active_same_class(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
-    if sources.MEDICATIONS in record.unavailable:
-        why = record.unavailable[sources.MEDICATIONS]
-        return State(None, "", Gap("prefetch_unavailable", {"key": sources.MEDICATIONS, "why": why}))
-    active = tuple(m for m in record.medications if spec.drug_class in m.drug_classes)
-    return State(bool(active), "; ".join(describe_order(m) for m in active))
+    """An active order, home-list entry or recent dose of the class, or a draft of this call."""
+    active = [describe_order(m) for m in record.medications if spec.drug_class in m.drug_classes]
+    drafted = [f"{describe_order(m)}, drafted now" for m in record.drafts if spec.drug_class in m.drug_classes]
+    if active or drafted:
+        return State(True, "; ".join(active + drafted), note="substitute_already_drafted" if drafted else None)
+    gap = _partial(record, sources.MEDICATIONS)
+    return _not_checked(gap) if gap is not None else State(False, "")
 
 
 StateCheck = Callable[[PatientRecord, LabFacts, SubstituteSpec], State]
@@ -168,11 +288,29 @@ NEEDS: dict[str, StateCheck] = {
     "on_haemodialysis": _on_haemodialysis,
     "phosphate_control_needed": _phosphate_control_needed,
     "af_recorded": _af_recorded,
-    "pth_in_cinacalcet_range": _pth_in_cinacalcet_range,
+    "pth_above_target": _pth_above_target,
     "corrected_calcium_not_low": _corrected_calcium_not_low,
+    "apixaban_standard_dose": _apixaban_standard_dose,
+    "apixaban_reduced_dose": _apixaban_reduced_dose,
+    "phosphate_below_sevelamer_high_start": _sevelamer_start(high=False),
+    "phosphate_at_sevelamer_high_start": _sevelamer_start(high=True),
 }
+# Notes the states above can ask for (start-up checks each has wording in common.toml).
+STATE_NOTES = (
+    "dialysis_not_confirmed",
+    "binder_phosphate_unknown",
+    "binder_low_phosphate",
+    "phosphate_at_target",
+    "pth_at_target",
+    "pth_below_target",
+    "apixaban_dose_undetermined",
+    "substitute_already_drafted",
+)
 NOT_WITH: dict[str, StateCheck] = {
-    "prosthetic_valve": _prosthetic_valve,
+    "prosthetic_valve": _condition_state("prosthetic_valve"),
+    "mitral_stenosis": _condition_state("mitral_stenosis"),
+    "antiphospholipid_syndrome": _condition_state("antiphospholipid_syndrome"),
+    "bowel_obstruction": _condition_state("bowel_obstruction"),
     "allergy": _allergy,
     "active_same_class": _active_same_class,
 }
@@ -189,9 +327,11 @@ class Eligibility:
     key: str
     offered: bool
     checks: tuple[SafetyCheck, ...]
-    notes: tuple[str, ...]  # notes for needs that were not met (blocked_notes)
+    notes: tuple[str, ...]  # notes for needs that were not met (blocked_notes) and outcomes
     gaps: tuple[Gap, ...]  # states that could not be checked
-    unmet_needs: tuple[str, ...]
+    unmet_needs: tuple[str, ...]  # needs not met or not checked
+    recommendable: bool = True  # offered, and nothing advises against recommending it
+    dose_basis: str = ""  # what chose the dose, when a need chose it
 
 
 def evaluate(spec: SubstituteSpec, record: PatientRecord, labs: LabFacts) -> Eligibility:
@@ -199,24 +339,40 @@ def evaluate(spec: SubstituteSpec, record: PatientRecord, labs: LabFacts) -> Eli
     notes: list[str] = []
     gaps: list[Gap] = []
     unmet: list[str] = []
-    for need in spec.needs:
+    recommendable = True
+    basis = ""
+    for need in spec.needs + spec.dose_needs:
         state = NEEDS[need](record, labs, spec)
-        met = bool(state.holds)
-        checks.append(SafetyCheck(need, met, state.detail))
-        if not met:
-            unmet.append(need)
-            if need in spec.blocked_notes:
-                notes.append(spec.blocked_notes[need])
+        if state.holds is False and need in spec.dose_needs:
+            unmet.append(need)  # the other dose of the same drug is the one that fits
+            continue
+        checks.append(SafetyCheck(need, state.holds, state.detail))
+        if state.gap is not None:
+            gaps.append(state.gap)
+        recommendable = recommendable and state.recommend
+        basis = basis or state.dose_basis
+        if state.holds:
+            if state.note:
+                notes.append(state.note)
+            continue
+        unmet.append(need)
+        # What the state says of itself (phosphate low, dialysis not shown), then what the
+        # substitute says when this need blocks it (start by hand at the label's dose ...).
+        notes += [n for n in (state.note, spec.blocked_notes.get(need)) if n]
     avoided = True
     for name in spec.not_with:
         state = NOT_WITH[name](record, labs, spec)
         if state.gap is not None:
             gaps.append(state.gap)
-        if state.holds is None:
-            continue  # not checked: said as a gap, not held against the substitute
-        checks.append(SafetyCheck(_avoid_key(name, spec), not state.holds, state.detail))
-        avoided = avoided and not state.holds
-    return Eligibility(spec.key, not unmet and avoided, tuple(checks), tuple(notes), tuple(gaps), tuple(unmet))
+        if state.note and state.holds:
+            notes.append(state.note)
+        checks.append(SafetyCheck(_avoid_key(name, spec), None if state.holds is None else not state.holds, state.detail))
+        # Not checked (None) withholds the substitute as surely as a state that holds.
+        avoided = avoided and state.holds is False
+    offered = not unmet and avoided
+    return Eligibility(
+        spec.key, offered, tuple(checks), tuple(notes), tuple(gaps), tuple(unmet), offered and recommendable, basis
+    )
 
 
 def validate(c: CardContent) -> None:
@@ -228,9 +384,12 @@ def validate(c: CardContent) -> None:
         problems += [
             f"substitutes.{key} lists unknown state to avoid {n!r}" for n in spec.not_with if n not in NOT_WITH
         ]
-        wording = [n for n in spec.needs if n in NEEDS] + [_avoid_key(n, spec) for n in spec.not_with if n in NOT_WITH]
+        problems += [f"substitutes.{key} needs unknown dose state {n!r}" for n in spec.dose_needs if n not in NEEDS]
+        needs = [n for n in spec.needs + spec.dose_needs if n in NEEDS]
+        wording = needs + [_avoid_key(n, spec) for n in spec.not_with if n in NOT_WITH]
         problems += [f"substitutes.{key}: no [safety.{w}] wording in common.toml" for w in wording if w not in c.safety]
         if not spec.drug_class or not spec.ingredient:
             problems.append(f"substitutes.{key} must declare its class and ingredient")
+    problems += [f"eligibility note {n!r} has no [notes.{n}] in common.toml" for n in STATE_NOTES if n not in c.notes]
     if problems:
         raise CardContentError("substitute eligibility problems:\n  " + "\n  ".join(problems))

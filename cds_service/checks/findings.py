@@ -38,8 +38,10 @@ class LabValue:
 class SafetyCheck:
     """One thing verified before a substitute was offered (or the reason it was withheld)."""
 
-    key: str  # e.g. "no_prosthetic_valve", "pth_in_cinacalcet_range"; worded in cards/common.toml
-    passed: bool
+    key: str  # e.g. "no_prosthetic_valve", "pth_above_target"; worded in cards/common.toml
+    # True: met; False: not met; None: not checked (its data unavailable, partial or not recent),
+    # which withholds the substitute like a check that failed, and is never shown as met.
+    passed: bool | None
     detail: str = ""  # the data behind the result, e.g. "PTH 320 pg/mL on 2026-11-02"
 
 
@@ -66,6 +68,9 @@ class Substitution:
 
     key: str
     recommended: bool = False
+    dose_basis: str = ""  # what chose the dose ("age 84: 80 or older"), written into the order
+    # The Condition resources the order names as its reason (reasonReference), about this patient.
+    indications: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,9 @@ class Finding:
     gaps: tuple[Gap, ...] = ()
     # Order hooks: an earlier override of this card, for this patient and drug, still holds.
     earlier_override: Snooze | None = None
+    # The branch of the rule this finding is (cards/rules: [rules."<id>".variants.<name>]), when
+    # it reads differently from the rule's main text: "" for the main text.
+    variant: str = ""
 
     @property
     def order(self) -> MedicationOrder | None:

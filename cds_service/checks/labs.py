@@ -140,6 +140,7 @@ class LabFacts:
     albumin: LabValue | None
     crp: LabValue | None  # with .previous: the result before it (the trend)
     egfr: LabValue | None
+    body_weight: LabValue | None = None  # chooses the apixaban dose (with the age)
 
     @property
     def latest_pth(self) -> LabValue | None:
@@ -203,6 +204,7 @@ def lab_facts(record: PatientRecord) -> LabFacts:
         albumin=latest("albumin"),
         crp=_with_previous(record, "crp"),
         egfr=latest("egfr"),
+        body_weight=latest("body_weight"),
     )
 
 

@@ -1,9 +1,12 @@
 """M1: on patient-view, one info card summarising mineral status for a calciphylaxis patient.
 
-Latest corrected calcium, phosphate, Ca x P and PTH against their targets (the analyte table),
-CRP with its trend (seeds 001, 004: the most helpful test to follow; no interval given, so it is
-"overdue" only when there is none), which monitoring is overdue or missing, and whether sodium
-thiosulfate is taken (an order, the home list or a dose given lately).
+Latest corrected calcium, phosphate, Ca x P and PTH against their targets (the analyte table;
+the phosphate, PTH and Ca x P targets are those of stage 5 CKD and dialysis, so for a patient
+neither on dialysis nor in kidney failure they are shown but not applied, and the card says to
+use the laboratory's reference ranges), CRP with its trend (seeds 001, 004: the most helpful test
+to follow, which seed 003 disputes, a conflict the card states; no interval given, so a missing
+CRP is "not measured", never "overdue"), which monitoring is overdue or missing, and whether
+sodium thiosulfate is taken (an order, the home list or a dose given lately).
 
 Without sodium thiosulfate, the card offers it as a one-click order to create, with the
 conflicting evidence (info only: a meta-analysis found no benefit, seed 004): the MGH regimen
@@ -52,9 +55,15 @@ def out_of_range(labs: tuple[LabValue, ...]) -> tuple[tuple[str, str], ...]:
     return tuple((analyte, where) for analyte, where in positions if where != "in_range")
 
 
+# Targets that are those of stage 5 CKD and dialysis (K/DOQI via seed 000): not applied to a
+# patient who is neither on dialysis nor in kidney failure (non-uraemic calciphylaxis).
+DIALYSIS_TARGETS = frozenset({"phosphate", "pth", "ca_x_p"})
+
+
 def mineral_status(record: PatientRecord, labs: LabFacts) -> list[Finding]:
     if not record.has_calciphylaxis:
         return []
+    kidney_failure = record.on_dialysis
     # The corrected calcium, or the ionized calcium when there is no total calcium.
     calcium = calcium_for_rules(labs)
     cc, pth = (calcium.value if calcium is not None else None), labs.latest_pth
@@ -68,7 +77,11 @@ def mineral_status(record: PatientRecord, labs: LabFacts) -> list[Finding]:
     phosphate = labs.phosphate
     if record.on_dialysis and phosphate is not None and not phosphate.stale and position(phosphate) == "high":
         notes.append("phosphate_above_target_dialysis")  # where intensified dialysis is argued
-    notes += calcium_notes(calcium) + pth_notes(pth)
+    notes += calcium_notes(calcium)
+    if kidney_failure:
+        notes += pth_notes(pth)
+    else:
+        notes.append("not_on_dialysis_targets")
     checked: tuple[str, ...] = (
         sources.CALCIUM,
         sources.ALBUMIN,
@@ -90,6 +103,8 @@ def mineral_status(record: PatientRecord, labs: LabFacts) -> list[Finding]:
         record, calcium_wanted(cc) | {"phosphate": labs.phosphate, "pth": pth, "crp": labs.crp}
     ) + unavailable_gaps(record, checked)
     flagged = out_of_range(shown)
+    if not kidney_failure:
+        flagged = tuple((analyte, where) for analyte, where in flagged if analyte not in DIALYSIS_TARGETS)
     return [
         Finding(
             rule_id=RULE_ID,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from cds_service.checks.findings import Gap, LabValue
-from cds_service.checks.labs import LabFacts, below
+from cds_service.checks.labs import LabFacts, below, calcium_for_rules
+from cds_service.knowledge import thresholds as T
 from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.model import KIDNEY_FAILURE_EGFR, ConditionFact, PatientRecord
 
@@ -66,3 +69,27 @@ def calcium_wanted(calcium: LabValue | None) -> dict[str, LabValue | None]:
     if calcium is not None and calcium.analyte == "ionized_calcium":
         return {}
     return {"corrected_calcium": calcium}
+
+
+def recent_parathyroidectomy(record: PatientRecord) -> tuple[ConditionFact, ...]:
+    """Parathyroidectomy entries (a Procedure, a history entry, hungry bone syndrome) from the
+    last ``PARATHYROIDECTOMY_RECENT_DAYS``, or undated (the safe reading: it may be recent)."""
+    limit = timedelta(days=T.PARATHYROIDECTOMY_RECENT_DAYS)
+    return tuple(
+        fact
+        for fact in record.conditions_of("parathyroidectomy")
+        if fact.recorded is None or record.now - fact.recorded <= limit
+    )
+
+
+def hypocalcaemia_guard(record: PatientRecord, labs: LabFacts) -> tuple[ConditionFact, ...] | None:
+    """Why stopping a calcium source or active vitamin D in one click could harm now: a recent
+    calcium below the lower limit of normal (``()``), or a recent parathyroidectomy (its entries);
+    ``None`` when neither holds (clinical review F08: hungry bone after parathyroidectomy)."""
+    surgery = recent_parathyroidectomy(record)
+    if surgery:
+        return surgery
+    calcium = calcium_for_rules(labs)
+    if calcium is not None and calcium.low and not calcium.value.stale:
+        return ()
+    return None

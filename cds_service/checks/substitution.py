@@ -44,7 +44,7 @@ class SubstitutionPlan:
             and all(
                 r.unmet_needs
                 and set(r.unmet_needs) <= set(needs)
-                and all(c.passed for c in r.checks if c.key not in r.unmet_needs)
+                and all(c.passed is True for c in r.checks if c.key not in r.unmet_needs)
                 for r in self.results
             )
         )
@@ -59,17 +59,30 @@ def _unique(items: list[Any]) -> tuple[Any, ...]:
     return tuple(kept)
 
 
+def _indications(kinds: tuple[str, ...], record: PatientRecord) -> tuple[str, ...]:
+    """The Condition resources (never Procedures) of the given kinds: the order's reason."""
+    ids = [fact.resource_id for kind in kinds for fact in record.conditions_of(kind)]
+    return tuple(dict.fromkeys(i for i in ids if i.startswith("Condition/")))
+
+
 def plan_for(rule_id: str, record: PatientRecord, labs: LabFacts) -> SubstitutionPlan:
     """Check every substitute the rule lists; offer those the patient can take."""
     c = content()
     listed = c.rule(rule_id).substitutes
     results = tuple(evaluate(c.substitutes[key], record, labs) for key, _ in listed)
-    offered_keys = [key for (key, _), result in zip(listed, results, strict=True) if result.offered]
+    offered_results = [result for result in results if result.offered]
     # The rule's preference holds among what can be offered: when its recommended substitute is
-    # withheld (an allergy, say), the first one still offered is recommended instead.
+    # withheld (an allergy, say), the first one still offered is recommended instead, unless a
+    # check advises against recommending it (phosphate already at target, PTH above 500).
     recommends = any(recommended for _, recommended in listed)
     offered = tuple(
-        Substitution(key=key, recommended=recommends and index == 0) for index, key in enumerate(offered_keys)
+        Substitution(
+            key=result.key,
+            recommended=recommends and index == 0 and result.recommendable,
+            dose_basis=result.dose_basis,
+            indications=_indications(c.substitutes[result.key].indication, record),
+        )
+        for index, result in enumerate(offered_results)
     )
     return SubstitutionPlan(
         substitutions=offered,

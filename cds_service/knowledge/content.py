@@ -46,6 +46,7 @@ ENGINE_FIELDS = frozenset(
         "field",
         "dose",
         "next_dose",
+        "calcium",
     }
 )
 ALLOWED_FIELDS = ENGINE_FIELDS | frozenset(TEMPLATE_VALUES)
@@ -85,9 +86,22 @@ class SubstituteSpec:
     drug_class: str = ""
     ingredient: str = ""
     needs: tuple[str, ...] = ()
+    # Needs that choose between doses of one drug (sevelamer 800 / 1600 mg, apixaban 5 / 2.5 mg):
+    # one not met is not listed on the card, since a sibling entry meets it.
+    dose_needs: tuple[str, ...] = ()
     not_with: tuple[str, ...] = ()
     # A note (key of [notes]) the card shows when a given need is not met.
     blocked_notes: Mapping[str, str] = field(default_factory=dict)
+    # Condition kinds whose Condition resources the order names as its reason (reasonReference).
+    indication: tuple[str, ...] = ()
+    route_code: str = ""  # SNOMED CT route
+    # Infusion time (Timing.repeat.duration / durationMax / durationUnit) and course length
+    # (Timing.repeat.boundsDuration), when the label or regimen gives them.
+    duration: float | None = None
+    duration_max: float | None = None
+    duration_unit: str = ""
+    bounds_value: float | None = None
+    bounds_unit: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,9 +116,29 @@ class RuleContent:
     substitutes: tuple[tuple[str, bool], ...]  # (substitute key, recommended)
     override_reasons: tuple[str, ...]
     extra: Mapping[str, str] = field(default_factory=dict)  # rule-specific texts (status_*)
+    # Branches of the rule that read differently (``[rules."<id>".variants.<name>]``): any of
+    # summary, rule, why, stop_label, hold_reason, and extra conflicts / evidence. A finding names
+    # its branch (``Finding.variant``); the rule id, and so the feedback counts, stay the same.
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # How the card lays out its data: "order" (the order, conditions and labs used) or
     # "results-table" (chart reviews: labs against targets, a status phrase in the summary).
     layout: str = "order"
+
+
+def rule_text(rule: RuleContent, name: str, variant: str = "") -> str:
+    """A rule's text (summary, rule, why ...) as its branch ``variant`` words it."""
+    body = rule.variants.get(variant, {}) if variant else {}
+    text = body.get(name)
+    if isinstance(text, str):
+        return text
+    return str(getattr(rule, name, None) or rule.extra.get(name, ""))
+
+
+def rule_list(rule: RuleContent, name: str, variant: str = "") -> tuple[str, ...]:
+    """A rule's conflicts or evidence, with what its branch ``variant`` adds."""
+    base: tuple[str, ...] = getattr(rule, name)
+    body = rule.variants.get(variant, {}) if variant else {}
+    return tuple(dict.fromkeys(base + tuple(body.get(name, ()))))
 
 
 @dataclass(frozen=True)
@@ -130,6 +164,8 @@ class CardContent:
     override_codes: Mapping[str, str]
     # Override reason code -> days a card of the same rule and drug is not repeated on patient-view.
     snooze_days: Mapping[str, int]
+    # Indicator -> the longest snooze a card of that indicator offers (critical: 1 month).
+    max_snooze_days: Mapping[str, int]
     labels: Mapping[str, Mapping[str, str]]
     headings: Mapping[str, str]
     text: Mapping[str, str]
@@ -210,6 +246,7 @@ def content() -> CardContent:
         override_system=common["override_reasons"]["system"],
         override_codes=dict(common["override_reasons"]["codes"]),
         snooze_days=dict(common["override_reasons"].get("snooze_days", {})),
+        max_snooze_days=dict(common["override_reasons"].get("max_snooze_days", {})),
         labels={k: dict(v) for k, v in common["labels"].items()},
         headings=dict(common["headings"]),
         text=dict(common["text"]),
@@ -255,15 +292,38 @@ def _substitute(key: str, v: dict[str, Any]) -> SubstituteSpec:
             drug_class=v["class"],
             ingredient=v["ingredient"],
             needs=tuple(v.get("needs", ())),
+            dose_needs=tuple(v.get("dose_needs", ())),
             not_with=tuple(v.get("not_with", ())),
             blocked_notes=dict(v.get("blocked_notes", {})),
+            indication=tuple(v.get("indication", ())),
+            route_code=str(v.get("route_code", "")),
+            duration=v.get("duration"),
+            duration_max=v.get("duration_max"),
+            duration_unit=str(v.get("duration_unit", "")),
+            bounds_value=v.get("bounds_value"),
+            bounds_unit=str(v.get("bounds_unit", "")),
         )
     except KeyError as exc:
         raise CardContentError(f"substitute {key!r} lacks {exc}") from None
 
 
+VARIANT_TEXTS = ("summary", "rule", "why", "stop_label", "hold_reason")
+VARIANT_LISTS = ("conflicts", "evidence")
+
+
 def _rule(rule_id: str, v: dict[str, Any]) -> RuleContent:
-    known = {"topic", "summary", "rule", "why", "evidence", "conflicts", "substitutes", "override_reasons", "layout"}
+    known = {
+        "topic",
+        "summary",
+        "rule",
+        "why",
+        "evidence",
+        "conflicts",
+        "substitutes",
+        "override_reasons",
+        "layout",
+        "variants",
+    }
     try:
         return RuleContent(
             rule_id=rule_id,
@@ -277,6 +337,7 @@ def _rule(rule_id: str, v: dict[str, Any]) -> RuleContent:
             override_reasons=tuple(v.get("override_reasons", ())),
             extra={k: val for k, val in v.items() if k not in known},
             layout=v.get("layout", "order"),
+            variants={name: dict(body) for name, body in v.get("variants", {}).items()},
         )
     except KeyError as exc:
         raise CardContentError(f"rule {rule_id!r} lacks {exc}") from None
@@ -302,6 +363,10 @@ def _templates(c: CardContent) -> Iterator[tuple[str, str]]:
             yield f"rules.{rule_id}.{name}", getattr(rule, name)
         for name, text in rule.extra.items():
             yield f"rules.{rule_id}.{name}", text
+        for variant, body in rule.variants.items():
+            for name in VARIANT_TEXTS:
+                if name in body:
+                    yield f"rules.{rule_id}.variants.{variant}.{name}", body[name]
 
 
 def _check(c: CardContent) -> None:
@@ -357,6 +422,20 @@ def _check(c: CardContent) -> None:
         problems += [
             f"{rule_id}: unknown override reason {k!r}" for k in rule.override_reasons if k not in c.override_codes
         ]
+        for variant, body in rule.variants.items():
+            unknown = set(body) - set(VARIANT_TEXTS) - set(VARIANT_LISTS)
+            if unknown:
+                problems.append(f"{rule_id}: variant {variant!r} has unknown fields {sorted(unknown)}")
+            problems += [
+                f"{rule_id}: variant {variant!r} cites unknown conflict {k!r}"
+                for k in body.get("conflicts", ())
+                if k not in c.conflicts
+            ]
+            problems += [
+                f"{rule_id}: variant {variant!r} cites unknown reference {r!r}"
+                for r in body.get("evidence", ())
+                if r not in c.references
+            ]
         if sum(1 for _, rec in rule.substitutes if rec) > 1:
             problems.append(f"{rule_id}: at most one substitute may be recommended")
     if problems:

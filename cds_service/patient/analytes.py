@@ -153,6 +153,19 @@ ANALYTES: dict[str, Analyte] = {
             plausible=(0.0, 300.0),
             source=sources.EGFR,
         ),
+        # Body weight (kg): chooses the apixaban dose (US label: 2.5 mg at 60 kg or less on
+        # dialysis). 29463-7 "Body weight" and 3141-9 "Body weight Measured" (terminology and
+        # sources in research notes of docs/clinical/codes.md). Dialysis patients' weight moves
+        # with fluid, so a weight older than 3 months does not choose a dose.
+        Analyte(
+            "body_weight",
+            "kg",
+            1,
+            frozenset({"29463-7", "3141-9"}),
+            plausible=(2.0, 400.0),
+            stale_after=_QUARTERLY,
+            source=sources.WEIGHT,
+        ),
         # Computed from a corrected calcium and a phosphate drawn together; never read from a code.
         Analyte("ca_x_p", "mg2/dL2", 0, target=(None, 55.0), target_high_exclusive=True),
     )

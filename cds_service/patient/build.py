@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Final, NamedTuple
 
 from cds_service.fhir.reading import (
@@ -21,7 +21,7 @@ from cds_service.fhir.reading import (
     resource_key,
     status_code,
 )
-from cds_service.patient import units
+from cds_service.patient import sources, units
 from cds_service.patient.analytes import LOINC_TO_ANALYTE
 from cds_service.patient.classify import (
     classify_allergy,
@@ -446,6 +446,7 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
 
     return PatientRecord(
         patient_id=patient_id,
+        birth_date=_birth_date(data.get(sources.PATIENT), patient_id),
         now=now,
         conditions=tuple(conditions),
         medications=tuple(medications),
@@ -456,6 +457,22 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
         allergies=chart.allergies,
         medication_catalog=catalog.as_mapping(),
     )
+
+
+def _birth_date(resource: Any, patient_id: str) -> date | None:
+    """Patient.birthDate of this patient's record (a full date; a year or month alone is not
+    precise enough to tell an age threshold)."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
+        return None
+    if not patient_id or resource.get("id") != patient_id:
+        return None
+    value = resource.get("birthDate")
+    if not isinstance(value, str) or len(value) != 10:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 _ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder", "MedicationStatement", "MedicationAdministration"})
@@ -499,6 +516,30 @@ def _selected_ids(selections: Any) -> tuple[set[str], set[str]]:
     return typed, bare
 
 
+def _drafts(context: dict[str, Any], record: PatientRecord) -> list[tuple[dict[str, Any], MedicationOrder]]:
+    """Every medication draft of ``context.draftOrders`` about this patient that is not closed,
+    with its classified order (drafts naming no medication, and malformed entries, skipped)."""
+    drafts = list(iter_resources(context.get("draftOrders")))
+    index = ResourceIndex()
+    index.update(record.medication_catalog)
+    for full_url, resource in drafts:
+        if resource.get("resourceType") == "Medication":
+            index.add(resource, full_url)
+    patient_refs = patient_references(record.patient_id, drafts)
+    out: list[tuple[dict[str, Any], MedicationOrder]] = []
+    for _full_url, resource in drafts:
+        if not is_medication_order(resource):
+            continue
+        if not is_about_patient(resource, record.patient_id, patient_refs):
+            continue  # never reviewed, never touched by a suggestion
+        if status_code(resource.get("status")) in CLOSED_MEDICATION_STATUSES:
+            continue
+        order = medication_order(resource, index)
+        if order is not None:
+            out.append((resource, order))
+    return out
+
+
 def orders_under_review(hook: str, context: dict[str, Any], record: PatientRecord) -> tuple[OrderUnderReview, ...]:
     """The medication orders a hook asks about.
 
@@ -517,33 +558,24 @@ def orders_under_review(hook: str, context: dict[str, Any], record: PatientRecor
     if hook not in ("order-select", "order-sign"):
         return ()
     context = context if isinstance(context, dict) else {}
-    drafts = list(iter_resources(context.get("draftOrders")))
-    index = ResourceIndex()
-    index.update(record.medication_catalog)
-    for full_url, resource in drafts:
-        if resource.get("resourceType") == "Medication":
-            index.add(resource, full_url)
-
     typed, bare = _selected_ids(context.get("selections")) if hook == "order-select" else (set(), set())
-    patient_refs = patient_references(record.patient_id, drafts)
     out: list[OrderUnderReview] = []
-    for _full_url, resource in drafts:
-        if not is_medication_order(resource):
-            continue
-        if not is_about_patient(resource, record.patient_id, patient_refs):
-            continue  # never reviewed, never touched by a suggestion
+    for resource, order in _drafts(context, record):
         if hook == "order-select":
             key = resource_key(resource)
             rid = resource.get("id")
             if key not in typed and not (isinstance(rid, str) and rid in bare):
                 continue
-        status = status_code(resource.get("status"))
-        if status in CLOSED_MEDICATION_STATUSES:
-            continue
-        order = medication_order(resource, index)
-        if order is not None:
-            out.append(OrderUnderReview(order=order, is_draft=True))
+        out.append(OrderUnderReview(order=order, is_draft=True))
     return tuple(out)
+
+
+def draft_medications(hook: str, context: dict[str, Any], record: PatientRecord) -> tuple[MedicationOrder, ...]:
+    """The medication drafts of an order hook (selected or not) about this patient: orders being
+    written now, which a substitute must not duplicate (patient-view: none)."""
+    if hook not in ("order-select", "order-sign") or not isinstance(context, dict):
+        return ()
+    return tuple(order for _, order in _drafts(context, record))
 
 
 _EXPOSURE_ORDER = {"request": 0, "statement": 1, "administration": 2}

@@ -410,10 +410,15 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
             code=value,
             system=term.canonical_system(system),
             matched_text=matched_text,
+            dialysis_implied=kind == "kidney_failure"
+            and term.kidney_failure_implies_dialysis(system, value, " ".join(written)),
         )
     for kind, (text, words) in named.items():
         if kind not in facts:
-            facts[kind] = replace(common, kind=kind, display=text, matched_by="text", matched_text=words)
+            implied = kind == "kidney_failure" and term.kidney_failure_implies_dialysis(None, None, text)
+            facts[kind] = replace(
+                common, kind=kind, display=text, matched_by="text", matched_text=words, dialysis_implied=implied
+            )
     return tuple(facts.values())
 
 
@@ -426,9 +431,11 @@ def procedure_time(resource: Mapping[str, Any]) -> datetime | None:
 
 
 def classify_procedure(resource: Any, now: datetime) -> ConditionFact | None:
-    """A dialysis Procedure that shows the patient is on dialysis *now*; else ``None``.
+    """A dialysis Procedure that shows the patient is on dialysis *now*, or a parathyroidectomy
+    (at any time: the checks judge how recent it is); else ``None``.
 
-    Counts when in progress, or performed within ``DIALYSIS_PROCEDURE_RECENT`` of ``now``.
+    A dialysis Procedure counts when in progress, or performed within ``DIALYSIS_PROCEDURE_RECENT``
+    of ``now``.
     """
     if not isinstance(resource, dict) or resource.get("resourceType") != "Procedure":
         return None
@@ -436,6 +443,9 @@ def classify_procedure(resource: Any, now: datetime) -> ConditionFact | None:
     if status in EXCLUDED_PROCEDURE_STATUSES:
         return None
     code = resource.get("code")
+    surgery = _parathyroidectomy(resource, status)
+    if surgery is not None:
+        return surgery
     matched_by: Literal["code", "text"] | None = None
     code_value, system, display = None, None, None
     for coding in codings(code):
@@ -464,4 +474,35 @@ def classify_procedure(resource: Any, now: datetime) -> ConditionFact | None:
         system=system,
         clinical_status=status,
         recorded=when,
+    )
+
+
+def _parathyroidectomy(resource: dict[str, Any], status: str | None) -> ConditionFact | None:
+    """A parathyroidectomy Procedure (done or in progress), by code or by its words."""
+    if status not in (None, "completed", "in-progress"):
+        return None
+    code = resource.get("code")
+    for coding in codings(code):
+        if term.is_parathyroidectomy_code(coding.get("system"), coding.get("code")):
+            return ConditionFact(
+                kind="parathyroidectomy",
+                resource_id=resource_key(resource) or "Procedure",
+                display=_coding_display(coding, code) or "parathyroidectomy",
+                matched_by="code",
+                code=coding.get("code"),
+                system=term.canonical_system(coding.get("system")),
+                clinical_status=status,
+                recorded=procedure_time(resource),
+            )
+    named = _text_kinds([clean_text(t) for t in texts(code)], only={"parathyroidectomy"}).get("parathyroidectomy")
+    if named is None:
+        return None
+    return ConditionFact(
+        kind="parathyroidectomy",
+        resource_id=resource_key(resource) or "Procedure",
+        display=named[0],
+        matched_by="text",
+        matched_text=named[1],
+        clinical_status=status,
+        recorded=procedure_time(resource),
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from cds_service.patient.analytes import ANALYTES, CANONICAL_UNITS
@@ -50,7 +50,11 @@ class CorrectedCalcium:
 # mechanical valve or one of unknown type (both rule out a DOAC); an explicitly biological valve
 # is "bioprosthetic_valve". "dialysis" is current dialysis (a dependence, a modality, a recent
 # session); "kidney_failure" is end-stage kidney disease or CKD stage 5, which a functioning
-# transplant can outlive on a problem list.
+# transplant can outlive on a problem list (``ConditionFact.dialysis_implied`` says whether the
+# entry itself implies dialysis: ESRD / CKD 5D do, CKD 5 and "untreated by RRT" do not).
+# "mitral_stenosis" and "antiphospholipid_syndrome" rule out apixaban (label); "bowel_obstruction"
+# rules out sevelamer and lanthanum (labels); "parathyroidectomy" (a Procedure or a history entry)
+# guards calcium-raising drugs from a one-click stop while hungry bone is possible.
 CONDITION_KINDS = (
     "calciphylaxis",
     "kidney_failure",
@@ -61,6 +65,10 @@ CONDITION_KINDS = (
     "atrial_fibrillation",
     "prosthetic_valve",
     "bioprosthetic_valve",
+    "mitral_stenosis",
+    "antiphospholipid_syndrome",
+    "bowel_obstruction",
+    "parathyroidectomy",
 )
 
 # How a drug was recognised: by a code, by its name in the text, or not at all.
@@ -85,6 +93,10 @@ class ConditionFact:
     clinical_status: str | None = None
     verification_status: str | None = None
     recorded: datetime | None = None  # onset / recordedDate / performed, when known
+    # A kidney-failure entry whose code or words imply dialysis (end-stage renal disease: ICD-10-CM
+    # N18.6 includes CKD requiring chronic dialysis; "CKD 5D"), rather than CKD stage 5 or kidney
+    # failure "untreated by renal replacement therapy".
+    dialysis_implied: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,6 +207,12 @@ class PatientRecord:
     # Medication resources found in the prefetch (by "Medication/id", fullUrl, urn:uuid), so that
     # draft orders referring to them can be classified.
     medication_catalog: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # Patient.birthDate (the patient prefetch), when it is this patient's and readable.
+    birth_date: date | None = None
+    # The medication drafts of this hook call about this patient (order-sign: every draft; order-
+    # select: the selected and the unselected ones): an order being written now, which a
+    # substitute must not duplicate. Filled by the engine once the drafts are read.
+    drafts: tuple[MedicationOrder, ...] = ()
 
     def conditions_of(self, kind: str) -> tuple[ConditionFact, ...]:
         return tuple(c for c in self.conditions if c.kind == kind)
@@ -219,6 +237,27 @@ class PatientRecord:
             return True
         egfr = self.latest("egfr")
         return egfr is not None and egfr.value < KIDNEY_FAILURE_EGFR and egfr.comparator not in (">", ">=")
+
+    @property
+    def dialysis_confirmed(self) -> tuple[ConditionFact, ...]:
+        """The entries that show the patient is on dialysis now (empty: not shown).
+
+        Stricter than ``on_dialysis``: a dialysis condition or recent dialysis procedure, or a
+        kidney-failure entry that implies dialysis (ESRD, CKD 5D). CKD stage 5, kidney failure
+        "untreated by renal replacement therapy" or an eGFR below 15 alone are kidney failure
+        with dialysis not confirmed: a dose or an indication that needs dialysis is withheld.
+        """
+        if self.functioning_transplant is not None:
+            return ()
+        return self.conditions_of("dialysis") + tuple(f for f in self.conditions_of("kidney_failure") if f.dialysis_implied)
+
+    def age_years(self) -> int | None:
+        """Whole years of age at ``now`` from the birth date, when known."""
+        born = self.birth_date
+        if born is None:
+            return None
+        today = self.now.date()
+        return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
     @property
     def functioning_transplant(self) -> ConditionFact | None:

@@ -25,3 +25,8 @@ ALLERGIES = "allergies"
 # (MedicationAdministration): current exposure on patient-view, besides the active orders.
 MEDICATION_STATEMENTS = "medstatements"
 MEDICATION_ADMINISTRATIONS = "medadmins"
+# Body weight: with the age from the patient record, chooses the apixaban dose (US label).
+WEIGHT = "weight"
+# Parathyroid surgery (Procedures): a recent parathyroidectomy guards calcium and active vitamin D
+# from a one-click stop (hungry bone).
+PARATHYROIDECTOMY = "parathyroidectomy"

@@ -377,7 +377,66 @@ CONDITION_CODES: dict[tuple[str, str], str] = {
     # Z95.3 "Presence of xenogenic heart valve": a biological valve (terminology.md section 3 note,
     # and the Z95 child-code list on hccbuddy.com): recorded, but no DOAC contraindication.
     (ICD10CM, "Z95.3"): "bioprosthetic_valve",
+    # Apixaban exclusions (docs/clinical/codes.md gives the sources): mitral stenosis, rheumatic or
+    # not (I05.0, I05.2 with insufficiency, I34.2 nonrheumatic); antiphospholipid syndrome (D68.61)
+    # and lupus anticoagulant syndrome (D68.62); never D68.312 (antiphospholipid antibody with a
+    # *bleeding* disorder). I08.0 (mitral and aortic valve disease) is left out: it does not say
+    # stenosis.
+    (ICD10CM, "I05.0"): "mitral_stenosis",
+    (ICD10CM, "I05.2"): "mitral_stenosis",
+    (ICD10CM, "I34.2"): "mitral_stenosis",
+    (SNOMED, "79619009"): "mitral_stenosis",  # mitral valve stenosis (disorder)
+    (SNOMED, "838450006"): "mitral_stenosis",  # severe mitral valve stenosis (one source; a child of the above)
+    (ICD10CM, "D68.61"): "antiphospholipid_syndrome",
+    (ICD10CM, "D68.62"): "antiphospholipid_syndrome",
+    (SNOMED, "26843008"): "antiphospholipid_syndrome",
+    (SNOMED, "239892009"): "antiphospholipid_syndrome",  # primary antiphospholipid syndrome
+    (SNOMED, "239895006"): "antiphospholipid_syndrome",  # secondary antiphospholipid syndrome
+    # Sevelamer / lanthanum exclusions: ICD-10-CM K56 "Paralytic ileus and intestinal obstruction
+    # without hernia" (K56.0 paralytic ileus, K56.41 faecal impaction, K56.6- other and unspecified
+    # obstruction, K56.7 ileus).
+    **{
+        (ICD10CM, c): "bowel_obstruction"
+        for c in ("K56.0", "K56.41", "K56.60", "K56.600", "K56.601", "K56.609", "K56.69", "K56.690", "K56.699", "K56.7")
+    },
+    (SNOMED, "81060008"): "bowel_obstruction",  # intestinal obstruction (disorder)
+    # E89.2 "Postprocedural hypoparathyroidism": after a parathyroidectomy (or thyroid surgery),
+    # calcium can fall steeply: the hypocalcaemia guard of C1/C3.
+    (ICD10CM, "E89.2"): "parathyroidectomy",
 }
+
+# End-stage renal disease, as these code systems use it: ICD-10-CM N18.6 "End stage renal disease"
+# includes chronic kidney disease requiring chronic dialysis (N18.5 "stage 5" excludes it; sources
+# in docs/clinical/codes.md); SNOMED CT 46177005 is the same concept, with its own child for
+# kidney failure *untreated* by renal replacement therapy (236434000), which is not here. A
+# kidney-failure entry with one of these codes (or these words: ESRD, ESKD, ESRF, end-stage ...,
+# CKD 5D) implies dialysis, unless its words say otherwise ("untreated by RRT", "pre-dialysis",
+# "conservative care"). A functioning transplant is told apart by the record (PatientRecord).
+ESKD_CODES: frozenset[tuple[str, str]] = frozenset({(SNOMED, "46177005"), (ICD10CM, "N18.6")})
+_DIALYSIS_IMPLIED_WORDS = re.compile(
+    r"\b(?:ESRD|ESKD|ESRF)\b|\bend[\s-]*stage\s+(?:renal|kidney)\s+(?:disease|failure)\b"
+    r"|\b(?:CKD|stage|G)\s*-?\s*(?:5|V)\s*-?\s*D\b",
+    re.IGNORECASE,
+)
+_NOT_DIALYSED_WORDS = re.compile(
+    r"\buntreated\b|\bnot\s+(?:on|yet\s+on|receiving|requiring)\s+(?:dialysis|RRT|KRT|renal\s+replacement|kidney\s+replacement)"
+    r"|\bno\s+(?:dialysis|RRT|KRT)\b|\bpre-?\s*dialysis|\bnon-?\s*dialysis|\bconservative|\bsupportive\s+care"
+    r"|\bwithout\s+(?:dialysis|RRT|KRT|renal\s+replacement|kidney\s+replacement)|\bdeclined\s+dialysis"
+    r"|\bnot\s+dialy[sz]ed",
+    re.IGNORECASE,
+)
+
+
+def kidney_failure_implies_dialysis(system: object, code: object, text: str) -> bool:
+    """Whether a kidney-failure entry (its code, or its words when it has none of these codes)
+    implies dialysis: end-stage renal disease or CKD 5D, and no words saying it is untreated."""
+    if _NOT_DIALYSED_WORDS.search(text):
+        return False
+    if isinstance(system, str) and isinstance(code, str):
+        key = (canonical_system(system), normalise_code(canonical_system(system), code))
+        if key in _ESKD_INDEX:
+            return True
+    return bool(_DIALYSIS_IMPLIED_WORDS.search(text))
 
 # Dialysis procedures (Procedure.code). A Procedure counts only when recent (classify.py).
 DIALYSIS_PROCEDURE_CODES: frozenset[tuple[str, str]] = frozenset(
@@ -452,3 +511,22 @@ def is_calciphylaxis_catchall(system: object, code: object) -> bool:
         and isinstance(code, str)
         and normalise_code(ICD10CM, code) == normalise_code(ICD10CM, CALCIPHYLAXIS_ICD10_CATCHALL)
     )
+
+
+_ESKD_INDEX = frozenset((system, normalise_code(system, code)) for system, code in ESKD_CODES)
+
+
+# Parathyroidectomy procedures (the hypocalcaemia guard of C1/C3; sources in
+# docs/clinical/codes.md): CPT 60500 parathyroidectomy or exploration of parathyroid(s), 60502
+# re-exploration, 60505 with mediastinal exploration.
+PARATHYROIDECTOMY_PROCEDURE_CODES: frozenset[tuple[str, str]] = frozenset(
+    {(CPT, "60500"), (CPT, "60502"), (CPT, "60505")}
+)
+_PTX_INDEX = frozenset((system, normalise_code(system, code)) for system, code in PARATHYROIDECTOMY_PROCEDURE_CODES)
+
+
+def is_parathyroidectomy_code(system: object, code: object) -> bool:
+    if not isinstance(system, str) or not isinstance(code, str):
+        return False
+    canonical = canonical_system(system)
+    return canonical is not None and (canonical, normalise_code(canonical, code)) in _PTX_INDEX

@@ -81,6 +81,8 @@ UNIT_FACTORS: dict[str, dict[str, float]] = {
     "pth": _factors({"pg/mL": 1.0, "ng/L": 1.0, "pmol/L": PTH_PG_ML_PER_PMOL_L}),
     "crp": _factors({"mg/L": 1.0, "mg/dL": 10.0, "ug/mL": 1.0}),
     "egfr": _factors(_EGFR),
+    # Avoirdupois pound: 0.45359237 kg exactly (UCUM [lb_av]).
+    "body_weight": _factors({"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237}),
 }
 
 

@@ -17,13 +17,29 @@ from typing import Any
 
 from cds_service.checks.findings import Finding, Gap, LabValue, SafetyCheck
 from cds_service.checks.labs import DISPLAY_DECIMALS, trend
+from cds_service.checks.m1_mineral_status import DIALYSIS_TARGETS
 from cds_service.checks.snooze import subject_of
-from cds_service.knowledge.content import CardContent, RuleContent, SubstituteSpec, content, fill
+from cds_service.knowledge.content import (
+    CardContent,
+    RuleContent,
+    SubstituteSpec,
+    content,
+    fill,
+    rule_list,
+    rule_text,
+)
 from cds_service.patient import terminology as term
 from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.model import STALE_AFTER, ConditionFact, MedicationOrder
 from cds_service.protocol import Action, Card, Coding, Link, OverrideReason, Source, Suggestion
-from cds_service.render.orders import TooDeep, held_resource, new_order, stopped_resource, substitute_resource
+from cds_service.render.orders import (
+    TooDeep,
+    clinical_drug_name,
+    held_resource,
+    new_order,
+    stopped_resource,
+    substitute_resource,
+)
 
 SUMMARY_MAX = 139  # CDS Hooks: "<140-character summary"
 # A rule whose content declares this layout shows its labs as a table against targets and a
@@ -61,13 +77,24 @@ class _RuleParts:
     links: list[Link] | None
 
 
-# Built once per rule and card content (a card's own members are never changed after it is
-# made, so cards may share these); keyed by the content object, which is made once per process.
-_RULE_PARTS: dict[tuple[int, str], tuple[CardContent, _RuleParts]] = {}
+# Built once per rule, indicator and card content (a card's own members are never changed after
+# it is made, so cards may share these); keyed by the content object, made once per process.
+_RULE_PARTS: dict[tuple[int, str, str], tuple[CardContent, _RuleParts]] = {}
 
 
-def _rule_parts(c: CardContent, rule_id: str) -> _RuleParts:
-    found = _RULE_PARTS.get((id(c), rule_id))
+def _offered_reasons(c: CardContent, rule: RuleContent, indicator: str) -> list[str]:
+    """The rule's override reasons a card of this indicator offers: a critical card never offers
+    a snooze longer than ``override_reasons.max_snooze_days.critical`` (clinical review F24)."""
+    limit = c.max_snooze_days.get(indicator)
+    return [
+        code
+        for code in rule.override_reasons
+        if limit is None or c.snooze_days.get(code, 0) <= limit
+    ]
+
+
+def _rule_parts(c: CardContent, rule_id: str, indicator: str) -> _RuleParts:
+    found = _RULE_PARTS.get((id(c), rule_id, indicator))
     if found is not None and found[0] is c:
         return found[1]
     rule = c.rule(rule_id)
@@ -78,19 +105,19 @@ def _rule_parts(c: CardContent, rule_id: str) -> _RuleParts:
         ),
         override_reasons=[
             OverrideReason(system=c.override_system, code=code, display=c.override_codes[code])
-            for code in rule.override_reasons
+            for code in _offered_reasons(c, rule, indicator)
         ]
         or None,
         links=[Link(label=c.references[key].short, url=c.references[key].url, type="absolute") for key in rule.evidence]
         or None,
     )
-    _RULE_PARTS[(id(c), rule_id)] = (c, parts)
+    _RULE_PARTS[(id(c), rule_id, indicator)] = (c, parts)
     return parts
 
 
 def _card(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None) -> Card:
     rule = c.rule(f.rule_id)
-    parts = _rule_parts(c, f.rule_id)
+    parts = _rule_parts(c, f.rule_id, f.indicator)
     suggestions = _suggestions(c, f, patient_id, encounter_id)
     return Card(
         summary=_summary(c, rule, f),
@@ -110,7 +137,7 @@ def _values(c: CardContent, f: Finding) -> dict[str, str]:
     order = f.order
     classes = order.drug_classes if order else frozenset()
     drug_class = next((label for key, label in c.labels["drug_class"].items() if key in classes), "medication")
-    return {"drug": order.drug_name if order else "", "drug_class": drug_class}
+    return {"drug": clinical_drug_name(order.drug_name) if order else "", "drug_class": drug_class}
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,29 +157,42 @@ def _summary(c: CardContent, rule: RuleContent, f: Finding) -> str:
         or "patient data"
     )
     values["status"] = _chart_status_phrase(c, rule, f) if rule.layout == RESULTS_TABLE else ""
-    text = fill(rule.summary, values)
+    values["calcium"] = _summary_calcium(f)
+    summary = rule_text(rule, "summary", f.variant)
+    text = fill(summary, values)
     if len(text) > SUMMARY_MAX and values["drug"]:
         # Shorten the drug name first: the reason is the part a clinician must read.
         budget = SUMMARY_MAX - (len(text) - len(values["drug"])) - 1
         if budget >= 12:
             values["drug"] = values["drug"][:budget].rstrip() + "\u2026"
-            text = fill(rule.summary, values)
+            text = fill(summary, values)
     if len(text) > SUMMARY_MAX:
         text = text[: SUMMARY_MAX - 1].rstrip() + "\u2026"
     return text
+
+
+def _summary_calcium(f: Finding) -> str:
+    """The calcium a summary names ("corrected calcium 6.7 mg/dL on 2026-11-16"), when used."""
+    for lab in f.labs:
+        if lab.analyte in ("corrected_calcium", "ionized_calcium", "calcium"):
+            c = content()
+            name = c.labels["analyte"].get(lab.analyte, lab.analyte).lower()
+            return f"{name} {lab.comparator or ''}{_number(lab.analyte, lab.value)} {lab.unit}"
+    return "calcium"
 
 
 def _chart_status_phrase(c: CardContent, rule: RuleContent, f: Finding) -> str:
     parts = []
     if f.reasons:
         parts.append(fill(rule.extra["status_out_of_range"], {"n": str(len(f.reasons))}))
-    overdue = [
-        c.labels["analyte"].get(g.params["analyte"], g.params["analyte"])
-        for g in f.gaps
-        if g.key in ("lab_stale", "lab_missing", "lab_unusable")
-    ]
+    def named(keys: tuple[str, ...]) -> list[str]:
+        return [c.labels["analyte"].get(g.params["analyte"], g.params["analyte"]) for g in f.gaps if g.key in keys]
+
+    overdue, missing = named(("lab_stale", "lab_unusable")), named(("lab_missing",))
     if overdue:
         parts.append(fill(rule.extra["status_overdue"], {"items": ", ".join(overdue)}))
+    if missing:  # never measured is not "overdue" (CRP has no interval at all)
+        parts.append(fill(rule.extra["status_missing"], {"items": ", ".join(missing)}))
     if "sts_not_prescribed" in f.notes:
         offered = f.substitutions and "status_sts_offered" in rule.extra
         parts.append(fill(rule.extra["status_sts_offered" if offered else "status_no_sts"]))
@@ -167,7 +207,7 @@ def _chart_status_phrase(c: CardContent, rule: RuleContent, f: Finding) -> str:
 def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> str:
     h = c.headings
     values = _values(c, f)
-    out: list[str] = [f"**{h['why']}.** {fill(rule.why, values)}"]
+    out: list[str] = [f"**{h['why']}.** {fill(rule_text(rule, 'why', f.variant), values)}"]
     if f.order is not None:
         out.append(f"**{h['text_match']}.** {_recognition(c, f.order)}")
 
@@ -187,7 +227,7 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
     if data:
         out.append(f"**{h['data']}**\n\n" + "\n".join(data))
 
-    out.append(f"**{h['rule']}.** `{f.rule_id}`: {fill(rule.rule, values)}")
+    out.append(f"**{h['rule']}.** `{f.rule_id}`: {fill(rule_text(rule, 'rule', f.variant), values)}")
 
     checked = [_safety_line(c, s) for s in f.safety_checks]
     notes = [fill(c.notes[n].text) for n in f.notes]
@@ -217,12 +257,13 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
     if gaps:
         out.append(f"**{h['not_checked']}**\n\n" + "\n".join(f"- {g}" for g in gaps))
 
-    conflicts = list(rule.conflicts) + [n.conflict for n in (c.notes[key] for key in f.notes) if n.conflict]
+    conflicts = list(rule_list(rule, "conflicts", f.variant))
+    conflicts += [n.conflict for n in (c.notes[key] for key in f.notes) if n.conflict]
     conflicts = list(dict.fromkeys(conflicts))  # keep order, drop repeats
     if conflicts:
         out.append(f"**{h['conflicts']}**\n\n" + "\n".join(f"- {fill(c.conflicts[k].text)}" for k in conflicts))
 
-    refs = list(rule.evidence)
+    refs = list(rule_list(rule, "evidence", f.variant))
     for key in conflicts:
         refs += c.conflicts[key].references
     for sub in f.substitutions:
@@ -320,9 +361,14 @@ def _condition_line(c: CardContent, cond: ConditionFact) -> str:
 
 
 def _safety_line(c: CardContent, check: SafetyCheck) -> str:
+    """Met (a tick), not met (a cross), or not checked (its data unavailable or partial: never a
+    tick, and the substitute was withheld)."""
     texts = c.safety[check.key]
+    detail = {"detail": check.detail or "none"}
+    if check.passed is None:
+        return "- ? " + fill(texts.get("unknown") or c.text["safety_not_checked"], detail)
     mark = "\u2714" if check.passed else "\u2718"
-    return f"- {mark} " + fill(texts["passed" if check.passed else "failed"], {"detail": check.detail or "none"})
+    return f"- {mark} " + fill(texts["passed" if check.passed else "failed"], detail)
 
 
 def _gap_line(c: CardContent, gap: Gap) -> str:
@@ -354,10 +400,16 @@ def _stale_days(lab: LabValue) -> int:
 def _results_table(c: CardContent, f: Finding) -> str:
     rows = ["| Test | Latest | Target | Status |", "| --- | --- | --- | --- |"]
     flagged = dict(f.positions)
+    # Not on dialysis or in kidney failure: the stage 5 / dialysis targets are shown, not applied.
+    unapplied = DIALYSIS_TARGETS if "not_on_dialysis_targets" in f.notes else frozenset()
     for lab in f.labs:
         target = fill(c.targets[lab.analyte]) if lab.analyte in c.targets else ""
+        if lab.analyte in unapplied:
+            target = fill(c.status["target_not_applied"], {"value": target})
         if lab.stale:
             status = c.status["stale"]
+        elif lab.analyte in unapplied:
+            status = ""
         elif lab.analyte in flagged:
             status = c.status[flagged[lab.analyte]]
         else:
@@ -391,29 +443,36 @@ def _suggestions(c: CardContent, f: Finding, patient_id: str, encounter_id: str 
         return _create_only(c, f, patient_id, encounter_id)
     if order is None or not _has_id(order):
         return []
-    drug = {"drug": order.drug_name}
-    if f.withhold:
-        hold = _hold_action(c, order, review.is_draft)
-        label = c.text["suggest_withhold_draft" if review.is_draft else "suggest_withhold_active"]
-        return [Suggestion(label=fill(label, drug), actions=[hold])] if hold is not None else []
-    remove = _remove_action(c, order, review.is_draft)
-    if remove is None:
+    rule = c.rule(f.rule_id)
+    drug = {"drug": clinical_drug_name(order.drug_name)}
+    # Withhold (hold an active order, remove a draft) or stop (stop an active order, remove a draft).
+    end = _hold_action(c, f, order, review.is_draft) if f.withhold else _remove_action(c, order, review.is_draft)
+    if end is None:
         return []
     out: list[Suggestion] = []
     for sub in f.substitutions:
         spec = c.substitutes[sub.key]
-        create = _create_action(c, spec, substitute_resource(spec, order, patient_id, encounter_id))
+        resource = substitute_resource(spec, order, patient_id, encounter_id, sub.indications, sub.dose_basis)
+        create = _create_action(c, spec, resource, sub.dose_basis)
         # The substitute first: a client that applies only one action (the sandbox) creates it.
-        out.append(Suggestion(label=fill(spec.label), isRecommended=sub.recommended or None, actions=[create, remove]))
-    if not out and f.stop_only:
-        label = c.text["suggest_remove_draft" if review.is_draft else "suggest_stop_active"]
-        out.append(Suggestion(label=fill(label, drug), actions=[remove]))
+        out.append(Suggestion(label=fill(spec.label), isRecommended=sub.recommended or None, actions=[create, end]))
+    if not out and (f.stop_only or f.withhold):
+        if f.withhold:
+            label = c.text["suggest_withhold_draft" if review.is_draft else "suggest_withhold_active"]
+        else:
+            label = rule_text(rule, "stop_label", f.variant) or c.text[
+                "suggest_remove_draft" if review.is_draft else "suggest_stop_active"
+            ]
+        out.append(Suggestion(label=fill(label, drug), actions=[end]))
     return out
 
 
-def _create_action(c: CardContent, spec: SubstituteSpec, resource: dict[str, Any]) -> Action:
+def _create_action(c: CardContent, spec: SubstituteSpec, resource: dict[str, Any], dose_basis: str = "") -> Action:
     """The action that orders a substitute (``resource``: the new order)."""
-    description = fill(c.text["action_create"], {"display": spec.display, "dosage": fill(spec.dosage_text)})
+    dosage = fill(spec.dosage_text)
+    if dose_basis:
+        dosage += " " + fill(c.text["dose_basis"], {"detail": dose_basis})
+    description = fill(c.text["action_create"], {"display": spec.display, "dosage": dosage})
     return Action(type="create", description=description, resource=resource)
 
 
@@ -423,7 +482,8 @@ def _create_only(c: CardContent, f: Finding, patient_id: str, encounter_id: str 
     out: list[Suggestion] = []
     for sub in f.substitutions:
         spec = c.substitutes[sub.key]
-        create = _create_action(c, spec, new_order(spec, "R4", patient_id, encounter_id))
+        resource = new_order(spec, "R4", patient_id, encounter_id, sub.indications, sub.dose_basis)
+        create = _create_action(c, spec, resource, sub.dose_basis)
         out.append(Suggestion(label=fill(spec.label), isRecommended=sub.recommended or None, actions=[create]))
     return out
 
@@ -450,9 +510,11 @@ def _end_action(
     return Action(type="update", description=fill(c.text[text_key], drug), resource=resource)
 
 
-def _hold_action(c: CardContent, order: MedicationOrder, is_draft: bool) -> Action | None:
-    """Withhold: remove a draft, put an active order on hold."""
-    return _end_action(c, order, is_draft, held_resource, "action_hold")
+def _hold_action(c: CardContent, f: Finding, order: MedicationOrder, is_draft: bool) -> Action | None:
+    """Withhold: remove a draft, put an active order on hold, saying why (the rule's branch gives
+    its own reason: calcium too low for a calcimimetic, too high for active vitamin D)."""
+    why = fill(rule_text(c.rule(f.rule_id), "hold_reason", f.variant) or c.text["hold_reason"])
+    return _end_action(c, order, is_draft, lambda content, o: held_resource(content, o, why), "action_hold")
 
 
 def _remove_action(c: CardContent, order: MedicationOrder, is_draft: bool) -> Action | None:

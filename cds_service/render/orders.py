@@ -11,6 +11,7 @@ tests.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from cds_service.knowledge.content import CardContent, CardContentError, SubstituteSpec, fill
@@ -59,29 +60,72 @@ def fhir_version(order: MedicationOrder) -> FhirVersion:
 
 
 def substitute_resource(
-    spec: SubstituteSpec, order: MedicationOrder, patient_id: str, encounter_id: str | None = None
+    spec: SubstituteSpec,
+    order: MedicationOrder,
+    patient_id: str,
+    encounter_id: str | None = None,
+    indications: tuple[str, ...] = (),
+    dose_basis: str = "",
 ) -> dict[str, Any]:
     """The new order: R4 MedicationRequest by default; R5 or DSTU2 MedicationOrder to match."""
-    return new_order(spec, fhir_version(order), patient_id, encounter_id)
+    return new_order(spec, fhir_version(order), patient_id, encounter_id, indications, dose_basis)
+
+
+# Routes by the name the substitutes give them (SNOMED CT; docs/clinical/codes.md).
+_ROUTE_DISPLAY = {"26643006": "Oral route", "47625008": "Intravenous route"}
+# UCUM units of time for Timing.repeat.durationUnit / boundsDuration.
+_UCUM_TIME = {"min": "min", "h": "h", "d": "d", "wk": "wk", "mo": "mo", "a": "a"}
+
+
+def _route(spec: SubstituteSpec) -> dict[str, Any]:
+    route: dict[str, Any] = {"text": spec.route}
+    if spec.route_code:
+        display = _ROUTE_DISPLAY.get(spec.route_code, spec.route)
+        route["coding"] = [{"system": term.SNOMED, "code": spec.route_code, "display": display}]
+    return route
+
+
+def _repeat(spec: SubstituteSpec, version: FhirVersion) -> dict[str, Any]:
+    repeat: dict[str, Any] = {"frequency": spec.frequency, "period": spec.period}
+    dstu2 = version == "DSTU2"
+    repeat["periodUnits" if dstu2 else "periodUnit"] = spec.period_unit
+    if spec.when:
+        repeat["when"] = spec.when[0] if dstu2 else list(spec.when)  # DSTU2: a single code
+    if spec.duration is not None and spec.duration_unit:
+        repeat["duration"] = spec.duration
+        if spec.duration_max is not None:
+            repeat["durationMax"] = spec.duration_max
+        repeat["durationUnits" if dstu2 else "durationUnit"] = spec.duration_unit
+    if spec.bounds_value is not None and spec.bounds_unit and not dstu2:
+        unit = _UCUM_TIME.get(spec.bounds_unit, spec.bounds_unit)
+        repeat["boundsDuration"] = {"value": spec.bounds_value, "unit": unit, "system": term.UCUM, "code": unit}
+    return repeat
 
 
 def new_order(
-    spec: SubstituteSpec, version: FhirVersion, patient_id: str, encounter_id: str | None = None
+    spec: SubstituteSpec,
+    version: FhirVersion,
+    patient_id: str,
+    encounter_id: str | None = None,
+    indications: tuple[str, ...] = (),
+    dose_basis: str = "",
 ) -> dict[str, Any]:
-    """A draft order for a substitute in one FHIR version (``substitute_resource`` picks it)."""
+    """A draft order for a substitute in one FHIR version (``substitute_resource`` picks it):
+    coded drug and route, dose, timing (with infusion time and course length where the regimen
+    gives them), the indication's Conditions as its reason, and what chose the dose."""
     concept = {
         "coding": [{"system": term.RXNORM, "code": spec.rxnorm, "display": spec.display}],
         "text": spec.display,
     }
-    repeat: dict[str, Any] = {"frequency": spec.frequency, "period": spec.period}
     dose = {"value": spec.dose_value, "unit": spec.dose_unit, "system": term.UCUM, "code": spec.dose_unit}
-    dosage: dict[str, Any] = {"text": fill(spec.dosage_text)}
+    text = fill(spec.dosage_text)
+    if dose_basis:
+        text += f" Dose chosen by: {dose_basis}."
+    dosage: dict[str, Any] = {"text": text, "timing": {"repeat": _repeat(spec, version)}, "route": _route(spec)}
     patient = {"reference": f"Patient/{patient_id}"}
+    reasons = [{"reference": reference} for reference in indications]
     if version == "DSTU2":
-        repeat["periodUnits"] = spec.period_unit
-        if spec.when:
-            repeat["when"] = spec.when[0]  # DSTU2 Timing.repeat.when is a single code
-        dosage.update(timing={"repeat": repeat}, route={"text": spec.route}, doseQuantity=dose)
+        dosage["doseQuantity"] = dose
         resource: dict[str, Any] = {
             "resourceType": "MedicationOrder",
             "status": "draft",
@@ -89,20 +133,38 @@ def new_order(
             "medicationCodeableConcept": concept,
             "dosageInstruction": [dosage],
         }
+        if reasons:
+            resource["reasonReference"] = reasons[0]  # DSTU2: a single Reference
     else:
-        repeat["periodUnit"] = spec.period_unit
-        if spec.when:
-            repeat["when"] = list(spec.when)
-        dosage.update(timing={"repeat": repeat}, route={"text": spec.route}, doseAndRate=[{"doseQuantity": dose}])
+        dosage["doseAndRate"] = [{"doseQuantity": dose}]
         resource = {"resourceType": "MedicationRequest", "status": "draft", "intent": "order", "subject": patient}
         if version == "R5":
             resource["medication"] = {"concept": concept}
         else:
             resource["medicationCodeableConcept"] = concept
         resource["dosageInstruction"] = [dosage]
+        if reasons:
+            if version == "R5":
+                resource["reason"] = [{"reference": r} for r in reasons]  # R5: CodeableReference
+            else:
+                resource["reasonReference"] = reasons
     if encounter_id:
         resource["encounter"] = {"reference": f"Encounter/{encounter_id}"}
     return resource
+
+
+_MICROGRAM_DOSE = re.compile(r"\b(0?\.\d+)\s*MG\b", re.IGNORECASE)
+
+
+def clinical_drug_name(name: str) -> str:
+    """A drug name as clinicians write doses: an RxNorm strength below 1 mg in micrograms
+    ("calcitriol 0.00025 MG Oral Capsule" -> "calcitriol 0.25 mcg Oral Capsule")."""
+
+    def micrograms(match: re.Match[str]) -> str:
+        value = float(match.group(1)) * 1000
+        return f"{value:.6g} mcg"
+
+    return _MICROGRAM_DOSE.sub(micrograms, name)
 
 
 def stopped_resource(c: CardContent, order: MedicationOrder) -> dict[str, Any]:
@@ -121,13 +183,13 @@ def stopped_resource(c: CardContent, order: MedicationOrder) -> dict[str, Any]:
     return resource
 
 
-def held_resource(c: CardContent, order: MedicationOrder) -> dict[str, Any]:
-    """The whole existing order with status on-hold (withheld, to be restarted later), plus why.
-    on-hold is a status of R4/R5 MedicationRequest, DSTU2 MedicationOrder and R4
+def held_resource(c: CardContent, order: MedicationOrder, why: str) -> dict[str, Any]:
+    """The whole existing order with status on-hold (withheld, to be restarted later), plus
+    ``why``. on-hold is a status of R4/R5 MedicationRequest, DSTU2 MedicationOrder and R4
     MedicationStatement."""
     resource = copy_resource(order.raw)
     resource["status"] = "on-hold"
-    reason = {"text": fill(c.text["hold_reason"])}
+    reason = {"text": why}
     if order.kind == "statement":
         resource["statusReason"] = [reason]
     elif fhir_version(order) != "DSTU2":  # DSTU2 MedicationOrder has no member for why it is held
@@ -147,7 +209,8 @@ def validate_substitute_orders(c: CardContent) -> None:
     for key, spec in c.substitutes.items():
         for version, model in models.items():
             try:
-                model.model_validate(new_order(spec, version, "example", "example"))
+                order = new_order(spec, version, "example", "example", ("Condition/example",), "example")
+                model.model_validate(order)
             except ValidationError as exc:
                 problems.append(
                     f"substitutes.{key} is not a valid {version} MedicationRequest: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}"

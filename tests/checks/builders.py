@@ -17,6 +17,7 @@ UNITS = {
     "egfr": "mL/min/{1.73_m2}",
     "crp": "mg/L",
     "ionized_calcium": "mmol/L",
+    "body_weight": "kg",
 }
 
 _counter = iter(range(1, 10_000))
@@ -37,8 +38,11 @@ def lab(analyte: str, value: float, days_ago: float = 3, *, original: tuple[floa
     )
 
 
-def cond(kind: str, display: str | None = None, rid: str | None = None) -> ConditionFact:
+def cond(
+    kind: str, display: str | None = None, rid: str | None = None, *, dialysis_implied: bool = False
+) -> ConditionFact:
     return ConditionFact(
+        dialysis_implied=dialysis_implied,
         kind=kind,
         resource_id=rid or f"Condition/{kind}",
         display=display or kind,
@@ -70,7 +74,9 @@ def med(
     )
 
 
-def record(*, conditions=(), labs=(), medications=(), unavailable=None, incomplete=None) -> PatientRecord:
+def record(
+    *, conditions=(), labs=(), medications=(), unavailable=None, incomplete=None, drafts=(), birth_date=None
+) -> PatientRecord:
     series: dict[str, list[LabResult]] = {}
     for item in labs:
         series.setdefault(item.analyte, []).append(item)
@@ -82,6 +88,8 @@ def record(*, conditions=(), labs=(), medications=(), unavailable=None, incomple
         labs={k: tuple(sorted(v, key=lambda r: r.effective, reverse=True)) for k, v in series.items()},
         unavailable=dict(unavailable or {}),
         incomplete=dict(incomplete or {}),
+        drafts=tuple(drafts),
+        birth_date=birth_date,
     )
 
 
@@ -97,8 +105,13 @@ CALCIUM_ACETATE = med("calcium_binder", name="calcium acetate 667 MG Oral Tablet
 WARFARIN = med("vka", name="warfarin sodium 5 MG Oral Tablet")
 CALCITRIOL = med("active_vitamin_d", name="calcitriol 0.00025 MG Oral Capsule")
 CALCIPHYLAXIS = cond("calciphylaxis", "Calciphylaxis")
-ESRD = cond("kidney_failure", "End-stage renal disease")
+# End-stage renal disease implies dialysis (ICD-10-CM N18.6 includes CKD requiring chronic dialysis).
+ESRD = cond("kidney_failure", "End-stage renal disease", dialysis_implied=True)
+# CKD stage 5 without dialysis: kidney failure, dialysis not shown.
+CKD5 = cond("kidney_failure", "Chronic kidney disease stage 5", rid="Condition/ckd5")
 NORMAL_LABS = (lab("calcium", 9.0), lab("albumin", 4.0), lab("phosphate", 5.0), lab("pth", 250))
+# Phosphate above target on a calcium binder: a calcium-free binder is recommended.
+HIGH_PHOSPHATE_LABS = (lab("calcium", 9.0), lab("albumin", 4.0), lab("phosphate", 6.4), lab("pth", 250))
 
 
 def only(findings):

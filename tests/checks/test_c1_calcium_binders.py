@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from cds_service.checks import check_order
 from tests.checks.builders import (
     CALCIPHYLAXIS,
     CALCIUM_ACETATE,
     ESRD,
+    HIGH_PHOSPHATE_LABS,
     NORMAL_LABS,
+    cond,
     draft,
     lab,
+    NOW,
     med,
     only,
     record,
@@ -17,11 +22,79 @@ from tests.checks.builders import (
 
 
 def test_calcium_binder_in_calciphylaxis_is_critical_and_offers_sevelamer_then_lanthanum():
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=NORMAL_LABS), draft(CALCIUM_ACETATE)))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=HIGH_PHOSPHATE_LABS), draft(CALCIUM_ACETATE)))
     assert (f.rule_id, f.indicator) == ("C1-calcium-binder-calciphylaxis", "critical")
     assert [(s.key, s.recommended) for s in f.substitutions] == [("sevelamer", True), ("lanthanum", False)]
     assert f.conditions == (CALCIPHYLAXIS,)
     assert f.order is CALCIUM_ACETATE and not f.stop_only
+
+
+def test_phosphate_at_target_offers_a_calcium_free_binder_without_recommending_it():
+    # F10: phosphate 5.0 mg/dL is within 3.5-5.5: offered, not recommended, and the card says why.
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=NORMAL_LABS), draft(CALCIUM_ACETATE)))
+    assert [(s.key, s.recommended) for s in f.substitutions] == [("sevelamer", False), ("lanthanum", False)]
+    assert "phosphate_at_target" in f.notes
+
+
+def test_low_phosphate_offers_no_binder_and_says_to_stop_and_recheck():
+    # F10 (variant C): phosphate 2.6 mg/dL in calciphylaxis on dialysis: no binder one-click.
+    labs = (lab("calcium", 9.0), lab("albumin", 4.0), lab("phosphate", 2.6), lab("pth", 250))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs), draft(CALCIUM_ACETATE)))
+    assert f.substitutions == () and f.stop_only and "binder_low_phosphate" in f.notes
+    check = next(c for c in f.safety_checks if c.key == "phosphate_control_needed")
+    assert check.passed is False and "2.6 mg/dL" in check.detail
+
+
+def test_no_recent_phosphate_leaves_the_binder_not_checked_and_unoffered():
+    labs = (lab("calcium", 9.0), lab("albumin", 4.0), lab("phosphate", 7.0, days_ago=60), lab("pth", 250))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs), draft(CALCIUM_ACETATE)))
+    assert f.substitutions == () and "binder_phosphate_unknown" in f.notes
+    assert next(c for c in f.safety_checks if c.key == "phosphate_control_needed").passed is None
+
+
+def test_phosphate_of_7_5_starts_sevelamer_at_the_labels_1600_mg():
+    # F28: the Renvela label starts 1600 mg three times daily from 7.5 mg/dL.
+    labs = (lab("calcium", 9.0), lab("albumin", 4.0), lab("phosphate", 7.5), lab("pth", 250))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs), draft(CALCIUM_ACETATE)))
+    assert [(s.key, s.recommended) for s in f.substitutions] == [("sevelamer_high_start", True), ("lanthanum", False)]
+    assert "phosphate 7.5 mg/dL" in f.substitutions[0].dose_basis
+
+
+def test_a_sevelamer_drafted_in_the_same_call_is_not_duplicated():
+    # F09: the duplicate check reads the drafts of the call, not only the active orders.
+    sevelamer = med("non_calcium_binder", name="sevelamer carbonate 800 MG", rid="MedicationRequest/draft-sev")
+    rec = record(conditions=[CALCIPHYLAXIS, ESRD], labs=HIGH_PHOSPHATE_LABS, drafts=[sevelamer])
+    f = only(check_order(rec, draft(CALCIUM_ACETATE)))
+    assert f.substitutions == () and f.stop_only and "substitute_already_drafted" in f.notes
+    check = next(c for c in f.safety_checks if c.key == "no_active_non_calcium_binder")
+    assert check.passed is False and "drafted now" in check.detail
+
+
+def test_bowel_obstruction_rules_out_both_calcium_free_binders():
+    obstruction = cond("bowel_obstruction", "Small bowel obstruction", rid="Condition/sbo")
+    rec = record(conditions=[CALCIPHYLAXIS, ESRD, obstruction], labs=HIGH_PHOSPHATE_LABS)
+    f = only(check_order(rec, draft(CALCIUM_ACETATE)))
+    assert f.substitutions == ()
+    assert next(c for c in f.safety_checks if c.key == "no_bowel_obstruction").passed is False
+
+
+def test_low_calcium_in_calciphylaxis_gets_a_review_warning_not_a_one_click_stop():
+    # F08 (variant L): corrected calcium 6.7 mg/dL on calcium acetate.
+    labs = (lab("calcium", 6.4), lab("albumin", 3.6), lab("phosphate", 6.0), lab("pth", 250))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs), draft(CALCIUM_ACETATE)))
+    assert (f.rule_id, f.indicator, f.variant) == ("C1-calcium-binder-calciphylaxis", "warning", "hypocalcaemia")
+    assert f.substitutions == () and not f.stop_only and "hypocalcaemia_guard" in f.notes
+
+
+def test_a_recent_parathyroidectomy_guards_the_calcium_binder_from_a_one_click_stop():
+    surgery = cond("parathyroidectomy", "Parathyroidectomy", rid="Procedure/ptx")
+    surgery = surgery.__class__(**{**surgery.__dict__, "recorded": NOW - timedelta(days=20)})
+    rec = record(conditions=[CALCIPHYLAXIS, ESRD, surgery], labs=HIGH_PHOSPHATE_LABS)
+    f = only(check_order(rec, draft(CALCIUM_ACETATE)))
+    assert f.indicator == "warning" and f.variant == "hypocalcaemia" and surgery in f.conditions
+    old = surgery.__class__(**{**surgery.__dict__, "recorded": NOW - timedelta(days=400)})
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD, old], labs=HIGH_PHOSPHATE_LABS), draft(CALCIUM_ACETATE)))
+    assert f.indicator == "critical" and f.substitutions
 
 
 def test_calcium_binder_in_calciphylaxis_with_sevelamer_already_active_only_removes_the_order():
