@@ -30,6 +30,7 @@ from tests.checks.builders import (
     CALCIPHYLAXIS,
     CALCIUM_ACETATE,
     ESRD,
+    HIGH_PHOSPHATE_LABS,
     NORMAL_LABS,
     active,
     cond,
@@ -160,7 +161,7 @@ def test_r5_and_dstu2_orders_get_a_substitute_in_their_own_shape():
 
 
 def test_draft_order_card_suggests_substitute_first_then_deletes_the_draft():
-    card = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=NORMAL_LABS), draft(CALCIUM_ACETATE)))
+    card = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=HIGH_PHOSPHATE_LABS), draft(CALCIUM_ACETATE)))
     assert (
         card["rule_id"] == "C1-calcium-binder-calciphylaxis"
         and "rule_id" not in Card(**{k: v for k, v in card.items() if k != "rule_id"}).to_json()
@@ -186,7 +187,7 @@ def test_active_order_card_stops_the_whole_existing_order_and_creates_the_substi
         "dosageInstruction": [{"text": "667 mg with meals"}],
     }
     order = med("calcium_binder", name="calcium acetate", rid="MedicationRequest/a1", status="active", raw=raw)
-    card = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD]), active(order)))
+    card = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=HIGH_PHOSPHATE_LABS), active(order)))
     create, update = card["suggestions"][0]["actions"]
     assert create["type"] == "create" and update["type"] == "update"
     stopped = update["resource"]
@@ -289,7 +290,7 @@ def test_mineral_summary_card_shows_a_results_table_and_the_thiosulfate_conflict
     assert card["indicator"] == "info" and "suggestions" not in card
     # ESRD alone does not say haemodialysis: sodium thiosulfate is named, not offered as an order.
     assert card["summary"] == (
-        "Calciphylaxis mineral review: 3 out of target; Intact PTH, CRP overdue; no sodium thiosulfate"
+        "Calciphylaxis mineral review: 3 out of target; Intact PTH overdue; CRP not measured; no sodium thiosulfate"
     )
     assert "| Phosphate | 6.5 mg/dL on 2026-11-18" in card["detail"]
     assert "| 3.5-5.5 mg/dL | above target |" in card["detail"]

@@ -36,7 +36,7 @@ def test_evaluate_shows_a_results_table_without_markdown_rules(capsys):
     assert cli.main(["evaluate", str(FIXTURES / "m1-calciphylaxis-active-trigger-medications.json")]) == 0
     out = capsys.readouterr().out
     assert "Test | Latest | Target | Status" in out and "| --- |" not in out
-    assert "[3] !! CRITICAL: Stop warfarin" in out
+    assert "[2] !! CRITICAL: Stop warfarin" in out  # critical cards first, the review (info) last
 
 
 def test_evaluate_says_when_there_is_nothing_to_flag(capsys):

@@ -33,7 +33,7 @@ REQUIRED_KEYS = {
 BASE = "https://fhir.example.org/r4"
 TOKEN = "opaque-access-token-XYZ"
 PATIENT = "p1"
-LAB_KEYS = ("calcium", "albumin", "phosphate", "pth", "egfr", "crp")
+LAB_KEYS = ("calcium", "albumin", "phosphate", "pth", "egfr", "crp", "weight")
 
 
 # --- builders ---------------------------------------------------------------------------------
@@ -160,6 +160,7 @@ def test_templates_keep_the_keys_fixtures_use():
         "allergies",
         *LAB_KEYS,
         "procedures",
+        "parathyroidectomy",
     }
 
 
@@ -167,7 +168,9 @@ def test_templates_keep_the_keys_fixtures_use():
 def test_lab_templates_search_by_the_terminology_codes_newest_first_with_a_bounded_count(key):
     query = parse_qs(urlsplit(PREFETCH_TEMPLATES[key]).query)
     codes = {token.split("|")[1] for token in query["code"][0].split(",")}
-    analytes = {"calcium": ("calcium", "ionized_calcium", "corrected_calcium")}.get(key, (key,))
+    analytes = {"calcium": ("calcium", "ionized_calcium", "corrected_calcium"), "weight": ("body_weight",)}.get(
+        key, (key,)
+    )
     # every code the record reads for the analyte (LOINC_TO_ANALYTE), so search and reader agree
     assert codes == {code for code, analyte in LOINC_TO_ANALYTE.items() if analyte in analytes}
     assert codes >= set().union(*(LAB_LOINC[a] for a in analytes))
@@ -344,7 +347,7 @@ def test_absent_keys_are_fetched_from_the_trusted_server_with_the_token(resolver
     assert resolved.fetched == set(PREFETCH_TEMPLATES)
     assert sorted(paths_called()) == sorted(
         ["Patient/p1", "Condition", "MedicationRequest", "MedicationStatement", "MedicationAdministration"]
-        + ["AllergyIntolerance", "Procedure"]
+        + ["AllergyIntolerance", "Procedure", "Procedure"]
         + ["Observation"] * len(LAB_KEYS)
     )
     for call in responses.calls:

@@ -32,6 +32,7 @@ LAB_KEYS = {
     "phosphate": ("phosphate",),
     "pth": ("pth",),
     "egfr": ("egfr",),
+    "weight": ("body_weight",),
 }
 
 
@@ -72,6 +73,7 @@ def prefetch_for(resources: list[dict]) -> dict:
         "meds": searchset(
             [m for m in by_type.get("MedicationRequest", []) if m.get("status") in ("active", "on-hold")]
         ),
+        "allergies": searchset(by_type.get("AllergyIntolerance", [])),
     }
     for key, analytes in LAB_KEYS.items():
         codes = set().union(*(LAB_LOINC[a] for a in analytes))
@@ -176,6 +178,8 @@ def with_calciphylaxis_on_dialysis(name: str) -> tuple[list[dict], str]:
         _observation(pid, "1751-7", 3.5, "g/dL", "2026-11-17T09:00:00Z"),
         _observation(pid, "2777-1", 6.1, "mg/dL", "2026-11-17T09:00:00Z"),
         _observation(pid, "2731-8", 340, "pg/mL", "2026-11-02T09:00:00Z"),
+        # Dry weight at dialysis: 58 kg, so apixaban is the US label's reduced dose whatever the age.
+        _observation(pid, "29463-7", 58, "kg", "2026-11-19T09:00:00Z"),
         {
             "resourceType": "MedicationRequest",
             "id": "synthea-warfarin",
@@ -208,11 +212,11 @@ def test_synthea_patient_with_calciphylaxis_on_dialysis_gets_the_calcium_binder_
 
 def test_synthea_patient_with_calciphylaxis_on_dialysis_gets_mineral_and_warfarin_cards_on_chart_open(client):
     resources, pid = with_calciphylaxis_on_dialysis(BUNDLE_NAMES[0])
-    summary, warfarin = post(client, hook_request("patient-view", resources))
+    warfarin, summary = post(client, hook_request("patient-view", resources))  # critical first
     assert "`M1-mineral-status-calciphylaxis`" in summary["detail"]
     assert "| Phosphate | 6.1 mg/dL on 2026-11-17" in summary["detail"]
     assert warfarin["indicator"] == "critical" and "warfarin" in warfarin["summary"]
     create, stop = warfarin["suggestions"][0]["actions"]
-    assert create["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "1364435"
+    assert create["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "1364435"  # 2.5 mg: 58 kg
     assert stop["type"] == "update" and stop["resource"]["id"] == "synthea-warfarin"
     assert stop["resource"]["status"] == "stopped"

@@ -32,8 +32,32 @@ def test_calcium_below_7_5_withholds_cinacalcet_critically_and_names_the_next_lo
 
 
 def test_exactly_7_5_is_not_below_7_5():
-    f = only(check_order(record(conditions=[ESRD], labs=calcium(7.5)), draft(cinacalcet())))
+    running = cinacalcet(rid="MedicationRequest/a1", status="active")
+    f = only(check_order(record(conditions=[ESRD], labs=calcium(7.5)), active(running)))
     assert (f.rule_id, f.indicator) == ("C6-calcimimetic-low-calcium-dialysis", "info")
+
+
+def test_a_new_calcimimetic_below_the_lower_limit_of_normal_is_not_started():
+    # F07 (variant F): a new 60 mg draft at corrected calcium 8.1: the labels say do not start.
+    new = cinacalcet({"value": 60, "unit": "mg"}, name="cinacalcet 60 MG Oral Tablet")
+    f = only(check_order(record(conditions=[ESRD], labs=calcium(8.1)), draft(new)))
+    assert (f.rule_id, f.indicator, f.variant, f.withhold) == (
+        "C6-calcimimetic-low-calcium-dialysis",
+        "warning",
+        "new_order",
+        True,
+    )
+    assert "calcimimetic_no_start" in f.notes
+
+
+def test_a_dose_increase_is_a_new_order_and_a_renewal_at_the_same_dose_is_not():
+    running = cinacalcet({"value": 30, "unit": "mg"}, rid="MedicationRequest/a1", status="active")
+    increase = cinacalcet({"value": 60, "unit": "mg"}, name="cinacalcet 60 MG Oral Tablet")
+    same = cinacalcet({"value": 30, "unit": "mg"})
+    rec = record(conditions=[ESRD], labs=calcium(8.1), medications=[running])
+    assert only(check_order(rec, draft(increase))).variant == "new_order"
+    renewal = only(check_order(rec, draft(same)))
+    assert (renewal.variant, renewal.indicator, renewal.withhold) == ("", "info", False)
 
 
 @pytest.mark.parametrize(
@@ -59,15 +83,17 @@ def test_at_the_lowest_step_or_with_an_unreadable_dose_the_card_says_so():
     assert [x.key for x in unknown.facts] == ["calcimimetic_dose_unknown"]
 
 
-def test_etelcalcetide_is_an_extrapolation_and_only_a_warning():
+def test_etelcalcetide_follows_its_own_label_and_is_critical_like_cinacalcet():
+    # F12: the Parsabiv label gives its own stop and restart rules (5 mg lower, at or above LLN).
     assert is_etelcalcetide(ETELCALCETIDE)
     f = only(check_order(record(conditions=[ESRD], labs=calcium(7.0)), draft(ETELCALCETIDE)))
-    assert (f.indicator, f.withhold, f.facts) == ("warning", True, ())
-    assert "etelcalcetide_extrapolation" in f.notes
+    assert (f.indicator, f.withhold, f.facts, f.variant) == ("critical", True, (), "etelcalcetide")
+    assert "etelcalcetide_restart" in f.notes and "calcimimetic_restart" not in f.notes
 
 
 def test_between_7_5_and_8_4_in_calciphylaxis_a_warning_states_the_conflict():
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=calcium(8.0)), draft(cinacalcet())))
+    running = cinacalcet(rid="MedicationRequest/a1", status="active")
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=calcium(8.0)), active(running)))
     assert (f.rule_id, f.indicator, f.withhold) == ("C6-calcimimetic-low-calcium-calciphylaxis", "warning", False)
     assert {"hypocalcaemia_in_calciphylaxis", "dialysate_calcium_lever"} <= set(f.notes)
     assert f.substitutions == () and not f.stop_only

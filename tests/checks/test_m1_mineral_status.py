@@ -16,11 +16,19 @@ from tests.checks.builders import CALCIPHYLAXIS, ESRD, NORMAL_LABS, cond, lab, m
 
 def test_mineral_status_flags_out_of_range_and_overdue_results_and_missing_thiosulfate():
     labs = (lab("calcium", 9.9), lab("albumin", 4.0), lab("phosphate", 6.5), lab("pth", 280, days_ago=140))
-    f = only(review_chart(record(conditions=[CALCIPHYLAXIS], labs=labs)))
+    f = only(review_chart(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs)))
     assert (f.rule_id, f.indicator, f.review) == ("M1-mineral-status-calciphylaxis", "info", None)
     assert set(f.reasons) == {"corrected_calcium_high", "phosphate_high", "ca_x_p_high"}  # 9.9 x 6.5 = 64
-    assert {"calcium_above_target", "sts_not_prescribed"} <= set(f.notes)
+    assert {"calcium_above_target_dialysis", "sts_not_prescribed"} <= set(f.notes)
     assert any(g.key == "lab_stale" and g.params["analyte"] == "pth" for g in f.gaps)
+
+
+def test_non_uraemic_calciphylaxis_is_not_judged_against_dialysis_targets():
+    # F16 (variant K): eGFR 62, no dialysis: PTH 45 and phosphate 3.2 are normal values there.
+    labs = (lab("calcium", 9.0), lab("albumin", 4.0), lab("phosphate", 3.2), lab("pth", 45), lab("egfr", 62))
+    f = only(review_chart(record(conditions=[CALCIPHYLAXIS], labs=labs)))
+    assert f.reasons == () and "not_on_dialysis_targets" in f.notes
+    assert "pth_below_avoid" not in f.notes
 
 
 def test_mineral_status_does_not_nag_about_thiosulfate_when_it_is_prescribed():

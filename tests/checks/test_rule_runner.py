@@ -28,11 +28,14 @@ def test_one_card_per_problem_for_a_drug_in_two_classes():
 # --- missing conditions ---------------------------------------------------------------------
 
 
-def test_without_the_medication_list_the_substitute_is_still_offered_and_the_card_says_duplicates_were_not_checked():
-    rec = record(conditions=[CALCIPHYLAXIS, ESRD], unavailable={"meds": "FHIR server not trusted"})
+def test_without_the_medication_list_no_substitute_is_offered_and_duplicates_are_said_not_checked():
+    # A one-click order needs every check made on complete data: duplicates could not be checked.
+    labs = [lab("calcium", 9.0), lab("albumin", 4.0), lab("phosphate", 6.4)]
+    rec = record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs, unavailable={"meds": "FHIR server not trusted"})
     f = only(check_order(rec, draft(CALCIUM_ACETATE)))
-    assert [s.key for s in f.substitutions] == ["sevelamer", "lanthanum"]
-    assert not any(c.key == "no_active_non_calcium_binder" for c in f.safety_checks)
+    assert f.substitutions == () and f.stop_only
+    check = next(c for c in f.safety_checks if c.key == "no_active_non_calcium_binder")
+    assert check.passed is None and "FHIR server not trusted" in check.detail
     assert [g.params for g in f.gaps if g.key == "prefetch_unavailable"] == [
         {"key": "meds", "why": "FHIR server not trusted"}
     ]

@@ -15,6 +15,7 @@ from tests.checks.builders import (
     CALCITRIOL,
     CALCIUM_ACETATE,
     ESRD,
+    HIGH_PHOSPHATE_LABS,
     NORMAL_LABS,
     NOW,
     WARFARIN,
@@ -65,7 +66,7 @@ def test_a_class_level_allergy_with_no_ingredient_blocks_every_substitute_of_tha
 
 def test_an_allergy_to_one_binder_leaves_the_other_offered_and_recommended():
     rec = replace(
-        record(conditions=[CALCIPHYLAXIS, ESRD], labs=NORMAL_LABS),
+        record(conditions=[CALCIPHYLAXIS, ESRD], labs=HIGH_PHOSPHATE_LABS),
         allergies=(allergy("non_calcium_binder", ingredients=("sevelamer carbonate",)),),
     )
     f = only(check_order(rec, draft(CALCIUM_ACETATE)))
@@ -79,12 +80,31 @@ def test_allergy_matching_is_by_ingredient_and_never_across_ingredients_of_a_cla
     assert not allergy_touches(allergy("vka", ingredients=("warfarin",)), spec)
 
 
-def test_an_unavailable_allergy_list_does_not_block_but_is_said_not_checked():
-    rec = record(conditions=[CALCIPHYLAXIS, ESRD], labs=NORMAL_LABS, unavailable={"allergies": "no FHIR server given"})
+def test_an_unavailable_allergy_list_is_not_checked_and_withholds_the_substitute():
+    rec = record(
+        conditions=[CALCIPHYLAXIS, ESRD], labs=HIGH_PHOSPHATE_LABS, unavailable={"allergies": "no FHIR server given"}
+    )
     result = evaluate(content().substitutes["sevelamer"], rec, lab_facts(rec))
-    assert result.offered
+    assert not result.offered
     assert [g.params["key"] for g in result.gaps] == ["allergies"]
-    assert not any(c.key == "no_allergy" for c in result.checks)
+    check = next(c for c in result.checks if c.key == "no_allergy")
+    assert check.passed is None and "no FHIR server given" in check.detail
+
+
+def test_every_not_checked_state_withholds_and_is_never_a_tick():
+    # The engineering standard: data unavailable or only partly read is "not checked", never met.
+    partial = {"conditions": "later pages not read (no FHIR server given)"}
+    rec = record(conditions=[CALCIPHYLAXIS, ESRD], labs=HIGH_PHOSPHATE_LABS, incomplete=partial)
+    for key in ("sevelamer", "lanthanum"):
+        result = evaluate(content().substitutes[key], rec, lab_facts(rec))
+        assert not result.offered, key
+        assert next(c for c in result.checks if c.key == "no_bowel_obstruction").passed is None
+
+
+def test_every_substitute_declares_its_label_source_route_and_indication():
+    for key, spec in content().substitutes.items():
+        assert spec.references and spec.route_code and spec.indication, key
+        assert any(r.endswith("_label") or r.endswith("_label_us") for r in spec.references), key
 
 
 def test_a_transplant_with_a_working_graft_is_not_on_dialysis_unless_dialysis_came_after_it():
