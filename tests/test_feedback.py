@@ -552,7 +552,7 @@ def _subject_card(rule_id: str, subject: str, indicator: str = "critical") -> Ca
 
 
 def test_an_override_with_a_snoozing_reason_records_a_snooze_for_that_patient_rule_and_drug(store):
-    card = _subject_card("C1-calcium-binder-calciphylaxis", "calcium acetate")
+    card = _subject_card("C1-calcium-binder-calciphylaxis", "calcium acetate", indicator="warning")
     store.record_served("svc", "patient-view", "patient-1", [card])
     store.add_feedback(
         "svc", [FeedbackItem.model_validate(overridden(card=card.uuid, code=SNOOZE_CODE, display="3 months"))]
@@ -562,11 +562,22 @@ def test_an_override_with_a_snoozing_reason_records_a_snooze_for_that_patient_ru
     assert (snooze.rule_id, snooze.subject, snooze.indicator) == (
         "C1-calcium-binder-calciphylaxis",
         "calcium acetate",
-        "critical",
+        "warning",
     )
     assert timedelta(days=90) < snooze.until - now <= timedelta(days=91)
     assert store.active_snoozes("patient-2", now) == ()
     assert store.active_snoozes("patient-1", now + timedelta(days=92)) == ()  # expired
+
+
+def test_a_critical_card_is_never_snoozed_for_3_months_whatever_reason_comes_back(store):
+    # Clinical review F24: the card offers at most a 1-month review; an EHR that sends the
+    # 3-month reason anyway gets the cap.
+    card = _subject_card("C1-calcium-binder-calciphylaxis", "calcium acetate")
+    store.record_served("svc", "patient-view", "patient-1", [card])
+    store.add_feedback("svc", [FeedbackItem.model_validate(overridden(card=card.uuid, code=SNOOZE_CODE))])
+    now = datetime.now(UTC)
+    (snooze,) = store.active_snoozes("patient-1", now)
+    assert snooze.indicator == "critical" and snooze.until - now <= timedelta(days=30)
 
 
 def test_overrides_without_a_snoozing_reason_or_on_unknown_cards_record_no_snooze(store):

@@ -189,6 +189,8 @@ class SqlFeedbackStore:
         self._salt: str | None = None
         # Override reason code -> days it snoozes a card (cards/common.toml); {} turns snoozing off.
         self.snooze_days: dict[str, int] = dict(content().snooze_days)
+        # Indicator -> the longest snooze a card of that indicator may get (critical: 30 days).
+        self.max_snooze_days: dict[str, int] = dict(content().max_snooze_days)
 
     # -- backend hooks ----------------------------------------------------------------------------
     def _transaction(self) -> AbstractContextManager[Cursor]:
@@ -335,6 +337,11 @@ class SqlFeedbackStore:
         served = cur.fetchone()
         if served is None:
             return
+        # A critical card is never snoozed longer than its indicator allows (clinical review F24),
+        # whatever reason an EHR sends back.
+        cap = self.max_snooze_days.get(str(served[3]))
+        if cap is not None:
+            days = min(days, cap)
         now = utcnow()
         cur.execute(
             self._sql(
