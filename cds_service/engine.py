@@ -26,7 +26,6 @@ from cds_service.protocol import Card
 from cds_service.render.cards import render_cards
 from cds_service.render.orders import validate_substitute_orders
 
-
 _SEVERITY = {"critical": 0, "warning": 1, "info": 2}
 
 

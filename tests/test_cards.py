@@ -161,7 +161,9 @@ def test_r5_and_dstu2_orders_get_a_substitute_in_their_own_shape():
 
 
 def test_draft_order_card_suggests_substitute_first_then_deletes_the_draft():
-    card = _card(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=HIGH_PHOSPHATE_LABS), draft(CALCIUM_ACETATE)))
+    card = _card(
+        check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=HIGH_PHOSPHATE_LABS), draft(CALCIUM_ACETATE))
+    )
     assert (
         card["rule_id"] == "C1-calcium-binder-calciphylaxis"
         and "rule_id" not in Card(**{k: v for k, v in card.items() if k != "rule_id"}).to_json()

@@ -344,3 +344,23 @@ def test_f35_a_crp_never_measured_is_not_called_overdue(client):
     cards = call(client, fixture("c1-calcium-acetate-on-home-medication-list-patient-view"))
     review = next(c for c in cards if "mineral review" in c["summary"])
     assert "CRP not measured" in review["summary"] and "CRP overdue" not in review["summary"]
+
+
+def test_f21_fluindione_coded_only_by_its_atc_code_is_a_vitamin_k_antagonist(client):
+    body = fixture("c2-warfarin-calciphylaxis-atrial-fibrillation")  # variant N
+    (draft,) = [e["resource"] for e in body["context"]["draftOrders"]["entry"]]
+    draft["medicationCodeableConcept"] = {
+        "coding": [{"system": "http://www.whocc.no/atc", "code": "B01AA12"}],
+        "text": "Fluindione (Préviscan) 20 mg",
+    }
+    card = only_card(client, body)
+    assert card["indicator"] == "critical" and "`C2-vka-calciphylaxis`" in card["detail"]
+    assert "ATC B01AA12" in card["detail"]
+
+
+def test_f21_fluindione_written_by_its_brand_alone_is_recognised(client):
+    body = fixture("c2-warfarin-calciphylaxis-atrial-fibrillation")
+    (draft,) = [e["resource"] for e in body["context"]["draftOrders"]["entry"]]
+    draft["medicationCodeableConcept"] = {"text": "Previscan 20mg 1 cp le soir"}
+    card = only_card(client, body)
+    assert "`C2-vka-calciphylaxis`" in card["detail"] and "brand name" in card["detail"]

@@ -143,7 +143,9 @@ def check_aluminium_binder(record: PatientRecord, review: OrderUnderReview, labs
         antacid = is_antacid(order)
         # An antacid is not replaced by a phosphate binder (clinical review F22): stop it, and
         # the card says what to use instead.
-        plan = with_notes(SubstitutionPlan(), "antacid_not_a_binder") if antacid else plan_for(RULE_BEYOND, record, labs)
+        plan = (
+            with_notes(SubstitutionPlan(), "antacid_not_a_binder") if antacid else plan_for(RULE_BEYOND, record, labs)
+        )
         return [
             Finding(
                 rule_id=RULE_BEYOND,

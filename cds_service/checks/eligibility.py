@@ -107,7 +107,9 @@ def _on_dialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) ->
         return _not_checked(gap)
     failure = record.conditions_of("kidney_failure")
     if failure:
-        return State(False, f"kidney failure without dialysis recorded: {_facts(failure)}", note="dialysis_not_confirmed")
+        return State(
+            False, f"kidney failure without dialysis recorded: {_facts(failure)}", note="dialysis_not_confirmed"
+        )
     if record.on_dialysis:
         return State(False, f"eGFR {describe_lab(labs.egfr)}, no dialysis recorded", note="dialysis_not_confirmed")
     return State(False, f"eGFR {describe_lab(labs.egfr)}" if labs.egfr else "none recorded")
@@ -366,7 +368,9 @@ def evaluate(spec: SubstituteSpec, record: PatientRecord, labs: LabFacts) -> Eli
             gaps.append(state.gap)
         if state.note and state.holds:
             notes.append(state.note)
-        checks.append(SafetyCheck(_avoid_key(name, spec), None if state.holds is None else not state.holds, state.detail))
+        checks.append(
+            SafetyCheck(_avoid_key(name, spec), None if state.holds is None else not state.holds, state.detail)
+        )
         # Not checked (None) withholds the substitute as surely as a state that holds.
         avoided = avoided and state.holds is False
     offered = not unmet and avoided

@@ -249,7 +249,9 @@ class PatientRecord:
         """
         if self.functioning_transplant is not None:
             return ()
-        return self.conditions_of("dialysis") + tuple(f for f in self.conditions_of("kidney_failure") if f.dialysis_implied)
+        return self.conditions_of("dialysis") + tuple(
+            f for f in self.conditions_of("kidney_failure") if f.dialysis_implied
+        )
 
     def age_years(self) -> int | None:
         """Whole years of age at ``now`` from the birth date, when known."""

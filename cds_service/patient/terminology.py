@@ -213,6 +213,16 @@ ATC_CLASSES: dict[str, frozenset[str]] = {
     **_codes(MAGNESIUM, "A12CC10", "A02AA02", "A06AD02", "A02AA04", "G04BX01"),
 }
 
+# Whole ATC groups whose every member is one class (clinical review F21: fluindione, B01AA12, was
+# missed because only four members were listed). B01AA "Vitamin K antagonists": dicoumarol 01,
+# phenindione 02, warfarin 03, phenprocoumon 04, acenocoumarol 07, ethyl biscoumacetate 08,
+# clorindione 09, diphenadione 10, tioclomarol 11, fluindione 12 (WHO ATC index as published in
+# github fabkury/atcd "WHO ATC-DDD 2026-04-25.csv" and rxreasoner.com/atccodes/B01AA; see
+# docs/clinical/codes.md). An exact code above always wins over its group.
+ATC_GROUPS: dict[str, frozenset[str]] = {
+    "B01AA": VKA,
+}
+
 # terminology.md lists no SNOMED CT medicinal-product codes; SNOMED-coded drugs fall back to text.
 SNOMED_DRUG_CLASSES: dict[str, frozenset[str]] = {}
 
@@ -237,6 +247,8 @@ def drug_classes_for_code(system: object, code: object) -> frozenset[str] | None
     if table is ATC_CLASSES:
         code = code.upper()
     found = table.get(code)
+    if found is None and table is ATC_CLASSES:
+        found = next((classes for group, classes in ATC_GROUPS.items() if code.startswith(group)), None)
     if found is None and canonical == RXNORM:
         generated = generated_drug(code)
         found = generated.classes if generated is not None else None
@@ -437,6 +449,7 @@ def kidney_failure_implies_dialysis(system: object, code: object, text: str) -> 
         if key in _ESKD_INDEX:
             return True
     return bool(_DIALYSIS_IMPLIED_WORDS.search(text))
+
 
 # Dialysis procedures (Procedure.code). A Procedure counts only when recent (classify.py).
 DIALYSIS_PROCEDURE_CODES: frozenset[tuple[str, str]] = frozenset(

@@ -86,11 +86,7 @@ def _offered_reasons(c: CardContent, rule: RuleContent, indicator: str) -> list[
     """The rule's override reasons a card of this indicator offers: a critical card never offers
     a snooze longer than ``override_reasons.max_snooze_days.critical`` (clinical review F24)."""
     limit = c.max_snooze_days.get(indicator)
-    return [
-        code
-        for code in rule.override_reasons
-        if limit is None or c.snooze_days.get(code, 0) <= limit
-    ]
+    return [code for code in rule.override_reasons if limit is None or c.snooze_days.get(code, 0) <= limit]
 
 
 def _rule_parts(c: CardContent, rule_id: str, indicator: str) -> _RuleParts:
@@ -185,6 +181,7 @@ def _chart_status_phrase(c: CardContent, rule: RuleContent, f: Finding) -> str:
     parts = []
     if f.reasons:
         parts.append(fill(rule.extra["status_out_of_range"], {"n": str(len(f.reasons))}))
+
     def named(keys: tuple[str, ...]) -> list[str]:
         return [c.labels["analyte"].get(g.params["analyte"], g.params["analyte"]) for g in f.gaps if g.key in keys]
 
@@ -460,9 +457,10 @@ def _suggestions(c: CardContent, f: Finding, patient_id: str, encounter_id: str 
         if f.withhold:
             label = c.text["suggest_withhold_draft" if review.is_draft else "suggest_withhold_active"]
         else:
-            label = rule_text(rule, "stop_label", f.variant) or c.text[
-                "suggest_remove_draft" if review.is_draft else "suggest_stop_active"
-            ]
+            label = (
+                rule_text(rule, "stop_label", f.variant)
+                or c.text["suggest_remove_draft" if review.is_draft else "suggest_stop_active"]
+            )
         out.append(Suggestion(label=fill(label, drug), actions=[end]))
     return out
 

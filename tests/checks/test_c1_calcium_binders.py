@@ -11,10 +11,10 @@ from tests.checks.builders import (
     ESRD,
     HIGH_PHOSPHATE_LABS,
     NORMAL_LABS,
+    NOW,
     cond,
     draft,
     lab,
-    NOW,
     med,
     only,
     record,
@@ -93,7 +93,9 @@ def test_a_recent_parathyroidectomy_guards_the_calcium_binder_from_a_one_click_s
     f = only(check_order(rec, draft(CALCIUM_ACETATE)))
     assert f.indicator == "warning" and f.variant == "hypocalcaemia" and surgery in f.conditions
     old = surgery.__class__(**{**surgery.__dict__, "recorded": NOW - timedelta(days=400)})
-    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD, old], labs=HIGH_PHOSPHATE_LABS), draft(CALCIUM_ACETATE)))
+    f = only(
+        check_order(record(conditions=[CALCIPHYLAXIS, ESRD, old], labs=HIGH_PHOSPHATE_LABS), draft(CALCIUM_ACETATE))
+    )
     assert f.indicator == "critical" and f.substitutions
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cds_service.checks import check_order
 from datetime import date
 
+from cds_service.checks import check_order
 from tests.checks.builders import CALCIPHYLAXIS, CKD5, ESRD, WARFARIN, active, cond, draft, lab, med, only, record
 
 AF = cond("atrial_fibrillation", "Atrial fibrillation", rid="Condition/af")
@@ -65,7 +65,9 @@ def test_mitral_stenosis_or_antiphospholipid_syndrome_rule_out_apixaban():
     # F04a/b (variant I): severe rheumatic mitral stenosis; triple-positive APS (label 5.6).
     for kind in ("mitral_stenosis", "antiphospholipid_syndrome"):
         excluded = cond(kind, kind, rid=f"Condition/{kind}")
-        rec = record(conditions=[CALCIPHYLAXIS, ESRD, AF, excluded], labs=[lab("body_weight", 72)], birth_date=BORN_1958)
+        rec = record(
+            conditions=[CALCIPHYLAXIS, ESRD, AF, excluded], labs=[lab("body_weight", 72)], birth_date=BORN_1958
+        )
         f = only(check_order(rec, draft(WARFARIN)))
         assert f.substitutions == () and not f.stop_only and f.variant == "plan_replacement", kind
         assert next(c for c in f.safety_checks if c.key == f"no_{kind}").passed is False
@@ -87,7 +89,9 @@ def test_a_partly_read_conditions_list_leaves_the_valve_not_checked_and_withhold
 
 def test_a_doac_drafted_in_the_same_call_is_not_duplicated():
     drafted = med("doac", name="apixaban 5 MG Oral Tablet", rid="MedicationRequest/draft-apx")
-    rec = record(conditions=[CALCIPHYLAXIS, ESRD, AF], labs=[lab("body_weight", 72)], birth_date=BORN_1958, drafts=[drafted])
+    rec = record(
+        conditions=[CALCIPHYLAXIS, ESRD, AF], labs=[lab("body_weight", 72)], birth_date=BORN_1958, drafts=[drafted]
+    )
     f = only(check_order(rec, draft(WARFARIN)))
     assert f.substitutions == () and "substitute_already_drafted" in f.notes
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cds_service.checks import check_order
 from datetime import timedelta
 
+from cds_service.checks import check_order
 from tests.checks.builders import (
     CALCIPHYLAXIS,
     CALCITRIOL,
