@@ -14,7 +14,7 @@ from cds_service.checks.labs import ca_x_p, corrected_calcium
 from cds_service.fhir.resolver import ResolvedPrefetch
 from cds_service.patient import terminology as term
 from cds_service.patient.build import SERIES_LIMIT, build_record, orders_under_review
-from cds_service.patient.model import STALE_AFTER, PatientRecord
+from cds_service.patient.model import STALE_AFTER
 from cds_service.patient.units import ALBUMIN_PAIRING_WINDOW, CA_X_P_PAIRING_WINDOW
 from tests.conftest import load_shared
 
@@ -384,7 +384,7 @@ def test_an_undated_result_is_stale_and_a_missing_one_is_not():
 
 def test_analytes_without_a_monitoring_interval_are_never_stale():
     record = build({"egfr": bundle(obs("e", "98979-8", 9, "mL/min/{1.73_m2}", days_ago(400)))})
-    assert PatientRecord.stale_after("egfr") is None
+    assert record.stale_after("egfr") is None
     assert not record.is_stale("egfr")
     assert record.age(record.latest("egfr")) == timedelta(days=400)
 
@@ -925,3 +925,35 @@ def test_draft_orders_about_another_patient_are_never_reviewed():
     }
     context = {**CONTEXT, "draftOrders": bundle(draft)}
     assert orders_under_review("order-sign", context, build({})) == ()
+
+
+def test_calcium_and_phosphate_go_out_of_date_after_2_weeks_in_the_first_month_of_calciphylaxis():
+    # Clinical review F25: every 2 weeks for the first month, then monthly (seeds 000, 001, 004).
+    from dataclasses import replace
+
+    from tests.checks.builders import NOW, cond, lab, record
+
+    new = replace(cond("calciphylaxis", "Calciphylaxis"), recorded=NOW - timedelta(days=10))
+    old = replace(cond("calciphylaxis", "Calciphylaxis"), recorded=NOW - timedelta(days=60))
+    labs = (lab("calcium", 9.0, days_ago=20), lab("phosphate", 5.0, days_ago=20), lab("pth", 250, days_ago=20))
+    early, later = record(conditions=[new], labs=labs), record(conditions=[old], labs=labs)
+    assert early.is_stale("calcium") and early.is_stale("phosphate") and not early.is_stale("pth")
+    assert not later.is_stale("calcium") and not later.is_stale("phosphate")
+
+
+def test_a_calcium_drawn_before_a_calcimimetic_change_over_a_week_ago_is_out_of_date():
+    from dataclasses import replace
+
+    from tests.checks.builders import NOW, cond, lab, med, record
+
+    cinacalcet = replace(
+        med("calcimimetic", name="cinacalcet 60 MG", rid="MedicationRequest/c1", status="active"),
+        authored=NOW - timedelta(days=12),
+    )
+    before = record(
+        conditions=[cond("kidney_failure")], labs=(lab("calcium", 8.9, days_ago=15),), medications=[cinacalcet]
+    )
+    after = record(
+        conditions=[cond("kidney_failure")], labs=(lab("calcium", 8.9, days_ago=5),), medications=[cinacalcet]
+    )
+    assert before.is_stale("calcium") and not after.is_stale("calcium")

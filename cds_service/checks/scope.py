@@ -7,7 +7,7 @@ from datetime import timedelta
 from cds_service.checks.findings import Gap, LabValue
 from cds_service.checks.labs import LabFacts, below, calcium_for_rules
 from cds_service.knowledge import thresholds as T
-from cds_service.patient.analytes import ANALYTES
+from cds_service.patient.analytes import ANALYTES, CALCIUM_ANALYTES
 from cds_service.patient.model import KIDNEY_FAILURE_EGFR, ConditionFact, PatientRecord
 
 
@@ -59,7 +59,15 @@ def lab_gaps(record: PatientRecord, wanted: dict[str, LabValue | None]) -> tuple
             else:
                 gaps.append(Gap("lab_missing", {"analyte": analyte}))
         elif lab.stale:
-            gaps.append(Gap("lab_stale", {"analyte": analyte, "lab": lab}))
+            limit = record.stale_after(lab.analyte) or record.stale_after("calcium")
+            change = record.calcimimetic_change() if analyte in CALCIUM_ANALYTES else None
+            if change is not None and lab.effective is not None and lab.effective < change and limit is not None:
+                if record.now - lab.effective <= limit:
+                    date = change.date().isoformat()
+                    gaps.append(Gap("lab_before_calcimimetic", {"analyte": analyte, "lab": lab, "since": date}))
+                    continue
+            days = str(limit.days) if limit is not None else ""
+            gaps.append(Gap("lab_stale", {"analyte": analyte, "lab": lab, "days": days}))
     return tuple(gaps)
 
 

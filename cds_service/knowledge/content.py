@@ -47,6 +47,7 @@ ENGINE_FIELDS = frozenset(
         "dose",
         "next_dose",
         "calcium",
+        "since",
     }
 )
 ALLOWED_FIELDS = ENGINE_FIELDS | frozenset(TEMPLATE_VALUES)

@@ -42,6 +42,16 @@ class Analyte:
 _MONTHLY = timedelta(days=35)
 _QUARTERLY = timedelta(days=93)
 
+# Closer monitoring (seeds 000, 001, 004; clinical review F25): calcium and phosphate every 2 weeks
+# in the first month after calciphylaxis is recorded (14 days, within 30 days of its onset or
+# recording); calcium within 1 week of starting or changing a calcimimetic (a calcium drawn
+# before an order authored more than 7 days ago is out of date).
+EARLY_CALCIPHYLAXIS_PERIOD = timedelta(days=30)
+EARLY_CALCIPHYLAXIS_INTERVAL = timedelta(days=14)
+EARLY_CALCIPHYLAXIS_ANALYTES = frozenset({"calcium", "corrected_calcium", "ionized_calcium", "albumin", "phosphate"})
+CALCIMIMETIC_CALCIUM_CHECK = timedelta(days=7)
+CALCIUM_ANALYTES = frozenset({"calcium", "corrected_calcium", "ionized_calcium"})
+
 # Targets (clinical-rules.md, "Lab context"): phosphate 3.5-5.5 mg/dL on dialysis (000); corrected
 # calcium 8.4-9.5 mg/dL in calciphylaxis, the low end of normal (000); Ca x P below 55 mg2/dL2
 # (000); intact PTH 150-300 pg/mL on treatment (001, 003).

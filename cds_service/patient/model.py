@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from cds_service.patient.analytes import ANALYTES, CANONICAL_UNITS
+from cds_service.patient.analytes import (
+    ANALYTES,
+    CALCIMIMETIC_CALCIUM_CHECK,
+    CALCIUM_ANALYTES,
+    CANONICAL_UNITS,
+    EARLY_CALCIPHYLAXIS_ANALYTES,
+    EARLY_CALCIPHYLAXIS_INTERVAL,
+    EARLY_CALCIPHYLAXIS_PERIOD,
+)
 
 __all__ = ["CANONICAL_UNITS"]
 
@@ -284,16 +292,36 @@ class PatientRecord:
 
     # --- staleness -------------------------------------------------------------------------
 
-    @staticmethod
-    def stale_after(analyte: str) -> timedelta | None:
-        """The monitoring interval after which a result of ``analyte`` is stale (None: never)."""
-        return STALE_AFTER.get(analyte)
+    def stale_after(self, analyte: str) -> timedelta | None:
+        """The monitoring interval after which a result of ``analyte`` is stale (None: never):
+        2 weeks for calcium and phosphate in the first month after calciphylaxis is recorded."""
+        limit = STALE_AFTER.get(analyte)
+        if limit is None or analyte not in EARLY_CALCIPHYLAXIS_ANALYTES:
+            return limit
+        dates = [c.recorded for c in self.conditions_of("calciphylaxis") if c.recorded is not None]
+        if dates and self.now - min(dates) <= EARLY_CALCIPHYLAXIS_PERIOD:
+            return min(limit, EARLY_CALCIPHYLAXIS_INTERVAL)
+        return limit
+
+    def calcimimetic_change(self) -> datetime | None:
+        """When the newest calcimimetic order on the chart was written (a start or a change), if
+        that is more than a week ago: a calcium drawn before it is then out of date."""
+        written = [
+            m.authored
+            for m in self.medications
+            if "calcimimetic" in m.drug_classes and m.kind == "request" and m.authored is not None
+        ]
+        if not written:
+            return None
+        newest = max(written)
+        return newest if self.now - newest > CALCIMIMETIC_CALCIUM_CHECK else None
 
     def age(self, lab: LabResult) -> timedelta | None:
         return None if lab.effective is None else self.now - lab.effective
 
     def is_stale(self, lab: LabResult | str | None) -> bool:
-        """Whether a result (or the latest of an analyte) is older than its monitoring interval.
+        """Whether a result (or the latest of an analyte) is older than its monitoring interval,
+        or is a calcium drawn before a calcimimetic start or change more than a week old.
 
         A result with no date is stale (its age cannot be shown); a missing result is not stale
         (it is missing: check ``latest`` for ``None``).
@@ -302,11 +330,16 @@ class PatientRecord:
             lab = self.latest(lab)
         if lab is None:
             return False
-        limit = STALE_AFTER.get(lab.analyte)
+        limit = self.stale_after(lab.analyte)
         if limit is None:
             return False
         age = self.age(lab)
-        return age is None or age > limit
+        if age is None or age > limit:
+            return True
+        if lab.analyte in CALCIUM_ANALYTES and lab.effective is not None:
+            change = self.calcimimetic_change()
+            return change is not None and lab.effective < change
+        return False
 
 
 @dataclass(frozen=True)

@@ -383,8 +383,10 @@ def _gap_line(c: CardContent, gap: Gap) -> str:
             value=_number(lab.analyte, lab.value),
             unit=lab.unit,
             date=_date(lab.effective),
-            days=str(_stale_days(lab)),
+            days=str(p.get("days") or _stale_days(lab)),
         )
+    if "since" in p:
+        values["since"] = str(p["since"])
     return fill(c.gaps[gap.key], values)
 
 

@@ -122,3 +122,22 @@ def test_an_active_order_on_patient_view_is_put_on_hold_and_out_of_scope_is_sile
     f = only(check_order(record(conditions=[CALCIPHYLAXIS], labs=calcium(7.0)), active(order)))
     assert f.withhold and not f.review.is_draft
     assert check_order(record(conditions=[cond("primary_hyperparathyroidism")], labs=calcium(7.0)), draft(order)) == []
+
+
+def test_a_low_calcium_drawn_before_the_calcimimetic_change_asks_for_a_recheck_within_a_week():
+    # F25: calcium within 1 week of a calcimimetic start or change.
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from tests.checks.builders import NOW
+
+    running = replace(cinacalcet(rid="MedicationRequest/a1", status="active"), authored=NOW - timedelta(days=12))
+    rec = record(conditions=[ESRD], labs=calcium(8.0, days_ago=15), medications=[running])
+    f = only(check_order(rec, active(running)))
+    assert (f.rule_id, f.indicator) == ("C6-calcimimetic-low-calcium-stale-data", "info")
+    gap = next(g for g in f.gaps if g.key == "lab_before_calcimimetic")
+    assert gap.params["since"] == (NOW - timedelta(days=12)).date().isoformat()
+    from cds_service.render.cards import render_card
+
+    detail = render_card(f, patient_id="p1").detail or ""
+    assert "drawn before the calcimimetic order of" in detail and "within 1 week" in detail
