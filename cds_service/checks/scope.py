@@ -61,11 +61,12 @@ def lab_gaps(record: PatientRecord, wanted: dict[str, LabValue | None]) -> tuple
         elif lab.stale:
             limit = record.stale_after(lab.analyte) or record.stale_after("calcium")
             change = record.calcimimetic_change() if analyte in CALCIUM_ANALYTES else None
-            if change is not None and lab.effective is not None and lab.effective < change and limit is not None:
-                if record.now - lab.effective <= limit:
-                    date = change.date().isoformat()
-                    gaps.append(Gap("lab_before_calcimimetic", {"analyte": analyte, "lab": lab, "since": date}))
-                    continue
+            recent = limit is not None and lab.effective is not None and record.now - lab.effective <= limit
+            if change is not None and recent and lab.effective is not None and lab.effective < change:
+                # Within its interval, but drawn before a calcimimetic start or change.
+                since = change.date().isoformat()
+                gaps.append(Gap("lab_before_calcimimetic", {"analyte": analyte, "lab": lab, "since": since}))
+                continue
             days = str(limit.days) if limit is not None else ""
             gaps.append(Gap("lab_stale", {"analyte": analyte, "lab": lab, "days": days}))
     return tuple(gaps)
