@@ -40,7 +40,8 @@ LAB_KEYS = ("calcium", "albumin", "pth")
 def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
     calcium = calcium_for_rules(labs)
     cc = calcium.value if calcium is not None else None
-    shown_labs = tuple(v for v in (cc, labs.phosphate, labs.latest_pth) if v is not None)
+    calcium_labs = calcium.shown if calcium is not None else ()
+    shown_labs = calcium_labs + tuple(v for v in (labs.phosphate, labs.latest_pth) if v is not None)
 
     guard = hypocalcaemia_guard(record, labs)
     if record.has_calciphylaxis:
@@ -103,7 +104,7 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
 
     gaps += lab_gaps(record, calcium_wanted(cc) | {"pth": labs.latest_pth})
     gaps += unavailable_gaps(record, LAB_KEYS)
-    used = tuple(v for v in (cc, *pth_labs, labs.phosphate) if v is not None) + scope_labs
+    used = calcium_labs + tuple(v for v in (*pth_labs, labs.phosphate) if v is not None) + scope_labs
 
     if fired and guard is not None:
         return [

@@ -60,7 +60,7 @@ def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs
     calcium = calcium_for_rules(labs)
     cc = calcium.value if calcium is not None else None
     pth = labs.latest_pth
-    used = tuple(v for v in (cc, pth) if v is not None)
+    used = (calcium.shown if calcium is not None else ()) + ((pth,) if pth is not None else ())
     wanted = calcium_wanted(cc) | {"pth": pth}
     given_only = review.order.kind == "administration"
 
@@ -113,7 +113,7 @@ def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs
                 indicator="info",
                 review=review,
                 conditions=conditions,
-                labs=(cc,) + scope_labs,
+                labs=calcium.shown + scope_labs,
                 reasons=(f"stale_{reason}",),
                 notes=calcium_notes(calcium),
                 gaps=gaps,

@@ -147,7 +147,7 @@ def check_calcimimetic(record: PatientRecord, review: OrderUnderReview, labs: La
     else:
         conditions, scope_labs = dialysis_evidence(record, labs)
     gaps = lab_gaps(record, calcium_wanted(value)) + unavailable_gaps(record, (sources.CALCIUM, sources.ALBUMIN))
-    shown = (value,) + scope_labs
+    shown = calcium.shown + scope_labs
 
     if value.stale:
         return [

@@ -250,14 +250,22 @@ def is_within(lab: LabValue, low: float, high: float) -> bool:
 
 @dataclass(frozen=True)
 class CalciumReading:
-    """The calcium a rule decides on: the corrected (or measured) total calcium, or, when there
-    is no total calcium, the ionized calcium with its own thresholds."""
+    """The calcium a rule decides on: a measured ionized calcium from the same draw as the total
+    calcium (or newer), with its own thresholds; else the corrected (or measured) total calcium;
+    else an ionized calcium alone."""
 
     value: LabValue
     high: bool  # above the level where calcium-raising therapy must be reduced or stopped
     low: bool  # below the floor for starting cinacalcet
     # below the level where a calcimimetic is withheld (001: 7.5 mg/dL; ionized: derived)
     severe_low: bool = False
+    # The corrected calcium shown beside an ionized calcium that was preferred to it.
+    beside: LabValue | None = None
+
+    @property
+    def shown(self) -> tuple[LabValue, ...]:
+        """What a card lists: the value decided on, and the corrected calcium beside it."""
+        return (self.value,) if self.beside is None else (self.value, self.beside)
 
     @property
     def ionized(self) -> bool:
@@ -270,26 +278,60 @@ class CalciumReading:
         return f"{kind}{self.value.comparator or ''}{self.value.value:g} {self.value.unit} on {when}{stale}"
 
 
+# An albumin-corrected calcium this close to a decision threshold is where its poor agreement with
+# ionized calcium in kidney failure matters (clinical review F15): the card suggests measuring one.
+CORRECTED_CALCIUM_MARGIN = 0.4
+_CALCIUM_DECISIONS = (T.CORRECTED_CALCIUM_HIGH, T.CALCIUM_LOWER_LIMIT, T.CALCIMIMETIC_HOLD_BELOW)
+
+
 def calcium_notes(calcium: CalciumReading | None) -> tuple[str, ...]:
-    """The note a card carries when the ionized calcium stood in for a total calcium."""
-    return ("ionized_calcium_used",) if calcium is not None and calcium.value.analyte == "ionized_calcium" else ()
+    """What a card says about the calcium it used: an ionized calcium preferred to the corrected
+    one, or standing in for a missing total calcium; a Payne-corrected value close to a threshold."""
+    if calcium is None:
+        return ()
+    if calcium.beside is not None:
+        return ("ionized_calcium_preferred",)
+    if calcium.value.analyte == "ionized_calcium":
+        return ("ionized_calcium_used",)
+    value = calcium.value
+    if value.method == "corrected" and any(
+        abs(value.value - t) <= CORRECTED_CALCIUM_MARGIN for t in _CALCIUM_DECISIONS
+    ):
+        return ("corrected_calcium_in_dialysis",)
+    return ()
+
+
+def _ionized(ic: LabValue, beside: LabValue | None = None) -> CalciumReading:
+    return CalciumReading(
+        ic,
+        above(ic, T.IONIZED_CALCIUM_HIGH),
+        below(ic, T.IONIZED_CALCIUM_LOW),
+        below(ic, T.IONIZED_CALCIMIMETIC_HOLD_BELOW),
+        beside=beside,
+    )
+
+
+def _same_draw_or_newer(ionized: LabValue, total: LabValue) -> bool:
+    if ionized.effective is None or total.effective is None:
+        return False
+    return ionized.effective >= total.effective - units.ALBUMIN_PAIRING_WINDOW
 
 
 def calcium_for_rules(labs: LabFacts) -> CalciumReading | None:
-    if labs.corrected_calcium is not None:
-        cc = labs.corrected_calcium
+    """The calcium the rules decide on. A recent measured ionized calcium drawn with the total
+    calcium (within 2 days) or after it is preferred: the KDIGO position is that ionized calcium
+    is preferred, and albumin-corrected calcium agrees poorly with it in kidney failure (Gauci
+    2008; clinical review F15). The corrected value is then shown beside it."""
+    cc, ic = labs.corrected_calcium, labs.ionized_calcium
+    if cc is not None and ic is not None and not ic.stale and _same_draw_or_newer(ic, cc):
+        return _ionized(ic, beside=cc)
+    if cc is not None:
         return CalciumReading(
             cc,
             above(cc, T.CORRECTED_CALCIUM_HIGH),
             below(cc, T.CINACALCET_MIN_CORRECTED_CALCIUM),
             below(cc, T.CALCIMIMETIC_HOLD_BELOW),
         )
-    if labs.ionized_calcium is not None:
-        ic = labs.ionized_calcium
-        return CalciumReading(
-            ic,
-            above(ic, T.IONIZED_CALCIUM_HIGH),
-            below(ic, T.IONIZED_CALCIUM_LOW),
-            below(ic, T.IONIZED_CALCIMIMETIC_HOLD_BELOW),
-        )
+    if ic is not None:
+        return _ionized(ic)
     return None

@@ -67,7 +67,8 @@ def mineral_status(record: PatientRecord, labs: LabFacts) -> list[Finding]:
     # The corrected calcium, or the ionized calcium when there is no total calcium.
     calcium = calcium_for_rules(labs)
     cc, pth = (calcium.value if calcium is not None else None), labs.latest_pth
-    shown = tuple(v for v in (cc, labs.phosphate, labs.ca_x_p, pth, labs.crp) if v is not None)
+    calcium_labs = calcium.shown if calcium is not None else ()
+    shown = calcium_labs + tuple(v for v in (labs.phosphate, labs.ca_x_p, pth, labs.crp) if v is not None)
     notes: list[str] = []
     if calcium is not None and cc is not None and not cc.stale:
         has_target = ANALYTES[cc.analyte].target is not None

@@ -141,3 +141,15 @@ def test_a_low_calcium_drawn_before_the_calcimimetic_change_asks_for_a_recheck_w
 
     detail = render_card(f, patient_id="p1").detail or ""
     assert "drawn before the calcimimetic order of" in detail and "within 1 week" in detail
+
+
+def test_a_same_draw_ionized_calcium_is_preferred_to_the_corrected_calcium():
+    # F15: corrected 8.6 mg/dL hides an ionized 1.02 mmol/L drawn the same day: withhold.
+    labs = (lab("calcium", 8.6), lab("albumin", 4.0), lab("ionized_calcium", 1.02))
+    f = only(check_order(record(conditions=[ESRD], labs=labs), draft(cinacalcet())))
+    assert (f.rule_id, f.indicator) == ("C6-calcimimetic-calcium-below-7-5", "critical")
+    assert [v.analyte for v in f.labs[:2]] == ["ionized_calcium", "corrected_calcium"]
+    assert "ionized_calcium_preferred" in f.notes
+    # An older ionized calcium does not override a newer total calcium.
+    older = (lab("calcium", 8.6), lab("albumin", 4.0), lab("ionized_calcium", 1.02, days_ago=10))
+    assert check_order(record(conditions=[ESRD], labs=older), draft(cinacalcet())) == []
