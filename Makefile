@@ -9,7 +9,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 LOCK    = requirements.lock
 
-.PHONY: run test install install-test lint format bench clean services services-stop lock image browser
+.PHONY: run test install install-test lint format bench clean services services-stop lock image browser clinical-spec
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ services:
 
 services-stop:
 	$(PYTHON) tools/services.py stop
+
+# The clinical specification the CDS committee signs (docs/clinical/specification.md), generated
+# from the card content and thresholds; tests/test_clinical_spec.py fails when it is out of date.
+clinical-spec: install
+	$(BIN)/python tools/generate_clinical_spec.py
 
 # Refresh the lock after changing a dependency in pyproject.toml (README: "Dependencies").
 lock: $(BIN)/python
