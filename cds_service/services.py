@@ -25,6 +25,13 @@ def _observations(description: str, source: str, count: int) -> PrefetchKey:
     return PrefetchKey(template, description, newest=count)
 
 
+def _procedures(description: str, codes: frozenset[tuple[str, str]], count: int) -> PrefetchKey:
+    """The newest ``count`` Procedures of the patient with one of ``codes`` (system, code)."""
+    code_param = ",".join(f"{system}|{code}" for system, code in sorted(codes))
+    template = f"Procedure?patient={{{{context.patientId}}}}&code={code_param}&_sort=-date&_count={count}"
+    return PrefetchKey(template, description, newest=count)
+
+
 # Every key the services ask for. ``_count`` on conditions and medications is a page size (a
 # bounded response), not a limit: further pages are followed up to CDS_FHIR_MAX_PAGES.
 PREFETCH_KEYS: dict[str, PrefetchKey] = {
@@ -61,21 +68,9 @@ PREFETCH_KEYS: dict[str, PrefetchKey] = {
     sources.WEIGHT: _observations("recent body weights", sources.WEIGHT, count=3),
     # A parathyroidectomy in the last months (hungry bone): calcium and active vitamin D are then
     # not stopped in one click.
-    sources.PARATHYROIDECTOMY: PrefetchKey(
-        "Procedure?patient={{context.patientId}}&code="
-        + ",".join(f"{system}|{code}" for system, code in sorted(PARATHYROIDECTOMY_PROCEDURE_CODES))
-        + "&_sort=-date&_count=3",
-        "recent parathyroid surgery",
-        newest=3,
-    ),
+    sources.PARATHYROIDECTOMY: _procedures("recent parathyroid surgery", PARATHYROIDECTOMY_PROCEDURE_CODES, count=3),
     # Recent dialysis sessions: evidence of dialysis where no ESRD/dependence Condition is coded.
-    sources.PROCEDURES: PrefetchKey(
-        "Procedure?patient={{context.patientId}}&code="
-        + ",".join(f"{system}|{code}" for system, code in sorted(DIALYSIS_PROCEDURE_CODES))
-        + "&_sort=-date&_count=5",
-        "recent dialysis procedures",
-        newest=5,
-    ),
+    sources.PROCEDURES: _procedures("recent dialysis procedures", DIALYSIS_PROCEDURE_CODES, count=5),
 }
 
 

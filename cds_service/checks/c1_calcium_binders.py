@@ -24,6 +24,7 @@ from cds_service.checks.scope import (
     calcium_wanted,
     dialysis_evidence,
     hypocalcaemia_guard,
+    hypocalcaemia_review,
     lab_gaps,
     unavailable_gaps,
 )
@@ -46,16 +47,10 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
     guard = hypocalcaemia_guard(record, labs)
     if record.has_calciphylaxis:
         if guard is not None:
+            notes = calcium_notes(calcium)
             return [
-                Finding(
-                    rule_id=RULE_CALCIPHYLAXIS,
-                    indicator="warning",
-                    review=review,
-                    conditions=calciphylaxis_conditions(record) + guard,
-                    labs=shown_labs,
-                    reasons=("calciphylaxis",),
-                    notes=("hypocalcaemia_guard", *calcium_notes(calcium)),
-                    variant="hypocalcaemia",
+                hypocalcaemia_review(
+                    RULE_CALCIPHYLAXIS, review, record, guard, shown_labs, reasons=("calciphylaxis",), notes=notes
                 )
             ]
         plan = with_notes(plan_for(RULE_CALCIPHYLAXIS, record, labs), *calcium_notes(calcium))
@@ -108,16 +103,16 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
 
     if fired and guard is not None:
         return [
-            Finding(
-                rule_id=RULE_DIALYSIS,
-                indicator="warning",
-                review=review,
-                conditions=conditions + guard,
-                labs=used,
+            hypocalcaemia_review(
+                RULE_DIALYSIS,
+                review,
+                record,
+                guard,
+                used,
                 reasons=tuple(fired),
-                notes=("hypocalcaemia_guard", *calcium_notes(calcium)),
+                notes=calcium_notes(calcium),
                 gaps=tuple(gaps),
-                variant="hypocalcaemia",
+                conditions=conditions,
             )
         ]
     if fired:

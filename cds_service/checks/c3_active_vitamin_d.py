@@ -31,6 +31,7 @@ from cds_service.checks.scope import (
     calcium_wanted,
     dialysis_evidence,
     hypocalcaemia_guard,
+    hypocalcaemia_review,
     lab_gaps,
     unavailable_gaps,
 )
@@ -68,17 +69,10 @@ def check_active_vitamin_d(record: PatientRecord, review: OrderUnderReview, labs
         gaps = lab_gaps(record, wanted) + unavailable_gaps(record, LAB_KEYS)
         guard = hypocalcaemia_guard(record, labs)
         if guard is not None:
+            notes = calcium_notes(calcium) + pth_notes(pth)
             return [
-                Finding(
-                    rule_id=RULE_CALCIPHYLAXIS,
-                    indicator="warning",
-                    review=review,
-                    conditions=calciphylaxis_conditions(record) + guard,
-                    labs=used,
-                    reasons=("calciphylaxis",),
-                    notes=("hypocalcaemia_guard", *calcium_notes(calcium), *pth_notes(pth)),
-                    gaps=gaps,
-                    variant="hypocalcaemia",
+                hypocalcaemia_review(
+                    RULE_CALCIPHYLAXIS, review, record, guard, used, reasons=("calciphylaxis",), notes=notes, gaps=gaps
                 )
             ]
         calcifediol = is_calcifediol(review.order)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from cds_service.checks.findings import Gap, LabValue
+from cds_service.checks.findings import Finding, Gap, LabValue
 from cds_service.checks.labs import LabFacts, below, calcium_for_rules
 from cds_service.knowledge import thresholds as T
 from cds_service.patient.analytes import ANALYTES, CALCIUM_ANALYTES
-from cds_service.patient.model import KIDNEY_FAILURE_EGFR, ConditionFact, PatientRecord
+from cds_service.patient.model import KIDNEY_FAILURE_EGFR, ConditionFact, OrderUnderReview, PatientRecord
 
 
 def calciphylaxis_conditions(record: PatientRecord) -> tuple[ConditionFact, ...]:
@@ -88,6 +88,34 @@ def recent_parathyroidectomy(record: PatientRecord) -> tuple[ConditionFact, ...]
         fact
         for fact in record.conditions_of("parathyroidectomy")
         if fact.recorded is None or record.now - fact.recorded <= limit
+    )
+
+
+def hypocalcaemia_review(
+    rule_id: str,
+    review: OrderUnderReview,
+    record: PatientRecord,
+    guard: tuple[ConditionFact, ...],
+    labs: tuple[LabValue, ...],
+    *,
+    reasons: tuple[str, ...],
+    notes: tuple[str, ...] = (),
+    gaps: tuple[Gap, ...] = (),
+    conditions: tuple[ConditionFact, ...] = (),
+) -> Finding:
+    """The card a calcium-raising drug gets when ``hypocalcaemia_guard`` holds: a warning to
+    review the dose, with the calcium in its summary and no one-click stop (the rule's
+    "hypocalcaemia" variant words it)."""
+    return Finding(
+        rule_id=rule_id,
+        indicator="warning",
+        review=review,
+        conditions=(conditions or calciphylaxis_conditions(record)) + guard,
+        labs=labs,
+        reasons=reasons,
+        notes=("hypocalcaemia_guard", *notes),
+        gaps=gaps,
+        variant="hypocalcaemia",
     )
 
 

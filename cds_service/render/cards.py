@@ -153,7 +153,7 @@ def _summary(c: CardContent, rule: RuleContent, f: Finding) -> str:
         or "patient data"
     )
     values["status"] = _chart_status_phrase(c, rule, f) if rule.layout == RESULTS_TABLE else ""
-    values["calcium"] = _summary_calcium(f)
+    values["calcium"] = _summary_calcium(c, f)
     summary = rule_text(rule, "summary", f.variant)
     text = fill(summary, values)
     if len(text) > SUMMARY_MAX and values["drug"]:
@@ -167,11 +167,10 @@ def _summary(c: CardContent, rule: RuleContent, f: Finding) -> str:
     return text
 
 
-def _summary_calcium(f: Finding) -> str:
-    """The calcium a summary names ("corrected calcium 6.7 mg/dL on 2026-11-16"), when used."""
+def _summary_calcium(c: CardContent, f: Finding) -> str:
+    """The calcium a summary names ("corrected calcium 6.7 mg/dL"), when the rule used one."""
     for lab in f.labs:
         if lab.analyte in ("corrected_calcium", "ionized_calcium", "calcium"):
-            c = content()
             name = c.labels["analyte"].get(lab.analyte, lab.analyte).lower()
             return f"{name} {lab.comparator or ''}{_number(lab.analyte, lab.value)} {lab.unit}"
     return "calcium"
