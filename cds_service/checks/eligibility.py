@@ -197,18 +197,11 @@ def _corrected_calcium_not_low(record: PatientRecord, labs: LabFacts, spec: Subs
     return State(not calcium.low, calcium.describe())
 
 
-def _body_weight(record: PatientRecord, labs: LabFacts) -> LabValue | None:
-    weight = labs.body_weight
-    if weight is None or weight.effective is None:
-        return None
-    return weight if (record.now - weight.effective).days <= T.BODY_WEIGHT_MAX_AGE_DAYS else None
-
-
 def _apixaban_criteria(record: PatientRecord, labs: LabFacts) -> tuple[bool | None, str]:
     """Whether the US label's reduced dose applies on dialysis (age 80 or more, or weight 60 kg
     or less): True, False, or None when the data to decide is missing; and the data used."""
     age = record.age_years()
-    weight = _body_weight(record, labs)
+    weight = _recent(labs.body_weight)  # older than 3 months (the analyte table): not used
     parts = [f"age {age}" if age is not None else "age not recorded"]
     parts.append(f"weight {describe_lab(weight)}" if weight is not None else "no recent body weight")
     detail = ", ".join(parts)

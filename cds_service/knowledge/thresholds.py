@@ -118,8 +118,8 @@ ALUMINIUM_BINDER_MAX_DAYS = 28
 # on dialysis, and the seeds say "reduced-dose" without a number: the cards state the conflict.
 APIXABAN_REDUCED_DOSE_AGE = 80
 APIXABAN_REDUCED_DOSE_WEIGHT_KG = 60.0
-# A body weight older than this is not used to choose a dose (dialysis patients' weight moves).
-BODY_WEIGHT_MAX_AGE_DAYS = 93
+# A body weight chooses a dose only while current: the analyte table gives it 3 months (dialysis
+# patients' weight moves with fluid), like every other result's monitoring interval.
 
 # --- monitoring intervals ------------------------------------------------------------------
 # When a result is stale is defined once, in the analyte table (35 days for calcium, albumin and
@@ -341,13 +341,6 @@ THRESHOLDS: tuple[Threshold, ...] = (
         "kg",
         "on dialysis, apixaban 2.5 mg twice daily at or below this weight (5 mg otherwise)",
         "Eliquis US label",
-    ),
-    Threshold(
-        "body_weight_max_age_days",
-        BODY_WEIGHT_MAX_AGE_DAYS,
-        "days",
-        "a body weight older than this does not choose a dose",
-        "site choice (3 months)",
     ),
     Threshold(
         "kidney_failure_egfr",
