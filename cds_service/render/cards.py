@@ -450,8 +450,9 @@ def _suggestions(c: CardContent, f: Finding, patient_id: str, encounter_id: str 
     out: list[Suggestion] = []
     for sub in f.substitutions:
         spec = c.substitutes[sub.key]
-        resource = substitute_resource(spec, order, patient_id, encounter_id, sub.indications, sub.dose_basis)
-        create = _create_action(c, spec, resource, sub.dose_basis)
+        note = _dose_note(c, sub.dose_basis)
+        resource = substitute_resource(spec, order, patient_id, encounter_id, sub.indications, note)
+        create = _create_action(c, spec, resource, note)
         # The substitute first: a client that applies only one action (the sandbox) creates it.
         out.append(Suggestion(label=fill(spec.label), isRecommended=sub.recommended or None, actions=[create, end]))
     if not out and (f.stop_only or f.withhold):
@@ -466,11 +467,14 @@ def _suggestions(c: CardContent, f: Finding, patient_id: str, encounter_id: str 
     return out
 
 
-def _create_action(c: CardContent, spec: SubstituteSpec, resource: dict[str, Any], dose_basis: str = "") -> Action:
+def _dose_note(c: CardContent, dose_basis: str) -> str:
+    """What chose a substitute's dose, worded once for the order and its action ("" for none)."""
+    return fill(c.text["dose_basis"], {"detail": dose_basis}) if dose_basis else ""
+
+
+def _create_action(c: CardContent, spec: SubstituteSpec, resource: dict[str, Any], dose_note: str = "") -> Action:
     """The action that orders a substitute (``resource``: the new order)."""
-    dosage = fill(spec.dosage_text)
-    if dose_basis:
-        dosage += " " + fill(c.text["dose_basis"], {"detail": dose_basis})
+    dosage = f"{fill(spec.dosage_text)} {dose_note}".rstrip()
     description = fill(c.text["action_create"], {"display": spec.display, "dosage": dosage})
     return Action(type="create", description=description, resource=resource)
 
@@ -481,8 +485,9 @@ def _create_only(c: CardContent, f: Finding, patient_id: str, encounter_id: str 
     out: list[Suggestion] = []
     for sub in f.substitutions:
         spec = c.substitutes[sub.key]
-        resource = new_order(spec, "R4", patient_id, encounter_id, sub.indications, sub.dose_basis)
-        create = _create_action(c, spec, resource, sub.dose_basis)
+        note = _dose_note(c, sub.dose_basis)
+        resource = new_order(spec, "R4", patient_id, encounter_id, sub.indications, note)
+        create = _create_action(c, spec, resource, note)
         out.append(Suggestion(label=fill(spec.label), isRecommended=sub.recommended or None, actions=[create]))
     return out
 

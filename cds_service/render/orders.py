@@ -65,10 +65,10 @@ def substitute_resource(
     patient_id: str,
     encounter_id: str | None = None,
     indications: tuple[str, ...] = (),
-    dose_basis: str = "",
+    dose_note: str = "",
 ) -> dict[str, Any]:
     """The new order: R4 MedicationRequest by default; R5 or DSTU2 MedicationOrder to match."""
-    return new_order(spec, fhir_version(order), patient_id, encounter_id, indications, dose_basis)
+    return new_order(spec, fhir_version(order), patient_id, encounter_id, indications, dose_note)
 
 
 # Routes by the name the substitutes give them (SNOMED CT; docs/clinical/codes.md).
@@ -108,19 +108,20 @@ def new_order(
     patient_id: str,
     encounter_id: str | None = None,
     indications: tuple[str, ...] = (),
-    dose_basis: str = "",
+    dose_note: str = "",
 ) -> dict[str, Any]:
     """A draft order for a substitute in one FHIR version (``substitute_resource`` picks it):
     coded drug and route, dose, timing (with infusion time and course length where the regimen
-    gives them), the indication's Conditions as its reason, and what chose the dose."""
+    gives them), the indication's Conditions as its reason, and ``dose_note`` (what chose the
+    dose, as the card words it) after the dosage text."""
     concept = {
         "coding": [{"system": term.RXNORM, "code": spec.rxnorm, "display": spec.display}],
         "text": spec.display,
     }
     dose = {"value": spec.dose_value, "unit": spec.dose_unit, "system": term.UCUM, "code": spec.dose_unit}
     text = fill(spec.dosage_text)
-    if dose_basis:
-        text += f" Dose chosen by: {dose_basis}."
+    if dose_note:
+        text += f" {dose_note}"
     dosage: dict[str, Any] = {"text": text, "timing": {"repeat": _repeat(spec, version)}, "route": _route(spec)}
     patient = {"reference": f"Patient/{patient_id}"}
     reasons = [{"reference": reference} for reference in indications]
@@ -209,7 +210,9 @@ def validate_substitute_orders(c: CardContent) -> None:
     for key, spec in c.substitutes.items():
         for version, model in models.items():
             try:
-                order = new_order(spec, version, "example", "example", ("Condition/example",), "example")
+                order = new_order(
+                    spec, version, "example", "example", ("Condition/example",), "Dose chosen by: example."
+                )
                 model.model_validate(order)
             except ValidationError as exc:
                 problems.append(
