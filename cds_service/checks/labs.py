@@ -278,9 +278,7 @@ class CalciumReading:
         return f"{kind}{self.value.comparator or ''}{self.value.value:g} {self.value.unit} on {when}{stale}"
 
 
-# An albumin-corrected calcium this close to a decision threshold is where its poor agreement with
-# ionized calcium in kidney failure matters (clinical review F15): the card suggests measuring one.
-CORRECTED_CALCIUM_MARGIN = 0.4
+# The decisions a corrected calcium close to T.CORRECTED_CALCIUM_MARGIN of which gets a note.
 _CALCIUM_DECISIONS = (T.CORRECTED_CALCIUM_HIGH, T.CALCIUM_LOWER_LIMIT, T.CALCIMIMETIC_HOLD_BELOW)
 
 
@@ -295,7 +293,7 @@ def calcium_notes(calcium: CalciumReading | None) -> tuple[str, ...]:
         return ("ionized_calcium_used",)
     value = calcium.value
     if value.method == "corrected" and any(
-        abs(value.value - t) <= CORRECTED_CALCIUM_MARGIN for t in _CALCIUM_DECISIONS
+        abs(value.value - t) <= T.CORRECTED_CALCIUM_MARGIN for t in _CALCIUM_DECISIONS
     ):
         return ("corrected_calcium_in_dialysis",)
     return ()

@@ -56,6 +56,11 @@ CINACALCET_MIN_CORRECTED_CALCIUM = CALCIUM_LOWER_LIMIT
 # the ends of the adult reference range, 1.16-1.32 mmol/L (the American Society for Clinical
 # Pathology range, as summarised at droracle.ai and acutecaretesting.org; other sources give
 # 1.1-1.3 mmol/L, so the card shows the value and says ionized calcium was used).
+# An albumin-corrected calcium this close to a decision threshold (10.2, 8.4, 7.5 mg/dL) is where its
+# poor agreement with ionized calcium in kidney failure matters (Gauci 2008; clinical review F15):
+# the card suggests measuring an ionized calcium. A site choice: half the 0.8 mg/dL the Payne
+# formula adds per g/dL of albumin.
+CORRECTED_CALCIUM_MARGIN = 0.4
 IONIZED_CALCIUM_HIGH = 1.32  # like a corrected calcium above 10.2 mg/dL
 IONIZED_CALCIUM_LOW = 1.16  # like a corrected calcium below 8.4 mg/dL
 
@@ -177,6 +182,13 @@ THRESHOLDS: tuple[Threshold, ...] = (
         "mg/dL",
         "cinacalcet is not offered below it",
         "cinacalcet US label; seed 001",
+    ),
+    Threshold(
+        "corrected_calcium_margin",
+        CORRECTED_CALCIUM_MARGIN,
+        "mg/dL",
+        "a corrected calcium this close to a threshold prompts an ionized calcium",
+        "site choice; Gauci et al., JASN 2008 (corrected calcium agrees poorly with ionized calcium in CKD)",
     ),
     Threshold(
         "ionized_calcium_high",
