@@ -53,7 +53,7 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
                     RULE_CALCIPHYLAXIS, review, record, guard, shown_labs, reasons=("calciphylaxis",), notes=notes
                 )
             ]
-        plan = with_notes(plan_for(RULE_CALCIPHYLAXIS, record, labs), *calcium_notes(calcium))
+        plan = with_notes(plan_for(RULE_CALCIPHYLAXIS, record, labs, review.order), *calcium_notes(calcium))
         return [
             Finding(
                 rule_id=RULE_CALCIPHYLAXIS,
@@ -116,7 +116,7 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
             )
         ]
     if fired:
-        plan = with_notes(plan_for(RULE_DIALYSIS, record, labs), *calcium_notes(calcium))
+        plan = with_notes(plan_for(RULE_DIALYSIS, record, labs, review.order), *calcium_notes(calcium))
         return [
             Finding(
                 rule_id=RULE_DIALYSIS,

@@ -29,7 +29,7 @@ RULE_DIALYSIS = "C2-vka-dialysis"
 
 def check_vka(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
     if record.has_calciphylaxis:
-        plan = plan_for(RULE_CALCIPHYLAXIS, record, labs)
+        plan = plan_for(RULE_CALCIPHYLAXIS, record, labs, review.order)
         # Stopping anticoagulation that is still needed can be unsafe: the card offers to stop the
         # vitamin K antagonist alone only when a DOAC is suitable and merely its one-click dose
         # (the label's dialysis doses) cannot be given; otherwise it asks for a plan with the

@@ -144,7 +144,9 @@ def check_aluminium_binder(record: PatientRecord, review: OrderUnderReview, labs
         # An antacid is not replaced by a phosphate binder (clinical review F22): stop it, and
         # the card says what to use instead.
         plan = (
-            with_notes(SubstitutionPlan(), "antacid_not_a_binder") if antacid else plan_for(RULE_BEYOND, record, labs)
+            with_notes(SubstitutionPlan(), "antacid_not_a_binder")
+            if antacid
+            else plan_for(RULE_BEYOND, record, labs, order)
         )
         return [
             Finding(

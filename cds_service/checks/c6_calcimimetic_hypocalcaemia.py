@@ -32,7 +32,7 @@ import re
 
 from cds_service.checks.findings import Fact, Finding, Indicator, LabValue
 from cds_service.checks.labs import CalciumReading, LabFacts, calcium_for_rules, calcium_notes
-from cds_service.checks.order_timing import dose_quantity
+from cds_service.checks.order_timing import UNIT_DOSE_FORMS, dose_quantity
 from cds_service.checks.rule import OrderRule
 from cds_service.checks.scope import (
     calciphylaxis_conditions,
@@ -66,7 +66,6 @@ _ETELCALCETIDE_CODES = frozenset(
 _ETELCALCETIDE_NAME = re.compile(r"etelcalcetide|parsabiv", re.IGNORECASE)
 # A tablet count times the strength in the RxNorm name ("cinacalcet 60 MG Oral Tablet").
 _CINACALCET_STRENGTH = re.compile(r"cinacalcet\D{0,20}?(\d+(?:\.\d+)?)\s*MG", re.IGNORECASE)
-_TABLET_UNITS = frozenset({"tab", "tabs", "tablet", "tablets", "{tbl}", "{tablet}", "{tablets}"})
 
 
 def is_etelcalcetide(order: MedicationOrder) -> bool:
@@ -91,7 +90,7 @@ def cinacalcet_dose_mg(order: MedicationOrder) -> tuple[float, str] | None:
         if unit == "mg":
             return value, where
         strength = _CINACALCET_STRENGTH.search(order.drug_name)
-        if unit in _TABLET_UNITS and strength is not None:
+        if unit in UNIT_DOSE_FORMS and strength is not None:
             mg = value * float(strength.group(1))
             return mg, f"{where} of {value:g} tablet(s) x {strength.group(1)} mg"
     return None

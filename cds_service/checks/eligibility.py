@@ -27,10 +27,14 @@ from dataclasses import dataclass
 from cds_service.checks.findings import Gap, LabValue, SafetyCheck
 from cds_service.checks.labs import LabFacts, above, below, calcium_for_rules
 from cds_service.checks.modality import dialysis_modality
+from cds_service.checks.order_timing import units_per_dose
 from cds_service.knowledge import thresholds as T
 from cds_service.knowledge.content import CardContent, CardContentError, SubstituteSpec
 from cds_service.patient import sources
 from cds_service.patient.model import AllergyFact, ConditionFact, MedicationOrder, PatientRecord
+
+# The order a substitute would replace (None on a chart review, where it replaces nothing).
+Replaced = MedicationOrder | None
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def _recent(lab: LabValue | None) -> LabValue | None:
 # --- needs -------------------------------------------------------------------------------------
 
 
-def _on_dialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+def _on_dialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec, replaced: Replaced) -> State:
     """Dialysis shown (a dialysis entry or procedure, ESRD, CKD 5D): kidney failure alone, CKD 5
     or an eGFR below 15 is not enough for a dose or an indication that needs dialysis."""
     transplant = record.functioning_transplant
@@ -115,7 +119,7 @@ def _on_dialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) ->
     return State(False, f"eGFR {describe_lab(labs.egfr)}" if labs.egfr else "none recorded")
 
 
-def _on_haemodialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+def _on_haemodialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec, replaced: Replaced) -> State:
     """Haemodialysis, as the record shows it (``modality``): peritoneal dialysis, an unknown
     modality or no dialysis all withhold an order whose dose is given during haemodialysis."""
     found = dialysis_modality(record)
@@ -134,7 +138,7 @@ def _on_haemodialysis(record: PatientRecord, labs: LabFacts, spec: SubstituteSpe
     return State(False, f"dialysis modality not recorded: {_fact_line(found.unspecified) or 'eGFR only'}")
 
 
-def _phosphate_control_needed(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+def _phosphate_control_needed(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec, replaced: Replaced) -> State:
     """A binder only with a recent phosphate: above target, recommended; within it, offered but
     not recommended on dialysis or in kidney failure (elsewhere a calcium salt at a normal
     phosphate is a supplement: none); below it, none (no aggressive lowering without
@@ -154,23 +158,38 @@ def _phosphate_control_needed(record: PatientRecord, labs: LabFacts, spec: Subst
     return State(True, at_target, recommend=False, note="phosphate_at_target")
 
 
-def _sevelamer_start(high: bool) -> StateCheck:
-    """The sevelamer label's starting dose by phosphate: 1600 mg three times daily from 7.5 mg/dL,
-    800 mg below. Without a recent phosphate no binder is offered at all (phosphate_control_needed
-    says why), so neither dose is listed."""
+def sevelamer_start_tablets(labs: LabFacts, replaced: Replaced) -> tuple[int, str] | None:
+    """Sevelamer 800 mg tablets per meal to start with, and why, by its label: replacing calcium
+    acetate whose dose can be read, tablet for tablet (one 800 mg tablet per 667 mg tablet, at most
+    3 a meal: the 7.2 g/day maximum); otherwise by phosphate (2 from 7.5 mg/dL, else 1). None
+    without a recent phosphate (no binder is offered then: phosphate_control_needed says why)."""
+    if replaced is not None and any("calcium acetate" in i for i in replaced.ingredients):
+        found = units_per_dose(replaced, T.CALCIUM_ACETATE_TABLET_MG)
+        tablets = round(found[0]) if found is not None else 0
+        if found is not None and tablets >= 1:
+            tablets = min(tablets, T.SEVELAMER_MAX_TABLETS_PER_MEAL)
+            return tablets, f"replacing calcium acetate ({found[1]}): tablet for tablet (label)"
+    phosphate = _recent(labs.phosphate)
+    if phosphate is None:
+        return None
+    tablets = 1 if below(phosphate, T.SEVELAMER_HIGH_START_PHOSPHATE) else 2
+    return tablets, f"phosphate {describe_lab(phosphate)} (label's start by phosphate)"
 
-    def check(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
-        phosphate = _recent(labs.phosphate)
-        if phosphate is None:
+
+def _sevelamer_start(tablets: int) -> StateCheck:
+    """One sevelamer entry per starting dose (cards/substitutes.toml): met by the entry whose
+    number of tablets ``sevelamer_start_tablets`` chose."""
+
+    def check(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec, replaced: Replaced) -> State:
+        start = sevelamer_start_tablets(labs, replaced)
+        if start is None or start[0] != tablets:
             return State(False, "")
-        at_high = not below(phosphate, T.SEVELAMER_HIGH_START_PHOSPHATE)
-        basis = f"phosphate {describe_lab(phosphate)}"
-        return State(at_high == high, basis, dose_basis=basis if at_high == high else "")
+        return State(True, start[1], dose_basis=start[1])
 
     return check
 
 
-def _af_recorded(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+def _af_recorded(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec, replaced: Replaced) -> State:
     af = record.conditions_of("atrial_fibrillation")
     if af:
         return State(True, _facts(af))
@@ -178,7 +197,7 @@ def _af_recorded(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) ->
     return _not_checked(gap) if gap is not None else State(False, "")
 
 
-def _pth_above_target(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+def _pth_above_target(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec, replaced: Replaced) -> State:
     """A PTH-lowering drug only for a recent PTH above target; above the parathyroidectomy
     threshold it is still offered, not recommended (the referral note says why)."""
     pth = _recent(labs.latest_pth)
@@ -190,7 +209,9 @@ def _pth_above_target(record: PatientRecord, labs: LabFacts, spec: SubstituteSpe
     return State(True, describe_lab(pth), recommend=not above(pth, T.PTH_PARATHYROIDECTOMY_001_004))
 
 
-def _corrected_calcium_not_low(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+def _corrected_calcium_not_low(
+    record: PatientRecord, labs: LabFacts, spec: SubstituteSpec, replaced: Replaced
+) -> State:
     calcium = calcium_for_rules(labs)
     if calcium is None or calcium.value.stale:
         return State(None, calcium.describe() if calcium is not None else "no result")
@@ -214,7 +235,7 @@ def _apixaban_criteria(record: PatientRecord, labs: LabFacts) -> tuple[bool | No
     return None, detail
 
 
-def _apixaban_standard_dose(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+def _apixaban_standard_dose(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec, replaced: Replaced) -> State:
     if not record.dialysis_confirmed:
         return State(False, "")  # the label's doses on dialysis: on_dialysis says why not
     reduced, detail = _apixaban_criteria(record, labs)
@@ -223,7 +244,7 @@ def _apixaban_standard_dose(record: PatientRecord, labs: LabFacts, spec: Substit
     return State(not reduced, detail, dose_basis=detail if not reduced else "")
 
 
-def _apixaban_reduced_dose(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+def _apixaban_reduced_dose(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec, replaced: Replaced) -> State:
     if not record.dialysis_confirmed:
         return State(False, "")
     reduced, detail = _apixaban_criteria(record, labs)
@@ -239,7 +260,7 @@ def _condition_state(kind: str) -> StateCheck:
     """A recorded condition of ``kind`` rules the substitute out; a conditions list that could
     not be read whole leaves it not checked."""
 
-    def check(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+    def check(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec, replaced: Replaced) -> State:
         found = record.conditions_of(kind)
         if found:
             return State(True, _facts(found))
@@ -258,7 +279,7 @@ def allergy_touches(allergy: AllergyFact, spec: SubstituteSpec) -> bool:
     return spec.drug_class in allergy.drug_classes and not allergy.ingredients
 
 
-def _allergy(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+def _allergy(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec, replaced: Replaced) -> State:
     touching = [a for a in record.allergies if allergy_touches(a, spec)]
     if touching:
         return State(True, "; ".join(f"{a.display}, {a.resource_id}" for a in touching))
@@ -266,7 +287,7 @@ def _allergy(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> Sta
     return _not_checked(gap) if gap is not None else State(False, spec.ingredient)
 
 
-def _active_same_class(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec) -> State:
+def _active_same_class(record: PatientRecord, labs: LabFacts, spec: SubstituteSpec, replaced: Replaced) -> State:
     """An active order, home-list entry or recent dose of the class, or a draft of this call."""
     active = [describe_order(m) for m in record.medications if spec.drug_class in m.drug_classes]
     drafted = [f"{describe_order(m)}, drafted now" for m in record.drafts if spec.drug_class in m.drug_classes]
@@ -276,7 +297,7 @@ def _active_same_class(record: PatientRecord, labs: LabFacts, spec: SubstituteSp
     return _not_checked(gap) if gap is not None else State(False, "")
 
 
-StateCheck = Callable[[PatientRecord, LabFacts, SubstituteSpec], State]
+StateCheck = Callable[[PatientRecord, LabFacts, SubstituteSpec, Replaced], State]
 
 NEEDS: dict[str, StateCheck] = {
     "on_dialysis": _on_dialysis,
@@ -287,8 +308,9 @@ NEEDS: dict[str, StateCheck] = {
     "corrected_calcium_not_low": _corrected_calcium_not_low,
     "apixaban_standard_dose": _apixaban_standard_dose,
     "apixaban_reduced_dose": _apixaban_reduced_dose,
-    "phosphate_below_sevelamer_high_start": _sevelamer_start(high=False),
-    "phosphate_at_sevelamer_high_start": _sevelamer_start(high=True),
+    "sevelamer_start_1_tablet": _sevelamer_start(1),
+    "sevelamer_start_2_tablets": _sevelamer_start(2),
+    "sevelamer_start_3_tablets": _sevelamer_start(3),
 }
 # Notes the states above can ask for (start-up checks each has wording in common.toml).
 STATE_NOTES = (
@@ -329,7 +351,9 @@ class Eligibility:
     dose_basis: str = ""  # what chose the dose, when a need chose it
 
 
-def evaluate(spec: SubstituteSpec, record: PatientRecord, labs: LabFacts) -> Eligibility:
+def evaluate(spec: SubstituteSpec, record: PatientRecord, labs: LabFacts, replaced: Replaced = None) -> Eligibility:
+    """What was checked for ``spec``, and whether it may be offered; ``replaced``: the order it
+    would replace (its dose can set the substitute's, e.g. calcium acetate to sevelamer)."""
     checks: list[SafetyCheck] = []
     notes: list[str] = []
     gaps: list[Gap] = []
@@ -337,7 +361,7 @@ def evaluate(spec: SubstituteSpec, record: PatientRecord, labs: LabFacts) -> Eli
     recommendable = True
     basis = ""
     for need in spec.needs + spec.dose_needs:
-        state = NEEDS[need](record, labs, spec)
+        state = NEEDS[need](record, labs, spec, replaced)
         if state.holds is False and need in spec.dose_needs:
             unmet.append(need)  # the other dose of the same drug is the one that fits
             continue
@@ -356,7 +380,7 @@ def evaluate(spec: SubstituteSpec, record: PatientRecord, labs: LabFacts) -> Eli
         notes += [n for n in (state.note, spec.blocked_notes.get(need)) if n]
     avoided = True
     for name in spec.not_with:
-        state = NOT_WITH[name](record, labs, spec)
+        state = NOT_WITH[name](record, labs, spec, replaced)
         if state.gap is not None:
             gaps.append(state.gap)
         if state.note and state.holds:

@@ -117,6 +117,47 @@ def dose_quantity(dosage: dict[str, Any]) -> tuple[float, str] | None:
     return value, unit.strip().lower()
 
 
+# Units of a dose counted in tablets or capsules (UCUM annotations and the words EHRs use).
+UNIT_DOSE_FORMS = frozenset(
+    {
+        "tab",
+        "tabs",
+        "tablet",
+        "tablets",
+        "{tbl}",
+        "{tablet}",
+        "{tablets}",
+        "cap",
+        "caps",
+        "capsule",
+        "capsules",
+        "{cap}",
+        "{capsule}",
+        "{capsules}",
+        "gelcap",
+        "gelcaps",
+    }
+)
+
+
+def units_per_dose(order: MedicationOrder, unit_mg: float) -> tuple[float, str] | None:
+    """(tablets or capsules per administration, where it was read) from the order's coded dose:
+    a count of tablets, or milligrams divided by ``unit_mg`` (the strength of one). None when
+    the order carries no readable dose (free text alone is not read)."""
+    raw = order.raw if isinstance(order.raw, dict) else {}
+    for i, dosage in enumerate(as_list(raw.get("dosageInstruction") or raw.get("dosage"))):
+        dose = dose_quantity(dosage) if isinstance(dosage, dict) else None
+        if dose is None:
+            continue
+        value, unit = dose
+        where = f"dosageInstruction[{i}] dose {value:g} {unit}"
+        if unit in UNIT_DOSE_FORMS:
+            return value, where
+        if unit == "mg" and unit_mg > 0:
+            return value / unit_mg, where
+    return None
+
+
 def _fmt(value: float) -> str:
     return f"{value:g}"
 

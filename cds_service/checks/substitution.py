@@ -15,7 +15,7 @@ from cds_service.checks.eligibility import Eligibility, evaluate
 from cds_service.checks.findings import Gap, SafetyCheck, Substitution
 from cds_service.checks.labs import LabFacts
 from cds_service.knowledge.content import content
-from cds_service.patient.model import PatientRecord
+from cds_service.patient.model import MedicationOrder, PatientRecord
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,14 @@ def _indications(kinds: tuple[str, ...], record: PatientRecord) -> tuple[str, ..
     return tuple(dict.fromkeys(i for i in ids if i.startswith("Condition/")))
 
 
-def plan_for(rule_id: str, record: PatientRecord, labs: LabFacts) -> SubstitutionPlan:
-    """Check every substitute the rule lists; offer those the patient can take."""
+def plan_for(
+    rule_id: str, record: PatientRecord, labs: LabFacts, replaced: MedicationOrder | None = None
+) -> SubstitutionPlan:
+    """Check every substitute the rule lists; offer those the patient can take. ``replaced``:
+    the order under review that a substitute would replace (None on a chart review)."""
     c = content()
     listed = c.rule(rule_id).substitutes
-    results = tuple(evaluate(c.substitutes[key], record, labs) for key, _ in listed)
+    results = tuple(evaluate(c.substitutes[key], record, labs, replaced) for key, _ in listed)
     offered_results = [result for result in results if result.offered]
     # The rule's preference holds among what can be offered: when its recommended substitute is
     # withheld (an allergy, say), the first one still offered is recommended instead, unless a

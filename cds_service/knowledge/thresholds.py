@@ -111,6 +111,10 @@ PARATHYROIDECTOMY_RECENT_DAYS = 91
 # dialysate if it falls after binders stop); within it a binder is offered but not recommended;
 # above it, recommended. The sevelamer label starts 1600 mg three times daily at 7.5 mg/dL or more.
 SEVELAMER_HIGH_START_PHOSPHATE = 7.5
+# The sevelamer label, switching from calcium acetate: one 800 mg tablet for each 667 mg tablet;
+# at most 3 tablets a meal (7.2 g/day, seed 000).
+CALCIUM_ACETATE_TABLET_MG = 667.0
+SEVELAMER_MAX_TABLETS_PER_MEAL = 3
 
 # --- aluminium-based phosphate binders (C5) ---------------------------------------------------
 # 000 (K/DOQI): no aluminium-based binder for more than 4 weeks (aluminium toxicity), even in

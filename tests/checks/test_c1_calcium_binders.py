@@ -56,8 +56,28 @@ def test_phosphate_of_7_5_starts_sevelamer_at_the_labels_1600_mg():
     # F28: the Renvela label starts 1600 mg three times daily from 7.5 mg/dL.
     labs = (lab("calcium", 9.0), lab("albumin", 4.0), lab("phosphate", 7.5), lab("pth", 250))
     f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=labs), draft(CALCIUM_ACETATE)))
-    assert [(s.key, s.recommended) for s in f.substitutions] == [("sevelamer_high_start", True), ("lanthanum", False)]
+    assert [(s.key, s.recommended) for s in f.substitutions] == [("sevelamer_1600", True), ("lanthanum", False)]
     assert "phosphate 7.5 mg/dL" in f.substitutions[0].dose_basis
+
+
+def test_sevelamer_replacing_calcium_acetate_starts_tablet_for_tablet():
+    # F28: the Renvela label converts one 667 mg calcium acetate tablet to one 800 mg tablet.
+    def acetate(dose: dict) -> object:
+        raw = {"resourceType": "MedicationRequest", "id": "d1", "status": "draft"}
+        raw["dosageInstruction"] = [{"doseAndRate": [{"doseQuantity": dose}]}]
+        order = med("calcium_binder", name="calcium acetate 667 MG Oral Tablet", raw=raw)
+        return order.__class__(**{**order.__dict__, "ingredients": ("calcium acetate",)})
+
+    rec = record(conditions=[CALCIPHYLAXIS, ESRD], labs=HIGH_PHOSPHATE_LABS)  # phosphate 6.4: 1 tablet by phosphate
+    for dose, key in (
+        ({"value": 2, "unit": "tablet", "code": "{tbl}"}, "sevelamer_1600"),
+        ({"value": 2001, "unit": "mg"}, "sevelamer_2400"),  # 3 x 667 mg
+        ({"value": 4, "unit": "tablet"}, "sevelamer_2400"),  # never past the 7.2 g/day maximum
+        ({"value": 1, "unit": "tablet"}, "sevelamer"),
+    ):
+        f = only(check_order(rec, draft(acetate(dose))))
+        assert f.substitutions[0].key == key, dose
+        assert "tablet for tablet" in f.substitutions[0].dose_basis
 
 
 def test_a_sevelamer_drafted_in_the_same_call_is_not_duplicated():
