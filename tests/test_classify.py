@@ -482,3 +482,45 @@ def test_other_procedures_are_not_dialysis():
 )
 def test_fhir_dates_parse_to_aware_datetimes(text, expected):
     assert parse_fhir_datetime(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "text", "implied"),
+    [
+        ("http://snomed.info/sct", "46177005", "End-stage renal disease", True),
+        ("http://hl7.org/fhir/sid/icd-10-cm", "N18.6", "End stage renal disease", True),
+        ("http://hl7.org/fhir/sid/icd-10-cm", "N18.5", "Chronic kidney disease, stage 5", False),
+        (
+            "http://snomed.info/sct",
+            "236434000",
+            "End stage renal failure untreated by renal replacement therapy",
+            False,
+        ),
+        # "stage 5 CKD or ESRD": the code does not say which, so dialysis is not implied.
+        (
+            "http://hl7.org/fhir/sid/icd-10-cm",
+            "I12.0",
+            "Hypertensive chronic kidney disease with stage 5 chronic kidney disease or end stage renal disease",
+            False,
+        ),
+        ("http://snomed.info/sct", "46177005", "ESRD, conservative management (declined dialysis)", False),
+        (None, None, "CKD stage 5D", True),
+        (None, None, "ESKD", True),
+        (None, None, "CKD G5, pre-dialysis", False),
+        (None, None, "CKD stage 5", False),
+    ],
+)
+def test_which_kidney_failure_entries_imply_dialysis(system, code, text, implied):
+    # Clinical review F03: CKD 5, kidney failure untreated by RRT or an eGFR alone is not dialysis.
+    coding = {"system": system, "code": code, "display": text} if code else None
+    resource = {
+        "resourceType": "Condition",
+        "id": "kf",
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "code": {"coding": [coding] if coding else [], "text": text},
+        "subject": {"reference": "Patient/p1"},
+    }
+    facts = [f for f in classify_condition(resource) if f.kind == "kidney_failure"]
+    assert facts and facts[0].dialysis_implied is implied, [
+        (f.kind, f.dialysis_implied) for f in classify_condition(resource)
+    ]

@@ -364,3 +364,17 @@ def test_f21_fluindione_written_by_its_brand_alone_is_recognised(client):
     draft["medicationCodeableConcept"] = {"text": "Previscan 20mg 1 cp le soir"}
     card = only_card(client, body)
     assert "`C2-vka-calciphylaxis`" in card["detail"] and "brand name" in card["detail"]
+
+
+def test_f13_active_vitamin_d_with_high_calcium_on_dialysis_is_put_on_hold_not_stopped(client):
+    body = fixture("c3-calcitriol-dialysis-high-calcium")
+    (order,) = [e["resource"] for e in body["context"].pop("draftOrders")["entry"]]
+    body["context"].pop("selections", None)
+    order["status"] = "active"
+    body["hook"] = "patient-view"
+    body["prefetch"]["meds"] = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": order}]}
+    card = only_card(client, body)
+    assert card["summary"].startswith("Hold calcitriol")
+    ((update,),) = [s["actions"] for s in card["suggestions"]]
+    assert update["type"] == "update" and update["resource"]["status"] == "on-hold"
+    assert "above 10.2 mg/dL" in update["resource"]["statusReason"]["text"]

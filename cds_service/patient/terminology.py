@@ -440,14 +440,14 @@ _NOT_DIALYSED_WORDS = re.compile(
 
 
 def kidney_failure_implies_dialysis(system: object, code: object, text: str) -> bool:
-    """Whether a kidney-failure entry (its code, or its words when it has none of these codes)
-    implies dialysis: end-stage renal disease or CKD 5D, and no words saying it is untreated."""
+    """Whether a kidney-failure entry implies dialysis: by its code when it was recognised by one
+    (end-stage renal disease, not CKD 5 or "stage 5 or ESRD" combinations such as I12.0), by its
+    words otherwise (ESRD, CKD 5D); never when its words say it is untreated or pre-dialysis."""
     if _NOT_DIALYSED_WORDS.search(text):
         return False
     if isinstance(system, str) and isinstance(code, str):
-        key = (canonical_system(system), normalise_code(canonical_system(system), code))
-        if key in _ESKD_INDEX:
-            return True
+        canonical = canonical_system(system)
+        return (canonical, normalise_code(canonical, code)) in _ESKD_INDEX
     return bool(_DIALYSIS_IMPLIED_WORDS.search(text))
 
 
