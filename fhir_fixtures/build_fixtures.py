@@ -2122,6 +2122,31 @@ def scenarios() -> dict[str, dict[str, Any]]:
         [],
     )
 
+    pid = "c6-pth-at-target"
+    add(
+        "c6-cinacalcet-new-order-with-pth-at-target-is-not-started",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000218",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(pid, ca=[calcium(pid, 9.3)], alb=[albumin(pid, 4.0)], pth_=[pth(pid, 210)]),
+            drafts=[med_request("draft-cina", pid, CINACALCET, dose_text="30 mg by mouth daily")],
+        ),
+        "Dialysis, calcium 9.3 mg/dL, PTH 210 pg/mL (within the 150-300 target): a new cinacalcet order "
+        "would lower a PTH already at target, and over-suppression is itself a calciphylaxis risk: a "
+        "warning not to start it, and the draft is removed.",
+        [
+            {
+                "rule": "C6-calcimimetic-pth-not-above-target",
+                "indicator": "warning",
+                "drug": "cinacalcet",
+                "removes": "MedicationRequest/draft-cina",
+                "detail": ["Intact PTH: 210 pg/mL", "within the 150-300 pg/mL target", "adynamic bone"],
+            }
+        ],
+    )
+
     pid = "c6-out-of-scope"
     add(
         "c6-cinacalcet-normal-kidney-function-out-of-scope",

@@ -69,6 +69,7 @@ def test_every_rule_the_checks_can_fire_has_card_content():
         calcimimetic.RULE_LOW_CALCIPHYLAXIS,
         calcimimetic.RULE_LOW_DIALYSIS,
         calcimimetic.RULE_STALE,
+        calcimimetic.RULE_PTH,
         MINERAL_RULE,
         RULE_INCOMPLETE,
     }

@@ -46,6 +46,7 @@ def test_fixtures_cover_every_rule_and_the_silent_cases():
         "C6-calcimimetic-calcium-below-7-5",
         "C6-calcimimetic-low-calcium-calciphylaxis",
         "C6-calcimimetic-low-calcium-dialysis",
+        "C6-calcimimetic-pth-not-above-target",
         "M1-mineral-status-calciphylaxis",
         "X1-calciphylaxis-check-incomplete",
     }

@@ -23,7 +23,11 @@ the card says.
   calciphylaxis: warning with the conflict (the usual remedy adds calcium); dialysis without
   calciphylaxis: info with the protocol's advice. No suggestion;
 * only an out-of-date result below 8.4: info asking for a recheck;
-* no calcium result, or calcium from 8.4 up: silent.
+* calcium not low, PTH recent: a new order or a dose increase while PTH is at or below the
+  150-300 pg/mL target gets a warning not to start it (the draft is removed; a PTH-lowering drug
+  is not needed, and over-suppression is a calciphylaxis risk); a running order with PTH below
+  100 pg/mL gets a warning to reduce or stop it (the labels), with no one-click change;
+* otherwise silent.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import re
 
 from cds_service.checks.findings import Fact, Finding, Indicator, LabValue
-from cds_service.checks.labs import CalciumReading, LabFacts, calcium_for_rules, calcium_notes
+from cds_service.checks.labs import CalciumReading, LabFacts, above, below, calcium_for_rules, calcium_notes
 from cds_service.checks.order_timing import UNIT_DOSE_FORMS, dose_quantity
 from cds_service.checks.rule import OrderRule
 from cds_service.checks.scope import (
@@ -45,12 +49,13 @@ from cds_service.fhir.reading import as_list
 from cds_service.knowledge import thresholds as T
 from cds_service.patient import sources
 from cds_service.patient import terminology as term
-from cds_service.patient.model import MedicationOrder, OrderUnderReview, PatientRecord
+from cds_service.patient.model import ConditionFact, MedicationOrder, OrderUnderReview, PatientRecord
 
 RULE_HOLD = "C6-calcimimetic-calcium-below-7-5"
 RULE_LOW_CALCIPHYLAXIS = "C6-calcimimetic-low-calcium-calciphylaxis"
 RULE_LOW_DIALYSIS = "C6-calcimimetic-low-calcium-dialysis"
 RULE_STALE = "C6-calcimimetic-low-calcium-stale-data"
+RULE_PTH = "C6-calcimimetic-pth-not-above-target"
 
 # Etelcalcetide: its RxNorm ingredient and clinical drugs and its ATC code, as listed in
 # patient/terminology.py (RXNORM_CLASSES, ATC_CLASSES; terminology.md 1a and 1b).
@@ -129,6 +134,49 @@ def _reason(calcium: CalciumReading, kind: str) -> str:
 def check_calcimimetic(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
     if not record.has_calciphylaxis and not record.on_dialysis:
         return []
+    return _low_calcium(record, review, labs) or _pth_not_above_target(record, review, labs)
+
+
+def _scope(record: PatientRecord, labs: LabFacts) -> tuple[tuple[ConditionFact, ...], tuple[LabValue, ...]]:
+    """The conditions (and, on dialysis without them, the eGFR) that put the patient in scope."""
+    if record.has_calciphylaxis:
+        return calciphylaxis_conditions(record), ()
+    return dialysis_evidence(record, labs)
+
+
+def _pth_not_above_target(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
+    """A calcimimetic is a PTH-lowering drug (clinical review F06, for the order itself): a new
+    order or a dose increase while PTH is at or below target is not started; a running order
+    with PTH below 100 pg/mL is to be reduced or stopped (the labels; seed 003: over-suppression,
+    adynamic bone, is itself a calciphylaxis risk)."""
+    pth = labs.latest_pth
+    if pth is None or pth.stale:
+        return []
+    starts = _starts_or_increases(record, review)
+    if starts and not above(pth, T.PTH_TARGET[1]):
+        reason, variant = "pth_not_above_target", ""
+    elif not starts and below(pth, T.PTH_AVOID_BELOW):
+        reason, variant = "pth_below_avoid", "running"
+    else:
+        return []
+    conditions, scope_labs = _scope(record, labs)
+    note = "pth_at_target" if not below(pth, T.PTH_TARGET[0]) else "pth_below_avoid"
+    return [
+        Finding(
+            rule_id=RULE_PTH,
+            indicator="warning",
+            review=review,
+            conditions=conditions,
+            labs=(pth,) + scope_labs,
+            reasons=(reason,),
+            notes=(note,),
+            withhold=starts,  # a new order is removed; a running one is the prescriber's to reduce
+            variant=variant,
+        )
+    ]
+
+
+def _low_calcium(record: PatientRecord, review: OrderUnderReview, labs: LabFacts) -> list[Finding]:
     calcium = calcium_for_rules(labs)
     if calcium is None or not (calcium.low or calcium.severe_low):
         return []
@@ -137,14 +185,11 @@ def check_calcimimetic(record: PatientRecord, review: OrderUnderReview, labs: La
     notes = list(calcium_notes(calcium))
     if calcium.ionized:
         notes.append("calcimimetic_ionized_cutoffs")
-    scope_labs: tuple[LabValue, ...] = ()
+    conditions, scope_labs = _scope(record, labs)
     if record.has_calciphylaxis:
-        conditions = calciphylaxis_conditions(record)
         notes.append("hypocalcaemia_in_calciphylaxis")
         if record.on_dialysis:
             notes.append("dialysate_calcium_lever")
-    else:
-        conditions, scope_labs = dialysis_evidence(record, labs)
     gaps = lab_gaps(record, calcium_wanted(value)) + unavailable_gaps(record, (sources.CALCIUM, sources.ALBUMIN))
     shown = calcium.shown + scope_labs
 
@@ -213,6 +258,6 @@ def check_calcimimetic(record: PatientRecord, review: OrderUnderReview, labs: La
 RULE = OrderRule(
     name="c6_calcimimetic_hypocalcaemia",
     drug_class="calcimimetic",
-    finding_ids=(RULE_HOLD, RULE_LOW_CALCIPHYLAXIS, RULE_LOW_DIALYSIS, RULE_STALE),
+    finding_ids=(RULE_HOLD, RULE_LOW_CALCIPHYLAXIS, RULE_LOW_DIALYSIS, RULE_STALE, RULE_PTH),
     check=check_calcimimetic,
 )

@@ -153,3 +153,23 @@ def test_a_same_draw_ionized_calcium_is_preferred_to_the_corrected_calcium():
     # An older ionized calcium does not override a newer total calcium.
     older = (lab("calcium", 8.6), lab("albumin", 4.0), lab("ionized_calcium", 1.02, days_ago=10))
     assert check_order(record(conditions=[ESRD], labs=older), draft(cinacalcet())) == []
+
+
+def test_a_calcimimetic_is_not_started_at_a_pth_at_target_and_a_running_one_is_reduced_below_100():
+    # F06 for the order itself: a PTH-lowering drug where PTH is not above target.
+    labs = (lab("calcium", 9.3), lab("albumin", 4.0), lab("pth", 210))
+    f = only(check_order(record(conditions=[ESRD], labs=labs), draft(cinacalcet())))
+    assert (f.rule_id, f.indicator, f.withhold, f.variant) == (
+        "C6-calcimimetic-pth-not-above-target",
+        "warning",
+        True,
+        "",
+    )
+    running = cinacalcet(rid="MedicationRequest/a1", status="active")
+    at_target = record(conditions=[ESRD], labs=labs)
+    assert check_order(at_target, active(running)) == []  # running at target: the prescriber's titration
+    low = (lab("calcium", 9.3), lab("albumin", 4.0), lab("pth", 80))
+    f = only(check_order(record(conditions=[CALCIPHYLAXIS, ESRD], labs=low), active(running)))
+    assert (f.reasons, f.withhold, f.variant) == (("pth_below_avoid",), False, "running")
+    above = (lab("calcium", 9.3), lab("albumin", 4.0), lab("pth", 420))
+    assert check_order(record(conditions=[ESRD], labs=above), draft(cinacalcet())) == []
