@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from cds_service.checks.findings import Finding, Gap
 from cds_service.checks.labs import LabFacts, below, calcium_for_rules, calcium_notes
 from cds_service.checks.rule import OrderRule
@@ -88,7 +90,10 @@ def check_calcium_binder(record: PatientRecord, review: OrderUnderReview, labs: 
     recent_pth = labs.pth[: T.PTH_OVERSUPPRESSED_CONSECUTIVE]
     pth_labs = recent_pth
     low = [below(p, T.PTH_OVERSUPPRESSED) for p in recent_pth]
-    if len(recent_pth) == T.PTH_OVERSUPPRESSED_CONSECUTIVE and all(low):
+    # "2 consecutive" results of the current course: the earlier one at most 6 months old.
+    series_window = timedelta(days=T.PTH_CONSECUTIVE_WITHIN_DAYS)
+    current = all(p.effective is not None and record.now - p.effective <= series_window for p in recent_pth)
+    if len(recent_pth) == T.PTH_OVERSUPPRESSED_CONSECUTIVE and all(low) and current:
         # "2 consecutive": the latest must be recent; the one before is older by design.
         (stale if recent_pth[0].stale else fired).append("pth_low_consecutive")
     elif recent_pth and low[0] and not recent_pth[0].stale:

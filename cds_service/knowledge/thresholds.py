@@ -88,6 +88,9 @@ IONIZED_CALCIMIMETIC_RESTART_AT = 1.10  # 8.0 x 1.16 / 8.4 = 1.105
 # (over-suppression / adynamic bone).
 PTH_OVERSUPPRESSED = 150.0
 PTH_OVERSUPPRESSED_CONSECUTIVE = 2
+# ... and both within this many days: an old result does not make a pair with a new one (clinical
+# review, C1 notes: "add an upper age limit, e.g. 6 months"; a site choice).
+PTH_CONSECUTIVE_WITHIN_DAYS = 183
 # 003: avoid pushing PTH below 100 (adynamic bone disease).
 PTH_AVOID_BELOW = 100.0
 # A PTH-lowering drug (cinacalcet) is offered only when PTH is above the target (F06 of the
@@ -256,6 +259,13 @@ THRESHOLDS: tuple[Threshold, ...] = (
         "pg/mL",
         "no calcium-based binder on dialysis when PTH is below it on 2 consecutive results",
         "K/DOQI 2003 guideline 5.6 via seed 000",
+    ),
+    Threshold(
+        "pth_consecutive_within_days",
+        PTH_CONSECUTIVE_WITHIN_DAYS,
+        "days",
+        "the 2 consecutive low PTH results must both be this recent",
+        "site choice (clinical review 2026-12, C1 notes: about 6 months)",
     ),
     Threshold(
         "pth_target_low",

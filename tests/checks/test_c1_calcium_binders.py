@@ -197,3 +197,11 @@ def test_kidney_failure_by_egfr_below_15_puts_the_patient_in_scope_and_the_card_
 
 
 # --- C2 vitamin K antagonists ---------------------------------------------------------------
+
+
+def test_two_low_pth_results_count_only_when_the_earlier_is_at_most_6_months_old():
+    recent = (lab("calcium", 9.0), lab("albumin", 4.0), lab("pth", 120, days_ago=10), lab("pth", 130, days_ago=100))
+    f = only(check_order(record(conditions=[ESRD], labs=recent), draft(CALCIUM_ACETATE)))
+    assert "pth_low_consecutive" in f.reasons
+    old = (lab("calcium", 9.0), lab("albumin", 4.0), lab("pth", 120, days_ago=10), lab("pth", 130, days_ago=400))
+    assert check_order(record(conditions=[ESRD], labs=old), draft(CALCIUM_ACETATE)) == []
