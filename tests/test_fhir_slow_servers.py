@@ -119,6 +119,7 @@ def test_a_dripping_server_starves_neither_calls_to_another_server_nor_calls_wit
         def post(body):
             return app.test_client().post(PATIENT_VIEW, json=body)
 
+        post(hook_call(healthy))  # warm: connections to the healthy server, the reading memos
         expected = cards_of(post(hook_call(healthy)))
         # Everything prefetched, the referenced Medication included: nothing to fetch, even though
         # the call names the dripping server.
