@@ -524,3 +524,31 @@ def test_which_kidney_failure_entries_imply_dialysis(system, code, text, implied
     assert facts and facts[0].dialysis_implied is implied, [
         (f.kind, f.dialysis_implied) for f in classify_condition(resource)
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Severe MS (MVA 0.9 cm2 on echo)", "mitral_stenosis"),
+        ("Rheumatic mitral stenosis, severe", "mitral_stenosis"),
+        ("MS - relapsing remitting, on ocrelizumab", None),  # multiple sclerosis
+        ("Multiple sclerosis (MS)", None),
+        ("Triple positive APS", "antiphospholipid_syndrome"),
+        ("Lupus anticoagulant positive", "antiphospholipid_syndrome"),
+        ("APS type 2 (autoimmune polyglandular)", None),
+        ("Small bowel obstruction 2026", "bowel_obstruction"),
+        ("Hungry bone syndrome after parathyroidectomy", "parathyroidectomy"),
+        ("PTX 2024 (right pneumothorax)", None),  # pneumothorax, not parathyroidectomy
+    ],
+)
+def test_apixaban_and_binder_exclusions_are_read_from_problem_list_words_with_false_friends_guarded(text, kind):
+    resource = {
+        "resourceType": "Condition",
+        "id": "c",
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "code": {"text": text},
+        "subject": {"reference": "Patient/p1"},
+    }
+    kinds = {f.kind for f in classify_condition(resource)}
+    wanted = {"mitral_stenosis", "antiphospholipid_syndrome", "bowel_obstruction", "parathyroidectomy"}
+    assert kinds & wanted == ({kind} if kind else set())
