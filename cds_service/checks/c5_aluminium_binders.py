@@ -75,6 +75,13 @@ _ANTACID_WORDS = re.compile(
 )
 
 
+# Dosage text that says the drug is taken for symptoms, as needed (a binder is taken with meals).
+_AS_NEEDED_WORDS = re.compile(
+    r"\bPRN\b|as needed|as required|when required|if needed|for (?:indigestion|heartburn|reflux|dyspepsia)",
+    re.IGNORECASE,
+)
+
+
 def is_antacid(order: MedicationOrder) -> bool:
     """An aluminium antacid rather than a phosphate binder: coded in ATC A02A, combined with
     magnesium or simethicone, named as an antacid, or taken as needed."""
@@ -89,6 +96,7 @@ def is_antacid(order: MedicationOrder) -> bool:
             dosage.get("asNeededBoolean") is True
             or dosage.get("asNeeded") is True
             or isinstance(dosage.get("asNeededCodeableConcept"), dict)
+            or (isinstance(dosage.get("text"), str) and _AS_NEEDED_WORDS.search(dosage["text"]))
         ):
             return True
     return False

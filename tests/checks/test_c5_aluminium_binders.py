@@ -134,3 +134,22 @@ def test_a_draft_without_dates_starts_today_and_dstu2_bounds_are_read():
     assert span.start_assumed and span.start is not None and span.start.when == NOW
     assert [round(e.days) for e in span.ends] == [42]
     assert order_span(aluminium("MedicationRequest/a1", "active"), NOW, is_draft=False).start is None
+
+
+def test_an_aluminium_antacid_taken_as_needed_is_not_replaced_by_a_phosphate_binder():
+    # F22: antacids (as needed, for heartburn, or with magnesium) are not phosphate binders.
+    from cds_service.checks.c5_aluminium_binders import is_antacid
+
+    def aluminium(text: str, name: str = "aluminium hydroxide 500 mg") -> object:
+        raw = {
+            "resourceType": "MedicationRequest",
+            "id": "a1",
+            "status": "active",
+            "dosageInstruction": [{"text": text}],
+        }
+        return med("aluminium_binder", name=name, rid="MedicationRequest/a1", status="active", raw=raw)
+
+    assert is_antacid(aluminium("10 mL PRN for heartburn"))
+    assert is_antacid(aluminium("1 tablet when required for indigestion"))
+    assert is_antacid(aluminium("1 tablet with meals", name="Maalox (aluminium/magnesium hydroxide)"))
+    assert not is_antacid(aluminium("1 capsule three times daily with meals"))
