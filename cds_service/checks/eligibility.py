@@ -358,6 +358,7 @@ def evaluate(spec: SubstituteSpec, record: PatientRecord, labs: LabFacts, replac
     notes: list[str] = []
     gaps: list[Gap] = []
     unmet: list[str] = []
+    blocked: list[str] = []
     recommendable = True
     basis = ""
     for need in spec.needs + spec.dose_needs:
@@ -375,9 +376,14 @@ def evaluate(spec: SubstituteSpec, record: PatientRecord, labs: LabFacts, replac
                 notes.append(state.note)
             continue
         unmet.append(need)
-        # What the state says of itself (phosphate low, dialysis not shown), then what the
-        # substitute says when this need blocks it (start by hand at the label's dose ...).
-        notes += [n for n in (state.note, spec.blocked_notes.get(need)) if n]
+        # What the state says of itself (phosphate low, dialysis not shown) ...
+        if state.note:
+            notes.append(state.note)
+        # ... and what the substitute says when this need blocks it ("start it by hand at the
+        # label's dose"), kept for after the states to avoid: advice to order it by hand is wrong
+        # when something rules it out altogether (a mechanical valve).
+        if need in spec.blocked_notes:
+            blocked.append(spec.blocked_notes[need])
     avoided = True
     for name in spec.not_with:
         state = NOT_WITH[name](record, labs, spec, replaced)
@@ -390,6 +396,8 @@ def evaluate(spec: SubstituteSpec, record: PatientRecord, labs: LabFacts, replac
         )
         # Not checked (None) withholds the substitute as surely as a state that holds.
         avoided = avoided and state.holds is False
+    if avoided:
+        notes += blocked
     offered = not unmet and avoided
     return Eligibility(
         spec.key, offered, tuple(checks), tuple(notes), tuple(gaps), tuple(unmet), offered and recommendable, basis

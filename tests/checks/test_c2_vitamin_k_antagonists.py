@@ -131,3 +131,13 @@ def test_warfarin_on_dialysis_without_calciphylaxis_is_info_on_order_hooks_only(
 
 
 # --- C3 active vitamin D --------------------------------------------------------------------
+
+
+def test_a_mechanical_valve_never_gets_advice_to_stop_warfarin_and_start_apixaban_by_hand():
+    # F01 in another shape: no dialysis *and* a mechanical valve; the label-dose note ("stop the
+    # vitamin K antagonist and start the replacement by hand") must not appear beside the valve.
+    valve = cond("prosthetic_valve", "Mechanical mitral valve", rid="Condition/valve")
+    rec = record(conditions=[CALCIPHYLAXIS, CKD5, AF, valve], labs=[lab("body_weight", 72)], birth_date=BORN_1958)
+    f = only(check_order(rec, draft(WARFARIN)))
+    assert f.variant == "plan_replacement" and not f.stop_only and f.substitutions == ()
+    assert "apixaban_label_dose" not in f.notes and "anticoagulation_team" in f.notes
