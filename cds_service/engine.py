@@ -21,7 +21,7 @@ from cds_service.checks.snooze import apply_snoozes
 from cds_service.fhir.resolver import ResolvedPrefetch
 from cds_service.knowledge.content import content
 from cds_service.patient import terminology as term
-from cds_service.patient.build import build_record, draft_medications, orders_under_review
+from cds_service.patient.build import build_record, draft_entries, orders_under_review
 from cds_service.protocol import Card
 from cds_service.render.cards import render_cards
 from cds_service.render.orders import validate_substitute_orders
@@ -44,10 +44,10 @@ def evaluate(call: HookCall) -> list[Card]:
     """Cards for one hook call; ``[]`` for a patient out of scope or with nothing to flag."""
     started = perf_counter()
     record = build_record(call.context, call.prefetch, call.now)
-    drafts = draft_medications(call.hook, call.context, record)
+    drafts = draft_entries(call.hook, call.context, record)
     if drafts:  # a substitute must not duplicate an order being written in the same call
-        record = replace(record, drafts=drafts)
-    orders = orders_under_review(call.hook, call.context, record)
+        record = replace(record, drafts=tuple(order for _, order in drafts))
+    orders = orders_under_review(call.hook, call.context, record, drafts)
     built = perf_counter()
     labs = lab_facts(record)  # one reading of the labs serves every check of this call
     findings = run_checks(record, orders, labs)

@@ -516,9 +516,16 @@ def _selected_ids(selections: Any) -> tuple[set[str], set[str]]:
     return typed, bare
 
 
-def _drafts(context: dict[str, Any], record: PatientRecord) -> list[tuple[dict[str, Any], MedicationOrder]]:
-    """Every medication draft of ``context.draftOrders`` about this patient that is not closed,
-    with its classified order (drafts naming no medication, and malformed entries, skipped)."""
+DraftEntries = list[tuple[dict[str, Any], MedicationOrder]]
+
+
+def draft_entries(hook: str, context: dict[str, Any], record: PatientRecord) -> DraftEntries:
+    """Every medication draft of an order hook's ``context.draftOrders`` about this patient that is
+    not closed, with its classified order (drafts naming no medication, and malformed entries,
+    skipped; patient-view: none). Read once per call: the orders under review are chosen from
+    these, and a substitute must not duplicate any of them."""
+    if hook not in ("order-select", "order-sign") or not isinstance(context, dict):
+        return []
     drafts = list(iter_resources(context.get("draftOrders")))
     index = ResourceIndex()
     index.update(record.medication_catalog)
@@ -540,7 +547,9 @@ def _drafts(context: dict[str, Any], record: PatientRecord) -> list[tuple[dict[s
     return out
 
 
-def orders_under_review(hook: str, context: dict[str, Any], record: PatientRecord) -> tuple[OrderUnderReview, ...]:
+def orders_under_review(
+    hook: str, context: dict[str, Any], record: PatientRecord, drafts: DraftEntries | None = None
+) -> tuple[OrderUnderReview, ...]:
     """The medication orders a hook asks about.
 
     * order-select: the MedicationRequests / MedicationOrders of ``context.draftOrders`` named in
@@ -551,7 +560,8 @@ def orders_under_review(hook: str, context: dict[str, Any], record: PatientRecor
       then the home medication list and the doses given lately (``patient_view_exposures``).
 
     Non-medication drafts, drafts naming no medication, drafts about another patient (see
-    ``foreign_drafts``) and malformed entries are skipped.
+    ``foreign_drafts``) and malformed entries are skipped. ``drafts``: ``draft_entries`` when the
+    caller has read them already.
     """
     if hook == "patient-view":
         return tuple(OrderUnderReview(order=m, is_draft=False) for m in patient_view_exposures(record))
@@ -560,7 +570,8 @@ def orders_under_review(hook: str, context: dict[str, Any], record: PatientRecor
     context = context if isinstance(context, dict) else {}
     typed, bare = _selected_ids(context.get("selections")) if hook == "order-select" else (set(), set())
     out: list[OrderUnderReview] = []
-    for resource, order in _drafts(context, record):
+    entries = drafts if drafts is not None else draft_entries(hook, context, record)
+    for resource, order in entries:
         if hook == "order-select":
             key = resource_key(resource)
             rid = resource.get("id")
@@ -568,14 +579,6 @@ def orders_under_review(hook: str, context: dict[str, Any], record: PatientRecor
                 continue
         out.append(OrderUnderReview(order=order, is_draft=True))
     return tuple(out)
-
-
-def draft_medications(hook: str, context: dict[str, Any], record: PatientRecord) -> tuple[MedicationOrder, ...]:
-    """The medication drafts of an order hook (selected or not) about this patient: orders being
-    written now, which a substitute must not duplicate (patient-view: none)."""
-    if hook not in ("order-select", "order-sign") or not isinstance(context, dict):
-        return ()
-    return tuple(order for _, order in _drafts(context, record))
 
 
 _EXPOSURE_ORDER = {"request": 0, "statement": 1, "administration": 2}
