@@ -482,27 +482,24 @@ def _parathyroidectomy(resource: dict[str, Any], status: str | None) -> Conditio
     if status not in (None, "completed", "in-progress"):
         return None
     code = resource.get("code")
+    # What the fact holds either way; the match fills in display, code or words.
+    fact = ConditionFact(
+        kind="parathyroidectomy",
+        resource_id=resource_key(resource) or "Procedure",
+        display="parathyroidectomy",
+        matched_by="code",
+        clinical_status=status,
+        recorded=procedure_time(resource),
+    )
     for coding in codings(code):
         if term.is_parathyroidectomy_code(coding.get("system"), coding.get("code")):
-            return ConditionFact(
-                kind="parathyroidectomy",
-                resource_id=resource_key(resource) or "Procedure",
-                display=_coding_display(coding, code) or "parathyroidectomy",
-                matched_by="code",
+            return replace(
+                fact,
+                display=_coding_display(coding, code) or fact.display,
                 code=coding.get("code"),
                 system=term.canonical_system(coding.get("system")),
-                clinical_status=status,
-                recorded=procedure_time(resource),
             )
     named = _text_kinds([clean_text(t) for t in texts(code)], only={"parathyroidectomy"}).get("parathyroidectomy")
     if named is None:
         return None
-    return ConditionFact(
-        kind="parathyroidectomy",
-        resource_id=resource_key(resource) or "Procedure",
-        display=named[0],
-        matched_by="text",
-        matched_text=named[1],
-        clinical_status=status,
-        recorded=procedure_time(resource),
-    )
+    return replace(fact, display=named[0], matched_by="text", matched_text=named[1])

@@ -73,8 +73,6 @@ def substitute_resource(
 
 # Routes by the name the substitutes give them (SNOMED CT; docs/clinical/codes.md).
 _ROUTE_DISPLAY = {"26643006": "Oral route", "47625008": "Intravenous route"}
-# UCUM units of time for Timing.repeat.durationUnit / boundsDuration.
-_UCUM_TIME = {"min": "min", "h": "h", "d": "d", "wk": "wk", "mo": "mo", "a": "a"}
 
 
 def _route(spec: SubstituteSpec) -> dict[str, Any]:
@@ -97,7 +95,8 @@ def _repeat(spec: SubstituteSpec, version: FhirVersion) -> dict[str, Any]:
             repeat["durationMax"] = spec.duration_max
         repeat["durationUnits" if dstu2 else "durationUnit"] = spec.duration_unit
     if spec.bounds_value is not None and spec.bounds_unit and not dstu2:
-        unit = _UCUM_TIME.get(spec.bounds_unit, spec.bounds_unit)
+        # The substitutes write units of time as UCUM codes already (min, h, d, wk, mo, a).
+        unit = spec.bounds_unit
         repeat["boundsDuration"] = {"value": spec.bounds_value, "unit": unit, "system": term.UCUM, "code": unit}
     return repeat
 
