@@ -16,12 +16,13 @@ from typing import Any
 
 from cds_service.calllog import add_stage
 from cds_service.checks import eligibility, lab_facts, review_chart, run_checks
-from cds_service.checks.findings import Snooze
+from cds_service.checks.findings import Fact, Snooze
 from cds_service.checks.snooze import apply_snoozes
 from cds_service.fhir.resolver import ResolvedPrefetch
 from cds_service.knowledge.content import content
 from cds_service.patient import terminology as term
-from cds_service.patient.build import build_record, draft_entries, orders_under_review
+from cds_service.patient.build import build_record, draft_entries, foreign_drafts, orders_under_review
+from cds_service.patient.model import PatientRecord
 from cds_service.protocol import Card
 from cds_service.render.cards import render_cards
 from cds_service.render.orders import validate_substitute_orders
@@ -54,6 +55,9 @@ def evaluate(call: HookCall) -> list[Card]:
     if call.hook == "patient-view":
         findings = review_chart(record, labs) + findings  # the mineral summary first, then per order
     findings = apply_snoozes(findings, call.snoozes, call.hook, call.now)
+    ignored = _other_patient_fact(record, call.context)
+    if ignored is not None:  # every card says what was left out, and why
+        findings = [replace(f, facts=(*f.facts, ignored)) for f in findings]
     # The most important card first (many EHRs show cards in the order given): critical, warning,
     # info; the order within an indicator is kept.
     findings.sort(key=lambda f: _SEVERITY[f.indicator])
@@ -66,6 +70,20 @@ def evaluate(call: HookCall) -> list[Card]:
     cards = render_cards(findings, record.patient_id, encounter if isinstance(encounter, str) else None)
     add_stage("render", perf_counter() - checked)
     return cards
+
+
+def _other_patient_fact(record: PatientRecord, context: dict[str, Any]) -> Fact | None:
+    """The resources about another patient that were dropped (prefetch keys, and drafts of this
+    call), counted per key; never their ids. ``None`` when there were none."""
+    counts = dict(record.other_patient)
+    drafts = len(foreign_drafts(context, record.patient_id)) if record.patient_id else 0
+    if drafts:
+        counts["draftOrders"] = drafts
+    if not counts:
+        return None
+    labels = content().labels["prefetch"]
+    items = ", ".join(f"{n} in {labels.get(key, key)}" for key, n in counts.items())
+    return Fact("other_patient_ignored", {"n": str(sum(counts.values())), "items": items})
 
 
 @cache

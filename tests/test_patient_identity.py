@@ -29,33 +29,96 @@ def _other_patient(resource_list, key_resource="Condition"):
             return
 
 
-def test_patient_view_with_conditions_about_another_patient_answers_412_naming_the_mismatch(client, caplog):
+def _stray(resource_type, **members):
+    """A resource about another patient, as an EHR might mix one into a prefetch answer."""
+    return {
+        "resource": {
+            "resourceType": resource_type,
+            "id": "stray-1",
+            "subject": {"reference": "Patient/someone-else"},
+            **members,
+        }
+    }
+
+
+def _summaries(response):
+    return [(c["indicator"], c["summary"]) for c in response.get_json()["cards"]]
+
+
+def test_one_condition_about_another_patient_is_dropped_alone_and_patient_view_keeps_every_card(client, caplog):
+    clean = _post(client, PATIENT_VIEW)
     body = copy.deepcopy(PATIENT_VIEW)
-    _other_patient(body["prefetch"]["conditions"])
+    body["prefetch"]["conditions"]["entry"].append(
+        _stray("Condition", code={"text": "Kidney transplant"}, clinicalStatus={"coding": [{"code": "active"}]})
+    )
     with caplog.at_level(logging.WARNING):
         response = _post(client, body)
-    assert response.status_code == 412
-    assert "another patient" in response.get_json()["issue"][0]["diagnostics"]
-    # On the call's one request line, raised to WARNING, as an event.
+    assert response.status_code == 200
+    assert _summaries(response) == _summaries(clean) and _summaries(clean)
+    for card in response.get_json()["cards"]:
+        assert "1 resource(s) about another patient" in card["detail"]
+        assert "conditions (diagnoses)" in card["detail"]
+    # On the call's one request line, raised to WARNING, as an event; never an id.
     logged = [
         r
         for r in caplog.records
         if r.name == "cds_service.request" and any("another patient" in e["event"] for e in getattr(r, "events", []))
     ]
     assert logged and logged[0].levelno == logging.WARNING
-    assert all("someone-else" not in str(vars(r)) for r in logged)
+    assert all("someone-else" not in str(vars(r)) and "stray-1" not in str(vars(r)) for r in logged)
     assert all(body["context"]["patientId"] not in str(vars(r)) for r in logged)
 
 
-def test_an_order_hook_with_conditions_about_another_patient_says_the_check_could_not_be_completed(client):
-    body = copy.deepcopy(CALCIPHYLAXIS)
-    _other_patient(body["prefetch"]["conditions"])
+def test_patient_view_whose_required_conditions_are_all_about_another_patient_answers_412(client):
+    body = copy.deepcopy(PATIENT_VIEW)
+    for entry in body["prefetch"]["conditions"]["entry"]:
+        entry["resource"]["subject"] = {"reference": "Patient/someone-else"}
     response = _post(client, body)
-    assert response.status_code == 200
-    (card,) = response.get_json()["cards"]
-    assert card["indicator"] == "info"
-    assert "another patient" in card["detail"]
-    assert "suggestions" not in card
+    assert response.status_code == 412
+    assert "another patient" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_an_order_hook_with_one_stray_condition_keeps_the_critical_card_and_its_substitutes(client):
+    clean = _post(client, CALCIPHYLAXIS).get_json()["cards"]
+    body = copy.deepcopy(CALCIPHYLAXIS)
+    body["prefetch"]["conditions"]["entry"].append(_stray("Condition", code={"text": "Calciphylaxis"}))
+    (card,) = _post(client, body).get_json()["cards"]
+    assert card["indicator"] == "critical" == clean[0]["indicator"]
+    assert [s["label"] for s in card["suggestions"]] == [s["label"] for s in clean[0]["suggestions"]]
+    assert "about another patient" in card["detail"]
+
+
+def test_a_stray_condition_never_counts_for_this_patient(client):
+    """Another patient's calciphylaxis mixed into this patient's problem list is not read: with
+    it alone, no calciphylaxis card fires for this patient."""
+    body = copy.deepcopy(CALCIPHYLAXIS)
+    entries = body["prefetch"]["conditions"]["entry"]
+    own = [e for e in entries if e["resource"]["id"] != "calciphylaxis"]
+    stray = [e for e in entries if e["resource"]["id"] == "calciphylaxis"]
+    assert own and stray
+    for entry in stray:
+        entry["resource"]["subject"] = {"reference": "Patient/someone-else"}
+    cards = _post(client, body).get_json()["cards"]
+    assert all(c["indicator"] != "critical" for c in cards)
+    assert all("Calciphylaxis" not in c["summary"] for c in cards)
+
+
+def test_another_patients_warfarin_in_the_medication_list_is_never_reviewed_or_acted_on(client):
+    body = copy.deepcopy(PATIENT_VIEW)
+    meds = body["prefetch"]["meds"]["entry"]
+    before = {c["summary"] for c in _post(client, body).get_json()["cards"]}
+    meds.append(
+        _stray(
+            "MedicationRequest",
+            status="active",
+            intent="order",
+            medicationCodeableConcept={"text": "Phenprocoumon 3 mg tablet"},
+        )
+    )
+    cards = _post(client, body).get_json()["cards"]
+    assert {c["summary"] for c in cards} == before
+    assert "MedicationRequest/stray-1" not in json.dumps(cards)
+    assert all("1 in active medication list" in c["detail"] for c in cards)
 
 
 def test_a_high_calcium_about_another_patient_never_fires_a_warning(client):
@@ -123,9 +186,9 @@ def test_a_chart_sent_again_gets_the_same_cards_and_is_judged_from_memory(client
     assert first["cards"] and without_uuids(first["cards"]) == without_uuids(second["cards"])
 
 
-def test_a_resource_naming_the_patient_by_bundle_urn_is_screened_on_every_call(client):
+def test_a_resource_naming_another_patient_by_bundle_urn_is_dropped_on_every_call(client):
     """A reference that only the Bundle can resolve (urn:uuid of another patient's entry) is
-    never taken as plainly about the patient: each call screens it in full."""
+    never taken as plainly about the patient: each call screens it in full and drops it."""
     body = copy.deepcopy(PATIENT_VIEW)
     conditions = body["prefetch"]["conditions"]
     conditions["entry"].append(
@@ -137,4 +200,5 @@ def test_a_resource_naming_the_patient_by_bundle_urn_is_screened_on_every_call(c
     conditions["entry"][0]["resource"]["subject"] = {"reference": "urn:uuid:5e2a1c1e-0000-4000-8000-000000000001"}
     for _ in range(2):
         response = _post(client, body)
-        assert response.status_code == 412
+        assert response.status_code == 200
+        assert all("2 resource(s) about another patient" in c["detail"] for c in response.get_json()["cards"])

@@ -217,3 +217,15 @@ def is_about_patient(resource: Mapping[str, Any], patient_id: str, refs: frozens
         if isinstance(target, dict) and isinstance(target.get("reference"), str) and target["reference"].strip():
             return _names_patient(target["reference"].strip(), patient_id, refs)
     return True
+
+
+def names_patient(resource: Mapping[str, Any], patient_id: str, refs: frozenset[str]) -> bool:
+    """True when a resource is positively about ``patient_id``: the Patient with that id, or a
+    ``subject`` / ``patient`` reference that names them (a Medication names nobody)."""
+    if resource.get("resourceType") == "Patient":
+        return resource.get("id") == patient_id
+    for member in ("subject", "patient"):
+        target = resource.get(member)
+        if isinstance(target, dict) and isinstance(target.get("reference"), str) and target["reference"].strip():
+            return _names_patient(target["reference"].strip(), patient_id, refs)
+    return False

@@ -38,7 +38,7 @@ from cds_service.config import Settings
 from cds_service.errors import BadRequest, DataUnavailable
 from cds_service.fhir.breaker import ServerGuard
 from cds_service.fhir.client import FhirClient, FhirFetchError, is_normal_path, is_under_base, server_problem
-from cds_service.fhir.reading import is_about_patient, iter_resources, patient_references
+from cds_service.fhir.reading import as_list, is_about_patient, iter_resources, names_patient, patient_references
 from cds_service.fhir.templates import PrefetchKey, Shape, TemplateError, fill_template, shape_of
 from cds_service.patient.memo import ReadingMemo, resource_json
 from cds_service.protocol import CDSRequest
@@ -72,9 +72,11 @@ class ResolvedPrefetch:
     incomplete: dict[str, str] = field(default_factory=dict)
     # Keys obtained (wholly or partly) from the FHIR server rather than from prefetch.
     fetched: frozenset[str] = frozenset()
-    # The patient every resource in ``data`` was checked to be about (``_refuse_other_patients``
-    # removed any key holding another patient's data); None when no check was made.
+    # The patient every resource in ``data`` was checked to be about (``_drop_other_patients``
+    # removed every resource about another patient); None when no check was made.
     screened_for: str | None = None
+    # key -> how many resources about another patient were dropped from it (never used).
+    other_patient: Mapping[str, int] = field(default_factory=dict)
     # key -> the JSON encoding of ``data[key]`` when it is exactly the value the EHR sent (the
     # record builder reads a value it has seen before by this key: ``patient/memo.py``).
     encoded: Mapping[str, bytes] = field(default_factory=dict)
@@ -296,13 +298,14 @@ class PrefetchResolver:
 
         # What the resolver kept exactly as sent keeps its encoding; anything it changed does not.
         encoded = {k: raw for k, raw in encoded.items() if k in data and data[k] is sent[k]}
-        screened_for = _refuse_other_patients(request, data, unavailable, encoded)
+        screened_for, other_patient = _drop_other_patients(request, data, unavailable, encoded)
         resolved = ResolvedPrefetch(
             data=data,
             unavailable=unavailable,
             incomplete=incomplete,
             fetched=frozenset(fetched),
             screened_for=screened_for,
+            other_patient=other_patient,
             encoded={k: raw for k, raw in encoded.items() if k in data},
         )
         if fetched or unavailable or incomplete:
@@ -629,20 +632,24 @@ def _encode_sent(sent: dict[str, Any], keys: Mapping[str, PrefetchKey]) -> dict[
     return encoded
 
 
-def _refuse_other_patients(
-    request: CDSRequest, data: dict[str, Any], unavailable: dict[str, str], encoded: Mapping[str, bytes]
-) -> str | None:
-    """A key whose data holds any resource about another patient than ``context.patientId`` is not
-    used at all (an EHR that mixes two patients' data in one answer cannot be trusted for the
-    rest of it): it becomes unavailable, so a required key answers 412 naming the mismatch and an
-    optional one is named on the cards as not checked. Logged without ids. Returns the patient
-    id the data left in ``data`` is now known to be about (None when there is none to check)."""
+def _drop_other_patients(
+    request: CDSRequest, data: dict[str, Any], unavailable: dict[str, str], encoded: dict[str, bytes]
+) -> tuple[str | None, dict[str, int]]:
+    """Every resource about another patient than ``context.patientId`` is dropped, one by one: it
+    is never read, and the rest of its key is used (one stray Condition mixed into a problem
+    list must not switch off this patient's protection). A key left holding nothing about this
+    patient (every resource in it was someone else's) becomes unavailable, so a required key
+    still answers 412 naming the mismatch. Logged without ids.
+
+    Returns the patient id the data left in ``data`` is now known to be about (None when there
+    is none to check), and key -> how many resources about another patient it held (the cards
+    say so)."""
     patient_id = request.context.get("patientId")
     if not isinstance(patient_id, str) or not patient_id:
-        return None
+        return None, {}
     known = [data[key] is None or (key in encoded and PLAINLY_ABOUT.get((encoded[key], patient_id))) for key in data]
     if all(known):
-        return patient_id  # every value was found plainly about this patient before
+        return patient_id, {}  # every value was found plainly about this patient before
     entries = {key: list(iter_resources(value)) for key, value in data.items()}
     # About the patient whatever else the prefetch holds: judged with only the references that
     # always name them (``Patient/<id>``, ``urn:uuid:<id>``), never a Bundle's own fullUrls.
@@ -654,13 +661,42 @@ def _refuse_other_patients(
                 all(is_about_patient(resource, patient_id, own_refs) for _, resource in found),
             )
     refs = patient_references(patient_id, [entry for found in entries.values() for entry in found])
+    ignored: dict[str, int] = {}
     for key, found in entries.items():
-        foreign = sum(1 for _, resource in found if not is_about_patient(resource, patient_id, refs))
-        if foreign:
+        foreign = [resource for _, resource in found if not is_about_patient(resource, patient_id, refs)]
+        if not foreign:
+            continue
+        ignored[key] = len(foreign)
+        encoded.pop(key, None)  # the value used is no longer the one sent
+        dropped = {id(resource) for resource in foreign}
+        kept = [resource for _, resource in found if id(resource) not in dropped]
+        if any(names_patient(resource, patient_id, refs) for resource in kept):
+            data[key] = _without(data[key], dropped)
+        else:
             del data[key]
             unavailable[key] = OTHER_PATIENT
-            event(log, logging.WARNING, "prefetch data about another patient refused", key=key, resources=foreign)
-    return patient_id
+        event(log, logging.WARNING, "prefetch resources about another patient ignored", key=key, resources=len(foreign))
+    return patient_id, ignored
+
+
+def _without(value: Any, dropped: set[int]) -> Any:
+    """A copy of a prefetch value (a Bundle, nested Bundles walked) without the resources whose
+    ``id()`` is in ``dropped``; the value itself when it is not a Bundle."""
+    if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
+        return value
+    entries = []
+    for entry in as_list(value.get("entry")):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and id(resource) in dropped:
+            continue
+        if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+            entry = {**entry, "resource": _without(resource, dropped)}
+        entries.append(entry)
+    copy = dict(value)
+    copy["entry"] = entries
+    if isinstance(copy.get("total"), int):
+        copy["total"] = len(entries)
+    return copy
 
 
 def _require(hook: str, keys: Mapping[str, PrefetchKey], resolved: ResolvedPrefetch) -> None:

@@ -399,6 +399,8 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
     unavailable = dict(unavailable) if isinstance(unavailable, Mapping) else {}
     incomplete = getattr(prefetch, "incomplete", None)
     incomplete = dict(incomplete) if isinstance(incomplete, Mapping) else {}
+    other_patient = getattr(prefetch, "other_patient", None)
+    other_patient = dict(other_patient) if isinstance(other_patient, Mapping) else {}
     patient_id = context.get("patientId")
     patient_id = patient_id if isinstance(patient_id, str) else ""
     encodings = getattr(prefetch, "encoded", None)
@@ -454,6 +456,7 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
         unavailable=unavailable,
         incomplete=incomplete,
         unusable_labs=chart.unusable,
+        other_patient=other_patient,
         allergies=chart.allergies,
         medication_catalog=catalog.as_mapping(),
     )

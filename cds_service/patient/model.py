@@ -210,6 +210,9 @@ class PatientRecord:
     incomplete: dict[str, str] = field(default_factory=dict)
     # Final lab results of a known analyte that could not be used (unknown unit, no value ...).
     unusable_labs: tuple[UnusableLab, ...] = ()
+    # Prefetch key -> how many resources about another patient were found in it and dropped
+    # (never read): the cards say so.
+    other_patient: Mapping[str, int] = field(default_factory=dict)
     # Allergies and intolerances that count (AllergyIntolerance).
     allergies: tuple[AllergyFact, ...] = ()
     # Medication resources found in the prefetch (by "Medication/id", fullUrl, urn:uuid), so that
