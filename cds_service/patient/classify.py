@@ -154,15 +154,15 @@ def _drug_name(concepts: list[Any], names: list[str]) -> str:
             return clean_text(names[0])
     if names:
         return clean_text(names[0])
-    for concept in concepts:
-        for coding in codings(concept):
-            code = coding.get("code")
-            if not isinstance(code, str):
-                continue
-            system = term.canonical_system(coding.get("system"))
-            if system == term.RXNORM and code.strip() in term.RXNORM_INGREDIENT_NAMES:
-                return term.RXNORM_INGREDIENT_NAMES[code.strip()]
-            return f"{coding.get('system') or 'code'} {code}"
+    # No words at all: the name the code has in the service's tables, else the code itself
+    # under its system's short name ("RxNorm 1161791"), never a system URL.
+    coded = [coding for concept in concepts for coding in codings(concept) if isinstance(coding.get("code"), str)]
+    for coding in coded:
+        named = term.drug_name_for_code(coding.get("system"), coding.get("code"))
+        if named:
+            return clean_text(named)
+    for coding in coded:
+        return f"{term.system_name(coding.get('system'))} {clean_text(coding['code'])}"
     return "unnamed medication"
 
 

@@ -12,11 +12,13 @@ Everything is a frozenset or a dict so that a lookup costs one hash, whatever th
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 from cds_service.patient import text_match
 from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.analytes import LOINC_TO_ANALYTE as LOINC_TO_ANALYTE  # re-exported
+from cds_service.patient.atc_table import atc_name
 from cds_service.patient.rxnorm_table import brand_classes, generated_drug
 from cds_service.patient.text_match import ConditionTextMatch, DrugTextMatch
 
@@ -213,15 +215,72 @@ ATC_CLASSES: dict[str, frozenset[str]] = {
     **_codes(MAGNESIUM, "A12CC10", "A02AA02", "A06AD02", "A02AA04", "G04BX01"),
 }
 
-# Whole ATC groups whose every member is one class (clinical review F21: fluindione, B01AA12, was
-# missed because only four members were listed). B01AA "Vitamin K antagonists": dicoumarol 01,
-# phenindione 02, warfarin 03, phenprocoumon 04, acenocoumarol 07, ethyl biscoumacetate 08,
-# clorindione 09, diphenadione 10, tioclomarol 11, fluindione 12 (WHO ATC index as published in
-# github fabkury/atcd "WHO ATC-DDD 2026-04-25.csv" and rxreasoner.com/atccodes/B01AA; see
-# docs/clinical/codes.md). An exact code above always wins over its group.
-ATC_GROUPS: dict[str, frozenset[str]] = {
-    "B01AA": VKA,
+
+# ATC families (clinical review F21; issue 19): a drug is recognised by where its code sits in the
+# WHO ATC hierarchy, not only by a listed code. The codes and names of these groups come from the
+# generated table ``data/atc_generated.json`` (atc_table.py: the WHO ATC/DDD index, WHOCC, as
+# published in github fabkury/atcd; provenance in the file). For each group:
+#
+# * ``default``: the classes of every member, a code WHO adds later included (B01AA is the whole
+#   vitamin K antagonist family: fluindione B01AA12 as much as warfarin B01AA03);
+# * ``by_name``: the member's WHO name is read by the drug-name matcher (synonyms.toml), so a
+#   mixed group is split by what each substance is: A11CC holds nutritional vitamin D
+#   (ergocalciferol, colecalciferol) beside the active sterols (alfacalcidol, calcitriol,
+#   calcifediol, dihydrotachysterol); H05BX holds calcimimetics (cinacalcet, etelcalcetide,
+#   evocalcet) beside sterols (paricalcitol, doxercalciferol, calcifediol); V03AE holds potassium
+#   binders beside phosphate binders; A12AA holds parenteral calcium (gluconate, chloride) beside
+#   oral salts. A member whose name the matcher cannot class gets the default (None: not
+#   recognised by its code, so its text is read).
+#
+# An exact code in ATC_CLASSES always wins over its family.
+@dataclass(frozen=True)
+class AtcFamily:
+    default: frozenset[str] | None
+    by_name: bool = False
+
+
+ATC_FAMILIES: dict[str, AtcFamily] = {
+    "B01AA": AtcFamily(VKA),  # Vitamin K antagonists
+    "B01AF": AtcFamily(DOAC),  # Direct factor Xa inhibitors
+    "A11CC": AtcFamily(None, by_name=True),  # Vitamin D and analogues
+    "H05BX": AtcFamily(None, by_name=True),  # Other anti-parathyroid agents
+    "H05BA": AtcFamily(NO_CLASS),  # Calcitonin preparations: a look-alike, no class
+    "D05AX": AtcFamily(NO_CLASS),  # Other antipsoriatics for topical use (calcipotriol, tacalcitol)
+    "V03AE": AtcFamily(None, by_name=True),  # Drugs for treatment of hyperkalemia and hyperphosphatemia
+    "A12AA": AtcFamily(CALCIUM, by_name=True),  # Calcium (mineral supplements)
+    "A12AX": AtcFamily(CALCIUM),  # Calcium, combinations with vitamin D and/or other drugs
+    "A02AC": AtcFamily(CALCIUM),  # Calcium compounds (antacids)
+    "A02AB": AtcFamily(ALUMINIUM),  # Aluminium compounds (antacids)
+    "A02AA": AtcFamily(MAGNESIUM),  # Magnesium compounds (antacids)
+    "A12CC": AtcFamily(MAGNESIUM),  # Magnesium (mineral supplements)
+    "B03A": AtcFamily(IRON),  # Iron preparations (oral and parenteral)
 }
+
+
+def _atc_family(code: str) -> tuple[str, AtcFamily] | None:
+    """The most specific family a code (any level) belongs to."""
+    for length in (5, 4):
+        family = ATC_FAMILIES.get(code[:length])
+        if family is not None and len(code) >= length:
+            return code[:length], family
+    return None
+
+
+@lru_cache(maxsize=512)
+def atc_family_classes(code: str) -> frozenset[str] | None:
+    """Classes of an ATC code by its family (see ``ATC_FAMILIES``); ``None`` when not a family
+    member or a by-name member whose name cannot be classed."""
+    found = _atc_family(code)
+    if found is None:
+        return None
+    _, family = found
+    if family.by_name:
+        name = atc_name(code)
+        named = match_drug_text(name) if name is not None and len(code) == 7 else None
+        if named is not None:
+            return named.classes
+    return family.default
+
 
 # terminology.md lists no SNOMED CT medicinal-product codes; SNOMED-coded drugs fall back to text.
 SNOMED_DRUG_CLASSES: dict[str, frozenset[str]] = {}
@@ -248,11 +307,48 @@ def drug_classes_for_code(system: object, code: object) -> frozenset[str] | None
         code = code.upper()
     found = table.get(code)
     if found is None and table is ATC_CLASSES:
-        found = next((classes for group, classes in ATC_GROUPS.items() if code.startswith(group)), None)
+        found = atc_family_classes(code)
     if found is None and canonical == RXNORM:
         generated = generated_drug(code)
         found = generated.classes if generated is not None else None
     return found
+
+
+# Short names of the code systems, for cards ("RxNorm 197433", never a system URL).
+SYSTEM_NAMES: dict[str, str] = {
+    RXNORM: "RxNorm",
+    ATC: "ATC",
+    SNOMED: "SNOMED CT",
+    ICD10CM: "ICD-10-CM",
+    LOINC: "LOINC",
+    CPT: "CPT",
+    ICD10PCS: "ICD-10-PCS",
+}
+
+
+def system_name(system: object) -> str:
+    """A code system's short name ("RxNorm"); an unknown system is named as the EHR sent it."""
+    canonical = canonical_system(system)
+    if canonical is None:
+        return "code"
+    return SYSTEM_NAMES.get(canonical, canonical)
+
+
+def drug_name_for_code(system: object, code: object) -> str | None:
+    """The drug a code names, in words, from the service's own tables (RxNorm: the hand-verified
+    ingredient names, then the generated table; ATC: the WHO name); ``None`` when unknown."""
+    canonical = canonical_system(system)
+    if not isinstance(code, str) or not code.strip():
+        return None
+    code = code.strip()
+    if canonical == RXNORM:
+        if code in RXNORM_INGREDIENT_NAMES:
+            return RXNORM_INGREDIENT_NAMES[code]
+        generated = generated_drug(code)
+        return generated.name if generated is not None else None
+    if canonical == ATC:
+        return atc_name(code)
+    return None
 
 
 def rxnorm_ingredients(code: str) -> tuple[str, ...]:

@@ -45,13 +45,6 @@ SUMMARY_MAX = 139  # CDS Hooks: "<140-character summary"
 # A rule whose content declares this layout shows its labs as a table against targets and a
 # status phrase in its summary (chart reviews); every other rule lists the data it used.
 RESULTS_TABLE = "results-table"
-_SYSTEM_NAMES = {
-    term.RXNORM: "RxNorm",
-    term.ATC: "ATC",
-    term.SNOMED: "SNOMED CT",
-    term.ICD10CM: "ICD-10-CM",
-    term.LOINC: "LOINC",
-}
 
 
 def render_cards(findings: list[Finding], patient_id: str, encounter_id: str | None = None) -> list[Card]:
@@ -294,7 +287,7 @@ def _code_label(system_code: str | None) -> str:
     if not system_code or "|" not in system_code:
         return "(unknown code)"
     system, code = system_code.split("|", 1)
-    return f"{_SYSTEM_NAMES.get(system, system)} {code}"
+    return f"{term.system_name(system)} {code}"
 
 
 def _date(value: datetime | None) -> str:
@@ -337,7 +330,7 @@ def _lab_line(c: CardContent, lab: LabValue) -> str:
 def _condition_line(c: CardContent, cond: ConditionFact) -> str:
     label = c.labels["condition"].get(cond.kind, cond.kind)
     if cond.matched_by == "code" and cond.code:
-        how = f"{_SYSTEM_NAMES.get(cond.system or '', cond.system or 'code')} {cond.code}"
+        how = f"{term.system_name(cond.system)} {cond.code}"
         if cond.matched_text:
             how += f', named "{cond.matched_text}" in the text'
     elif cond.matched_text:
