@@ -82,7 +82,7 @@ CONDITION_KINDS = (
 # How a drug was recognised: by a code, by its name in the text, or not at all.
 DrugMatch = Literal["code", "text", "none"]
 # How a text match was made: a name, a brand, an abbreviation, or a close (fuzzy) spelling.
-TextMatch = Literal["name", "brand", "abbreviation", "fuzzy"]
+TextMatch = Literal["name", "brand", "abbreviation", "fuzzy", "spelling"]
 # Where a medication exposure was read from.
 ExposureKind = Literal["request", "statement", "administration"]
 

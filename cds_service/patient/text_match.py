@@ -38,7 +38,7 @@ __all__ = [
     "match_drug_text",
 ]
 
-DrugHow = Literal["name", "brand", "abbreviation", "fuzzy"]
+DrugHow = Literal["name", "brand", "abbreviation", "fuzzy", "spelling"]
 ConditionHow = Literal["name", "abbreviation", "fuzzy"]
 
 # Fuzzy thresholds (strict on purpose: a wrong drug class is worse than a missed misspelling).
@@ -46,6 +46,7 @@ FUZZY_MIN_SCORE = 88.0
 FUZZY_MIN_LENGTH = 6  # letters in the text word and in the name
 FUZZY_MIN_BRAND_LENGTH = 7  # shorter brands are never fuzzy-matched
 TRUNCATION_MIN_LENGTH = 5  # a stem "paricalc" must have at least this many letters
+COMPOUND_CATION_MIN_LENGTH = 6  # "calcium", "kalzium" may start a compound ("Calciumacetat"); "Ca" may not
 CONDITION_FUZZY_MIN_LENGTH = 8
 QUALIFIER_MAX_GAP = 1  # words allowed between "mechanical" and "valve"
 
@@ -94,10 +95,44 @@ class _Text:
         return self.original[self.index[start] : self.index[end - 1] + 1]
 
 
+# Japanese is written without spaces: a word ends where the script changes (katakana, hiragana,
+# kanji, other), and a katakana drug name ends before the salt written onto it ("ワルファリンカリウム"
+# is warfarin + potassium).
+_KATAKANA_SALTS = ("カリウム", "ナトリウム", "カルシウム")
+
+
+def _script(char: str) -> int:
+    code = ord(char)
+    if 0x30A0 <= code <= 0x30FF or 0x31F0 <= code <= 0x31FF or 0xFF66 <= code <= 0xFF9F:
+        return 1  # katakana (the long-vowel mark included; half-width forms too)
+    if 0x3040 <= code <= 0x309F:
+        return 2  # hiragana
+    if 0x3400 <= code <= 0x9FFF or 0xF900 <= code <= 0xFAFF:
+        return 3  # kanji
+    return 0
+
+
+def _word_break(original: str, position: int) -> bool:
+    """Whether a Japanese word starts at ``position`` although no space or mark precedes it."""
+    before, here = _script(original[position - 1]), _script(original[position])
+    if before != here:
+        return original[position - 1].isalnum() and original[position].isalnum()
+    if here != 1:
+        return False
+    for salt in _KATAKANA_SALTS:
+        end = position + len(salt)
+        if original.startswith(salt, position) and (end == len(original) or _script(original[end]) != 1):
+            return True
+    return False
+
+
 def _normalise(original: str) -> _Text:
     chars: list[str] = []
     index: list[int] = []
     for position, char in enumerate(original):
+        if position and (char >= "\u3000" or original[position - 1] >= "\u3000") and _word_break(original, position):
+            chars.append(" ")
+            index.append(position)
         if char < "\x80":
             chars.append(char)
             index.append(position)
@@ -297,11 +332,54 @@ class _DrugData:
     multiword: Mapping[str, tuple[tuple[tuple[str, ...], int, _DrugTerm], ...]]  # word -> phrases
 
 
-@lru_cache(maxsize=1)
-def _synonyms() -> dict[str, Any]:
-    resource = resources.files("cds_service.patient") / "data" / "synonyms.toml"
+_SYNONYM_FILES = ("synonyms.toml", "synonyms_international.toml")
+_LIST_MEMBERS = ("names", "brands", "abbreviations", "form_rules", "patterns")
+
+
+def _load(name: str) -> dict[str, Any]:
+    resource = resources.files("cds_service.patient") / "data" / name
     with resource.open("rb") as handle:
         return tomllib.load(handle)
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` added to ``base``: an entry of a table present in both gets the lists of both
+    (names, brands, abbreviations, form rules); a new entry is taken whole; the other tables
+    (spelling rules, salts) come from the file that has them."""
+    merged = dict(base)
+    for section, value in extra.items():
+        if section == "schema":
+            continue
+        if not isinstance(value, dict) or section not in merged:
+            merged[section] = value
+            continue
+        table = dict(merged[section])
+        for key, entry in value.items():
+            if key in table and isinstance(table[key], dict) and isinstance(entry, dict):
+                combined = dict(table[key])
+                for member, items in entry.items():
+                    if member in _LIST_MEMBERS:
+                        combined[member] = _as_list(combined.get(member)) + _as_list(items)
+                    elif member not in combined:
+                        combined[member] = items
+                table[key] = combined
+            elif key in table and isinstance(table[key], list):
+                table[key] = _as_list(table[key]) + _as_list(entry)
+            else:
+                table[key] = entry
+        merged[section] = table
+    return merged
+
+
+@lru_cache(maxsize=1)
+def _synonyms() -> dict[str, Any]:
+    """The synonym data: ``synonyms.toml`` (English, US and UK names) with
+    ``synonyms_international.toml`` (other countries, languages and scripts, and the spelling
+    and salt rules) merged in."""
+    data: dict[str, Any] = {}
+    for name in _SYNONYM_FILES:
+        data = _merge(data, _load(name))
+    return data
 
 
 def _form_matchers(data: Mapping[str, Any]) -> dict[str, tuple[_PhraseMatcher, tuple[re.Pattern[str], ...]]]:
@@ -436,6 +514,206 @@ def _drug_data() -> _DrugData:
     )
 
 
+# ------------------------------------------------------------------------------------------
+# Rules for the ways other languages and hurried hands write a drug (synonyms_international.toml)
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Salts:
+    """Salts named by cation and anion in any listed language and order: "calcium acet",
+    "Ca carb", "Calciumacetat", "acetato de calcio", "calcio carbonato"."""
+
+    cations: Mapping[str, str]  # spelling (casefolded) -> cation key
+    compound_cations: tuple[tuple[str, str], ...]  # (spelling, key) that may start a compound word
+    anions: tuple[tuple[str, tuple[str, ...], int], ...]  # (key, spellings, shortest prefix)
+    connectors: frozenset[str]
+    products: Mapping[tuple[str, str], _DrugTerm]  # (cation, anion) -> the salt's drug entry
+
+    def anion(self, word: str) -> str | None:
+        """The anion a word spells or begins (at least its shortest prefix); None if none or two."""
+        found = {
+            key
+            for key, spellings, shortest in self.anions
+            if len(word) >= shortest and any(s.startswith(word) for s in spellings)
+        }
+        return found.pop() if len(found) == 1 else None
+
+    def compound(self, word: str) -> tuple[str, str] | None:
+        """(cation, anion) of a compound word such as "calciumacetat" or "kalciumkarbonat"."""
+        for spelling, cation in self.compound_cations:
+            if word.startswith(spelling) and len(word) > len(spelling):
+                anion = self.anion(word[len(spelling) :])
+                if anion is not None:
+                    return cation, anion
+        return None
+
+
+@dataclass(frozen=True)
+class _Spelling:
+    """Other languages' spellings of an INN, read by rule: letters folded (ph/f, th/t, ou/u, w/v,
+    y/i, k/c ...), doubled letters single, one language ending dropped (French -e, Italian and
+    Spanish -a/-o, Latin -um): "Varfarina", "warfarine", "acenocumarolo", "fenprocumona",
+    "calcitriolum" all reduce to what their INN reduces to."""
+
+    folds: tuple[tuple[str, str], ...]
+    endings: tuple[str, ...]
+    min_letters: int
+    index: Mapping[str, _DrugTerm | None]  # skeleton -> the one drug it names (None: ambiguous)
+
+    def skeleton(self, word: str) -> str:
+        for old, new in self.folds:
+            word = word.replace(old, new)
+        word = re.sub(r"(.)\1+", r"\1", word)
+        for ending in self.endings:
+            if word.endswith(ending) and len(word) - len(ending) >= self.min_letters - 2:
+                return word[: -len(ending)]
+        return word
+
+
+@lru_cache(maxsize=1)
+def _salts() -> _Salts:
+    data = _synonyms().get("salts", {})
+    drugs = _named_terms()
+    cations: dict[str, str] = {}
+    compound: list[tuple[str, str]] = []
+    for key, spellings in data.get("cations", {}).items():
+        for spelling in _as_list(spellings):
+            folded = " ".join(_tokens(str(spelling)))
+            cations[folded] = key
+            if len(folded) >= COMPOUND_CATION_MIN_LENGTH and folded.isalpha():
+                compound.append((folded, key))
+    anions = tuple(
+        (
+            key,
+            tuple(" ".join(_tokens(str(sp))) for sp in _as_list(entry.get("spellings"))),
+            int(entry.get("min_prefix", 4)),
+        )
+        for key, entry in data.get("anions", {}).items()
+    )
+    products = {
+        (str(pair[0]), str(pair[1])): drugs[key]
+        for key, pair in data.get("products", {}).items()
+        if isinstance(pair, list) and len(pair) == 2 and key in drugs
+    }
+    return _Salts(
+        cations=cations,
+        compound_cations=tuple(sorted(compound, key=lambda item: -len(item[0]))),
+        anions=anions,
+        connectors=_words_set(data.get("connectors")),
+        products=products,
+    )
+
+
+@lru_cache(maxsize=1)
+def _named_terms() -> dict[str, _DrugTerm]:
+    """drug key -> the term its names are read as (what a salt or a spelling rule yields)."""
+    terms: dict[str, _DrugTerm] = {}
+    for key, entry in _synonyms().get("drugs", {}).items():
+        terms[key] = _DrugTerm(
+            concept=str(entry.get("concept", key)),
+            classes=frozenset(c for c in _as_list(entry.get("classes")) if isinstance(c, str)),
+            how="spelling",
+            false_friend=False,
+            rules=_rules(entry),
+        )
+    return terms
+
+
+@lru_cache(maxsize=1)
+def _spelling() -> _Spelling:
+    data = _synonyms().get("spelling", {})
+    folds = tuple((str(a), str(b)) for a, b in (pair for pair in _as_list(data.get("folds")) if len(pair) == 2))
+    rules = _Spelling(folds, tuple(str(e) for e in _as_list(data.get("endings"))), int(data.get("min_letters", 7)), {})
+    index: dict[str, _DrugTerm | None] = {}
+    concepts: dict[str, set[str]] = {}
+    terms = _named_terms()
+    for key, entry in _synonyms().get("drugs", {}).items():
+        if entry.get("fuzzy", True) is False:
+            continue
+        for item in _term_items(entry.get("names")):
+            words = _tokens(str(item["name"]))
+            if len(words) == 1 and words[0].isalpha() and len(words[0]) >= rules.min_letters:
+                skeleton = rules.skeleton(words[0])
+                concepts.setdefault(skeleton, set()).add(terms[key].concept)
+                index[skeleton] = terms[key]
+    # Every other word the data knows (false friends, blockers, brands, salts) blocks its skeleton.
+    data_words = _drug_data()
+    named = {word for word in data_words.known_words if word.isalpha() and len(word) >= rules.min_letters}
+    for word in named:
+        skeleton = rules.skeleton(word)
+        if skeleton in index and word not in _drug_name_words():
+            index[skeleton] = None
+    for skeleton, found in concepts.items():
+        if len(found) > 1:
+            index[skeleton] = None
+    return _Spelling(rules.folds, rules.endings, rules.min_letters, index)
+
+
+@lru_cache(maxsize=1)
+def _drug_name_words() -> frozenset[str]:
+    """The single-word names of drugs (not false friends): their own skeletons never block."""
+    words: set[str] = set()
+    for entry in _synonyms().get("drugs", {}).values():
+        for item in _term_items(entry.get("names")):
+            found = _tokens(str(item["name"]))
+            if len(found) == 1:
+                words.add(found[0])
+    return frozenset(words)
+
+
+def _salt_hits(tokens: Sequence[_Tok], free: list[bool], text: str) -> list[tuple[int, int, _DrugTerm]]:
+    """Salts written by cation and (truncated) anion among the free tokens: (first, last + 1, term)."""
+    salts = _salts()
+    found: list[tuple[int, int, _DrugTerm]] = []
+
+    def joined(first: int, second: int) -> bool:
+        return _gap_ok(text[tokens[first].end : tokens[second].start])
+
+    index = 0
+    while index < len(tokens):
+        word = tokens[index].word
+        pair: tuple[str, str] | None = None
+        span = 1
+        if free[index] and (compound := salts.compound(word)) is not None:
+            pair = compound
+        elif (
+            free[index]
+            and word in salts.cations
+            and index + 1 < len(tokens)
+            and free[index + 1]
+            and joined(index, index + 1)
+        ):
+            anion = salts.anion(tokens[index + 1].word)
+            pair, span = ((salts.cations[word], anion), 2) if anion is not None else (None, 1)
+        if pair is None and free[index] and (anion := salts.anion(word)) is not None:
+            # The anion first ("acetato de calcio", "carbonate de calcium", "acetato calcico").
+            after = index + 1
+            if after < len(tokens) and tokens[after].word in salts.connectors and joined(index, after):
+                after += 1
+            cation = tokens[after].word if after < len(tokens) and free[after] else ""
+            # "Ca" only before its anion: "acetate ca" is not read as a salt.
+            if cation in salts.cations and len(cation) > 2 and joined(after - 1, after):
+                pair, span = (salts.cations[cation], anion), after - index + 1
+        term = salts.products.get(pair) if pair is not None else None
+        if term is not None:
+            found.append((index, index + span, term))
+            for position in range(index, index + span):
+                free[position] = False
+            index += span
+            continue
+        index += 1
+    return found
+
+
+@lru_cache(maxsize=8192)
+def _spelling_word(word: str) -> _DrugTerm | None:
+    rules = _spelling()
+    if not word.isalpha() or len(word) < rules.min_letters or word in _drug_data().known_words:
+        return None
+    return rules.index.get(rules.skeleton(word))
+
+
 def _forms_present(data: _DrugData, text: str) -> frozenset[str]:
     present = set()
     for name, (matcher, patterns) in data.forms.items():
@@ -568,8 +846,21 @@ def match_drug_text(text: str) -> DrugTextMatch | None:
         exact_classes = exact.classes if exact.false_friend else _effective_classes(exact, forms, value)
         hits.append(_DrugHit(span.start, span.end, exact, exact_classes, exact.how, None))
 
-    # Misspellings and truncations, only where nothing exact matched.
     free = _free_tokens(tokens, consumed)
+    # A salt written by cation and (truncated) anion, in any listed language and order; then
+    # another language's spelling of a drug name (both admitted on the card as a spelling).
+    for first, last, salt in _salt_hits(tokens, free, value):
+        salt_classes = _effective_classes(salt, forms, value)
+        hits.append(_DrugHit(tokens[first].start, tokens[last - 1].end, salt, salt_classes, "spelling", None))
+    for index, token in enumerate(tokens):
+        if not free[index] or (spelled := _spelling_word(token.word)) is None:
+            continue
+        free[index] = False
+        hits.append(
+            _DrugHit(token.start, token.end, spelled, _effective_classes(spelled, forms, value), "spelling", None)
+        )
+
+    # Misspellings and truncations, only where nothing exact matched.
     for index, token in enumerate(tokens):
         if not free[index] or token.word not in data.multiword:
             continue

@@ -275,9 +275,10 @@ def _recognition(c: CardContent, order: MedicationOrder) -> str:
     if order.matched_by == "text":
         words = order.matched_text
         matched = f'"{words}" in "{order.drug_name}"' if words and words != order.drug_name else f'"{order.drug_name}"'
-        if order.text_match == "fuzzy":  # say what the close spelling was read as
+        if order.text_match in ("fuzzy", "spelling"):  # say what the spelling was read as
             read_as = order.ingredients[0] if order.ingredients else "a monitored drug"
-            return fill(c.text["fuzzy_match"], {"drug_text": order.drug_name, "how": read_as, "matched": matched})
+            key = f"{order.text_match}_match"
+            return fill(c.text[key], {"drug_text": order.drug_name, "how": read_as, "matched": matched})
         how = c.labels["text_match"].get(order.text_match or "name", "name")
         return fill(c.text["text_match"], {"drug_text": order.drug_name, "how": how, "matched": matched})
     return fill(c.text["code_match"], {"code": _code_label(order.matched_code)})
