@@ -191,8 +191,7 @@ def recognise_drug(concepts: list[Any], names: Iterable[str] = ()) -> DrugRecogn
                 code = str(coding["code"]).strip()
                 system = term.canonical_system(coding.get("system"))
                 matched_codes.append(f"{system}|{code}")
-                if system == term.RXNORM:
-                    ingredients += term.rxnorm_ingredients(code)
+                ingredients += term.code_ingredients(system, code)
     if matched_codes:
         # Prefer naming a code that carried a class (an ATC group might be recognised but empty).
         best = next((c for c in matched_codes if term.drug_classes_for_code(*c.split("|", 1))), matched_codes[0])

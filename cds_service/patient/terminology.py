@@ -19,6 +19,7 @@ from cds_service.patient import text_match
 from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.analytes import LOINC_TO_ANALYTE as LOINC_TO_ANALYTE  # re-exported
 from cds_service.patient.atc_table import atc_name
+from cds_service.patient.ndc_table import NdcProduct, ndc_product
 from cds_service.patient.rxnorm_table import brand_classes, generated_drug
 from cds_service.patient.text_match import ConditionTextMatch, DrugTextMatch
 
@@ -27,6 +28,10 @@ SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
+# HL7 FHIR's system for the US National Drug Code; its OID 2.16.840.1.113883.6.69 (both seen in
+# public FHIR code tables, e.g. a FHIR client's code-system table listing
+# ['http://hl7.org/fhir/sid/ndc', 'urn:oid:2.16.840.1.113883.6.69'], and SPL validators).
+NDC = "http://hl7.org/fhir/sid/ndc"
 UCUM = "http://unitsofmeasure.org"
 # ICD-10-PCS as written in the VSAC expansions (terminology.md section 5).
 ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
@@ -46,6 +51,9 @@ SYSTEM_ALIASES: dict[str, str] = {
     "urn:oid:2.16.840.1.113883.6.96": SNOMED,
     "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
     "urn:oid:2.16.840.1.113883.6.73": ATC,
+    "urn:oid:2.16.840.1.113883.6.69": NDC,
+    # RxNorm's OID (public FHIR and CDA code tables: RXNORM_OID = "2.16.840.1.113883.6.88").
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
     "http://fhir.de/CodeSystem/bfarm/atc": ATC,
     "http://fhir.de/CodeSystem/dimdi/atc": ATC,
     "http://hl7.org/fhir/sid/icd-10-pcs": ICD10PCS,
@@ -292,6 +300,26 @@ DRUG_CODE_TABLES: dict[str, dict[str, frozenset[str]]] = {
 }
 
 
+@lru_cache(maxsize=1024)
+def ndc_classes(code: str) -> frozenset[str] | None:
+    """Classes of an NDC (any of its written forms) from the generated NDC table: the RxNorm
+    concept it is a package of, classed as its RxCUI is (the generated RxNorm table), else by
+    its RxNorm name and route (a calcitriol ointment is topical: no class). ``None`` when the
+    code is not in the table, or could be two products (a 10-digit code without hyphens)."""
+    product = ndc_product(code)
+    if product is None:
+        return None
+    generated = generated_drug(product.rxcui)
+    if generated is not None:
+        return generated.classes
+    named = match_drug_text(f"{product.nonproprietary} {product.route.lower()}")
+    return named.classes if named is not None else None
+
+
+def _ndc_name(product: NdcProduct) -> str:
+    return f"{product.nonproprietary} [{product.name}]" if product.name else product.nonproprietary
+
+
 def drug_classes_for_code(system: object, code: object) -> frozenset[str] | None:
     """Classes for one coding; ``None`` when the code is unknown (so text may be consulted).
 
@@ -299,6 +327,8 @@ def drug_classes_for_code(system: object, code: object) -> frozenset[str] | None
     from the sandbox's RxNorm extract (every term type: SCD, SBD, components, dose-form groups).
     """
     canonical = canonical_system(system) or ""
+    if canonical == NDC:
+        return ndc_classes(code) if isinstance(code, str) else None
     table = DRUG_CODE_TABLES.get(canonical)
     if table is None or not isinstance(code, str):
         return None
@@ -318,6 +348,7 @@ def drug_classes_for_code(system: object, code: object) -> frozenset[str] | None
 SYSTEM_NAMES: dict[str, str] = {
     RXNORM: "RxNorm",
     ATC: "ATC",
+    NDC: "NDC",
     SNOMED: "SNOMED CT",
     ICD10CM: "ICD-10-CM",
     LOINC: "LOINC",
@@ -348,7 +379,30 @@ def drug_name_for_code(system: object, code: object) -> str | None:
         return generated.name if generated is not None else None
     if canonical == ATC:
         return atc_name(code)
+    if canonical == NDC:
+        product = ndc_product(code)
+        return _ndc_name(product) if product is not None else None
     return None
+
+
+def code_ingredients(system: object, code: object) -> tuple[str, ...]:
+    """Ingredient names (lower case) of a drug code, when the tables know them: RxNorm (every
+    level), an ATC substance code (its WHO name), an NDC (its RxNorm concept's ingredients)."""
+    canonical = canonical_system(system)
+    if not isinstance(code, str) or not code.strip():
+        return ()
+    code = code.strip()
+    if canonical == RXNORM:
+        return rxnorm_ingredients(code)
+    if canonical == ATC and len(code) == 7:
+        name = atc_name(code)
+        return (name.lower(),) if name is not None else ()
+    if canonical == NDC:
+        product = ndc_product(code)
+        if product is None:
+            return ()
+        return rxnorm_ingredients(product.rxcui) or tuple(s.lower() for s in product.substances)
+    return ()
 
 
 def rxnorm_ingredients(code: str) -> tuple[str, ...]:
