@@ -38,6 +38,7 @@ SNOMED = "http://snomed.info/sct"
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
+NDC = "http://hl7.org/fhir/sid/ndc"
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 
@@ -2280,6 +2281,174 @@ def scenarios() -> dict[str, dict[str, Any]]:
                 "drug": "no sodium thiosulfate",
                 "no_suggestions": True,
                 "detail": ["dialysis modality not recorded", "Condition/dialysis", "record it, or order by hand"],
+            }
+        ],
+    )
+
+    # --- Recognition beyond US data (issue 19) ---------------------------------------------
+    pid = "c2-europe-fluindione"
+    add(
+        "c2-fluindione-atc-european-chart-si-units",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000301",
+            conditions=[calciphylaxis(pid), esrd(pid), atrial_fibrillation(pid)],
+            labs=labs_prefetch(
+                pid,
+                ca=[calcium(pid, 2.35, unit="mmol/L")],
+                alb=[albumin(pid, 36, unit="g/L")],
+                phos=[phosphate(pid, 1.95, unit="mmol/L")],
+                pth_=[pth(pid, 34, unit="pmol/L")],
+                egfr_=[egfr(pid, 7)],
+                weight_=[weight(pid, 72.0)],
+            ),
+            drafts=[
+                med_request(
+                    "draft-fluindione",
+                    pid,
+                    {
+                        "coding": [{"system": ATC, "code": "B01AA12"}],
+                        "text": "Préviscan 20 mg, comprimé quadrisécable",
+                    },
+                    dose_text="1 comprimé le soir",
+                )
+            ],
+        ),
+        "A French chart: fluindione ordered by its local brand (Préviscan) and the ATC code B01AA12 "
+        "(the whole B01AA group is vitamin K antagonists), labs in SI units (calcium mmol/L, "
+        "albumin g/L, phosphate mmol/L, PTH pmol/L): the calciphylaxis card for a VKA, by code.",
+        [
+            {
+                "rule": "C2-vka-calciphylaxis",
+                "indicator": "critical",
+                "drug": "Préviscan",
+                "substitutes": [APIXABAN_5_RX],
+                "removes": "MedicationRequest/draft-fluindione",
+                "detail": ["Recognised by code ATC B01AA12", "Order: Préviscan 20 mg", "age 68, weight 72 kg"],
+            }
+        ],
+    )
+
+    pid = "c3-japan-maxacalcitol"
+    add(
+        "c3-maxacalcitol-iv-given-at-dialysis-japanese-text",
+        request(
+            "patient-view",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000302",
+            conditions=[esrd(pid), dialysis_dependence(pid)],
+            administrations=[
+                administration("adm-oxarol", pid, {"text": "オキサロール注5μg 静注透析用"}, "2026-11-19T17:00:00Z")
+            ],
+            labs=labs_prefetch(
+                pid,
+                ca=[calcium(pid, 2.75, unit="mmol/L")],
+                alb=[albumin(pid, 38, unit="g/L")],
+                phos=[phosphate(pid, 1.6, unit="mmol/L")],
+                pth_=[pth(pid, 180)],
+                egfr_=[egfr(pid, 5)],
+            ),
+        ),
+        "A Japanese dialysis unit: maxacalcitol (Oxarol, 'オキサロール注') given IV at the end of "
+        "haemodialysis, named only in Japanese; calcium 2.75 mmol/L (corrected 11.1 mg/dL): the "
+        "active vitamin D card, recognised from the brand in katakana.",
+        [
+            {
+                "rule": "C3-active-vitamin-d-dialysis",
+                "indicator": "warning",
+                "drug": "オキサロール",
+                "detail": ["オキサロール", "brand name", "given 2026-11-19", "reported as 2.75 mmol/L"],
+            }
+        ],
+    )
+
+    pid = "c1-ndc-only"
+    add(
+        "c1-calcium-acetate-coded-only-by-ndc",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000303",
+            conditions=[calciphylaxis(pid), esrd(pid)],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-ndc", pid, {"coding": [{"system": NDC, "code": "00054008813"}]})],
+        ),
+        "A US order coded only by its NDC (00054008813, calcium acetate 667 mg capsules), with no "
+        "display and no text: recognised through the NDC table and named in words on the card.",
+        [
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcium acetate 667 MG Oral Capsule",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-ndc",
+                "detail": ["NDC 00054008813"],
+                "detail_absent": ["http://hl7.org/fhir/sid/ndc"],
+            }
+        ],
+    )
+
+    pid = "c3-calcium-meq"
+    add(
+        "c3-calcitriol-dialysis-calcium-in-meq-per-litre",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000304",
+            conditions=[esrd(pid)],
+            labs=labs_prefetch(
+                pid,
+                ca=[obs("ca-meq", pid, "17861-6", "Calcium [Mass/volume] in Serum or Plasma", 5.6, "meq/L")],
+                alb=[albumin(pid, 3.8)],
+                phos=[phosphate(pid, 5.0)],
+                pth_=[pth(pid, 280)],
+            ),
+            drafts=[med_request("draft-ctr", pid, CALCITRIOL, dose_text="0.25 mcg by mouth daily")],
+        ),
+        "Calcium reported in mEq/L: 5.6 mEq/L is 2.8 mmol/L, 11.2 mg/dL (calcium is divalent), "
+        "corrected 11.4 mg/dL: hold calcitriol on dialysis (K/DOQI).",
+        [
+            {
+                "rule": "C3-active-vitamin-d-dialysis",
+                "indicator": "warning",
+                "drug": "calcitriol",
+                "removes": "MedicationRequest/draft-ctr",
+                "detail": ["11.4 mg/dL", "reported as 5.6 meq/L"],
+            }
+        ],
+    )
+
+    pid = "c1-stray"
+    stray_condition = calciphylaxis("someone-else")
+    stray_condition["id"] = "stray-calciphylaxis"
+    stray_order = med_request("stray-warf", "someone-else", WARFARIN, status="active")
+    add(
+        "c1-one-stray-resource-about-another-patient-is-dropped-alone",
+        request(
+            "order-select",
+            pid,
+            instance="5d0a1c52-6d3e-4c0b-9a55-000000000305",
+            conditions=[calciphylaxis(pid), esrd(pid), stray_condition],
+            medications=[med_request("own-metformin", pid, METFORMIN_TEXT, status="active"), stray_order],
+            labs=calciphylaxis_labs(pid),
+            drafts=[med_request("draft-ca", pid, CALCIUM_ACETATE)],
+        ),
+        "Prefetch holding one Condition and one MedicationRequest about another patient: each is "
+        "dropped alone and never acted on; this patient's calciphylaxis card keeps its substitutes "
+        "and says what was left out.",
+        [
+            {
+                "rule": "C1-calcium-binder-calciphylaxis",
+                "indicator": "critical",
+                "drug": "calcium acetate",
+                "substitutes": [SEVELAMER_RX, LANTHANUM_RX],
+                "removes": "MedicationRequest/draft-ca",
+                "detail": [
+                    "2 resource(s) about another patient",
+                    "1 in conditions (diagnoses), 1 in active medication list",
+                ],
+                "detail_absent": ["stray-warf", "someone-else", "stray-calciphylaxis"],
             }
         ],
     )

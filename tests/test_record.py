@@ -138,14 +138,37 @@ def test_a_result_with_an_unknown_unit_is_not_used_and_is_noted():
     record = build(
         {
             "calcium": bundle(
-                obs("meq", "17861-6", 4.8, "mEq/L", days_ago(1)), obs("ok", "17861-6", 9.1, "mg/dL", days_ago(9))
+                obs("odd", "17861-6", 4.8, "mmol/mol", days_ago(1)), obs("ok", "17861-6", 9.1, "mg/dL", days_ago(9))
             )
         }
     )
     assert record.latest("calcium").resource_id == "Observation/ok"
     [note] = record.unusable_labs
-    assert (note.analyte, note.resource_id) == ("calcium", "Observation/meq")
-    assert "mEq/L" in note.reason
+    assert (note.analyte, note.resource_id) == ("calcium", "Observation/odd")
+    assert "mmol/mol" in note.reason
+    # The result before it is not the latest any more: never acted on as if it were current.
+    assert note.effective is not None
+    assert record.superseded_by(record.latest("calcium")) == note
+    assert record.is_stale("calcium")
+
+
+def test_an_unreadable_result_older_than_the_one_used_changes_nothing():
+    record = build(
+        {
+            "calcium": bundle(
+                obs("ok", "17861-6", 9.1, "mg/dL", days_ago(1)), obs("odd", "17861-6", 4.8, "mmol/mol", days_ago(9))
+            )
+        }
+    )
+    assert record.superseded_by(record.latest("calcium")) is None
+    assert not record.is_stale("calcium")
+
+
+def test_a_calcium_in_meq_per_litre_is_read_in_mg_per_dl():
+    record = build({"calcium": bundle(obs("meq", "17861-6", 5.6, "mEq/L", days_ago(1)))})
+    lab = record.latest("calcium")
+    assert lab.value == pytest.approx(11.2224) and (lab.original_value, lab.original_unit) == (5.6, "mEq/L")
+    assert record.unusable_labs == ()
 
 
 def _egfr_text(text):

@@ -90,10 +90,11 @@ def test_display_unit_is_used_when_the_code_is_not_ucum():
 @pytest.mark.parametrize(
     "analyte, quantity",
     [
-        ("calcium", q(4.8, "mEq/L")),  # no factor in terminology.md: never guessed
+        ("phosphate", q(1.8, "mEq/L")),  # its charge depends on pH: no single factor, never guessed
         ("calcium", q(9.6, "g/dL")),  # wrong dimension
-        ("albumin", q(3.1, "mg/dL")),
-        ("pth", q(40, "ng/mL")),
+        ("calcium", q(2.3, "mmol/mol")),
+        ("albumin", q(520, "umol/L")),
+        ("pth", q(40, "mmol/L")),
         ("egfr", q(40, "mL/min")),  # not normalised to body surface area
         ("phosphate", {"value": 5.0}),  # no unit at all
         ("phosphate", q("5.0", "mg/dL")),  # value is not a number
@@ -124,3 +125,31 @@ def test_payne_raises_calcium_when_albumin_is_low_and_lowers_it_when_high():
 
 def test_calcium_phosphate_product_is_in_mg2_per_dl2():
     assert units.calcium_phosphate_product(9.5, 6.0) == pytest.approx(57.0)
+
+
+@pytest.mark.parametrize(
+    "analyte, quantity, expected",
+    [
+        # Calcium is divalent: 5.6 mEq/L = 2.8 mmol/L = 11.2 mg/dL (1 mmol/L = 2 mEq/L).
+        ("calcium", q(5.6, "mEq/L"), 11.2224),
+        ("calcium", q(5.6, "meq/L"), 11.2224),  # the UCUM code
+        ("calcium", q(5.6, "mval/l"), 11.2224),  # German laboratories' name for mEq
+        ("corrected_calcium", q(4.6, "mEq/L"), 9.2184),
+        ("ionized_calcium", q(2.4, "mEq/L"), 1.2),
+        ("ionized_calcium", q(4.8, "mg/dL"), 1.1976),
+        ("ionized_calcium", q(48, "mg/L"), 1.1976),
+        ("calcium", q(96, "mg/L"), 9.6),
+        ("calcium", q(9.6, "mg%"), 9.6),
+        ("calcium", q(9.6, "mg/100 mL"), 9.6),
+        ("calcium", q(9.6, "mg/dL{total}"), 9.6),  # a UCUM annotation changes nothing
+        ("phosphate", q(55, "mg/L"), 5.5),
+        ("pth", q(0.32, "ng/mL"), 320.0),
+        ("albumin", q(3800, "mg/dL"), 3.8),
+        ("albumin", q(38, "mg/mL"), 3.8),
+        ("albumin", q(3.8, "g%"), 3.8),
+    ],
+)
+def test_units_real_laboratories_report_are_converted_with_their_stated_factors(analyte, quantity, expected):
+    normalised = units.to_canonical(quantity, analyte)
+    assert normalised is not None
+    assert normalised.value == pytest.approx(expected, rel=1e-4)

@@ -8,7 +8,7 @@ from cds_service.checks.findings import Finding, Gap, LabValue
 from cds_service.checks.labs import LabFacts, below, calcium_for_rules
 from cds_service.knowledge import thresholds as T
 from cds_service.patient.analytes import ANALYTES, CALCIUM_ANALYTES
-from cds_service.patient.model import KIDNEY_FAILURE_EGFR, ConditionFact, OrderUnderReview, PatientRecord
+from cds_service.patient.model import KIDNEY_FAILURE_EGFR, ConditionFact, OrderUnderReview, PatientRecord, UnusableLab
 
 
 def calciphylaxis_conditions(record: PatientRecord) -> tuple[ConditionFact, ...]:
@@ -58,6 +58,9 @@ def lab_gaps(record: PatientRecord, wanted: dict[str, LabValue | None]) -> tuple
                 gaps.append(Gap("lab_unusable", {"analyte": analyte, "why": unusable[0].reason}))
             else:
                 gaps.append(Gap("lab_missing", {"analyte": analyte}))
+        elif lab.stale and (newer := _newer_unusable(record, lab)) is not None:
+            when = newer.effective.date().isoformat() if newer.effective is not None else "date unknown"
+            gaps.append(Gap("lab_newer_unusable", {"analyte": analyte, "why": newer.reason, "date": when}))
         elif lab.stale:
             limit = record.stale_after(lab.analyte) or record.stale_after("calcium")
             change = record.calcimimetic_change() if analyte in CALCIUM_ANALYTES else None
@@ -70,6 +73,15 @@ def lab_gaps(record: PatientRecord, wanted: dict[str, LabValue | None]) -> tuple
             days = str(limit.days) if limit is not None else ""
             gaps.append(Gap("lab_stale", {"analyte": analyte, "lab": lab, "days": days}))
     return tuple(gaps)
+
+
+def _newer_unusable(record: PatientRecord, lab: LabValue) -> UnusableLab | None:
+    """The unreadable result drawn after the one a check used (by the result it came from)."""
+    return record.unusable_after((lab.analyte, *_SOURCE_ANALYTES.get(lab.analyte, ())), lab.effective)
+
+
+# A computed value stands on the results of these analytes (a corrected calcium on a calcium).
+_SOURCE_ANALYTES: dict[str, tuple[str, ...]] = {"corrected_calcium": ("calcium",)}
 
 
 def calcium_wanted(calcium: LabValue | None) -> dict[str, LabValue | None]:

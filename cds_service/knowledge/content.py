@@ -308,7 +308,7 @@ def _substitute(key: str, v: dict[str, Any]) -> SubstituteSpec:
         raise CardContentError(f"substitute {key!r} lacks {exc}") from None
 
 
-VARIANT_TEXTS = ("summary", "rule", "why", "stop_label", "hold_reason")
+VARIANT_TEXTS = ("summary", "rule", "why", "stop_label", "hold_reason", "withhold_label")
 VARIANT_LISTS = ("conflicts", "evidence")
 
 

@@ -91,17 +91,17 @@ def _lab_result(
         # Results sent as text ("<3.0", ">1000 pg/mL") are read with their comparator kept.
         parsed = units.quantity_from_string(resource.get("valueString"), analyte)
         if parsed is None:
-            return UnusableLab(analyte, rid, "a text result that is not a number")
+            return UnusableLab(analyte, rid, "a text result that is not a number", effective)
         quantity, assumed_unit = parsed
     if not isinstance(quantity, dict) or not units.is_number(quantity.get("value")):
-        return UnusableLab(analyte, rid, "no numeric valueQuantity")
+        return UnusableLab(analyte, rid, "no numeric valueQuantity", effective)
     normalised = units.to_canonical(quantity, analyte)
     if normalised is None:
         unit = units.quantity_unit(quantity) or "(none)"
-        return UnusableLab(analyte, rid, f"unit '{unit[:40]}' cannot be converted to {canonical}")
+        return UnusableLab(analyte, rid, f"unit '{unit[:40]}' cannot be converted to {canonical}", effective)
     if not units.is_plausible(analyte, normalised.value):
         shown = f"{normalised.original_value:.4g} {normalised.original_unit[:40]}"
-        return UnusableLab(analyte, rid, f"implausible value {shown} ignored (a unit or typing error?)")
+        return UnusableLab(analyte, rid, f"implausible value {shown} ignored (a unit or typing error?)", effective)
     return LabResult(
         analyte=analyte,
         value=normalised.value,

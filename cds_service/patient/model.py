@@ -174,7 +174,8 @@ class UnusableLab:
 
     analyte: str
     resource_id: str
-    reason: str  # e.g. "unit 'mEq/L' cannot be converted to mg/dL"
+    reason: str  # e.g. "unit 'mmol/mol' cannot be converted to mg/dL"
+    effective: datetime | None = None  # when it was drawn, as the Observation says
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,23 @@ class PatientRecord:
         series = self.labs.get(analyte) or ()
         return series[0] if series else None
 
+    def superseded_by(self, lab: LabResult) -> UnusableLab | None:
+        """The newest result of the same analyte drawn after ``lab`` that could not be used (a
+        unit not understood, no number): ``lab`` is then not the patient's latest value, and a
+        card must say so rather than act on it as if it were."""
+        return self.unusable_after((lab.analyte,), lab.effective)
+
+    def unusable_after(self, analytes: tuple[str, ...], after: datetime | None) -> UnusableLab | None:
+        """The newest unusable result of any of ``analytes`` drawn after ``after``."""
+        if after is None or not self.unusable_labs:
+            return None
+        newer = [
+            (u.effective, u)
+            for u in self.unusable_labs
+            if u.analyte in analytes and u.effective is not None and u.effective > after
+        ]
+        return max(newer, key=lambda pair: pair[0])[1] if newer else None
+
     # --- staleness -------------------------------------------------------------------------
 
     def stale_after(self, analyte: str) -> timedelta | None:
@@ -324,7 +342,8 @@ class PatientRecord:
 
     def is_stale(self, lab: LabResult | str | None) -> bool:
         """Whether a result (or the latest of an analyte) is older than its monitoring interval,
-        or is a calcium drawn before a calcimimetic start or change more than a week old.
+        is a calcium drawn before a calcimimetic start or change more than a week old, or has a
+        newer result after it that could not be read (``superseded_by``).
 
         A result with no date is stale (its age cannot be shown); a missing result is not stale
         (it is missing: check ``latest`` for ``None``).
@@ -333,6 +352,8 @@ class PatientRecord:
             lab = self.latest(lab)
         if lab is None:
             return False
+        if self.unusable_labs and self.superseded_by(lab) is not None:
+            return True  # a newer result exists that could not be read: this one is not current
         limit = self.stale_after(lab.analyte)
         if limit is None:
             return False

@@ -25,6 +25,15 @@ CALCIUM_MMOL_L_PER_MG_DL = 0.2495  # mmol/L = mg/dL x 0.2495
 PHOSPHATE_MG_DL_PER_MMOL_L = 3.097  # mg/dL = mmol/L x 3.097 (not 0.3229: that is the inverse)
 PTH_PG_ML_PER_PMOL_L = 9.43  # pg/mL = pmol/L x 9.43
 ALBUMIN_G_DL_PER_G_L = 0.1  # g/L = g/dL x 10
+# Calcium is divalent: 1 mmol/L = 2 mEq/L (convertmedunits.com calcium conversion calculator:
+# "1 mmol/L = 4.0078 mg/dL = 2 mEq/L", atomic weight 40.078, valence 2). So a total calcium of
+# 5.6 mEq/L is 2.8 mmol/L = 11.2 mg/dL, and an ionized calcium of 2.4 mEq/L is 1.2 mmol/L.
+# "mval/L" (German laboratories' older name for the milliequivalent) is the same unit.
+CALCIUM_VALENCE = 2
+CALCIUM_MG_DL_PER_MEQ_L = CALCIUM_MG_DL_PER_MMOL_L / CALCIUM_VALENCE  # 2.004
+CALCIUM_MMOL_L_PER_MEQ_L = 1 / CALCIUM_VALENCE  # 0.5
+# Phosphate in mEq/L is NOT converted: its charge depends on blood pH (a mix of HPO4 2- and
+# H2PO4 -), so there is no single factor; such a result is named on the card as not used.
 
 # Payne 1973 (terminology.md section 4): corrected Ca (mg/dL) = Ca + 0.8 x (4.0 - albumin g/dL).
 PAYNE_COEFFICIENT = 0.8
@@ -50,6 +59,11 @@ def unit_key(unit: str) -> str:
     return key.replace("²", "2").replace("^2", "2")
 
 
+# A UCUM annotation in braces ("mg/dL{total}", "meq/L{Ca}") does not change the unit (UCUM
+# specification, section 2.4 "Annotations": curly braces carry no meaning of their own).
+_ANNOTATION = re.compile(r"\{[^{}]*\}")
+
+
 def _factors(table: dict[str, float]) -> dict[str, float]:
     return {unit_key(unit): factor for unit, factor in table.items()}
 
@@ -68,17 +82,42 @@ _EGFR = {
 
 # analyte -> unit key -> factor to the canonical unit. Only dimensional identities (ng/L = pg/mL,
 # umol/L = mmol/L / 1000, mg/dL = 10 mg/L) and the factors above.
+# Mass per volume written the old ways: mg% and mg/100 mL are mg/dL; g% and g/100 mL are g/dL.
+_PER_DL = {"mg/dL": 1.0, "mg%": 1.0, "mg/100mL": 1.0, "mg/L": 0.1}
+_TOTAL_CALCIUM = {
+    **_PER_DL,
+    "mmol/L": CALCIUM_MG_DL_PER_MMOL_L,
+    "umol/L": CALCIUM_MG_DL_PER_MMOL_L / 1000,
+    "meq/L": CALCIUM_MG_DL_PER_MEQ_L,
+    "mval/L": CALCIUM_MG_DL_PER_MEQ_L,
+}
 UNIT_FACTORS: dict[str, dict[str, float]] = {
-    "calcium": _factors({"mg/dL": 1.0, "mmol/L": CALCIUM_MG_DL_PER_MMOL_L, "umol/L": CALCIUM_MG_DL_PER_MMOL_L / 1000}),
-    "corrected_calcium": _factors(
-        {"mg/dL": 1.0, "mmol/L": CALCIUM_MG_DL_PER_MMOL_L, "umol/L": CALCIUM_MG_DL_PER_MMOL_L / 1000}
+    "calcium": _factors(_TOTAL_CALCIUM),
+    "corrected_calcium": _factors(_TOTAL_CALCIUM),
+    "ionized_calcium": _factors(
+        {
+            "mmol/L": 1.0,
+            "umol/L": 0.001,
+            "meq/L": CALCIUM_MMOL_L_PER_MEQ_L,
+            "mval/L": CALCIUM_MMOL_L_PER_MEQ_L,
+            **{unit: factor * CALCIUM_MMOL_L_PER_MG_DL for unit, factor in _PER_DL.items()},
+        }
     ),
-    "ionized_calcium": _factors({"mmol/L": 1.0, "umol/L": 0.001, "mg/dL": CALCIUM_MMOL_L_PER_MG_DL}),
-    "albumin": _factors({"g/dL": 1.0, "g/L": ALBUMIN_G_DL_PER_G_L}),
+    "albumin": _factors(
+        {
+            "g/dL": 1.0,
+            "g%": 1.0,
+            "g/100mL": 1.0,
+            "g/L": ALBUMIN_G_DL_PER_G_L,
+            "mg/mL": ALBUMIN_G_DL_PER_G_L,
+            "mg/dL": 0.001,
+        }
+    ),
     "phosphate": _factors(
-        {"mg/dL": 1.0, "mmol/L": PHOSPHATE_MG_DL_PER_MMOL_L, "umol/L": PHOSPHATE_MG_DL_PER_MMOL_L / 1000}
+        {**_PER_DL, "mmol/L": PHOSPHATE_MG_DL_PER_MMOL_L, "umol/L": PHOSPHATE_MG_DL_PER_MMOL_L / 1000}
     ),
-    "pth": _factors({"pg/mL": 1.0, "ng/L": 1.0, "pmol/L": PTH_PG_ML_PER_PMOL_L}),
+    # ng/mL is 1000 pg/mL (a PTH of 0.3 ng/mL is 300 pg/mL).
+    "pth": _factors({"pg/mL": 1.0, "ng/L": 1.0, "pmol/L": PTH_PG_ML_PER_PMOL_L, "ng/mL": 1000.0}),
     "crp": _factors({"mg/L": 1.0, "mg/dL": 10.0, "ug/mL": 1.0}),
     "egfr": _factors(_EGFR),
     # Avoirdupois pound: 0.45359237 kg exactly (UCUM [lb_av]).
@@ -88,7 +127,12 @@ UNIT_FACTORS: dict[str, dict[str, float]] = {
 
 @lru_cache(maxsize=1024)
 def _factor(analyte: str, unit: str) -> float | None:
-    return UNIT_FACTORS.get(analyte, {}).get(unit_key(unit))
+    table = UNIT_FACTORS.get(analyte, {})
+    key = unit_key(unit)
+    found = table.get(key)
+    if found is None and "{" in key:
+        found = table.get(_ANNOTATION.sub("", key))
+    return found
 
 
 def convert(value: float, unit: str, analyte: str) -> float | None:

@@ -177,7 +177,7 @@ def _chart_status_phrase(c: CardContent, rule: RuleContent, f: Finding) -> str:
     def named(keys: tuple[str, ...]) -> list[str]:
         return [c.labels["analyte"].get(g.params["analyte"], g.params["analyte"]) for g in f.gaps if g.key in keys]
 
-    overdue, missing = named(("lab_stale", "lab_unusable")), named(("lab_missing",))
+    overdue, missing = named(("lab_stale", "lab_unusable", "lab_newer_unusable")), named(("lab_missing",))
     if overdue:
         parts.append(fill(rule.extra["status_overdue"], {"items": ", ".join(overdue)}))
     if missing:  # never measured is not "overdue" (CRP has no interval at all)
@@ -380,6 +380,8 @@ def _gap_line(c: CardContent, gap: Gap) -> str:
         )
     if "since" in p:
         values["since"] = str(p["since"])
+    if isinstance(p.get("date"), str):
+        values["date"] = p["date"]
     return fill(c.gaps[gap.key], values)
 
 
@@ -451,7 +453,9 @@ def _suggestions(c: CardContent, f: Finding, patient_id: str, encounter_id: str 
         out.append(Suggestion(label=fill(spec.label), isRecommended=sub.recommended or None, actions=[create, end]))
     if not out and (f.stop_only or f.withhold):
         if f.withhold:
-            label = c.text["suggest_withhold_draft" if review.is_draft else "suggest_withhold_active"]
+            label = (rule_text(rule, "withhold_label", f.variant) if review.is_draft else "") or c.text[
+                "suggest_withhold_draft" if review.is_draft else "suggest_withhold_active"
+            ]
         else:
             label = (
                 rule_text(rule, "stop_label", f.variant)
