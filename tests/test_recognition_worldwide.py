@@ -230,6 +230,8 @@ def test_an_unknown_ndc_without_text_is_not_recognised_and_a_topical_calcitriol_
         ({"system": term.RXNORM, "code": "1161791"}, "Warfarin Pill"),
         ({"system": term.ATC, "code": "B01AA12"}, "fluindione"),
         ({"system": term.NDC, "code": "00093172101"}, "warfarin sodium 5 MG Oral Tablet"),
+        # a dm+d VMP the service knows by code but has no name for: named by its class
+        ({"system": term.SNOMED, "code": "319735007"}, "vitamin K antagonist (SNOMED CT 319735007)"),
     ],
 )
 def test_a_card_names_a_code_only_drug_in_words_never_by_a_system_url(client, coding, words):
@@ -257,3 +259,20 @@ def test_a_newer_calcium_whose_unit_cannot_be_read_is_named_and_the_older_one_is
     assert "a newer result (2026-11-20) could not be used" in card["detail"]
     assert "unit 'mmol/mol' cannot be converted" in card["detail"]
     assert card["indicator"] != "critical"
+
+
+@pytest.mark.parametrize(
+    "code, classes",
+    [
+        ("372756006", {"vka"}),  # warfarin (substance)
+        ("48603004", {"vka"}),  # product containing warfarin / dm+d VTM
+        ("319735007", {"vka"}),  # warfarin 5 mg tablets (dm+d VMP)
+        ("387019008", {"calcium_binder"}),  # calcium acetate (substance)
+        ("259333003", {"active_vitamin_d"}),  # calcitriol (substance)
+        ("18414002", {"nutritional_vitamin_d"}),  # colecalciferol: not an active sterol
+        ("409392004", {"calcimimetic"}),  # cinacalcet (substance)
+        ("703908001", {"doac"}),  # apixaban 5 mg tablets (dm+d VMP)
+    ],
+)
+def test_snomed_ct_and_dmd_drug_codes_confirmed_from_public_files_are_classed(code, classes):
+    assert term.drug_classes_for_code(term.SNOMED, code) == classes

@@ -138,7 +138,21 @@ def _medication_sources(resource: Mapping[str, Any], index: Any) -> tuple[list[A
     return concepts, names, named
 
 
-def _drug_name(concepts: list[Any], names: list[str]) -> str:
+def _drug_name(concepts: list[Any], names: list[str]) -> tuple[str, bool]:
+    """The best human name of a drug, and whether it is in words (not a bare code)."""
+    name = _named(concepts, names)
+    if name is not None:
+        return name, True
+    # No words at all: the code itself under its system's short name ("SNOMED CT 48603004"),
+    # never a system URL.
+    for concept in concepts:
+        for coding in codings(concept):
+            if isinstance(coding.get("code"), str):
+                return f"{term.system_name(coding.get('system'))} {clean_text(coding['code'])}", False
+    return "unnamed medication", False
+
+
+def _named(concepts: list[Any], names: list[str]) -> str | None:
     for concept in concepts:  # an RxNorm display is the most precise name
         for coding in codings(concept):
             display = coding.get("display")
@@ -149,21 +163,18 @@ def _drug_name(concepts: list[Any], names: list[str]) -> str:
             ):
                 return clean_text(display)
     for concept in concepts:
-        names = texts(concept)
-        if names:
-            return clean_text(names[0])
-    if names:
+        written = texts(concept)
+        if written:
+            return clean_text(written[0])
+    if names:  # the display of a medicationReference
         return clean_text(names[0])
-    # No words at all: the name the code has in the service's tables, else the code itself
-    # under its system's short name ("RxNorm 1161791"), never a system URL.
-    coded = [coding for concept in concepts for coding in codings(concept) if isinstance(coding.get("code"), str)]
-    for coding in coded:
-        named = term.drug_name_for_code(coding.get("system"), coding.get("code"))
-        if named:
-            return clean_text(named)
-    for coding in coded:
-        return f"{term.system_name(coding.get('system'))} {clean_text(coding['code'])}"
-    return "unnamed medication"
+    # No words in the order: the name the code has in the service's tables (RxNorm, ATC, NDC).
+    for concept in concepts:
+        for coding in codings(concept):
+            named = term.drug_name_for_code(coding.get("system"), coding.get("code"))
+            if named:
+                return clean_text(named)
+    return None
 
 
 @dataclass(frozen=True)
@@ -258,11 +269,13 @@ def classify_medication(resource: Any, index: Any = None) -> MedicationOrder | N
         return None
     found = recognise_drug(concepts, names)
     rid = resource.get("id")
+    drug_name, in_words = _drug_name(concepts, names)
     return MedicationOrder(
         resource_id=f"{rtype}/{rid}" if isinstance(rid, str) and rid else str(rtype),
         resource_type=str(rtype),
         status=status_code(resource.get("status")),
-        drug_name=_drug_name(concepts, names),
+        drug_name=drug_name,
+        name_in_words=in_words,
         drug_classes=found.classes,
         matched_by=found.matched_by,
         matched_code=found.matched_code,

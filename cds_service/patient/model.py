@@ -127,6 +127,9 @@ class MedicationOrder:
     # allergies to substitutes.
     ingredients: tuple[str, ...] = ()
     kind: ExposureKind = "request"  # a medication order, a statement, or an administration
+    # False when the order carries no words and no table names its code: ``drug_name`` is then
+    # the code itself ("SNOMED CT 12345"), and a card names the drug by its class instead.
+    name_in_words: bool = True
 
     def with_raw(self, raw: dict[str, Any]) -> MedicationOrder:
         """The same order carrying ``raw`` (a remembered reading meets this call's resource).

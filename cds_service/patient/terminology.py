@@ -290,8 +290,37 @@ def atc_family_classes(code: str) -> frozenset[str] | None:
     return family.default
 
 
-# terminology.md lists no SNOMED CT medicinal-product codes; SNOMED-coded drugs fall back to text.
-SNOMED_DRUG_CLASSES: dict[str, frozenset[str]] = {}
+# SNOMED CT substances and products, and UK dm+d products (whose ids are SNOMED CT UK drug
+# extension concepts), confirmed from public files (docs/clinical/codes.md gives each source):
+# SNOMED International's own ATC-to-substance table (IHTSDO/snomed-fhir-cds-service
+# Snomed_Substance_DDDs.tsv), the eHealth Suisse substance ValueSet (hl7ch/ch-term
+# ActivePharmaceuticalIngredient.xml), the German KBV substance-to-ATC ConceptMap, the OpenSAFELY
+# dm+d codelists (opensafely/shielding-evaluation codelists/opensafely-warfarin.csv and
+# ...-direct-acting-oral-anticoagulants-doac.csv) and an NHS EPR's dm+d anticoagulant list
+# (AppertaFoundation/openeyes). Codes seen in only one file are listed only when that file is
+# SNOMED International's or a national terminology server's. A SNOMED-coded drug not listed here
+# is read by its text.
+SNOMED_DRUG_CLASSES: dict[str, frozenset[str]] = {
+    # vitamin K antagonists: substances; "Product containing warfarin" (= dm+d VTM); dm+d VMPs
+    **_codes(VKA, "372756006", "387457003", "59488002", "387260007", "79209008", "51739000"),
+    "48603004": VKA,
+    **_codes(VKA, "319736008", "319733000", "319734006", "375374009", "319735007", "375379004"),
+    **_codes(VKA, "18290011000001102", "32751111000001103", "32751211000001109", "32751311000001101"),
+    # direct oral anticoagulants: apixaban and rivaroxaban substances and dm+d VMPs
+    **_codes(DOAC, "698090000", "442031002", "703907006", "703908001"),
+    **_codes(DOAC, "27810711000001104", "14254711000001104", "19842111000001101", "19842211000001107"),
+    # calcium salts (calcium acetate, calcium carbonate); magnesium carbonate
+    **_codes(CALCIUM, "387019008", "387307005"),
+    "387401007": MAGNESIUM,
+    # active vitamin D sterols: calcitriol, alfacalcidol, paricalcitol, calcifediol, dihydrotachysterol
+    **_codes(ACTIVE_D, "259333003", "11984007", "108946001", "259337002", "126235007"),
+    "18414002": NUTRITIONAL_D,  # colecalciferol
+    # non-calcium binders (sevelamer, lanthanum carbonate: the Swiss ValueSet)
+    **_codes(NON_CALCIUM_BINDER, "395871000", "414571007"),
+    "273944007": ALUMINIUM,  # aluminium hydroxide
+    **_codes(CALCIMIMETIC, "409392004", "723539000"),  # cinacalcet, etelcalcetide
+    "387209006": THIOSULFATE,  # sodium thiosulfate
+}
 
 DRUG_CODE_TABLES: dict[str, dict[str, frozenset[str]]] = {
     RXNORM: RXNORM_CLASSES,

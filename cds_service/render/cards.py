@@ -126,7 +126,10 @@ def _values(c: CardContent, f: Finding) -> dict[str, str]:
     order = f.order
     classes = order.drug_classes if order else frozenset()
     drug_class = next((label for key, label in c.labels["drug_class"].items() if key in classes), "medication")
-    return {"drug": clinical_drug_name(order.drug_name) if order else "", "drug_class": drug_class}
+    drug = clinical_drug_name(order.drug_name) if order else ""
+    if order is not None and not order.name_in_words:  # a bare code: say what kind of drug it is
+        drug = f"{drug_class} ({drug})"
+    return {"drug": drug, "drug_class": drug_class}
 
 
 # --------------------------------------------------------------------------------------------
