@@ -1,10 +1,11 @@
 """Code sets and unit factors: the one source of truth for every code the service matches.
 
 Every code here comes from ../shared/reference/terminology.md (confidence A or B) unless a
-comment names another public source. Never add a code from memory. Codes listed there as
-UNCONFIRMED (section 7) are deliberately absent: the drug-name patterns below catch those drugs
-(alfacalcidol, phenindione, acenocoumarol, phenprocoumon, aluminium hydroxide) by text instead,
-and a card built on a text match says so.
+comment names another public source (docs/clinical/codes.md lists them). Never add a code from
+memory. Drugs are recognised by code first, at every level a system has: RxNorm (the hand table,
+then the generated sandbox table), ATC families by the WHO hierarchy (the generated ATC table),
+NDC (the generated NLM table), SNOMED CT and dm+d; then by the names, brands, spellings and
+shorthand of data/synonyms*.toml, and a card built on a text match says so.
 
 Everything is a frozenset or a dict so that a lookup costs one hash, whatever the patient size.
 """
