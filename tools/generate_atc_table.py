@@ -39,12 +39,15 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
+
+from generated_table import check_or_write
+from generated_table import default_source as source_from_env
+from generated_table import drift_summary as table_drift_summary
 
 GENERATOR_VERSION: Final = "1.0.0"
 
@@ -220,36 +223,13 @@ def generate(source: Path) -> str:
 
 
 def drift_summary(committed: str, regenerated: str, limit: int = 10) -> list[str]:
-    """Short human summary of how the committed table differs from a fresh one."""
-    try:
-        old = json.loads(committed)
-    except ValueError as error:
-        return [f"committed file is not valid JSON: {error}"]
-    new = json.loads(regenerated)
-    lines = []
-    for section in sorted(set(old) | set(new)):
-        a, b = old.get(section), new.get(section)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            added = sorted(set(b) - set(a))
-            removed = sorted(set(a) - set(b))
-            changed = sorted(k for k in set(a) & set(b) if a[k] != b[k])
-            lines.append(f"{section}: +{len(added)} -{len(removed)} ~{len(changed)}")
-            lines += [f"  + {k}: {b[k]!r}" for k in added[:limit]]
-            lines += [f"  - {k}: {a[k]!r}" for k in removed[:limit]]
-            lines += [f"  ~ {k}: {a[k]!r} -> {b[k]!r}" for k in changed[:limit]]
-        else:
-            lines.append(f"{section}: differs")
-    if not lines:
-        lines.append("same data, different formatting")
-    return lines
+    """Short human summary of how the committed table differs from a fresh one (with values)."""
+    return table_drift_summary(committed, regenerated, limit, show_values=True)
 
 
 def default_source() -> Path:
     """``$ATC_SOURCE`` when set and not empty, else ``DEFAULT_SOURCE``."""
-    configured = os.environ.get(SOURCE_ENV, "").strip()
-    return Path(configured) if configured else DEFAULT_SOURCE
+    return source_from_env(SOURCE_ENV, DEFAULT_SOURCE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -277,20 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SourceFormatError, SourceMismatchError) as error:
         print(f"{source}: {error}", file=sys.stderr)
         return 2
-    if args.check:
-        committed = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if committed == text:
-            print(f"{args.output}: up to date")
-            return 0
-        print(f"{args.output}: DRIFT (regenerate with tools/generate_atc_table.py)")
-        for line in drift_summary(committed, text) if committed else ["file missing"]:
-            print(line)
-        return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
-    table = json.loads(text)
-    print(f"wrote {args.output}: {len(table['codes'])} codes, {len(text)} bytes")
-    return 0
+    written = f"wrote {args.output}: {len(json.loads(text)['codes'])} codes, {len(text)} bytes"
+    return check_or_write(args.output, text, "generate_atc_table.py", written, check=args.check, show_values=True)
 
 
 if __name__ == "__main__":

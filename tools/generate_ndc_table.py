@@ -49,7 +49,6 @@ import argparse
 import fnmatch
 import hashlib
 import json
-import os
 import re
 import sys
 from collections import Counter
@@ -57,6 +56,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
+
+from generated_table import check_or_write
+from generated_table import default_source as source_from_env
+from generated_table import drift_summary as drift_summary  # re-exported: the tests call it
 
 GENERATOR_VERSION: Final = "1.0.0"
 
@@ -613,39 +616,9 @@ def generate(source: Path) -> str:
     return render(build_table(load_source(source)))
 
 
-def drift_summary(committed: str, regenerated: str, limit: int = 10) -> list[str]:
-    """Short human summary of how the committed table differs from a fresh one."""
-    try:
-        old = json.loads(committed)
-    except ValueError as error:
-        return [f"committed file is not valid JSON: {error}"]
-    new = json.loads(regenerated)
-    lines: list[str] = []
-    for section in sorted(set(old) | set(new)):
-        a, b = old.get(section), new.get(section)
-        if a == b:
-            continue
-        if isinstance(a, list) and isinstance(b, list):
-            a, b = dict.fromkeys(map(str, a)), dict.fromkeys(map(str, b))
-        if isinstance(a, dict) and isinstance(b, dict):
-            added = sorted(set(b) - set(a))
-            removed = sorted(set(a) - set(b))
-            changed = sorted(k for k in set(a) & set(b) if a[k] != b[k])
-            lines.append(f"{section}: +{len(added)} -{len(removed)} ~{len(changed)}")
-            lines += [f"  + {k}" for k in added[:limit]]
-            lines += [f"  - {k}" for k in removed[:limit]]
-            lines += [f"  ~ {k}: {a[k]!r} -> {b[k]!r}" for k in changed[:limit]]
-        else:
-            lines.append(f"{section}: differs")
-    if not lines:
-        lines.append("same data, different formatting")
-    return lines
-
-
 def default_source() -> Path:
     """``$NDC_SOURCE`` when set and not empty, else ``DEFAULT_SOURCE``."""
-    configured = os.environ.get(SOURCE_ENV, "").strip()
-    return Path(configured) if configured else DEFAULT_SOURCE
+    return source_from_env(SOURCE_ENV, DEFAULT_SOURCE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -669,20 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"source directory not found: {source}", file=sys.stderr)
         return 2
     text = generate(source)
-    if args.check:
-        committed = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if committed == text:
-            print(f"{args.output}: up to date")
-            return 0
-        print(f"{args.output}: DRIFT (regenerate with tools/generate_ndc_table.py)")
-        for line in drift_summary(committed, text) if committed else ["file missing"]:
-            print(line)
-        return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
     counts = json.loads(text)["counts"]
-    print(f"wrote {args.output}: {counts['products']} products, {counts['packages']} packages, {len(text)} bytes")
-    return 0
+    written = f"wrote {args.output}: {counts['products']} products, {counts['packages']} packages, {len(text)} bytes"
+    return check_or_write(args.output, text, "generate_ndc_table.py", written, check=args.check)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from generated_table import check_or_write
+from generated_table import drift_summary as drift_summary  # re-exported: the tests call it
+
 GENERATOR_VERSION: Final = "1.0.0"
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
@@ -852,33 +855,6 @@ def generate(source: Path = DEFAULT_SOURCE) -> str:
     return render(build_table(source_bytes, licence_text))
 
 
-def drift_summary(committed: str, regenerated: str, limit: int = 10) -> list[str]:
-    """Short human summary of how the committed table differs from a fresh one."""
-    try:
-        old = json.loads(committed)
-    except ValueError as error:
-        return [f"committed file is not valid JSON: {error}"]
-    new = json.loads(regenerated)
-    lines = []
-    for section in sorted(set(old) | set(new)):
-        a, b = old.get(section), new.get(section)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            added = sorted(set(b) - set(a))
-            removed = sorted(set(a) - set(b))
-            changed = sorted(k for k in set(a) & set(b) if a[k] != b[k])
-            lines.append(f"{section}: +{len(added)} -{len(removed)} ~{len(changed)}")
-            lines += [f"  + {k}" for k in added[:limit]]
-            lines += [f"  - {k}" for k in removed[:limit]]
-            lines += [f"  ~ {k}: {a[k]!r} -> {b[k]!r}" for k in changed[:limit]]
-        else:
-            lines.append(f"{section}: differs")
-    if not lines:
-        lines.append("same data, different formatting")
-    return lines
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="medication-list.js (default: %(default)s)")
@@ -894,20 +870,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"source not found: {args.source}", file=sys.stderr)
         return 2
     text = generate(args.source)
-    if args.check:
-        committed = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if committed == text:
-            print(f"{args.output}: up to date")
-            return 0
-        print(f"{args.output}: DRIFT (regenerate with tools/generate_rxnorm_table.py)")
-        for line in drift_summary(committed, text) if committed else ["file missing"]:
-            print(line)
-        return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
-    table = json.loads(text)
-    print(f"wrote {args.output}: {table['counts']['entries']} entries, {len(text)} bytes")
-    return 0
+    entries = json.loads(text)["counts"]["entries"]
+    written = f"wrote {args.output}: {entries} entries, {len(text)} bytes"
+    return check_or_write(args.output, text, "generate_rxnorm_table.py", written, check=args.check)
 
 
 if __name__ == "__main__":

@@ -17,25 +17,21 @@ read and parsed once per process, on first use. Standard library only.
 from __future__ import annotations
 
 import copy
-import json
 from functools import lru_cache
-from importlib.resources import files
 from typing import Any
+
+from cds_service.patient.generated import load_table
 
 __all__ = ["atc_codes_under", "atc_name", "atc_parent_names", "provenance"]
 
-_PACKAGE = "cds_service.patient"
-_RESOURCE = ("data", "atc_generated.json")
+_FILENAME = "atc_generated.json"
 
 # Lengths of the ATC levels 1-4 (A, A12, A12A, A12AA); a level-5 code has 7 characters.
 _ANCESTOR_LENGTHS = (1, 3, 4, 5)
 
 
-@lru_cache(maxsize=1)
 def _table() -> dict[str, Any]:
-    resource = files(_PACKAGE).joinpath(*_RESOURCE)
-    table: dict[str, Any] = json.loads(resource.read_text(encoding="utf-8"))
-    return table
+    return load_table(_FILENAME)
 
 
 @lru_cache(maxsize=1)

@@ -22,17 +22,16 @@ read and parsed once per process, on first use. Standard library only.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.resources import files
 from typing import Any
+
+from cds_service.patient.generated import load_table
 
 __all__ = ["NdcProduct", "ndc_product", "normalise_ndc", "provenance"]
 
-_PACKAGE = "cds_service.patient"
-_RESOURCE = ("data", "ndc_generated.json")
+_FILENAME = "ndc_generated.json"
 
 # Segment lengths of hyphenated NDCs: package NDCs (10-digit FDA forms and the 11-digit billing
 # form) and product NDCs (labeler-product, no package part).
@@ -66,11 +65,8 @@ class NdcProduct:
     watched: tuple[str, ...]
 
 
-@lru_cache(maxsize=1)
 def _table() -> dict[str, Any]:
-    resource = files(_PACKAGE).joinpath(*_RESOURCE)
-    table: dict[str, Any] = json.loads(resource.read_text(encoding="utf-8"))
-    return table
+    return load_table(_FILENAME)
 
 
 @lru_cache(maxsize=1)

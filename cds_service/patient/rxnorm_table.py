@@ -15,16 +15,15 @@ the file is read and parsed once per process, on first use. Standard library onl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.resources import files
 from typing import Any
+
+from cds_service.patient.generated import load_table
 
 __all__ = ["GeneratedDrug", "brand_classes", "generated_drug", "provenance"]
 
-_PACKAGE = "cds_service.patient"
-_RESOURCE = ("data", "rxnorm_generated.json")
+_FILENAME = "rxnorm_generated.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +45,8 @@ class GeneratedDrug:
     routes: tuple[str, ...]
 
 
-@lru_cache(maxsize=1)
 def _table() -> dict[str, Any]:
-    resource = files(_PACKAGE).joinpath(*_RESOURCE)
-    table: dict[str, Any] = json.loads(resource.read_text(encoding="utf-8"))
-    return table
+    return load_table(_FILENAME)
 
 
 @lru_cache(maxsize=1)

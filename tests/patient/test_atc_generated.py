@@ -11,10 +11,8 @@ commit 1e92aec7c52c7e324080416294bb8e68cf686685 (names compared lower-cased; the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +22,7 @@ import pytest
 
 from cds_service.patient import atc_table
 from cds_service.patient.atc_table import atc_codes_under, atc_name, atc_parent_names, provenance
+from tests.patient.generator_support import load_generator
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "cds_service" / "patient" / "data" / "atc_generated.json"
@@ -57,16 +56,8 @@ ATC_SHAPE = re.compile(r"[A-Z]\d{2}[A-Z](?:[A-Z](?:\d{2})?)?")
 @pytest.fixture(scope="module")
 def gen() -> Iterator[ModuleType]:
     """tools/generate_atc_table.py as a module (tools/ is not a package)."""
-    name = "_generate_atc_table_under_test"
-    spec = importlib.util.spec_from_file_location(name, GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
+    with load_generator(GENERATOR, "_generate_atc_table_under_test") as module:
         yield module
-    finally:
-        sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="module")

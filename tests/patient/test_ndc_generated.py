@@ -14,10 +14,8 @@ part whose first digit is not 0 rules out 5-4-1).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +27,7 @@ from hypothesis import strategies as st
 
 from cds_service.patient import ndc_table
 from cds_service.patient.ndc_table import NdcProduct, ndc_product, normalise_ndc, provenance
+from tests.patient.generator_support import load_generator
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "cds_service" / "patient" / "data" / "ndc_generated.json"
@@ -43,16 +42,8 @@ def source_dir() -> Path:
 @pytest.fixture(scope="module")
 def gen() -> Iterator[ModuleType]:
     """tools/generate_ndc_table.py as a module (tools/ is not a package)."""
-    name = "_generate_ndc_table_under_test"
-    spec = importlib.util.spec_from_file_location(name, GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file executes
-    try:
-        spec.loader.exec_module(module)
+    with load_generator(GENERATOR, "_generate_ndc_table_under_test") as module:
         yield module
-    finally:
-        sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="module")

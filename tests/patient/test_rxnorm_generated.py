@@ -11,9 +11,7 @@ codes.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +20,7 @@ import pytest
 
 from cds_service.patient import rxnorm_table
 from cds_service.patient.rxnorm_table import brand_classes, generated_drug, provenance
+from tests.patient.generator_support import load_generator
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO.parent / "shared" / "fhir-data" / "sandbox-rxnorm" / "medication-list.js"
@@ -47,16 +46,8 @@ KNOWN_CLASSES = {
 @pytest.fixture(scope="module")
 def gen() -> Iterator[ModuleType]:
     """tools/generate_rxnorm_table.py as a module (tools/ is not a package)."""
-    name = "_generate_rxnorm_table_under_test"
-    spec = importlib.util.spec_from_file_location(name, GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file executes
-    try:
-        spec.loader.exec_module(module)
+    with load_generator(GENERATOR, "_generate_rxnorm_table_under_test") as module:
         yield module
-    finally:
-        sys.modules.pop(name, None)
 
 
 def classes(rxcui: str) -> frozenset[str] | None:
