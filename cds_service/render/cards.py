@@ -32,6 +32,7 @@ from cds_service.patient import terminology as term
 from cds_service.patient.analytes import ANALYTES
 from cds_service.patient.model import STALE_AFTER, ConditionFact, MedicationOrder
 from cds_service.protocol import Action, Card, Coding, Link, OverrideReason, Source, Suggestion
+from cds_service.render.markup import inert, plain
 from cds_service.render.orders import (
     TooDeep,
     clinical_drug_name,
@@ -104,6 +105,10 @@ def _rule_parts(c: CardContent, rule_id: str, indicator: str) -> _RuleParts:
     return parts
 
 
+# A detail that quotes several EHR values at once (the data a check read) may be this long.
+DETAIL_CHARS = 600
+
+
 def _card(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None) -> Card:
     rule = c.rule(f.rule_id)
     parts = _rule_parts(c, f.rule_id, f.indicator)
@@ -122,11 +127,13 @@ def _card(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None)
     )
 
 
-def _values(c: CardContent, f: Finding) -> dict[str, str]:
+def _values(c: CardContent, f: Finding, *, markdown: bool = False) -> dict[str, str]:
+    """The drug and its class for a template: plain text for a summary or a label, inert text
+    (``markup.inert``) for the markdown detail."""
     order = f.order
     classes = order.drug_classes if order else frozenset()
     drug_class = next((label for key, label in c.labels["drug_class"].items() if key in classes), "medication")
-    drug = clinical_drug_name(order.drug_name) if order else ""
+    drug = (inert if markdown else plain)(clinical_drug_name(order.drug_name)) if order else ""
     if order is not None and not order.name_in_words:  # a bare code: say what kind of drug it is
         drug = f"{drug_class} ({drug})"
     return {"drug": drug, "drug_class": drug_class}
@@ -198,7 +205,7 @@ def _chart_status_phrase(c: CardContent, rule: RuleContent, f: Finding) -> str:
 
 def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> str:
     h = c.headings
-    values = _values(c, f)
+    values = _values(c, f, markdown=True)
     out: list[str] = [f"**{h['why']}.** {fill(rule_text(rule, 'why', f.variant), values)}"]
     if f.order is not None:
         out.append(f"**{h['text_match']}.** {_recognition(c, f.order)}")
@@ -212,10 +219,10 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
             status = f", status {f.order.status}" if f.order.status else ""
             when = f", given {_date(f.order.authored)}" if f.order.kind == "administration" else ""
             kind = c.labels["exposure"][f.order.kind]
-            data.append(f"- {kind}: {f.order.drug_name} ({f.order.resource_id}{status}{when})")
+            data.append(f"- {kind}: {inert(f.order.drug_name)} ({inert(f.order.resource_id)}{inert(status)}{when})")
         data += [_condition_line(c, cond) for cond in f.conditions]
         data += [_lab_line(c, lab) for lab in f.labs]
-    data += [f"- {fill(c.facts[fact.key], fact.params)}" for fact in f.facts]
+    data += [f"- {fill(c.facts[fact.key], _inert_values(fact.params))}" for fact in f.facts]
     if data:
         out.append(f"**{h['data']}**\n\n" + "\n".join(data))
 
@@ -226,7 +233,7 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
     removes = bool(f.substitutions or f.stop_only or f.withhold)  # the card advises taking the order off
     if f.order is not None and f.order.kind == "administration" and removes:
         key = "administration_hold" if f.withhold else "administration_only"
-        notes.append(fill(c.text[key], {"drug": f.order.drug_name}))
+        notes.append(fill(c.text[key], {"drug": inert(f.order.drug_name)}))
     elif f.withhold and f.review is not None:
         notes.append(fill(c.text["withhold_only"]))
     elif f.stop_only and f.review is not None:
@@ -239,7 +246,7 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
         notes.append(
             fill(
                 c.text["earlier_override"],
-                {"reason": f.earlier_override.reason, "date": _date(f.earlier_override.until)},
+                {"reason": inert(f.earlier_override.reason), "date": _date(f.earlier_override.until)},
             )
         )
     if notes:
@@ -275,15 +282,16 @@ def _link_text(url: str) -> str:
 
 
 def _recognition(c: CardContent, order: MedicationOrder) -> str:
+    name = inert(order.drug_name)
     if order.matched_by == "text":
         words = order.matched_text
-        matched = f'"{words}" in "{order.drug_name}"' if words and words != order.drug_name else f'"{order.drug_name}"'
+        matched = f'"{inert(words)}" in "{name}"' if words and words != order.drug_name else f'"{name}"'
         if order.text_match in ("fuzzy", "spelling"):  # say what the spelling was read as
-            read_as = order.ingredients[0] if order.ingredients else "a monitored drug"
+            read_as = inert(order.ingredients[0]) if order.ingredients else "a monitored drug"
             key = f"{order.text_match}_match"
-            return fill(c.text[key], {"drug_text": order.drug_name, "how": read_as, "matched": matched})
+            return fill(c.text[key], {"drug_text": name, "how": read_as, "matched": matched})
         how = c.labels["text_match"].get(order.text_match or "name", "name")
-        return fill(c.text["text_match"], {"drug_text": order.drug_name, "how": how, "matched": matched})
+        return fill(c.text["text_match"], {"drug_text": name, "how": how, "matched": matched})
     return fill(c.text["code_match"], {"code": _code_label(order.matched_code)})
 
 
@@ -291,7 +299,7 @@ def _code_label(system_code: str | None) -> str:
     if not system_code or "|" not in system_code:
         return "(unknown code)"
     system, code = system_code.split("|", 1)
-    return f"{term.system_name(system)} {code}"
+    return inert(f"{term.system_name(system)} {code}")
 
 
 def _date(value: datetime | None) -> str:
@@ -310,16 +318,16 @@ def _lab_text(c: CardContent, lab: LabValue) -> str:
     if lab.inputs:
         parts = ", ".join(
             f"{c.labels['analyte'].get(i.analyte, i.analyte).lower()} {_number(i.analyte, i.value)} {i.unit}"
-            + (f" [reported as {i.original}]" if i.original else "")
+            + (f" [reported as {inert(i.original)}]" if i.original else "")
             for i in lab.inputs
         )
         extras.append(f"{method} from {parts}")
     elif lab.analyte in ("calcium", "corrected_calcium", "ionized_calcium") or lab.method != "measured":
         extras.append(method)
     if lab.original:
-        extras.append(f"reported as {lab.original}")
+        extras.append(f"reported as {inert(lab.original)}")
     if lab.sources:
-        extras.append(", ".join(lab.sources))
+        extras.append(", ".join(inert(source) for source in lab.sources))
     if extras:
         text += " (" + "; ".join(extras) + ")"
     if lab.stale:
@@ -334,30 +342,32 @@ def _lab_line(c: CardContent, lab: LabValue) -> str:
 def _condition_line(c: CardContent, cond: ConditionFact) -> str:
     label = c.labels["condition"].get(cond.kind, cond.kind)
     if cond.matched_by == "code" and cond.code:
-        how = f"{term.system_name(cond.system)} {cond.code}"
+        how = inert(f"{term.system_name(cond.system)} {cond.code}")
         if cond.matched_text:
-            how += f', named "{cond.matched_text}" in the text'
+            how += f', named "{inert(cond.matched_text)}" in the text'
     elif cond.matched_text:
-        how = f'recognised from the text: "{cond.matched_text}"'
+        how = f'recognised from the text: "{inert(cond.matched_text)}"'
     else:
         how = "recognised from the text"
     status = ", ".join(
         s
         for s in (
-            f"clinical status {cond.clinical_status}" if cond.clinical_status else "",
-            f"verification {cond.verification_status}" if cond.verification_status else "",
+            f"clinical status {inert(cond.clinical_status)}" if cond.clinical_status else "",
+            f"verification {inert(cond.verification_status)}" if cond.verification_status else "",
             f"recorded {_date(cond.recorded)}" if cond.recorded else "",
         )
         if s
     )
-    return f"- {label}: {cond.display} ({how}; {cond.resource_id}" + (f"; {status}" if status else "") + ")"
+    return (
+        f"- {label}: {inert(cond.display)} ({how}; {inert(cond.resource_id)}" + (f"; {status}" if status else "") + ")"
+    )
 
 
 def _safety_line(c: CardContent, check: SafetyCheck) -> str:
     """Met (a tick), not met (a cross), or not checked (its data unavailable or partial: never a
     tick, and the substitute was withheld)."""
     texts = c.safety[check.key]
-    detail = {"detail": check.detail or "none"}
+    detail = {"detail": inert(check.detail, DETAIL_CHARS) if check.detail else "none"}
     if check.passed is None:
         return "- ? " + fill(texts.get("unknown") or c.text["safety_not_checked"], detail)
     mark = "\u2714" if check.passed else "\u2718"
@@ -370,7 +380,7 @@ def _gap_line(c: CardContent, gap: Gap) -> str:
     if "key" in p:
         values["what"] = c.labels["prefetch"].get(p["key"], p["key"])
     if "why" in p:
-        values["why"] = str(p["why"])
+        values["why"] = inert(p["why"], DETAIL_CHARS)
     if "analyte" in p:
         values["analyte"] = c.labels["analyte"].get(p["analyte"], p["analyte"])
     lab = p.get("lab")
@@ -382,10 +392,15 @@ def _gap_line(c: CardContent, gap: Gap) -> str:
             days=str(p.get("days") or _stale_days(lab)),
         )
     if "since" in p:
-        values["since"] = str(p["since"])
+        values["since"] = inert(p["since"])
     if isinstance(p.get("date"), str):
-        values["date"] = p["date"]
+        values["date"] = inert(p["date"])
     return fill(c.gaps[gap.key], values)
+
+
+def _inert_values(params: dict[str, str]) -> dict[str, str]:
+    """A fact's values (dates, fields, dose text read from the order) made inert for markdown."""
+    return {key: inert(value, DETAIL_CHARS) for key, value in params.items()}
 
 
 def _stale_days(lab: LabValue) -> int:
@@ -441,7 +456,7 @@ def _suggestions(c: CardContent, f: Finding, patient_id: str, encounter_id: str 
     if order is None or not _has_id(order):
         return []
     rule = c.rule(f.rule_id)
-    drug = {"drug": clinical_drug_name(order.drug_name)}
+    drug = {"drug": plain(clinical_drug_name(order.drug_name))}
     # Withhold (hold an active order, remove a draft) or stop (stop an active order, remove a draft).
     end = _hold_action(c, f, order, review.is_draft) if f.withhold else _remove_action(c, order, review.is_draft)
     if end is None:
@@ -503,7 +518,7 @@ def _end_action(
     """Remove a draft (never started), or update an active order with ``write`` (stopped, or on
     hold). None when there is nothing to update: a dose already given (the card says to end the
     order behind it), or an order nested too deeply to echo back."""
-    drug = {"drug": order.drug_name}
+    drug = {"drug": plain(order.drug_name)}
     if is_draft:
         return Action(type="delete", description=fill(c.text["action_delete"], drug), resourceId=order.resource_id)
     if not order.raw or order.kind == "administration":

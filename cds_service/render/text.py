@@ -19,6 +19,8 @@ _INDENT = "    "
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 _LINK = re.compile(r"\[([^\]]+)\]\((https?://[^)]+)\)")
 _TABLE_RULE = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")
+# A backslash escape (markup.inert: EHR text kept from forming markup) reads as the character.
+_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 
 
 def render_response(response: CDSResponse) -> str:
@@ -48,7 +50,7 @@ def render_response(response: CDSResponse) -> str:
 def render_markdown(markdown: str) -> list[str]:
     out: list[str] = []
     for raw in markdown.splitlines():
-        line = _LINK.sub(r"\1 <\2>", _BOLD.sub(r"\1", raw)).rstrip()
+        line = _ESCAPE.sub(r"\1", _LINK.sub(r"\1 <\2>", _BOLD.sub(r"\1", raw))).rstrip()
         if not line:
             if out and out[-1] != "":
                 out.append("")

@@ -1,0 +1,56 @@
+"""Text from the EHR (or any caller) made inert inside a card's markdown detail.
+
+A card's detail is GitHub-flavoured markdown that the EHR renders. Drug names, condition texts,
+units and resource ids come from the EHR's free text, which anyone who can write a medication or
+a problem-list entry controls: written into the detail as they are, "[see here](https://...)"
+becomes a live link, "![x](...)" an image, "<b>" markup, "|" a table cell, a line break a new
+block, and "www.example.com" or a bare "https://" address an automatic link. ``inert`` escapes
+every character that can start one of those (a backslash escape renders as the character
+itself, so the clinician reads the text unchanged) and bounds its length; the service's own
+content (cards/*.toml) is markdown on purpose and is never passed through it.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MAX_SHOWN_CHARS", "inert", "one_line", "plain"]
+
+# The longest piece of EHR text a card quotes (a medication or condition text is far shorter;
+# a longer one is cut, and says so).
+MAX_SHOWN_CHARS = 200
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+# Markdown punctuation that can open emphasis, code, links, images, HTML, entities, tables,
+# strikethrough or an escape of its own.
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&!#])")
+# What GFM turns into links without any markup: a scheme's "://", "www.", e-mail addresses.
+_AUTOLINK = re.compile(r"(?i)(?<=:)//|(?<=www)\.|@")
+
+
+def one_line(text: object, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` on one line (control characters and line breaks become spaces), at most
+    ``limit`` characters (an ellipsis marks a cut)."""
+    value = _CONTROL.sub(" ", str(text)).strip()
+    if len(value) > limit:
+        value = value[: limit - 1].rstrip() + "\u2026"
+    return value
+
+
+def inert(text: object, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` safe to place anywhere in a markdown detail: one line, bounded, no markup."""
+    value = _SPECIAL.sub(r"\\\1", one_line(text, limit))
+    return _AUTOLINK.sub(lambda m: "\\" + m.group(0) if m.group(0) != "//" else "\\/\\/", value)
+
+
+# In a plain-text field (a card's summary, a suggestion's label) there is nothing to escape, but
+# an EHR that renders it as markdown anyway, or turns addresses into links, must find nothing to
+# act on: the markup characters are dropped and addresses broken ("https: //", "www .").
+_PLAIN_DROPPED = re.compile(r"[\\`*_\[\]<>|~]+")
+_PLAIN_ADDRESS = re.compile(r"(?i)(?<=:)(?=//)|(?<=www)(?=\.)|(?=@)")
+
+
+def plain(text: object, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` for a plain-text field: one line, bounded, without markup characters, with web
+    and e-mail addresses broken so that no renderer makes them links."""
+    return _PLAIN_ADDRESS.sub(" ", _PLAIN_DROPPED.sub("", one_line(text, limit)))
