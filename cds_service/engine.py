@@ -8,6 +8,7 @@ call, or ``warm_up()`` at start-up), never per request.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache
@@ -22,7 +23,7 @@ from cds_service.fhir.resolver import ResolvedPrefetch
 from cds_service.knowledge.content import content
 from cds_service.patient import terminology as term
 from cds_service.patient.build import build_record, draft_entries, foreign_drafts, orders_under_review
-from cds_service.patient.model import PatientRecord
+from cds_service.patient.model import OrderUnderReview, PatientRecord
 from cds_service.protocol import Card
 from cds_service.render.cards import render_cards
 from cds_service.render.orders import validate_substitute_orders
@@ -55,9 +56,9 @@ def evaluate(call: HookCall) -> list[Card]:
     if call.hook == "patient-view":
         findings = review_chart(record, labs) + findings  # the mineral summary first, then per order
     findings = apply_snoozes(findings, call.snoozes, call.hook, call.now)
-    ignored = _other_patient_fact(record, call.context)
-    if ignored is not None:  # every card says what was left out, and why
-        findings = [replace(f, facts=(*f.facts, ignored)) for f in findings]
+    notices = [n for n in (_other_patient_fact(record, call.context), _texts_cut_fact(record, orders)) if n]
+    if notices:  # every card says what was left out, and why
+        findings = [replace(f, facts=(*f.facts, *notices)) for f in findings]
     # The most important card first (many EHRs show cards in the order given): critical, warning,
     # info; the order within an indicator is kept.
     findings.sort(key=lambda f: _SEVERITY[f.indicator])
@@ -84,6 +85,18 @@ def _other_patient_fact(record: PatientRecord, context: dict[str, Any]) -> Fact 
     labels = content().labels["prefetch"]
     items = ", ".join(f"{n} in {labels.get(key, key)}" for key, n in counts.items())
     return Fact("other_patient_ignored", {"n": str(sum(counts.values())), "items": items})
+
+
+def _texts_cut_fact(record: PatientRecord, orders: Sequence[OrderUnderReview]) -> Fact | None:
+    """Medication and problem-list texts longer than the name matcher reads (only their
+    beginning was read: what their end names was not); ``None`` when there were none."""
+    medications = {
+        m.resource_id for m in (*record.medications, *record.drafts, *(o.order for o in orders)) if m.text_cut
+    }
+    problems = {c.resource_id for c in record.conditions_of("text_not_read_in_full")}
+    if not medications and not problems:
+        return None
+    return Fact("texts_cut", {"n": str(len(medications) + len(problems)), "limit": str(term.MAX_MATCHED_TEXT)})
 
 
 @cache

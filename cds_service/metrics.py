@@ -26,6 +26,16 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MULTIPROCESS = bool(os.environ.get(MULTIPROC_ENV))
 
 
+# The HTTP methods a label may name; any other (a client may send any token as a method) counts as
+# "other", so a stream of made-up methods cannot add a series each (issue 20).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
+def method_label(method: str) -> str:
+    """The ``method`` label of a request: the method when it is a standard one, else "other"."""
+    return method if method in KNOWN_METHODS else "other"
+
+
 @lru_cache(maxsize=4096)  # label values are bounded (module doc); the library's lookup costs more
 def child(metric: Any, *labels: str) -> Any:
     """``metric.labels(*labels)``, the same child every time, without the library's lookup."""

@@ -147,7 +147,7 @@ def _account(response: Response) -> None:
     record: calllog.CallRecord = g.get("call") or calllog.CallRecord()
     status = response.status_code
     route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
-    metrics.child(metrics.HTTP_REQUESTS, route, request.method, str(status)).inc()
+    metrics.child(metrics.HTTP_REQUESTS, route, metrics.method_label(request.method), str(status)).inc()
     service = record.fields.get("service")
     if service and request.endpoint == "cds.call_service":
         metrics.child(metrics.HOOK_CALLS, service, str(status)).inc()

@@ -48,6 +48,7 @@ ENGINE_FIELDS = frozenset(
         "next_dose",
         "calcium",
         "since",
+        "limit",
     }
 )
 ALLOWED_FIELDS = ENGINE_FIELDS | frozenset(TEMPLATE_VALUES)

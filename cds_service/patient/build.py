@@ -7,7 +7,7 @@ immutable record; ``orders_under_review`` picks the medication orders a hook ask
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, Final, NamedTuple
@@ -250,19 +250,55 @@ PREFETCH_VALUES: ReadingMemo[tuple[_Item | None, ...]] = ReadingMemo(
 )
 
 
+# Resources whose names are read by the text matcher (conditions, allergies, medications): at most
+# this many per prefetch key are read in one call. Real problem and medication lists are far
+# shorter; a key holding more is read in part, and is then "only partly read" on the cards (the
+# checks that need it are not checked), so no call's work grows without bound.
+MAX_NAMED_RESOURCES = 1000
+_NAMED_TYPES = frozenset(
+    {
+        "Condition",
+        "AllergyIntolerance",
+        "Medication",
+        "Procedure",
+        "MedicationRequest",
+        "MedicationOrder",
+        "MedicationStatement",
+        "MedicationAdministration",
+    }
+)
+
+
+def named_resources(entries: Sequence[tuple[str | None, dict[str, Any]]]) -> int:
+    """How many of a key's resources the text matcher would read."""
+    return sum(1 for _, resource in entries if resource.get("resourceType") in _NAMED_TYPES)
+
+
 def _items(
     value: Any, entries: list[tuple[str | None, dict[str, Any]]], remember: bool, encoded: bytes | None
 ) -> Sequence[_Item | None]:
-    """``encoded``: the value's JSON when the resolver has it already."""
+    """``encoded``: the value's JSON when the resolver has it already. Past
+    ``MAX_NAMED_RESOURCES`` named resources, the rest of the key is not read (``None``)."""
     if remember and isinstance(value, dict):
         key = encoded if encoded is not None else resource_json(value, compact=True)
         if key is not None:
             plan = PREFETCH_VALUES.get(key)
             if plan is None:
-                plan = tuple(_item(resource, remember=True) for _, resource in entries)
+                plan = tuple(_bounded_items(entries, remember=True))
                 PREFETCH_VALUES.put(key, plan)
             return plan
-    return [_item(resource, remember) for _, resource in entries]
+    return list(_bounded_items(entries, remember))
+
+
+def _bounded_items(entries: list[tuple[str | None, dict[str, Any]]], remember: bool) -> Iterator[_Item | None]:
+    named = 0
+    for _, resource in entries:
+        if resource.get("resourceType") in _NAMED_TYPES:
+            named += 1
+            if named > MAX_NAMED_RESOURCES:
+                yield None
+                continue
+        yield _item(resource, remember)
 
 
 # Every rule reads only recent results (the latest value, two consecutive PTH results, an albumin
@@ -406,6 +442,13 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
     encodings = getattr(prefetch, "encoded", None)
     encodings = encodings if isinstance(encodings, Mapping) else {}
     screened = bool(patient_id) and getattr(prefetch, "screened_for", None) == patient_id
+
+    for key, value in data.items():  # a key too long to read in one call is read in part
+        listed = value.get("entry") if isinstance(value, dict) else None
+        if isinstance(listed, list) and len(listed) > MAX_NAMED_RESOURCES:
+            count = named_resources(list(iter_resources(value)))
+            if count > MAX_NAMED_RESOURCES:
+                incomplete.setdefault(key, f"only the first {MAX_NAMED_RESOURCES} of {count} entries were read")
 
     # The chart as a key: only for data the resolver screened and encoded in full.
     chart_key: tuple[Any, ...] | None = None

@@ -187,6 +187,7 @@ class DrugRecognition:
     matched_text: str | None = None  # the words that matched, when by text
     text_match: TextMatch | None = None
     ingredients: tuple[str, ...] = ()
+    text_cut: bool = False  # a text was longer than the matcher reads
 
 
 def recognise_drug(concepts: list[Any], names: Iterable[str] = ()) -> DrugRecognition:
@@ -209,8 +210,11 @@ def recognise_drug(concepts: list[Any], names: Iterable[str] = ()) -> DrugRecogn
         return DrugRecognition(frozenset(classes), "code", best, ingredients=tuple(dict.fromkeys(ingredients)))
     written = [t for concept in concepts for t in texts(concept)] + list(names)
     first = None
+    cut = False
     for text in written:
-        match = term.match_drug_text(clean_text(text))
+        bounded, was_cut = term.bounded_text(clean_text(text))
+        cut = cut or was_cut
+        match = term.match_drug_text(bounded)
         if match is None:
             continue
         classes |= match.classes
@@ -219,13 +223,14 @@ def recognise_drug(concepts: list[Any], names: Iterable[str] = ()) -> DrugRecogn
     if "active_vitamin_d" in classes:
         classes.discard("nutritional_vitamin_d")
     if first is None:
-        return DrugRecognition(frozenset(), "none")
+        return DrugRecognition(frozenset(), "none", text_cut=cut)
     return DrugRecognition(
         frozenset(classes),
         "text",
         matched_text=first.matched_words,
         text_match=first.how,
         ingredients=tuple(dict.fromkeys(ingredients)),
+        text_cut=cut,
     )
 
 
@@ -283,6 +288,7 @@ def classify_medication(resource: Any, index: Any = None) -> MedicationOrder | N
         raw=resource,
         matched_text=found.matched_text,
         text_match=found.text_match,
+        text_cut=found.text_cut,
         ingredients=found.ingredients,
         kind=kind,
     )
@@ -401,6 +407,10 @@ def classify_condition(resource: Any) -> tuple[ConditionFact, ...]:
         ),
     )
     named = _text_kinds(written)
+    if any(len(text) > term.MAX_MATCHED_TEXT for text in written):
+        facts["text_not_read_in_full"] = replace(
+            common, kind="text_not_read_in_full", display=written[0][:60], matched_by="text"
+        )
     for coding in codings(code):
         system, value = coding.get("system"), coding.get("code")
         kind = term.condition_kind_for_code(system, value)

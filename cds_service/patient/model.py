@@ -76,6 +76,9 @@ CONDITION_KINDS = (
     "mitral_stenosis",
     "antiphospholipid_syndrome",
     "bowel_obstruction",
+    # Not a condition: a problem-list text longer than the name matcher reads
+    # (terminology.MAX_MATCHED_TEXT), so what its end names was not read; the cards say so.
+    "text_not_read_in_full",
     "parathyroidectomy",
 )
 
@@ -130,6 +133,9 @@ class MedicationOrder:
     # False when the order carries no words and no table names its code: ``drug_name`` is then
     # the code itself ("SNOMED CT 12345"), and a card names the drug by its class instead.
     name_in_words: bool = True
+    # Its text was longer than the name matcher reads (terminology.MAX_MATCHED_TEXT): the card
+    # says only the beginning was read.
+    text_cut: bool = False
 
     def with_raw(self, raw: dict[str, Any]) -> MedicationOrder:
         """The same order carrying ``raw`` (a remembered reading meets this call's resource).

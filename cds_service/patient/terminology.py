@@ -458,16 +458,37 @@ def _brand_pattern() -> re.Pattern[str]:
     return re.compile(r"(?<![\w-])(" + "|".join(re.escape(b) for b in brands) + r")(?![\w-])", re.IGNORECASE)
 
 
+# The longest text the name matcher reads (a drug or problem name is far shorter): a longer one is
+# read to its last whole word within this many characters, and the cards say so. It bounds the
+# work one text can cost, and the bytes the caches below can hold (each key is at most this long).
+MAX_MATCHED_TEXT = 300
+
+
+def bounded_text(text: str) -> tuple[str, bool]:
+    """``text`` cut to ``MAX_MATCHED_TEXT`` characters at a word boundary, and whether it was cut
+    (never in the middle of a word: a cut stem must not read as a truncated drug name)."""
+    if len(text) <= MAX_MATCHED_TEXT:
+        return text, False
+    cut = text[: MAX_MATCHED_TEXT + 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > MAX_MATCHED_TEXT // 2 else cut[:MAX_MATCHED_TEXT]).rstrip(), True
+
+
 # Problem lists and medication names repeat across calls ("End-stage renal disease", "calcium
 # acetate 667 MG Oral Tablet"): the answers for the most recent texts are kept (bounded, in
 # process memory only), so a typical call pays the matcher's cost for no text it has seen.
 _TEXT_CACHE = 8192
 
 
-@lru_cache(maxsize=_TEXT_CACHE)
 def match_drug_text(text: str) -> DrugTextMatch | None:
     """What a drug's text names: the synonym data (names, brands, abbreviations, close spellings,
-    false friends guarded) first, then the brands of the generated RxNorm table."""
+    false friends guarded) first, then the brands of the generated RxNorm table. A text longer
+    than ``MAX_MATCHED_TEXT`` is read to that length (``bounded_text``)."""
+    return _match_drug_text(bounded_text(text)[0])
+
+
+@lru_cache(maxsize=_TEXT_CACHE)
+def _match_drug_text(text: str) -> DrugTextMatch | None:
     found = text_match.match_drug_text(text)
     if found is not None or text_match.names_false_friend(text):
         return found
@@ -486,10 +507,14 @@ def warm_up() -> None:
     text_match.match_condition_text("calciphylaxis")
 
 
-@lru_cache(maxsize=_TEXT_CACHE)
 def match_condition_text(text: str) -> tuple[ConditionTextMatch, ...]:
     """The condition kinds a problem-list or procedure text names (synonym data; negations kept
-    and flagged)."""
+    and flagged), read to ``MAX_MATCHED_TEXT`` characters."""
+    return _match_condition_text(bounded_text(text)[0])
+
+
+@lru_cache(maxsize=_TEXT_CACHE)
+def _match_condition_text(text: str) -> tuple[ConditionTextMatch, ...]:
     return text_match.match_condition_text(text)
 
 
