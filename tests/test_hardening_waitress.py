@@ -72,6 +72,26 @@ class Server:
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
         return status, headers, body
 
+    def exchange(self, data: bytes, *, timeout: float = 5) -> tuple[bytes, bool]:
+        """Send raw bytes, keeping our side open, and read until the server closes the connection
+        or ``timeout`` passes: (everything read, whether the server closed it)."""
+        chunks = []
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(data)
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    return b"".join(chunks), False
+                except ConnectionResetError:
+                    return b"".join(chunks), True
+                if not chunk:
+                    return b"".join(chunks), True
+                chunks.append(chunk)
+        return b"".join(chunks), False
+
 
 @contextlib.contextmanager
 def running_server(tmp: Path) -> Iterator[Server]:
@@ -217,6 +237,62 @@ def test_app_errors_over_the_real_server_are_operation_outcomes_too(server):
     assert_operation_outcome(server.raw(b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 404)
     answer = server.raw(post(PATIENT_VIEW, b'{"hook": ', "Connection: close", length="9"))
     assert_operation_outcome(answer, 400)
+
+
+# --- request framing (RFC 9112 section 6.1: no request smuggling) -----------------------------------
+
+# A body that ends early when read as chunked: what follows "0" would be a second request.
+SMUGGLING_BODY = b"0\r\n\r\nGET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+PIPELINED = b"GET /cds-services HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def assert_refused_alone_and_closed(server: Server, request: bytes) -> str:
+    """One 400 OperationOutcome, the connection closed by the server, nothing after it answered."""
+    answer, closed = server.exchange(request + PIPELINED)
+    assert closed, f"the server kept the connection open after: {answer[:300]!r}"
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    assert headers["connection"] == "close", head
+    length = int(headers["content-length"])
+    assert rest[length:] == b"", f"more than one answer: {answer!r}"
+    return assert_operation_outcome((int(lines[0].split()[1]), headers, rest), 400)
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        ("Content-Length: {n}", "Transfer-Encoding: chunked"),
+        ("Transfer-Encoding: chunked", "Content-Length: {n}"),
+        ("content-length: {n}", "transfer-encoding: Chunked"),
+        ("TRANSFER-ENCODING: CHUNKED", "CONTENT-LENGTH: {n}"),
+        ("Transfer-Encoding: gzip, chunked", "Content-Length: {n}"),  # waitress alone: 501
+        ("Content-Length: {n}", "Transfer-Encoding: identity"),
+        ("Content-Length: {n}", "Transfer-Encoding: chunked", "Transfer-Encoding: chunked"),
+    ],
+    ids=["cl-then-te", "te-then-cl", "lower-case", "upper-case", "te-list", "te-identity", "te-twice"],
+)
+def test_content_length_with_transfer_encoding_is_400_closes_the_connection_and_answers_nothing_after(server, framing):
+    headers = [line.format(n=len(SMUGGLING_BODY)) for line in framing]
+    diagnostics = assert_refused_alone_and_closed(server, post(PATIENT_VIEW, SMUGGLING_BODY, *headers))
+    assert "Content-Length and Transfer-Encoding must not both be sent" in diagnostics
+
+
+def test_transfer_encoding_in_http_1_0_is_400_and_closes_the_connection(server):
+    request = (
+        f"POST {PATIENT_VIEW} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode() + SMUGGLING_BODY
+    assert "only allowed in HTTP/1.1" in assert_refused_alone_and_closed(server, request)
+
+
+def test_chunked_request_without_content_length_is_still_served_on_a_kept_alive_connection(server):
+    request = post(PATIENT_VIEW, chunked(b"{}"), "Transfer-Encoding: chunked")
+    answer, closed = server.exchange(request + PIPELINED, timeout=1)
+    assert not closed
+    first, _, second = answer.partition(b"}HTTP/1.1 ")  # the app's JSON answer, then the next one
+    assert first.startswith(b"HTTP/1.1 400 ") and b'"resourceType":"OperationOutcome"' in first, answer
+    assert second.startswith(b"200 "), answer
 
 
 # --- the log -----------------------------------------------------------------------------------
