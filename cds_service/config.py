@@ -101,6 +101,21 @@ class Settings(BaseSettings):
         description="On SIGTERM/SIGINT: how long calls in progress may take to finish before the process "
         "stops (new connections are refused at once); then the served-card log is written out.",
     )
+    header_timeout_seconds: float = Field(
+        10.0,
+        ge=1,
+        le=600,
+        description="A connection that has not sent a complete request line and headers this long after it "
+        "was opened, or after the first byte of its next request, is closed, however slowly it trickles "
+        "bytes (docs/security.md, 'Slow clients and request framing').",
+    )
+    connection_limit: int = Field(
+        1000,
+        ge=10,
+        le=100_000,
+        description="Open connections per process; at the limit, the connection that has waited longest for "
+        "its request headers (then the longest idle one) is closed to let a new one in.",
+    )
 
     # --- feedback store ----------------------------------------------------------------------
     feedback_db: Path = Field(
@@ -123,8 +138,8 @@ class Settings(BaseSettings):
     served_card_retention_days: int = Field(
         365,
         ge=0,
-        description="Served-card rows older than this are deleted in the background; 0 = keep for ever. "
-        "Feedback rows are never deleted.",
+        description="Served-card rows older than this are deleted in the background; 0 = keep for ever "
+        "(feedback rows have their own retention, CDS_FEEDBACK_RETENTION_DAYS).",
     )
     served_card_purge_interval_seconds: int = Field(
         3600, ge=1, description="How often the background purge of old served-card rows runs (s)."
@@ -246,6 +261,37 @@ class Settings(BaseSettings):
         True,
         description="Let override reasons that carry a period (cards/common.toml) stop patient-view repeating "
         "that card for that patient and drug until it ends.",
+    )
+
+    snooze_lookup_timeout: float = Field(
+        0.2,
+        gt=0,
+        le=5,
+        description="Longest a hook call waits for the feedback store (the snooze lookup, and writing its "
+        "served cards before answering when several processes share the store), seconds; past it, and for "
+        "10 s after a failure, cards are served without snoozes and their served-card rows are queued.",
+    )
+
+    # --- feedback bounds and retention (issue 20) --------------------------------------------------
+    feedback_max_per_card: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="Most feedback items stored per card (per caller and service); further distinct items "
+        "on that card are refused (answered per item, nothing stored).",
+    )
+    feedback_unserved_per_day: int = Field(
+        1000,
+        ge=0,
+        description="Most feedback items a caller (JWT issuer and tenant; everyone when authentication is off) "
+        "may have stored in 24 hours on cards not in its served-card log for that service; past it they are "
+        "refused per item.",
+    )
+    feedback_retention_days: int = Field(
+        365,
+        ge=0,
+        description="Feedback rows received longer ago than this are deleted in the background (with the "
+        "served-card purge, at its interval); 0 = keep for ever.",
     )
 
     # --- benchmarking ----------------------------------------------------------------------------

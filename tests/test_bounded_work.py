@@ -1,6 +1,7 @@
 """Every input's work is bounded (issue 20): the name matcher reads at most MAX_MATCHED_TEXT
-characters of a text and at most MAX_NAMED_RESOURCES named resources of a prefetch key per call;
-what it did not read is named on the cards, and its caches hold only bounded keys."""
+characters of a text and at most CALL_TEXT_BUDGET characters per call (its caches answer texts
+seen before for free); what it did not read is named on the cards, and its caches hold only
+bounded keys."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import copy
 import json
 
 from cds_service.patient import terminology as term
-from cds_service.patient.build import MAX_NAMED_RESOURCES
+from cds_service.patient.build import CALL_TEXT_BUDGET
 from tests.conftest import FIXTURES
 
 CALCIPHYLAXIS = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())
@@ -53,27 +54,44 @@ def test_the_matcher_caches_hold_only_bounded_keys():
     assert term.bounded_text("a" * 50_000)[0] == "a" * term.MAX_MATCHED_TEXT
 
 
-def test_a_problem_list_longer_than_the_bound_is_read_in_part_and_no_order_is_offered(client, monkeypatch):
+def test_a_problem_list_that_spends_the_text_budget_is_read_in_part_and_no_order_is_offered(client, monkeypatch):
     from cds_service.patient import text_match
 
-    calls = []
+    read = []
     real = text_match.match_condition_text
-    monkeypatch.setattr(text_match, "match_condition_text", lambda text: calls.append(text) or real(text))
+    monkeypatch.setattr(text_match, "match_condition_text", lambda text: read.append(len(text)) or real(text))
     body = copy.deepcopy(CALCIPHYLAXIS)
     conditions = body["prefetch"]["conditions"]
     template = conditions["entry"][1]
-    for n in range(MAX_NAMED_RESOURCES + 200):
+    # 2,000 distinct problem texts of about 280 characters: 560,000 characters, past the budget.
+    for n in range(2000):
         entry = copy.deepcopy(template)
         entry["resource"]["id"] = f"other-{n}"
-        entry["resource"]["code"] = {"text": f"Seasonal allergic rhinitis episode {n}"}
+        entry["resource"]["code"] = {"text": f"Seasonal allergic rhinitis episode {n} " + "with notes " * 22}
         entry["fullUrl"] = f"http://ehr.example.org/fhir/Condition/other-{n}"
         conditions["entry"].append(entry)
     (card,) = _post(client, body).get_json()["cards"]
-    assert len(calls) <= MAX_NAMED_RESOURCES + 10  # this call's problem texts, within the bound
-    assert f"only the first {MAX_NAMED_RESOURCES} of" in card["detail"]
-    assert "suggestions" not in card or all(
-        a["type"] != "create" for s in card["suggestions"] for a in s["actions"]
-    ), "a partly read problem list withholds the one-click substitute"
+    assert sum(read) <= CALL_TEXT_BUDGET + 2 * term.MAX_MATCHED_TEXT  # the work of this call, bounded
+    assert "entries not read: the text budget of one call was spent" in card["detail"]
+    assert all(a["type"] != "create" for s in card.get("suggestions", []) for a in s["actions"]), (
+        "a partly read problem list withholds the one-click substitute"
+    )
+
+
+def test_a_long_chart_of_coded_medications_is_read_in_full(client):
+    """Codes cost no text matching: thousands of RxNorm-coded orders are all read."""
+    body = copy.deepcopy(CALCIPHYLAXIS)
+    template = body["context"]["draftOrders"]["entry"][0]["resource"]
+    entries = []
+    for n in range(3000):
+        order = copy.deepcopy(template)
+        order["id"] = f"old-{n}"
+        order["status"] = "stopped"
+        order["medicationCodeableConcept"] = {"coding": [{"system": term.RXNORM, "code": "197433"}]}
+        entries.append({"resource": order})
+    body["prefetch"]["meds"] = {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+    (card,) = _post(client, body).get_json()["cards"]
+    assert "text budget" not in card["detail"]
 
 
 def test_made_up_http_methods_share_one_metric_series(client):

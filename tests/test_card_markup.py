@@ -78,3 +78,31 @@ def test_any_text_made_inert_has_no_live_markup_no_line_break_and_a_bound(text):
     assert not _LIVE.search(shown)
     # Unescaping gives the one-line, cut text back: the clinician reads what the EHR wrote.
     assert re.sub(r"\\(.)", r"\1", shown) == one_line(text)
+
+
+def test_an_earlier_override_is_shown_in_the_services_words_never_the_callers(client):
+    from datetime import timedelta
+
+    from cds_service.checks.findings import Snooze
+    from cds_service.knowledge.content import content
+    from cds_service.render.cards import _override_reason
+
+    c = content()
+    snooze = Snooze(
+        "C1-calcium-binder-calciphylaxis",
+        "calcium acetate",
+        "critical",
+        __import__("datetime").datetime.now(),
+        "[evil](https://x)",
+        reason_code="addressed-with-nephrology",
+    )
+    assert _override_reason(c, snooze) == c.override_codes["addressed-with-nephrology"]
+    unknown = Snooze(
+        "C1-calcium-binder-calciphylaxis",
+        "calcium acetate",
+        "critical",
+        snooze.until + timedelta(days=1),
+        "x" * 200_000,
+        reason_code="not-offered",
+    )
+    assert "x" not in _override_reason(c, unknown)

@@ -27,11 +27,15 @@ from cds_service.feedback import (
     open_store,
 )
 from cds_service.feedback.migrations import LATEST, MIGRATIONS, POSTGRESQL, SQLITE
+from cds_service.governance.build import UNVERIFIED
+from cds_service.knowledge.content import content
 from cds_service.protocol import Card, FeedbackItem, Source
 from tests.conftest import FIXTURES, FROZEN_NOW, load_shared
 
 FEEDBACK = "/cds-services/calciphylaxis-order-select/feedback"
 ORDER_SELECT = "/cds-services/calciphylaxis-order-select"
+SYSTEM = content().override_system  # the code system of the override reasons cards offer
+BENEFIT = "Benefit outweighs the risk for this patient"  # the service's display of benefit-outweighs-risk
 
 
 @dataclass
@@ -85,7 +89,7 @@ def overridden(card="card-1", code="benefit-outweighs-risk", display="Benefit ou
     item = {"card": card, "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:00.52Z"}
     reason = {}
     if code:
-        reason["reason"] = {"system": "https://example.org/override", "code": code, "display": display}
+        reason["reason"] = {"system": SYSTEM, "code": code, "display": display}
     if comment:
         reason["userComment"] = comment
     if reason:
@@ -95,6 +99,12 @@ def overridden(card="card-1", code="benefit-outweighs-risk", display="Benefit ou
 
 def _card(rule_id: str) -> Card:
     return Card(summary="s", indicator="warning", source=Source(label="x"), rule_id=rule_id)
+
+
+def _answer(stored: int = 0, duplicates: int = 0, refused: int = 0, items: list | None = None) -> dict:
+    """The endpoint's answer: the counts, then one result per item in order."""
+    items = items if items is not None else [{"result": "stored"}] * stored + [{"result": "duplicate"}] * duplicates
+    return {"stored": stored, "duplicates": duplicates, "refused": refused, "items": items}
 
 
 def _query(store, sql: str) -> list[tuple]:
@@ -109,14 +119,17 @@ def _query(store, sql: str) -> list[tuple]:
 def test_feedback_is_validated_stored_and_answered_200(client, backend):
     response = client.post(FEEDBACK, json={"feedback": [accepted(), overridden(card="card-2")]})
     assert response.status_code == 200
-    assert response.get_json() == {"stored": 2, "duplicates": 0}
+    # card-2 was never served to this caller: its coded reason is not kept (see test_feedback_scoping)
+    assert response.get_json() == _answer(
+        2, items=[{"result": "stored"}, {"result": "stored", "overrideReason": "card-unknown"}]
+    )
     assert backend.rows() == [("card-1", "accepted"), ("card-2", "overridden")]
 
 
 def test_resent_feedback_is_stored_once(client, backend):
     body = {"feedback": [accepted()]}
-    assert client.post(FEEDBACK, json=body).get_json() == {"stored": 1, "duplicates": 0}
-    assert client.post(FEEDBACK, json=body).get_json() == {"stored": 0, "duplicates": 1}
+    assert client.post(FEEDBACK, json=body).get_json() == _answer(stored=1)
+    assert client.post(FEEDBACK, json=body).get_json() == _answer(duplicates=1)
     assert len(backend.rows()) == 1
 
 
@@ -196,7 +209,8 @@ def test_the_same_items_posted_concurrently_are_stored_once(client, backend):
 
 
 def test_report_attributes_feedback_to_the_rule_that_served_the_card(store):
-    c1, c2, c3 = _card("C1-binder"), _card("C1-binder"), _card("C2-vka")
+    c1, c2 = _card("C1-calcium-binder-calciphylaxis"), _card("C1-calcium-binder-calciphylaxis")
+    c3 = _card("C2-vka-calciphylaxis")
     store.record_served("svc", "order-select", "patient-1", [c1, c2, c3])
     items = [
         FeedbackItem.model_validate(accepted(card=c1.uuid)),
@@ -206,12 +220,14 @@ def test_report_attributes_feedback_to_the_rule_that_served_the_card(store):
     ]
     assert store.add_feedback("svc", items) == (4, 0)
     reports = {r.rule_id: r for r in store.report()}
-    assert (reports["C1-binder"].served, reports["C1-binder"].accepted, reports["C1-binder"].overridden) == (2, 1, 1)
-    assert reports["C1-binder"].override_reasons == {"Benefit outweighs risk": 1}
-    assert reports["C2-vka"].override_reasons == {"free-text comment only": 1}
+    c1_report = reports["C1-calcium-binder-calciphylaxis"]
+    assert (c1_report.served, c1_report.accepted, c1_report.overridden) == (2, 1, 1)
+    # the service's own wording of the code, not the display the EHR sent
+    assert c1_report.override_reasons == {BENEFIT: 1}
+    assert reports["C2-vka-calciphylaxis"].override_reasons == {"Free-text comment only": 1}
     assert reports[UNKNOWN_RULE].overridden == 1
     text = format_report(store.report())
-    assert "C1-binder" in text and "Benefit outweighs risk (1)" in text
+    assert "C1-calcium-binder-calciphylaxis" in text and f"{BENEFIT} (1)" in text
 
 
 def test_served_card_log_hashes_the_patient_id(store):
@@ -231,7 +247,7 @@ def test_the_patient_hash_salt_is_one_per_database_shared_by_every_store_on_it(b
 
 def test_feedback_for_a_card_never_served_is_stored_but_reported_apart_from_every_rule(client, store):
     response = client.post(FEEDBACK, json={"feedback": [overridden(card="never-served"), accepted(card="also-not")]})
-    assert response.status_code == 200 and response.get_json() == {"stored": 2, "duplicates": 0}
+    assert response.status_code == 200 and response.get_json()["stored"] == 2
 
     c1 = _card("C1-binder")
     store.record_served("svc", "order-select", "p", [c1])
@@ -243,13 +259,15 @@ def test_feedback_for_a_card_never_served_is_stored_but_reported_apart_from_ever
     assert [(r.rule_id, r.attributed) for r in reports] == [("C1-binder", True), (UNKNOWN_RULE, False)]
     unknown = reports[-1]
     # From the endpoint: never-served (overridden) and also-not (accepted); the store's own
-    # never-served item with the endpoint's service id differs ("svc"), so it is a new item too.
-    assert (unknown.served, unknown.accepted, unknown.overridden) == (0, 1, 2)
+    # never-served item (service "svc") is a new item too, but each card counts once, with its
+    # latest feedback (the governance report's rule).
+    assert store.feedback_count() == 4
+    assert (unknown.served, unknown.accepted, unknown.overridden) == (0, 1, 1)
     text = format_report(reports)
     rule_lines, _, unattributed = text.partition("no record of serving")
     assert "C1-binder" in rule_lines and UNKNOWN_RULE not in text
     assert "not attributed to any rule" in unattributed and "not served by this service" in unattributed
-    assert "Benefit outweighs risk (2)" in unattributed
+    assert f"{UNVERIFIED} (1)" in unattributed  # a reason on a card not served to the sender is not vouched for
 
 
 def test_hook_calls_queue_their_served_cards_and_the_writer_writes_them(client, app, store):
@@ -312,7 +330,7 @@ def test_retention_deletes_only_served_cards_older_than_the_period(store):
         threading.Event().wait(0.05)
     writer.close()
     assert sorted(r[0] for r in _query(store, "SELECT card_uuid FROM served_card")) == ["new-0", "new-1"]
-    assert store.feedback_count() == 1  # feedback itself is never purged
+    assert store.feedback_count() == 1  # feedback has a retention of its own (test_feedback_bounds)
 
 
 def test_purge_works_through_many_batches(store, monkeypatch):
@@ -395,7 +413,7 @@ def test_a_database_made_before_versioned_migrations_is_taken_over(tmp_path):
             """
         )
     store = SQLiteFeedbackStore(path)
-    assert store.migrate() == [1, 2, 3]  # taken over as 1, then every later migration
+    assert store.migrate() == [1, 2, 3, 4]  # taken over as 1, then every later migration
     assert store.served_count() == 1 and store._patient_salt() == "old-salt"
     with sqlite3.connect(path) as conn:
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
@@ -424,7 +442,7 @@ def test_relative_feedback_db_is_the_same_file_from_any_working_directory(tmp_pa
     assert Settings().feedback_db == base / "var" / "feedback.sqlite3"
     assert cli.main(["feedback-report"]) == 0
     out = capsys.readouterr().out
-    assert "No feedback database" not in out and "Benefit outweighs risk (1)" in out
+    assert "No feedback database" not in out and f"{UNVERIFIED} (1)" in out
     assert not (server_dir / "var").exists() and not (shell_dir / "var").exists()
 
 
@@ -445,7 +463,7 @@ def test_feedback_report_db_flag_is_relative_to_the_working_directory(tmp_path, 
     store.add_feedback("svc", [FeedbackItem.model_validate(overridden())])
     monkeypatch.chdir(tmp_path)
     assert cli.main(["feedback-report", "--db", "here.db"]) == 0
-    assert "Benefit outweighs risk (1)" in capsys.readouterr().out
+    assert f"{UNVERIFIED} (1)" in capsys.readouterr().out
 
 
 def test_acknowledged_feedback_is_durable_wal_with_synchronous_full(tmp_path):
@@ -542,6 +560,50 @@ def test_feedback_import_needs_a_target_and_a_source(tmp_path, monkeypatch, caps
     assert "no SQLite feedback file" in capsys.readouterr().err
 
 
+# --- one counting rule for both reports (issue 20, finding 6) ------------------------------------------
+
+
+def test_feedback_report_and_the_governance_page_count_a_card_overridden_then_accepted_alike(
+    backend, store, tmp_path, capsys, monkeypatch
+):
+    """A card overridden, then accepted (a corrected decision): its latest feedback counts, once,
+    in the plain-text report and on the committee's page alike."""
+    from cds_service import cli
+    from cds_service.governance.build import governance_data_from_records
+
+    card, other = _card("C1-calcium-binder-calciphylaxis"), _card("C1-calcium-binder-calciphylaxis")
+    store.record_served("svc", "order-select", "p", [card, other])
+    items = [
+        overridden(card=card.uuid),  # 10:05
+        dict(accepted(card=card.uuid), outcomeTimestamp="2026-11-21T10:10:00Z"),  # later: it counts
+        overridden(card=other.uuid, code=None, comment="seen"),
+        dict(overridden(card=other.uuid), outcomeTimestamp="2026-11-21T09:00:00Z"),  # earlier: it does not
+    ]
+    store.add_feedback("svc", [FeedbackItem.model_validate(i) for i in items])
+
+    (line,) = [r for r in store.report() if r.attributed]
+    records = store.governance_records(datetime.now(UTC))
+    data = governance_data_from_records(records.served, records.feedback, records.snoozes, snoozing_enabled=True)
+    (stats,) = data.rules
+    assert (line.served, line.accepted, line.overridden) == (2, 1, 1)
+    assert (stats.outcomes.served, stats.outcomes.accepted, stats.outcomes.overridden) == (2, 1, 1)
+    assert line.override_reasons == dict(stats.override_reasons) == {"Free-text comment only": 1}
+
+    # ... and so the two commands an operator runs
+    for key, value in backend.options.items():
+        monkeypatch.setenv(f"CDS_{key.upper()}", str(value))
+    if backend.name == "sqlite":
+        monkeypatch.delenv("CDS_DATABASE_URL", raising=False)
+    assert cli.main(["feedback-report"]) == 0
+    row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("C1-calcium-binder-calciphylaxis"))
+    assert row.split()[1:] == ["2", "1", "1"]
+    page = tmp_path / "report.html"
+    assert cli.main(["feedback-report", "--html", str(page)]) == 0
+    html = page.read_text(encoding="utf-8")
+    for label, value in (("Cards served", 2), ("Accepted", 1), ("Overridden", 1)):
+        assert f'<span class="tile__label">{label}</span><span class="tile__value">{value}</span>' in html, label
+
+
 # --- snoozes, on either backend -------------------------------------------------------------------
 
 SNOOZE_CODE = "addressed-with-nephrology-3-months"
@@ -565,19 +627,31 @@ def test_an_override_with_a_snoozing_reason_records_a_snooze_for_that_patient_ru
         "warning",
     )
     assert timedelta(days=90) < snooze.until - now <= timedelta(days=91)
+    # the code the card offered, worded by the service (never the display sent back: "3 months")
+    assert (snooze.reason_code, snooze.reason) == (SNOOZE_CODE, content().override_codes[SNOOZE_CODE])
     assert store.active_snoozes("patient-2", now) == ()
     assert store.active_snoozes("patient-1", now + timedelta(days=92)) == ()  # expired
 
 
 def test_a_critical_card_is_never_snoozed_for_3_months_whatever_reason_comes_back(store):
     # Clinical review F24: the card offers at most a 1-month review; an EHR that sends the
-    # 3-month reason anyway gets the cap.
+    # 3-month reason anyway snoozes nothing (the card did not offer it), the 1-month one is capped.
     card = _subject_card("C1-calcium-binder-calciphylaxis", "calcium acetate")
     store.record_served("svc", "patient-view", "patient-1", [card])
-    store.add_feedback("svc", [FeedbackItem.model_validate(overridden(card=card.uuid, code=SNOOZE_CODE))])
+    (result,) = store.record_feedback(
+        "svc", [FeedbackItem.model_validate(overridden(card=card.uuid, code=SNOOZE_CODE))]
+    )
+    assert (result.result, result.reason, result.snoozed_until) == ("stored", "not-offered", None)
+    assert store.active_snoozes("patient-1", datetime.now(UTC)) == ()
+    item = dict(
+        overridden(card=card.uuid, code="benefit-outweighs-risk-review-1-month"),
+        outcomeTimestamp="2026-11-21T11:00:00Z",
+    )
+    store.add_feedback("svc", [FeedbackItem.model_validate(item)])
     now = datetime.now(UTC)
     (snooze,) = store.active_snoozes("patient-1", now)
     assert snooze.indicator == "critical" and snooze.until - now <= timedelta(days=30)
+    assert snooze.reason_code == "benefit-outweighs-risk-review-1-month"
 
 
 def test_overrides_without_a_snoozing_reason_or_on_unknown_cards_record_no_snooze(store):

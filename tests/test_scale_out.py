@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from cds_service.knowledge.content import content
 from tests.auth_support import BASE, ISS, bearer, claims, default_issuer, ec_key, sign, write_issuers
 from tests.conftest import FIXTURES
 from tests.processes import ServiceProcess, command
@@ -43,8 +44,9 @@ def _feedback(card: str, outcome: str = "accepted") -> dict:
     if outcome == "accepted":
         item["acceptedSuggestions"] = [{"id": "s-1"}]
     else:
+        # A reason the card offered, in the service's code system (the caller's display is never stored).
         item["overrideReason"] = {
-            "reason": {"system": "https://example.org/o", "code": "benefit-outweighs-risk", "display": "Benefit"}
+            "reason": {"system": content().override_system, "code": "benefit-outweighs-risk", "display": "Benefit"}
         }
     return {"feedback": [item]}
 
@@ -183,7 +185,7 @@ def test_feedback_report_reads_the_store_both_replicas_share(shared, replicas):
     assert report.returncode == 0, report.stderr
     (row,) = [line for line in report.stdout.splitlines() if line.startswith("C1")]
     assert row.split()[1:] == ["6", "3", "3"]
-    assert "override reason: Benefit (3)" in report.stdout
+    assert "override reason: Benefit outweighs the risk for this patient (3)" in report.stdout
     assert "not served by this service" not in report.stdout  # every card's row was written
 
 

@@ -19,6 +19,7 @@ SNOOZE = {
     "code": "addressed-with-nephrology-3-months",
     "display": "Addressed with nephrology: do not show again for 3 months",
 }
+SNOOZE_DAYS = {"addressed-with-nephrology-3-months", "benefit-outweighs-risk-review-1-month"}
 
 
 def _client(tmp_path, **settings):
@@ -31,15 +32,23 @@ def _cards(client, body, service="calciphylaxis-patient-view"):
     return response.get_json()["cards"]
 
 
-def _override(client, card, reason=SNOOZE, service="calciphylaxis-patient-view"):
+def _snoozing_reason(card) -> dict:
+    """The snoozing override reason the card offers, as the EHR sends it back (a critical card
+    offers the 1-month review, never the 3 months)."""
+    return next(r for r in card["overrideReasons"] if r["code"] in SNOOZE_DAYS)
+
+
+def _override(client, card, reason=None, service="calciphylaxis-patient-view"):
     item = {
         "card": card["uuid"],
         "outcome": "overridden",
         "outcomeTimestamp": "2026-11-21T12:01:00Z",
-        "overrideReason": {"reason": reason},
+        "overrideReason": {"reason": reason or _snoozing_reason(card)},
     }
     response = client.post(f"/cds-services/{service}/feedback", json={"feedback": [item]})
-    assert response.get_json() == {"stored": 1, "duplicates": 0}
+    answer = response.get_json()
+    assert (answer["stored"], answer["duplicates"], answer["refused"]) == (1, 0, 0), answer
+    return answer["items"][0]
 
 
 def _binder_card(cards):
@@ -50,7 +59,8 @@ def test_a_snoozing_override_stops_patient_view_repeating_that_card_but_not_the_
     client = _client(tmp_path)
     first = _cards(client, PV)
     assert len(first) == 2  # the mineral review and the calcium acetate card
-    _override(client, _binder_card(first))
+    result = _override(client, _binder_card(first))
+    assert result["overrideReason"] == "recorded" and result["snoozedUntil"].startswith("20")
     again = _cards(client, PV)
     assert [c["summary"] for c in again] == [c["summary"] for c in first if "calcium acetate" not in c["summary"]]
 
@@ -73,7 +83,8 @@ def test_order_hooks_still_warn_on_a_new_order_and_say_an_earlier_override_holds
 def test_an_override_without_a_period_snoozes_nothing(tmp_path):
     client = _client(tmp_path)
     first = _cards(client, PV)
-    _override(client, _binder_card(first), reason={**SNOOZE, "code": "benefit-outweighs-risk"})
+    result = _override(client, _binder_card(first), reason={**SNOOZE, "code": "benefit-outweighs-risk"})
+    assert result == {"result": "stored", "overrideReason": "recorded"}  # offered, but it carries no period
     assert len(_cards(client, PV)) == 2
 
 

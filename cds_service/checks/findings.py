@@ -81,7 +81,12 @@ class Snooze:
     subject: str  # the drug ingredient the card was about ("" for a chart-level card)
     indicator: str  # the indicator of the card that was overridden
     until: datetime
-    reason: str  # the override reason's display, as the clinician saw it
+    # The override reason's display in the service's own words (cards/common.toml), never the text
+    # an EHR sent back with its feedback.
+    reason: str
+    # The override-reason code the card offered and the clinician picked (render words it from the
+    # card content); "" only where a Snooze is made without one (tests of the pure logic).
+    reason_code: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,19 @@ committed with ``synchronous_commit=on`` (set per connection, whatever the serve
 feedback answered 200 is on the database's disk, as with SQLite.
 
 When the database cannot be reached, calls that need it are answered 503 with ``Retry-After``
-(``ServiceUnavailable``) and ``GET /ready`` fails; hook calls do not need it (their served-card
-rows wait in the writer's queue).
+(``ServiceUnavailable``) and ``GET /ready`` fails; hook calls do not need it: their snooze lookup
+and served-card write-through wait at most ``CDS_SNOOZE_LOOKUP_TIMEOUT`` for a connection and a
+statement, and not at all while the store is known to be down (``guard.py``); their cards are
+then served without snoozes and their served-card rows wait in the writer's queue.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -94,18 +97,37 @@ class PostgresFeedbackStore(SqlFeedbackStore):
                 self._opened = False
 
     @contextmanager
-    def _transaction(self, timeout: float | None = None) -> Iterator[Cursor]:
-        if not self._migrated:
-            with self._migrate_lock:
-                if not self._migrated:
-                    self.migrate()
+    def _transaction(self, timeout: float | None = None, durable: bool = True) -> Iterator[Cursor]:
+        """A pooled connection in one transaction. ``timeout``: the longest wait for a connection,
+        and (a hook call's bound) for every statement and lock in the block. ``durable=False``:
+        the commit is visible to every other connection at once but not waited on to reach the
+        disk (``synchronous_commit=off`` for this transaction only)."""
         self._ensure_open()
         try:
-            with self._pool.connection(timeout=timeout) as conn, conn.cursor() as cur:
-                yield cur
+            with self._pool.connection(timeout=timeout) as conn:
+                if not self._migrated:
+                    self._migrate_on(conn)
+                with conn.cursor() as cur:
+                    settings: dict[str, str] = {}
+                    if timeout is not None:
+                        settings["statement_timeout"] = f"{max(1, int(timeout * 1000))}ms"
+                    if not durable:
+                        settings["synchronous_commit"] = "off"
+                    if settings:  # one round trip, for this transaction only
+                        cur.execute(
+                            "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in settings),
+                            [value for pair in settings.items() for value in pair],
+                        )
+                    yield cur
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
             event(log, logging.ERROR, "feedback store unavailable", store=self.describe(), error=_short(exc))
             raise ServiceUnavailable(UNAVAILABLE) from None
+
+    def _lock(self, cur: Cursor, keys: Iterable[str]) -> None:
+        # Transaction-scoped advisory locks, always taken in the same (numeric) order: two
+        # requests about the same card wait for each other, and never deadlock.
+        for number in sorted({_lock_number(key) for key in keys}):
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (number,))
 
     def _timestamp(self, value: datetime) -> Any:
         return value
@@ -116,6 +138,19 @@ class PostgresFeedbackStore(SqlFeedbackStore):
             cur.fetchone()
 
     # -- schema ------------------------------------------------------------------------------------
+    def _migrate_on(self, conn: psycopg.Connection[Any]) -> None:
+        """Migrate on first use, on a pooled connection (a worker process: the server migrated
+        before it started the workers, so this finds nothing to apply), under the same lock."""
+        with self._migrate_lock:
+            if self._migrated:
+                return
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                done = apply_pending(conn, POSTGRESQL, utcnow().isoformat(timespec="milliseconds"))
+            self._migrated = True
+        if done:
+            log.info("schema migrated", extra={"store": self.describe(), "applied": done})
+
     def migrate(self) -> list[int]:
         """Apply the migrations this database lacks, on a connection of its own (no pool: the
         server migrates before it starts its worker processes), under an advisory lock so that
@@ -131,6 +166,12 @@ class PostgresFeedbackStore(SqlFeedbackStore):
         if done:
             log.info("schema migrated", extra={"store": self.describe(), "applied": done})
         return done
+
+
+def _lock_number(key: str) -> int:
+    """A key as the signed 64-bit number an advisory lock takes (other than the migration lock's)."""
+    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+    return number if number != MIGRATION_LOCK else number + 1
 
 
 def _short(exc: BaseException) -> str:

@@ -98,21 +98,48 @@ class SQLiteFeedbackStore(SqlFeedbackStore):
         self._local = threading.local()
 
     @contextmanager
-    def _transaction(self) -> Iterator[Cursor]:
+    def _pragmas(self, conn: sqlite3.Connection, timeout: float | None, durable: bool) -> Iterator[None]:
+        """A hook call's bound on waiting for a lock (``timeout``), and a commit that is visible at
+        once without waiting for the disk (``durable=False``: synchronous=NORMAL, which in WAL mode
+        never corrupts the file, though a power loss may lose the last such commits); the
+        connection's own settings again afterwards."""
+        if timeout is None and durable:
+            yield
+            return
         try:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:  # locked past busy_timeout, disk I/O, unreadable file
+            if timeout is not None:
+                conn.execute(f"PRAGMA busy_timeout={max(1, int(timeout * 1000))}")
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as exc:
             raise self._unavailable(exc) from None
         try:
-            yield conn.cursor()
-            conn.execute("COMMIT")
-        except BaseException as exc:
+            yield
+        finally:
             with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError):
+                conn.execute(f"PRAGMA {DURABILITY_PRAGMAS[0]}")
+                conn.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
+    def _transaction(self, timeout: float | None = None, durable: bool = True) -> Iterator[Cursor]:
+        try:
+            conn = self._conn()
+        except sqlite3.OperationalError as exc:  # locked past busy_timeout, disk I/O, unreadable file
+            raise self._unavailable(exc) from None
+        with self._pragmas(conn, timeout, durable):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
                 raise self._unavailable(exc) from None
-            raise
+            try:
+                yield conn.cursor()
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise self._unavailable(exc) from None
+                raise
 
     @contextmanager
     def _reading(self, *, snapshot: bool = True) -> Iterator[Cursor]:
@@ -134,10 +161,13 @@ class SQLiteFeedbackStore(SqlFeedbackStore):
                 with suppress(sqlite3.Error):
                     conn.execute("COMMIT")
 
-    def _select(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        # On the hook calls' path (snoozes): straight on this thread's connection, in autocommit.
+    def _select(self, sql: str, params: tuple[Any, ...], timeout: float | None = None) -> list[Any]:
+        # On the hook calls' path (snoozes): straight on this thread's connection, in autocommit
+        # (WAL: a reader never waits for the writer), any lock wait bounded by ``timeout``.
         try:
-            return self._conn().execute(sql, params).fetchall()
+            conn = self._conn()
+            with self._pragmas(conn, timeout, True):
+                return conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             raise self._unavailable(exc) from None
 

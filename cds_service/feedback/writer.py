@@ -1,4 +1,5 @@
-"""Served-card rows, written off the request thread, and their retention.
+"""Served-card rows, written off the request thread (or before the answer, where an override
+sent to another process must find them), and the retention of served cards and feedback.
 
 A hook call only puts its cards' rows on a queue (``submit``: microseconds, no lock on the
 database). One thread per process takes whatever has accumulated and writes it in one transaction
@@ -7,7 +8,17 @@ moment (``linger``, 0.2 s) before writing, so that the calls of that moment shar
 transaction and one fsync instead of each waking the thread and committing: the hook calls'
 threads then spend their time on hook calls. Feedback asks for the rows first (``flush``), which
 ends the linger at once, so an override always finds its card. The same thread deletes
-served-card rows older than the retention period every ``purge_interval`` seconds.
+served-card rows older than the retention period, and feedback older than its own, every
+``purge_interval`` seconds.
+
+Write-through (``write_through``: PostgreSQL, or several worker processes on the SQLite file): an
+override is checked against the served-card row of its card (the caller, the service, the reasons
+the card offered) by whichever process gets it, and ``flush`` only reaches this process's queue.
+So the rows of a hook call whose cards offer override reasons (snoozing or not: a reason is only
+kept when the card is found) are written before its answer leaves
+(``FeedbackStore.write_served_now``: one short transaction, its commit visible at once, not waited
+on to reach the disk), bounded by the hook call's store timeout and skipped while the store is
+down; rows not written so are queued as any others. A call without cards writes nothing.
 
 What is kept, and what may be lost:
 
@@ -30,6 +41,7 @@ from datetime import datetime, timedelta
 
 from cds_service import metrics
 from cds_service.errors import ServiceUnavailable
+from cds_service.feedback.scope import UNAUTHENTICATED
 from cds_service.feedback.store import FeedbackStore, ServedCard, log, served_rows, utcnow
 from cds_service.protocol import Card
 
@@ -45,13 +57,17 @@ class ServedCardWriter:
         *,
         max_queue: int = 10_000,
         retention: timedelta | None = timedelta(days=365),
+        feedback_retention: timedelta | None = None,
         purge_interval: float = 3600.0,
         put_timeout: float = 2.0,
         linger: float = LINGER_SECONDS,
         now: Callable[[], datetime] = utcnow,
+        write_through: bool = False,
     ):
         self.store = store
         self.retention = retention
+        self.feedback_retention = feedback_retention
+        self.write_through = write_through
         self.purge_interval = purge_interval
         self.put_timeout = put_timeout
         self.linger = linger
@@ -68,9 +84,15 @@ class ServedCardWriter:
         self._next_purge = 0.0  # monotonic: the first purge runs when the thread starts
 
     # -- request side -----------------------------------------------------------------------------
-    def submit(self, service_id: str, hook: str, patient_id: str, cards: Iterable[Card]) -> None:
-        rows = served_rows(service_id, hook, patient_id, cards)
+    def submit(
+        self, service_id: str, hook: str, patient_id: str, cards: Iterable[Card], scope: str = UNAUTHENTICATED
+    ) -> None:
+        cards = list(cards)
+        rows = served_rows(service_id, hook, patient_id, cards, scope)
         if not rows:
+            return
+        if self.write_through and self._offers_override_reasons(cards) and self.store.write_served_now(rows):
+            metrics.SERVED_CARDS_WRITTEN.inc(len(rows))
             return
         if self._closing:  # a call finishing during shutdown: write it now, the thread is gone
             self._write_now(rows)
@@ -82,6 +104,10 @@ class ServedCardWriter:
             self._queue.put(rows, timeout=self.put_timeout)  # one item per call: one lock, one wake-up
         except queue.Full:
             self._dropped(len(rows), "served-card queue full (the store is slow or unreachable)")
+
+    @staticmethod
+    def _offers_override_reasons(cards: list[Card]) -> bool:
+        return any(card.overrideReasons for card in cards)
 
     def _write_now(self, rows: list[ServedCard]) -> None:
         with self._lock:
@@ -200,24 +226,34 @@ class ServedCardWriter:
             return
 
     def _seconds_to_purge(self) -> float:
-        if self.retention is None:
+        if self.retention is None and self.feedback_retention is None:
             return 3600.0
         return max(0.01, self._next_purge - time.monotonic())
 
     def _maybe_purge(self) -> None:
-        if self.retention is None or time.monotonic() < self._next_purge:
+        if self.retention is None and self.feedback_retention is None:
+            return
+        if time.monotonic() < self._next_purge:
             return
         self._next_purge = time.monotonic() + self.purge_interval
-        cutoff = self._now() - self.retention
+        if self.retention is not None:
+            cutoff = self._now() - self.retention
+            deleted = self._purge("served-card", self.store.purge_served, cutoff)
+            if deleted:
+                metrics.SERVED_CARDS_PURGED.inc(deleted)
+        if self.feedback_retention is not None:
+            self._purge("feedback", self.store.purge_feedback, self._now() - self.feedback_retention)
+
+    def _purge(self, what: str, purge: Callable[[datetime], int], cutoff: datetime) -> int:
         try:
-            deleted = self.store.purge_served(cutoff)
+            deleted = purge(cutoff)
         except Exception as exc:
             reason = exc.message if isinstance(exc, ServiceUnavailable) else type(exc).__name__
-            log.warning("served-card retention purge failed; next try at the next interval", extra={"reason": reason})
-            return
+            log.warning(f"{what} retention purge failed; next try at the next interval", extra={"reason": reason})
+            return 0
         if deleted:
-            metrics.SERVED_CARDS_PURGED.inc(deleted)
             log.info(
-                "served-card rows past retention deleted",
+                f"{what} rows past retention deleted",
                 extra={"rows": deleted, "older_than": cutoff.isoformat(timespec="seconds")},
             )
+        return deleted

@@ -5,11 +5,19 @@ either) and hands them here, so the counting rules live in one place and are tes
 database:
 
 * a card is counted in the ISO week it was served, with the outcome of its latest feedback
-  (by ``outcome_timestamp``; a resent or corrected decision replaces the earlier one);
+  (``latest_feedback``: by ``outcome_timestamp``, the later-stored item on a tie; a resent or
+  corrected decision replaces the earlier one);
 * the override reason and the suggestions taken come from that same latest feedback, so the
   reasons of a rule add up to its overridden cards;
-* feedback on a card the log does not hold goes to ``UnservedFeedback``, never to a rule;
-* a clinician's free-text comment is never carried over: only whether there was one.
+* feedback on a card the log does not hold, or that the log holds as served to another caller or
+  by another service (``FeedbackRecord.attributed`` False), goes to ``UnservedFeedback``, never to
+  a rule;
+* a clinician's free-text comment is never carried over: only whether there was one; an override
+  reason is shown by the service's own wording of its code (``reason_label``), never by text the
+  EHR sent.
+
+This is the one counting rule: the committee's page and ``feedback-report`` (the store's
+``report``, which builds its lines from ``build_governance_data``) both count with it.
 """
 
 from __future__ import annotations
@@ -30,9 +38,11 @@ from cds_service.governance.model import (
     WeekCounts,
 )
 
-# The labels the plain-text report uses for overrides without a coded reason.
+# The labels both reports use for overrides without a coded reason the service can vouch for.
 COMMENT_ONLY = "Free-text comment only"
 NO_REASON = "No reason given"
+NOT_OFFERED = "A reason the card did not offer"
+UNVERIFIED = "A coded reason on a card not served to the sender"
 # A suggestion id the served-card log has no label for.
 UNKNOWN_SUGGESTION = "(suggestion not in served log)"
 
@@ -52,7 +62,9 @@ class ServedCardRecord:
 
 @dataclass(frozen=True)
 class FeedbackRecord:
-    """One stored feedback item. ``override_reason``: the coded reason's display, else its code."""
+    """One stored feedback item. ``override_reason``: the label of its coded reason
+    (``reason_label``). ``attributed``: False when the card is not in the served-card log as
+    served to the same caller by the same service (the item then counts for no rule)."""
 
     card_uuid: str
     outcome: Literal["accepted", "overridden"]
@@ -60,6 +72,39 @@ class FeedbackRecord:
     override_reason: str | None = None
     has_comment: bool = False
     accepted_suggestions: tuple[str, ...] = ()
+    attributed: bool = True
+
+
+def reason_label(code: str | None, check: str = "") -> str | None:
+    """How both reports name an override's coded reason: the service's own display of a code it
+    offers (never the display the EHR sent back); ``None`` when no coded reason was given.
+
+    ``check`` is what the store found when the item arrived: ``recorded`` (a reason the card
+    offered), ``not-offered``, ``card-unknown``, or ``""`` (no coded reason, or stored before the
+    store checked: then the code is named if it is one of the service's, else ``NOT_OFFERED``)."""
+    from cds_service.knowledge.content import content
+
+    if check == "not-offered":
+        return NOT_OFFERED
+    if check == "card-unknown":
+        return UNVERIFIED
+    if not code:
+        return None
+    display = content().override_codes.get(code)
+    return display if display is not None else NOT_OFFERED
+
+
+def latest_feedback(feedback: Iterable[FeedbackRecord]) -> dict[tuple[str, bool], FeedbackRecord]:
+    """The decision that counts for each card: its latest feedback item by ``outcome_timestamp``
+    (on a tie, the one given later in ``feedback``, i.e. stored later). Attributed and unattributed
+    items of one card uuid are kept apart (key: card uuid, attributed)."""
+    latest: dict[tuple[str, bool], FeedbackRecord] = {}
+    for item in feedback:
+        key = (item.card_uuid, item.attributed)
+        current = latest.get(key)
+        if current is None or item.outcome_timestamp >= current.outcome_timestamp:
+            latest[key] = item
+    return latest
 
 
 def build_governance_data(
@@ -72,11 +117,7 @@ def build_governance_data(
     last_week: IsoWeek | None = None,
 ) -> GovernanceData:
     cards = {card.card_uuid: card for card in served}
-    latest: dict[str, FeedbackRecord] = {}
-    for item in feedback:
-        current = latest.get(item.card_uuid)
-        if current is None or item.outcome_timestamp >= current.outcome_timestamp:
-            latest[item.card_uuid] = item
+    latest = latest_feedback(feedback)
 
     weekly: dict[_Key, dict[IsoWeek, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
     reasons: dict[_Key, Counter[str]] = defaultdict(Counter)
@@ -85,7 +126,7 @@ def build_governance_data(
         key = (card.rule_id, card.indicator)
         counts = weekly[key][IsoWeek.of(card.served_at)]
         counts[0] += 1
-        decision = latest.get(card.card_uuid)
+        decision = latest.get((card.card_uuid, True))
         if decision is None:
             continue
         if decision.outcome == "accepted":
@@ -96,7 +137,7 @@ def build_governance_data(
             counts[2] += 1
             reasons[key][_reason_label(decision)] += 1
 
-    unserved = [item for uuid, item in latest.items() if uuid not in cards]
+    unserved = [item for (uuid, attributed), item in latest.items() if not attributed or uuid not in cards]
     unserved_reasons = Counter(_reason_label(i) for i in unserved if i.outcome == "overridden")
     rules = tuple(
         RuleIndicatorStats(
@@ -128,7 +169,7 @@ def _reason_label(item: FeedbackRecord) -> str:
 
 def governance_data_from_records(
     served: Iterable[tuple[str, str, str, datetime, Mapping[str, str]]],
-    feedback: Iterable[tuple[str, str, datetime, str | None, bool, tuple[str, ...]]],
+    feedback: Iterable[tuple[str, str, datetime, str | None, bool, tuple[str, ...], bool]],
     snoozes: Iterable[tuple[str, str, int, datetime, datetime]],
     *,
     snoozing_enabled: bool,
@@ -141,8 +182,8 @@ def governance_data_from_records(
             for uuid, rule, indicator, at, labels in served
         ],
         [
-            FeedbackRecord(uuid, outcome, at, reason, comment, taken)  # type: ignore[arg-type]
-            for uuid, outcome, at, reason, comment, taken in feedback
+            FeedbackRecord(uuid, outcome, at, reason, comment, taken, attributed)  # type: ignore[arg-type]
+            for uuid, outcome, at, reason, comment, taken, attributed in feedback
             if outcome in ("accepted", "overridden")
         ],
         snoozes=[

@@ -282,8 +282,9 @@ def _unserved(data: GovernanceData) -> str:
         )
         content = (
             f"<p>{u.total} feedback item{'s' if u.total != 1 else ''} ({u.accepted} accepted, {u.overridden} "
-            "overridden) named a card this service has no record of serving: never served by it, served by "
-            "another instance, or before its served-card log began. They are counted under no rule.</p>"
+            "overridden) named a card this service has no record of serving to the sender: never served by it, "
+            "served to another EHR or tenant or by another of its services, or before its served-card log began "
+            "(or purged by retention). They are counted under no rule.</p>"
             + (
                 '<table class="compact"><caption>Override reasons given</caption><thead><tr>'
                 '<th scope="col">Reason</th><th scope="col" class="num">Cards</th></tr></thead>'
@@ -306,7 +307,9 @@ def _footer(generated_at: datetime) -> str:
 <div><dt><span class="swatch" style="background:{colours["accepted"]}"></span>Accepted</dt>
 <dd>The clinician took one of the card's suggestions (for example the safer substitute order).</dd></div>
 <div><dt><span class="swatch" style="background:{colours["overridden"]}"></span>Overridden</dt>
-<dd>The clinician dismissed the card; the reason chosen, if any, is counted under Override reasons.</dd></div>
+<dd>The clinician dismissed the card; the reason chosen, if any, is counted under Override reasons, in this
+service's own words for the reason code (a reason the card did not offer is counted as such; text the EHR sent
+is never shown).</dd></div>
 <div><dt><span class="swatch" style="background:{colours["ignored"]}"></span>Ignored (no feedback)</dt>
 <dd>The card was served and no feedback came back: the EHR sends none, the card was closed without a decision,
 or the decision has not arrived yet (recent weeks fill in over time).</dd></div>

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +29,7 @@ from cds_service.auth import ReplayStoreUnavailable
 from cds_service.calllog import event, timed
 from cds_service.checks.findings import Snooze
 from cds_service.errors import BadRequest, CdsError, ServiceUnavailable, describe_validation_error
+from cds_service.feedback import check_feedback_bounds, scope_of
 from cds_service.governance.build import governance_page
 from cds_service.http.deps import Deps
 from cds_service.http.errors import ApiError
@@ -218,23 +218,22 @@ def preview(service_id: str) -> Response:
     return _html(render_preview(response, title=f"Card preview: {service.title}", request_summary=service.hook))
 
 
-# Snoozes come from the feedback store, but decision support must never depend on it: when the
-# store cannot be read the cards are shown unsnoozed (never hidden), and for a short while after a
-# failure the store is not asked again, so a store that is down costs hook calls no time.
-_SNOOZE_RETRY_SECONDS = 30.0
-_snooze_store_down_until = 0.0
+def _scope() -> str:
+    """Whose cards, feedback and snoozes these are: the verified JWT's issuer and tenant, or the
+    one ``unauthenticated`` scope with authentication off (``cds_service.feedback.scope``)."""
+    return scope_of(g.get("auth"))
 
 
-def _snoozes(patient_id: str, now: datetime) -> tuple[Snooze, ...]:
-    global _snooze_store_down_until
-    if time.monotonic() < _snooze_store_down_until:
-        return ()
+def _snoozes(scope: str, patient_id: str, now: datetime) -> tuple[Snooze, ...]:
+    """The snoozes of this caller's patient. Decision support never depends on the feedback
+    store: when it cannot be read within ``CDS_SNOOZE_LOOKUP_TIMEOUT`` (or failed a moment ago,
+    ``feedback/guard.py``), the cards are shown unsnoozed, never hidden, and no earlier override
+    is claimed."""
     try:
         with timed("snoozes"):
-            return deps().store.active_snoozes(patient_id, now)
+            return deps().store.active_snoozes(patient_id, now, scope)
     except ServiceUnavailable:
-        _snooze_store_down_until = time.monotonic() + _SNOOZE_RETRY_SECONDS
-        event(log, logging.WARNING, "snoozes not read: feedback store unavailable")
+        g.log["snoozes"] = "not read: feedback store unavailable"
         return ()
 
 
@@ -248,11 +247,18 @@ def call_service(service_id: str) -> Response:
         body = _json_body()
     if isinstance(body, dict):
         g.log.update(_loggable_hook_fields(body))
-    request_model, response = run_hook(service, body, d.resolver, now=d.now, snoozes=_snoozes)
+    scope = _scope()
+    request_model, response = run_hook(
+        service, body, d.resolver, now=d.now, snoozes=lambda patient_id, now: _snoozes(scope, patient_id, now)
+    )
     g.log["cards"] = len(response.cards)
     g.cards = [(card.rule_id or "(unattributed)", card.indicator) for card in response.cards]
-    with timed("log"):  # queued; written in batches by the served-card writer thread
-        d.writer.submit(service.id, request_model.hook, str(request_model.context.get("patientId")), response.cards)
+    # Queued and written in batches by the served-card writer thread; with several processes,
+    # cards an override could snooze are written before the answer leaves (writer.py).
+    with timed("log"):
+        d.writer.submit(
+            service.id, request_model.hook, str(request_model.context.get("patientId")), response.cards, scope
+        )
     with timed("encode"):
         return encoded_json_response(response.to_json_bytes())
 
@@ -269,19 +275,28 @@ def feedback(service_id: str) -> Response:
         parsed = FeedbackRequest.model_validate(body)
     except ValidationError as exc:
         raise BadRequest("Invalid feedback: " + describe_validation_error(exc)) from None
+    check_feedback_bounds(parsed.feedback)  # 400 past the bounds: nothing unbounded is stored
     # The cards it is about may still be queued for the served-card log: write them first, so an
     # override that snoozes finds its card (bounded: a queue that will not drain does not stall).
     deps().writer.flush(timeout=1.0)
-    # Written and committed (durably) before the answer: acknowledged feedback is never lost.
-    results = deps().store.store_feedback(service.id, parsed.feedback)
-    for item, new in zip(parsed.feedback, results, strict=True):
-        metrics.FEEDBACK_ITEMS.labels(
-            service=service.id, outcome=item.outcome, result="stored" if new else "duplicate"
-        ).inc()
-    stored = sum(results)
-    duplicates = len(results) - stored
-    g.log.update(feedback_stored=stored, feedback_duplicates=duplicates)
-    return json_response({"stored": stored, "duplicates": duplicates})
+    # Written and committed (durably) before the answer: acknowledged feedback is never lost. An
+    # override counts (and may snooze) only on a card served to this caller by this service, with
+    # a reason that card offered.
+    results = deps().store.record_feedback(service.id, parsed.feedback, _scope())
+    for item, result in zip(parsed.feedback, results, strict=True):
+        metrics.FEEDBACK_ITEMS.labels(service=service.id, outcome=item.outcome, result=result.result).inc()
+    counts = {kind: sum(r.result == kind for r in results) for kind in ("stored", "duplicate", "refused")}
+    g.log.update(
+        feedback_stored=counts["stored"], feedback_duplicates=counts["duplicate"], feedback_refused=counts["refused"]
+    )
+    return json_response(
+        {
+            "stored": counts["stored"],
+            "duplicates": counts["duplicate"],
+            "refused": counts["refused"],
+            "items": [r.as_json() for r in results],
+        }
+    )
 
 
 bench_blueprint = Blueprint("bench", __name__)

@@ -189,6 +189,17 @@ class CardContent:
         except KeyError:
             raise CardContentError(f"no card content for rule {rule_id!r} in cards/rules/") from None
 
+    def offered_reasons(self, rule_id: str, indicator: str) -> list[str]:
+        """The rule's override reason codes a card of this indicator offers: a critical card never
+        offers a snooze longer than ``override_reasons.max_snooze_days.critical`` (clinical
+        review F24). The card offers these, and the feedback store accepts only these back."""
+        limit = self.max_snooze_days.get(indicator)
+        return [
+            code
+            for code in self.rule(rule_id).override_reasons
+            if limit is None or self.snooze_days.get(code, 0) <= limit
+        ]
+
 
 def fill(template: str, values: Mapping[str, Any] | None = None) -> str:
     """Fill a card template: thresholds are always available, the rest comes from ``values``."""

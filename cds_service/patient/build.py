@@ -8,7 +8,7 @@ immutable record; ``orders_under_review`` picks the medication orders a hook ask
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Final, NamedTuple
 
@@ -42,7 +42,7 @@ from cds_service.patient.model import (
     PatientRecord,
     UnusableLab,
 )
-from cds_service.patient.terminology import LOINC, canonical_system
+from cds_service.patient.terminology import LOINC, canonical_system, text_spent
 
 # Observation statuses whose values may be acted on.
 USABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
@@ -250,17 +250,18 @@ PREFETCH_VALUES: ReadingMemo[tuple[_Item | None, ...]] = ReadingMemo(
 )
 
 
-# Resources whose names are read by the text matcher (conditions, allergies, medications): at most
-# this many per prefetch key are read in one call. Real problem and medication lists are far
-# shorter; a key holding more is read in part, and is then "only partly read" on the cards (the
-# checks that need it are not checked), so no call's work grows without bound.
-MAX_NAMED_RESOURCES = 1000
+# The text work of one call is bounded: once the name matcher has read this many characters of
+# the call's medication, allergy and problem-list texts (its caches answer texts seen before for
+# free), the rest of the named resources are not read, and their prefetch keys are "only partly
+# read" on the cards (the checks that need them are not checked, no one-click order). A real chart
+# costs a few thousand characters; the bound is reached only by texts made to be expensive (about
+# a second of matching at worst), never by a short list read in part.
+CALL_TEXT_BUDGET = 150_000
 _NAMED_TYPES = frozenset(
     {
         "Condition",
         "AllergyIntolerance",
         "Medication",
-        "Procedure",
         "MedicationRequest",
         "MedicationOrder",
         "MedicationStatement",
@@ -269,35 +270,48 @@ _NAMED_TYPES = frozenset(
 )
 
 
-def named_resources(entries: Sequence[tuple[str | None, dict[str, Any]]]) -> int:
-    """How many of a key's resources the text matcher would read."""
-    return sum(1 for _, resource in entries if resource.get("resourceType") in _NAMED_TYPES)
+@dataclass
+class _TextBudget:
+    """One call's budget of matched characters, and what it left unread (key -> resources)."""
+
+    start: int = field(default_factory=text_spent)
+    unread: dict[str, int] = field(default_factory=dict)
+
+    def exhausted(self) -> bool:
+        return text_spent() - self.start > CALL_TEXT_BUDGET
 
 
 def _items(
-    value: Any, entries: list[tuple[str | None, dict[str, Any]]], remember: bool, encoded: bytes | None
+    key: str,
+    value: Any,
+    entries: list[tuple[str | None, dict[str, Any]]],
+    remember: bool,
+    encoded: bytes | None,
+    budget: _TextBudget,
 ) -> Sequence[_Item | None]:
-    """``encoded``: the value's JSON when the resolver has it already. Past
-    ``MAX_NAMED_RESOURCES`` named resources, the rest of the key is not read (``None``)."""
+    """``encoded``: the value's JSON when the resolver has it already. Once ``budget`` is spent,
+    the named resources left are not read (``None``), and such a reading is not remembered."""
     if remember and isinstance(value, dict):
-        key = encoded if encoded is not None else resource_json(value, compact=True)
-        if key is not None:
-            plan = PREFETCH_VALUES.get(key)
+        raw = encoded if encoded is not None else resource_json(value, compact=True)
+        if raw is not None:
+            plan = PREFETCH_VALUES.get(raw)
             if plan is None:
-                plan = tuple(_bounded_items(entries, remember=True))
-                PREFETCH_VALUES.put(key, plan)
+                plan = tuple(_budgeted_items(key, entries, True, budget))
+                if key not in budget.unread:
+                    PREFETCH_VALUES.put(raw, plan)
             return plan
-    return list(_bounded_items(entries, remember))
+    return list(_budgeted_items(key, entries, remember, budget))
 
 
-def _bounded_items(entries: list[tuple[str | None, dict[str, Any]]], remember: bool) -> Iterator[_Item | None]:
-    named = 0
+def _budgeted_items(
+    key: str, entries: list[tuple[str | None, dict[str, Any]]], remember: bool, budget: _TextBudget
+) -> Iterator[_Item | None]:
     for _, resource in entries:
-        if resource.get("resourceType") in _NAMED_TYPES:
-            named += 1
-            if named > MAX_NAMED_RESOURCES:
-                yield None
-                continue
+        rtype = resource.get("resourceType")
+        if isinstance(rtype, str) and rtype in _NAMED_TYPES and budget.exhausted():
+            budget.unread[key] = budget.unread.get(key, 0) + 1
+            yield None
+            continue
         yield _item(resource, remember)
 
 
@@ -359,6 +373,7 @@ def _read_chart(
     patient_id: str,
     screened: bool,
     remember: bool,
+    budget: _TextBudget,
 ) -> _ChartReading:
     seen: set[str] = set()
     # analyte -> (reading, Observation): selected by code and status only.
@@ -371,7 +386,7 @@ def _read_chart(
         frozenset() if screened else patient_references(patient_id, [e for _, _, entries in values for e in entries])
     )
     for key, value, entries in values:
-        items = _items(value, entries, remember, encodings.get(key))
+        items = _items(key, value, entries, remember, encodings.get(key), budget)
         for index, ((_, resource), item) in enumerate(zip(entries, items, strict=True)):
             if item is None:
                 continue
@@ -443,13 +458,6 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
     encodings = encodings if isinstance(encodings, Mapping) else {}
     screened = bool(patient_id) and getattr(prefetch, "screened_for", None) == patient_id
 
-    for key, value in data.items():  # a key too long to read in one call is read in part
-        listed = value.get("entry") if isinstance(value, dict) else None
-        if isinstance(listed, list) and len(listed) > MAX_NAMED_RESOURCES:
-            count = named_resources(list(iter_resources(value)))
-            if count > MAX_NAMED_RESOURCES:
-                incomplete.setdefault(key, f"only the first {MAX_NAMED_RESOURCES} of {count} entries were read")
-
     # The chart as a key: only for data the resolver screened and encoded in full.
     chart_key: tuple[Any, ...] | None = None
     if screened and all(value is None or key in encodings for key, value in data.items()):
@@ -460,9 +468,12 @@ def build_record(context: dict[str, Any], prefetch: Any, now: datetime) -> Patie
         values = [(key, value, list(iter_resources(value))) for key, value in data.items()]
         entries_of = {key: entries for key, _, entries in values}
         remember = sum(len(entries) for _, _, entries in values) <= MEMO_CHART_LIMIT
-        chart = _read_chart(values, encodings, patient_id, screened, remember)
-        if chart_key is not None and remember:
+        budget = _TextBudget()
+        chart = _read_chart(values, encodings, patient_id, screened, remember, budget)
+        if chart_key is not None and remember and not budget.unread:
             CHARTS.put(chart_key, chart)
+        for key, unread in budget.unread.items():
+            incomplete.setdefault(key, f"{unread} entries not read: the text budget of one call was spent")
 
     def resource_at(at: _At) -> tuple[str | None, dict[str, Any]]:
         if at.key not in entries_of:

@@ -13,6 +13,7 @@ Everything is a frozenset or a dict so that a lookup costs one hash, whatever th
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -474,6 +475,21 @@ def bounded_text(text: str) -> tuple[str, bool]:
     return (cut[:space] if space > MAX_MATCHED_TEXT // 2 else cut[:MAX_MATCHED_TEXT]).rstrip(), True
 
 
+# Characters the matcher has read in this thread (answers from its caches cost nothing): the
+# record builder reads it to keep one call's text work within a budget (build.CALL_TEXT_BUDGET).
+_SPENT = threading.local()
+
+
+def text_spent() -> int:
+    """Characters this thread has sent to the name matcher so far (cache misses only)."""
+    spent: int = getattr(_SPENT, "chars", 0)
+    return spent
+
+
+def _spend(text: str) -> None:
+    _SPENT.chars = text_spent() + len(text)
+
+
 # Problem lists and medication names repeat across calls ("End-stage renal disease", "calcium
 # acetate 667 MG Oral Tablet"): the answers for the most recent texts are kept (bounded, in
 # process memory only), so a typical call pays the matcher's cost for no text it has seen.
@@ -489,6 +505,7 @@ def match_drug_text(text: str) -> DrugTextMatch | None:
 
 @lru_cache(maxsize=_TEXT_CACHE)
 def _match_drug_text(text: str) -> DrugTextMatch | None:
+    _spend(text)
     found = text_match.match_drug_text(text)
     if found is not None or text_match.names_false_friend(text):
         return found
@@ -515,6 +532,7 @@ def match_condition_text(text: str) -> tuple[ConditionTextMatch, ...]:
 
 @lru_cache(maxsize=_TEXT_CACHE)
 def _match_condition_text(text: str) -> tuple[ConditionTextMatch, ...]:
+    _spend(text)
     return text_match.match_condition_text(text)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cds_service.checks.findings import Finding, Gap, LabValue, SafetyCheck
+from cds_service.checks.findings import Finding, Gap, LabValue, SafetyCheck, Snooze
 from cds_service.checks.labs import DISPLAY_DECIMALS, trend
 from cds_service.checks.m1_mineral_status import DIALYSIS_TARGETS
 from cds_service.checks.snooze import subject_of
@@ -76,13 +76,6 @@ class _RuleParts:
 _RULE_PARTS: dict[tuple[int, str, str], tuple[CardContent, _RuleParts]] = {}
 
 
-def _offered_reasons(c: CardContent, rule: RuleContent, indicator: str) -> list[str]:
-    """The rule's override reasons a card of this indicator offers: a critical card never offers
-    a snooze longer than ``override_reasons.max_snooze_days.critical`` (clinical review F24)."""
-    limit = c.max_snooze_days.get(indicator)
-    return [code for code in rule.override_reasons if limit is None or c.snooze_days.get(code, 0) <= limit]
-
-
 def _rule_parts(c: CardContent, rule_id: str, indicator: str) -> _RuleParts:
     found = _RULE_PARTS.get((id(c), rule_id, indicator))
     if found is not None and found[0] is c:
@@ -95,7 +88,7 @@ def _rule_parts(c: CardContent, rule_id: str, indicator: str) -> _RuleParts:
         ),
         override_reasons=[
             OverrideReason(system=c.override_system, code=code, display=c.override_codes[code])
-            for code in _offered_reasons(c, rule, indicator)
+            for code in c.offered_reasons(rule_id, indicator)
         ]
         or None,
         links=[Link(label=c.references[key].short, url=c.references[key].url, type="absolute") for key in rule.evidence]
@@ -246,7 +239,7 @@ def _detail(c: CardContent, rule: RuleContent, f: Finding, *, offered: bool) -> 
         notes.append(
             fill(
                 c.text["earlier_override"],
-                {"reason": inert(f.earlier_override.reason), "date": _date(f.earlier_override.until)},
+                {"reason": _override_reason(c, f.earlier_override), "date": _date(f.earlier_override.until)},
             )
         )
     if notes:
@@ -396,6 +389,12 @@ def _gap_line(c: CardContent, gap: Gap) -> str:
     if isinstance(p.get("date"), str):
         values["date"] = inert(p["date"])
     return fill(c.gaps[gap.key], values)
+
+
+def _override_reason(c: CardContent, snooze: Snooze) -> str:
+    """What an earlier override's reason says: the service's own wording of the code the card
+    offered, never text a caller sent."""
+    return c.override_codes.get(snooze.reason_code, "an override reason this card offered")
 
 
 def _inert_values(params: dict[str, str]) -> dict[str, str]:

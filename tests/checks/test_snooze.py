@@ -21,10 +21,11 @@ from tests.checks.builders import (
 )
 
 REASON = "Addressed with nephrology: do not show again for 3 months"
+REASON_CODE = "addressed-with-nephrology-3-months"  # a card shows the service's wording of the code
 
 
 def _snooze(rule_id, subject, indicator="critical", days=30):
-    return Snooze(rule_id, subject, indicator, NOW + timedelta(days=days), REASON)
+    return Snooze(rule_id, subject, indicator, NOW + timedelta(days=days), REASON, reason_code=REASON_CODE)
 
 
 def test_patient_view_does_not_repeat_a_snoozed_card():
