@@ -96,3 +96,30 @@ def test_build_authenticator_uses_redis_when_configured(tmp_path, redis_settings
     assert first.authenticate(token, SERVICE_URL)["iss"]
     with pytest.raises(Unauthorized):
         second.authenticate(token, SERVICE_URL)
+
+
+def test_a_redis_that_does_not_answer_costs_one_timeout_then_calls_are_refused_at_once():
+    """A Redis that accepts connections but never answers (a hung server, a black-holed route):
+    the first call waits the timeout; the calls during the cool-down are refused at once (503),
+    not each after another timeout."""
+    import socket
+    import time
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)  # never accepted, never answered
+    try:
+        cache = RedisReplayCache(f"redis://127.0.0.1:{hung.getsockname()[1]}/0", timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(ReplayStoreUnavailable):
+            cache.remember("iss|jti-1", time.time() + 60, time.time())
+        first = time.monotonic() - started
+        started = time.monotonic()
+        for n in range(20):
+            with pytest.raises(ReplayStoreUnavailable):
+                cache.remember(f"iss|jti-{n + 2}", time.time() + 60, time.time())
+        later = time.monotonic() - started
+        assert first >= 0.25  # the one real attempt waited for its timeout
+        assert later < first  # twenty refusals together cost less than that one attempt
+    finally:
+        hung.close()

@@ -18,6 +18,7 @@ import hashlib
 import heapq
 import math
 import threading
+import time
 from typing import Protocol
 
 import redis
@@ -96,12 +97,18 @@ class RedisReplayCache:
     have started).
     """
 
+    # After a failure, Redis is not asked again for this long: hook calls in between are refused
+    # at once (503, the replay check cannot be made) instead of each waiting ``timeout`` for a
+    # store that is down. Then one call tries again.
+    COOLDOWN_SECONDS = 5.0
+
     def __init__(self, url: str, *, prefix: str = "calciphylaxis-cds:jti:", timeout: float = 0.5):
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
         self._client: redis.Redis | None = None
         self._lock = threading.Lock()
+        self._down_until = 0.0  # time.monotonic() before which Redis is not asked
 
     def _redis(self) -> redis.Redis:
         if self._client is None:
@@ -120,17 +127,23 @@ class RedisReplayCache:
 
     def remember(self, key: str, expires_at: float, now: float) -> bool:
         ttl = max(1, math.ceil(expires_at - now))
+        if time.monotonic() < self._down_until:
+            raise ReplayStoreUnavailable("Redis failed a moment ago; not asked again until its cool-down ends")
         try:
             stored = self._redis().set(self.key(key), b"1", nx=True, ex=ttl)
         except redis.RedisError as exc:
+            self._down_until = time.monotonic() + self.COOLDOWN_SECONDS
             raise ReplayStoreUnavailable(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        self._down_until = 0.0
         return bool(stored)
 
     def ping(self) -> None:
+        """Asks Redis whatever the cool-down (``/ready`` must see it come back)."""
         try:
             self._redis().ping()
         except redis.RedisError as exc:
             raise ReplayStoreUnavailable(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        self._down_until = 0.0
 
     def close(self) -> None:
         with self._lock:
