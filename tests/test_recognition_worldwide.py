@@ -8,6 +8,8 @@ import copy
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cds_service.patient import terminology as term
 from cds_service.patient.text_match import match_drug_text
@@ -276,3 +278,39 @@ def test_a_newer_calcium_whose_unit_cannot_be_read_is_named_and_the_older_one_is
 )
 def test_snomed_ct_and_dmd_drug_codes_confirmed_from_public_files_are_classed(code, classes):
     assert term.drug_classes_for_code(term.SNOMED, code) == classes
+
+
+# --- property-based: any mix of scripts, never a raise, quoted words always from the input ------
+
+_WORLD_FRAGMENTS = [
+    "ワーファリン",
+    "カリウム",
+    "錠",
+    "オキサロール",
+    "注",
+    "沈降炭酸",
+    "カルシウム",
+    "calcium",
+    "acet",
+    "carb",
+    "Ca",
+    "de",
+    "calcio",
+    "Varfarina",
+    "warfarine",
+    "-",
+    " ",
+    "1mg",
+    "μg",
+    "®",
+    "\n",
+]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.one_of(st.sampled_from(_WORLD_FRAGMENTS), st.text(max_size=4)), max_size=30).map("".join))
+def test_the_matcher_never_raises_on_any_mix_of_scripts_and_quotes_only_words_of_the_input(text):
+    found = match_drug_text(text)
+    if found is not None:
+        assert found.matched_words and found.matched_words in text
+        assert found.how in ("name", "brand", "abbreviation", "fuzzy", "spelling")
