@@ -8,8 +8,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 LOCK    = requirements.lock
+RUNTIME_LOCK = requirements-runtime.lock
 
-.PHONY: run test install install-test lint format bench clean services services-stop lock image browser clinical-spec
+.PHONY: run test install install-test lint format bench clean services services-stop lock image browser clinical-spec sbom
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +46,7 @@ bench: install-test
 	$(BIN)/python -m bench.run
 
 # PostgreSQL and Redis on loopback ports for the tests (tools/services.py; data under var/services/).
+# Ports: CDS_PG_PORT and CDS_REDIS_PORT (`make services CDS_PG_PORT=55432`), else the last ones, else free ones.
 services:
 	$(PYTHON) tools/services.py start
 
@@ -56,11 +58,33 @@ services-stop:
 clinical-spec: install
 	$(BIN)/python tools/generate_clinical_spec.py
 
-# Refresh the lock after changing a dependency in pyproject.toml (README: "Dependencies").
+# Refresh the locks after changing a dependency in pyproject.toml (README: "Dependencies"); commit
+# them with it. Two files, the second held to the versions of the first (uv, for Python 3.11 on
+# every platform):
+# - requirements.lock: every dependency and extra, pinned; the constraints of every `make` install
+#   (`pip install -c`). It carries no hashes: pip refuses an editable install (-e .) once a
+#   constraint has one.
+# - requirements-runtime.lock: the service's own dependencies at the same versions, each with the
+#   sha256 of every file PyPI serves for it; the image installs it with --require-hashes.
 lock: $(BIN)/python
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra test --extra bench --universal --python-version 3.11 \
-	  --quiet --output-file $(LOCK)
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
+	  --custom-compile-command 'make lock' --quiet --output-file $(LOCK)
+	$(BIN)/uv pip compile pyproject.toml --constraint $(LOCK) --generate-hashes --universal --python-version 3.11 \
+	  --custom-compile-command 'make lock' --quiet --output-file $(RUNTIME_LOCK)
+
+# A CycloneDX SBOM of what the image ships: the runtime dependencies of requirements-runtime.lock
+# installed (hashes checked) into a scratch environment under var/, with their licences, and the
+# project as the root component. Written to dist/ (git-ignored).
+SBOM = dist/calciphylaxis-cds.cdx.json
+sbom: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[sbom]'
+	rm -rf var/sbom && $(PYTHON) -m venv var/sbom/venv
+	var/sbom/venv/bin/python -m pip install --quiet --require-hashes --no-deps -r $(RUNTIME_LOCK)
+	mkdir -p dist
+	$(BIN)/cyclonedx-py environment --pyproject pyproject.toml --output-reproducible --of JSON \
+	  --output-file $(SBOM) var/sbom/venv
+	@echo "SBOM: $(SBOM)"
 
 # Debian's Chromium for the real-browser test of the governance report and card preview
 # (tests/test_browser_report.py skips, naming this target, when it is absent).

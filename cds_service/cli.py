@@ -1,7 +1,10 @@
-"""Command line: ``calciphylaxis-cds serve | evaluate | feedback-report | feedback-import``.
+"""Command line: ``calciphylaxis-cds serve | evaluate | feedback-report | snooze-end |
+feedback-import | report-link``.
 
 Every ``serve`` option can also be set by its environment variable (``CDS_HOST``, ``CDS_PORT``,
-...); a command-line flag wins over the environment.
+...); a command-line flag wins over the environment. HTML pages written without a file name go
+under ``var/`` in the data directory (git-ignored in a checkout). A command whose output is cut
+short by its reader (``| head``) stops quietly (exit status 141, as a program killed by SIGPIPE).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import errno
 import json
 import logging
+import os
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -21,9 +25,15 @@ from pydantic import ValidationError
 from cds_service import __version__
 from cds_service.config import Settings, redact_url
 from cds_service.errors import describe_validation_error
-from cds_service.net import is_loopback_host
 
 log = logging.getLogger("cds_service")
+
+# Where a bare --html writes, under the data directory (config.data_dir: var/ is git-ignored).
+REPORTS_DIR = "var/reports"
+PREVIEWS_DIR = "var/previews"
+# The exit status of a command whose reader closed the pipe (128 + SIGPIPE), as a shell reports
+# a program that SIGPIPE ended.
+EXIT_BROKEN_PIPE = 141
 
 
 def _settings(overrides: dict[str, Any]) -> Settings:
@@ -71,7 +81,7 @@ def _serve(settings: Settings, metrics_dir: Path | None) -> int:
     from cds_service.errors import ServiceUnavailable
     from cds_service.feedback import open_store
     from cds_service.http import server
-    from cds_service.http.app import create_app
+    from cds_service.http.app import Hosting, create_app, log_startup_warnings, startup_refusal
     from cds_service.http.logs import configure_logging
 
     # The parent of worker processes logs directly: it must hold no thread when it forks.
@@ -80,42 +90,19 @@ def _serve(settings: Settings, metrics_dir: Path | None) -> int:
     else:
         configure_logging(settings.log_level)
     # Decide about authentication before anything else is created (no database file is made
-    # by a server that then refuses to start). Every refusal is one line and exit status 2.
+    # by a server that then refuses to start). Every refusal is one message and exit status 2;
+    # create_app makes the same checks (startup_refusal) under any other server.
+    hosting = Hosting.serve(settings)
     try:
         authenticator = build_authenticator(settings)
     except IssuerConfigError as exc:
         print(f"calciphylaxis-cds: cannot start: {_one_line(str(exc))}", file=sys.stderr)
         return 2
-    if not authenticator.enabled:
-        if is_loopback_host(settings.host):
-            log.warning(
-                "No trusted JWT issuers configured: serving WITHOUT authentication on loopback %s only.",
-                settings.host,
-            )
-        elif settings.allow_unauthenticated:
-            log.warning(
-                "No trusted JWT issuers configured and --allow-unauthenticated given: anyone who can "
-                "reach %s:%s can call this service.",
-                settings.host,
-                settings.port,
-            )
-        else:
-            print(
-                f"calciphylaxis-cds: refusing to start on {settings.host} without authentication.\n"
-                "  Configure trusted JWT issuers (CDS_ISSUERS_FILE, see docs/authentication.md),\n"
-                "  bind to a loopback address (--host 127.0.0.1), or pass --allow-unauthenticated\n"
-                "  (CDS_ALLOW_UNAUTHENTICATED=true) if something else authenticates callers.",
-                file=sys.stderr,
-            )
-            return 2
-    if multi and authenticator.enabled and not settings.redis_url:
-        print(
-            f"calciphylaxis-cds: refusing to start {settings.workers} worker processes with the in-memory JWT "
-            "replay cache (each process would accept a token another one has already seen): set CDS_REDIS_URL "
-            "to a Redis all processes share, or serve with --workers 1.",
-            file=sys.stderr,
-        )
+    refusal = startup_refusal(settings, authenticator.enabled, hosting)
+    if refusal is not None:
+        print(f"calciphylaxis-cds: {refusal}", file=sys.stderr)
         return 2
+    log_startup_warnings(settings, authenticator, hosting)
     # The schema, once, before serving (replicas starting together are serialised by a lock).
     store = open_store(settings)
     try:
@@ -149,7 +136,7 @@ def _serve(settings: Settings, metrics_dir: Path | None) -> int:
         },
     )
     if not multi:
-        app = create_app(settings, authenticator=authenticator)
+        app = create_app(settings, authenticator=authenticator, hosting=hosting)
         log.info("serving", extra=serving)
         try:
             server.serve(app, settings)
@@ -174,7 +161,7 @@ def _serve(settings: Settings, metrics_dir: Path | None) -> int:
 
     def build_app() -> Any:
         # In each worker: its own authenticator (JWKS cache per process; the replay store is Redis).
-        return create_app(settings, authenticator=build_authenticator(settings))
+        return create_app(settings, authenticator=build_authenticator(settings), hosting=hosting)
 
     log.info("serving", extra=serving)
     return workers.serve_workers(settings, build_app, sockets, metrics_dir)
@@ -201,8 +188,10 @@ def cmd_feedback_report(args: argparse.Namespace) -> int:
     from cds_service.errors import ServiceUnavailable
 
     try:
-        if args.html:
-            return _write_governance_report(store, Path(args.html), snoozing=settings.snooze_enabled)
+        if args.html is not None:
+            today = datetime.now(UTC).date().isoformat()
+            path = _html_output(args.html, REPORTS_DIR, f"governance-report-{today}.html")
+            return _write_governance_report(store, path, snoozing=settings.snooze_enabled)
         print(format_report(store.report()))
     except ServiceUnavailable as exc:
         print(f"calciphylaxis-cds: {_one_line(exc.detail or exc.message)}", file=sys.stderr)
@@ -232,10 +221,70 @@ def cmd_snooze_end(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_link(args: argparse.Namespace) -> int:
+    """Print a signed link to the governance report that opens it in a browser until it expires,
+    without an EHR's JWT (``cds_service.governance.link``)."""
+    from datetime import timedelta
+
+    from cds_service.config import _public_base_url
+    from cds_service.governance.link import report_link
+
+    settings = _settings({})
+    if not settings.report_link_secret:
+        print(
+            "calciphylaxis-cds: report-link needs a secret: set CDS_REPORT_LINK_SECRET (32 or more characters, "
+            "e.g. from `openssl rand -hex 32`) here and on the service, to the same value.",
+            file=sys.stderr,
+        )
+        return 2
+    if not 0 < args.days <= settings.report_link_max_days:
+        print(
+            f"calciphylaxis-cds: --days must be more than 0 and at most {settings.report_link_max_days} "
+            "(CDS_REPORT_LINK_MAX_DAYS, which the service also enforces)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.base_url:
+        try:
+            base = _public_base_url(args.base_url)
+        except ValueError as exc:
+            print(f"calciphylaxis-cds: --base-url: {exc}", file=sys.stderr)
+            return 2
+    elif settings.public_base_url:
+        base = settings.public_base_url[0]
+    else:
+        host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"  # any address: this one
+        base = f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{settings.port}"
+        print(
+            f"calciphylaxis-cds: CDS_PUBLIC_BASE_URL is not set: the link uses {base}; "
+            "give --base-url with the address people open",
+            file=sys.stderr,
+        )
+    expires = (datetime.now(UTC) + timedelta(days=args.days)).replace(microsecond=0)
+    print(report_link(base, settings.report_link_secret, expires))
+    print(
+        f"valid until {expires.isoformat().replace('+00:00', 'Z')}: anyone with this link can open the governance "
+        "report (counts, no patient data) until then; changing CDS_REPORT_LINK_SECRET revokes every link.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _html_output(given: str, default_dir: str, default_name: str) -> Path:
+    """Where an HTML page goes: the file named on the command line (relative to the working
+    directory), or, for a bare ``--html``, ``default_dir/default_name`` under the data directory
+    (``var/`` of the checkout, which git ignores; created when missing)."""
+    if given:
+        return Path(given)
+    from cds_service.config import data_dir
+
+    folder = data_dir() / default_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / default_name
+
+
 def _write_governance_report(store: Any, path: Path, *, snoozing: bool) -> int:
     """The committee's report as one self-contained HTML page (no patient data on it)."""
-    from datetime import UTC
-
     from cds_service.governance.build import governance_page
 
     page = governance_page(store.governance_records(datetime.now(UTC)), snoozing=snoozing)
@@ -314,7 +363,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except CdsError as exc:
         print(f"calciphylaxis-cds: {http_status(exc)}: {exc.message}", file=sys.stderr)
         return 1
-    if args.html:
+    if args.html is not None:
         from cds_service.render.html import render_preview
 
         when = f" as of {args.now.isoformat()}" if args.now else ""
@@ -323,12 +372,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             title=f"Card preview: {Path(args.request).name}",
             request_summary=f"{service.hook} · {service.id}{when}",
         )
+        path = _html_output(args.html, PREVIEWS_DIR, f"{Path(args.request).stem}.html")
         try:
-            Path(args.html).write_text(page, encoding="utf-8")
+            path.write_text(page, encoding="utf-8")
         except OSError as exc:
-            print(f"calciphylaxis-cds: cannot write {args.html}: {exc}", file=sys.stderr)
+            print(f"calciphylaxis-cds: cannot write {path}: {exc}", file=sys.stderr)
             return 2
-        print(f"wrote the card preview to {args.html}")
+        print(f"wrote the card preview to {path}")
     elif args.json:
         print(json.dumps(response.to_json(), indent=2))
     else:
@@ -392,12 +442,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="PostgreSQL feedback database (default: CDS_DATABASE_URL, which wins over the SQLite file when set)",
     )
     report.add_argument(
-        "--html", metavar="FILE", help="write the committee's report (charts per rule, weekly) as one HTML page"
+        "--html",
+        metavar="FILE",
+        nargs="?",
+        const="",
+        help="write the committee's report (charts per rule, weekly) as one HTML page: to FILE, or without "
+        f"FILE to {REPORTS_DIR}/governance-report-YYYY-MM-DD.html in the project directory (git-ignored)",
     )
     report.set_defaults(func=cmd_feedback_report)
 
     snooze_end = sub.add_parser("snooze-end", help="end a snooze early: the overridden card shows again")
-    snooze_end.add_argument("card", help="uuid of the card whose override started the snooze")
+    snooze_end.add_argument(
+        "card",
+        metavar="CARD_UUID",
+        help="uuid of the card whose override started the snooze (as the feedback named it)",
+    )
     snooze_end.add_argument("--database-url", help="PostgreSQL feedback database (default: CDS_DATABASE_URL)")
     snooze_end.set_defaults(func=cmd_snooze_end)
 
@@ -414,7 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--service", help="service id (default: the service for the request's hook)")
     evaluate.add_argument("--json", action="store_true", help="print the JSON response instead of text")
     evaluate.add_argument(
-        "--html", metavar="FILE", help="write the cards as an EHR would show them (a self-contained HTML page)"
+        "--html",
+        metavar="FILE",
+        nargs="?",
+        const="",
+        help="write the cards as an EHR would show them (a self-contained HTML page): to FILE, or without FILE "
+        f"to {PREVIEWS_DIR}/REQUEST.html in the project directory (git-ignored); put it after REQUEST",
     )
     evaluate.add_argument(
         "--now",
@@ -423,10 +487,63 @@ def build_parser() -> argparse.ArgumentParser:
         "results older than the monitoring interval are reported as stale",
     )
     evaluate.set_defaults(func=cmd_evaluate)
+
+    link = sub.add_parser(
+        "report-link",
+        help="print a signed link that opens the governance report in a browser until it expires (no JWT needed)",
+        description="Print a URL of GET /governance/report signed with CDS_REPORT_LINK_SECRET (HMAC-SHA256 over the "
+        "path and the expiry). Anyone with it can open the report (counts, no patient data) until it expires; "
+        "changing the secret revokes every link.",
+    )
+    link.add_argument(
+        "--days",
+        type=_positive_number,
+        default=7.0,
+        help="how long the link stays valid, in days (default 7; at most CDS_REPORT_LINK_MAX_DAYS, default 31)",
+    )
+    link.add_argument(
+        "--base-url",
+        help="the service's address as people open it (default: the first CDS_PUBLIC_BASE_URL)",
+    )
+    link.set_defaults(func=cmd_report_link)
     return parser
 
 
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value != value:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A reader that stops early (`evaluate ... | head`) closes the pipe: the command then stops
+    # quietly, without a BrokenPipeError traceback, for every command and for --help. SIGPIPE itself
+    # stays ignored (Python's default): the server must survive clients that hang up.
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced by something without a descriptor
+        pass
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

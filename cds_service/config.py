@@ -3,7 +3,8 @@
 Every knob is read from an environment variable ``CDS_<NAME>`` (e.g. ``CDS_PORT``) and
 documented in the README's configuration table (a test keeps the two in step).
 List-valued settings accept a comma-separated string (``CDS_CORS_ORIGINS=https://a,https://b``)
-or a JSON array.
+or a JSON array. Every secret setting is also read from a file named by ``CDS_<NAME>_FILE`` (the
+Docker and Kubernetes secrets convention; see ``secret_setting_names``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -55,6 +57,89 @@ def data_dir() -> Path:
     return base / "calciphylaxis-cds"
 
 
+# --- secrets from files (issue 22) -------------------------------------------------------------
+# The settings that are secrets: named here, or by their name's ending (a new ``*_secret``,
+# ``*_token`` or ``*_password`` setting is one without being listed). Each is also accepted as
+# ``CDS_<NAME>_FILE``: the path of a file holding the value (/run/secrets/... under Docker or
+# Kubernetes), so that the value is not in the process environment (``docker inspect``, /proc).
+SECRET_SETTINGS = frozenset({"database_url", "database_password", "redis_url", "metrics_token"})
+_SECRET_SUFFIXES = ("_secret", "_token", "_password")
+SECRET_FILE_MAX_BYTES = 64 * 1024
+
+
+def secret_setting_names(settings_cls: type[BaseSettings] | None = None) -> list[str]:
+    """The settings that are secrets, each also accepted from the file ``CDS_<NAME>_FILE`` names."""
+    fields = (settings_cls or Settings).model_fields
+    return [name for name in fields if name in SECRET_SETTINGS or name.endswith(_SECRET_SUFFIXES)]
+
+
+def secret_file_env_names() -> list[str]:
+    """``CDS_<NAME>_FILE`` of every secret setting (used by docs and the deployment tests)."""
+    return [f"CDS_{name.upper()}_FILE" for name in secret_setting_names()]
+
+
+def read_secret_file(path: str, variable: str) -> str:
+    """The value in the file a ``*_FILE`` variable names: its text less trailing newlines (what
+    ``echo`` and editors add). Every error names the variable and the path, never the content."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(SECRET_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"{variable}: cannot read {path} ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > SECRET_FILE_MAX_BYTES:
+        raise ValueError(
+            f"{variable}: {path} is larger than {SECRET_FILE_MAX_BYTES // 1024} KiB; it must hold one value"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{variable}: {path} is not UTF-8 text") from None
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        raise ValueError(f"{variable}: {path} is empty")
+    return text
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """``CDS_<NAME>_FILE`` for each secret setting. It comes after keyword arguments (command-line
+    flags) and before ``CDS_<NAME>``; setting both variables is refused, as is a file that cannot be
+    read, with an error that names the variable (a pydantic ValidationError, as for any setting)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._given = set(getattr(init_settings, "init_kwargs", {}))
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads all the files at once
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {key.upper(): value for key, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        problems: list[tuple[str, str]] = []
+        for name in secret_setting_names(self.settings_cls):
+            variable = f"CDS_{name.upper()}"
+            path = environ.get(f"{variable}_FILE", "").strip()
+            if not path or name in self._given:
+                continue
+            if environ.get(variable, "").strip():
+                problems.append((name, f"both {variable} and {variable}_FILE are set; set only one of them"))
+                continue
+            try:
+                values[name] = read_secret_file(path, f"{variable}_FILE")
+            except ValueError as exc:
+                problems.append((name, str(exc)))
+        if problems:
+            raise ValidationError.from_exception_data(
+                self.settings_cls.__name__,
+                [
+                    {"type": "value_error", "loc": (name,), "input": None, "ctx": {"error": ValueError(message)}}
+                    for name, message in problems
+                ],
+                hide_input=True,
+            )
+        return values
+
+
 def _public_base_url(url: str) -> str:
     """One externally visible base URL: absolute http(s), no query, fragment or credentials."""
     parts = urlsplit(url)
@@ -69,7 +154,11 @@ def _public_base_url(url: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CDS_", extra="ignore", validate_default=True)
+    # hide_input_in_errors: a refused value (a secret, perhaps read from a file) is never printed
+    # with its error, whoever prints the exception (a WSGI server's start-up traceback).
+    model_config = SettingsConfigDict(
+        env_prefix="CDS_", extra="ignore", validate_default=True, hide_input_in_errors=True
+    )
 
     # --- HTTP server -----------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the server binds to.")
@@ -128,6 +217,11 @@ class Settings(BaseSettings):
         None,
         description="PostgreSQL URL (postgresql://user:password@host:5432/dbname) for served cards and "
         "feedback, shared by every replica; unset = the embedded SQLite file (feedback_db).",
+    )
+    database_password: SecretStr | None = Field(
+        None,
+        description="Password for database_url when that URL carries none (typically from CDS_DATABASE_PASSWORD_FILE, "
+        "the file the database's own container reads too); put into the URL at start-up.",
     )
     database_pool_size: int = Field(
         8, ge=1, le=200, description="Most PostgreSQL connections per process (psycopg_pool)."
@@ -294,6 +388,101 @@ class Settings(BaseSettings):
         "served-card purge, at its interval); 0 = keep for ever.",
     )
 
+    # --- signed links to the governance report (issue 22) --------------------------------------
+    report_link_secret: str | None = Field(
+        None,
+        min_length=32,
+        description="Secret (32+ characters) that signs and checks the expiring links to GET /governance/report "
+        "made by `calciphylaxis-cds report-link` (HMAC-SHA256); the same value on every replica and wherever "
+        "report-link runs. Unset = no links (the report needs the usual authentication). Changing it revokes "
+        "every link made with the old value.",
+    )
+    report_link_max_days: int = Field(
+        31,
+        ge=1,
+        le=366,
+        description="Longest validity of a report link, in days: report-link refuses more, and the service refuses "
+        "a link dated further ahead.",
+    )
+
+    # --- traceable logs and tracing (issue 22) -----------------------------------------------------
+    trusted_proxies: CommaList = Field(
+        default_factory=list,
+        description="IP addresses or CIDR networks of the reverse proxies / load balancers in front of the "
+        "service: only a peer on this list may name the client in X-Forwarded-For (the log's client address). "
+        "Empty = the peer itself is the client, whatever it sends.",
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP endpoint (http://collector:4318, or the full .../v1/traces URL) to export "
+        "OpenTelemetry traces to: a span per call, child spans per stage and FHIR fetch. Unset = no tracing "
+        "(needs the 'tracing' extra).",
+    )
+
+    _trusted_proxy_list = field_validator("trusted_proxies", mode="before")(_split_list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        networks = []
+        for entry in value:
+            try:
+                networks.append(str(ipaddress.ip_network(entry.strip("[]"), strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"'{entry}' is not an IP address or CIDR network (10.0.0.0/8, 192.0.2.7, ::1)"
+                ) from None
+        return list(dict.fromkeys(networks))
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"'{value}' is not an http(s) URL such as http://otel-collector:4318")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials")
+        return value
+
+    # --- SMART companion page (issue 23; docs/smart-app.md) ------------------------------------------
+    smart_client_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="The client id the EHR registered the SMART app under (/app/launch); unset = the app is off "
+        "and cards carry no SMART link.",
+    )
+    smart_issuers: CommaList = Field(
+        default_factory=list,
+        description="FHIR base URLs (https://ehr.example.org/fhir) or host patterns (ehr.example.org, *.example.org) "
+        "of the EHRs that may launch the SMART app: the only servers it reads discovery, tokens and data from; "
+        "empty = the app is off.",
+    )
+    smart_session_seconds: int = Field(
+        900,
+        ge=60,
+        le=12 * 3600,
+        description="Longest life of a SMART app session (its access token is kept server-side, never past the "
+        "token's own expires_in).",
+    )
+    smart_fhir_deadline: float = Field(
+        10.0, gt=0, le=120, description="Overall FHIR budget of one SMART app page (all reads together), seconds."
+    )
+    smart_max_sessions: int = Field(
+        2000,
+        ge=10,
+        le=1_000_000,
+        description="Most SMART app sessions kept in process memory (without CDS_REDIS_URL); when full, the oldest "
+        "launch still waiting for the EHR's authorisation makes room first.",
+    )
+
+    _smart_lists = field_validator("smart_issuers", mode="before")(_split_list)
+
     # --- benchmarking ----------------------------------------------------------------------------
     bench_echo: bool = Field(
         False, description="Expose POST /bench/echo (decode body, answer empty cards) for benchmarks."
@@ -345,6 +534,44 @@ class Settings(BaseSettings):
                 "for the embedded SQLite file (CDS_FEEDBACK_DB)"
             )
         return value
+
+    @field_validator("database_password")
+    @classmethod
+    def _password_for_the_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            return None
+        if not value.get_secret_value().strip():
+            return None
+        if "database_url" not in info.data:  # the URL is invalid: its own error says so
+            return value
+        url = info.data["database_url"]
+        if url is None:
+            raise ValueError("is set but CDS_DATABASE_URL is not: give the URL, without a password")
+        if urlsplit(url).password is not None:
+            raise ValueError("given twice: CDS_DATABASE_URL carries a password too; keep one of them")
+        return value
+
+    @model_validator(mode="after")
+    def _password_into_url(self) -> Settings:
+        if self.database_password is not None and self.database_url:
+            parts = urlsplit(self.database_url)
+            userinfo, _, host = parts.netloc.rpartition("@")
+            password = quote(self.database_password.get_secret_value(), safe="")
+            self.database_url = parts._replace(netloc=f"{userinfo}:{password}@{host}").geturl()
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keyword arguments (command-line flags) win, then CDS_<NAME>_FILE, then CDS_<NAME>.
+        secret_files = SecretFilesSource(settings_cls, init_settings)
+        return init_settings, secret_files, env_settings, dotenv_settings, file_secret_settings
 
     @field_validator("redis_url")
     @classmethod

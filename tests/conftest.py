@@ -22,11 +22,20 @@ FIXTURES = REPO / "fhir_fixtures"
 FROZEN_NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
+def skip_without_shared(path: Path, what: str = "") -> None:
+    """Skip the test, with the one message every such skip uses, when ``path`` (under ../shared/,
+    the optional third-party data beside the checkout, README "Quickstart") is absent."""
+    if not path.exists():
+        pytest.skip(
+            f"shared data not available: {what + ' at ' if what else ''}{path} "
+            "(optional third-party data in ../shared/ beside the checkout; see the README)"
+        )
+
+
 def load_shared(relative: str) -> dict:
     """Load a file from ../shared, skipping the test when that folder is absent."""
     path = SHARED / relative
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
+    skip_without_shared(path)
     data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, dict):
         data.pop("_captured", None)

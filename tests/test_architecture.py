@@ -12,6 +12,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("__main__",),
     ("cli",),
     ("http",),
+    # The SMART companion page: its own blueprint (registered by http), over the engine's layers.
+    ("smart",),
     ("auth", "feedback"),
     ("pipeline",),
     ("services",),

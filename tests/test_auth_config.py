@@ -18,7 +18,7 @@ from cds_service.config import Settings
 from cds_service.errors import Unauthorized
 from cds_service.http.errors import http_status
 from tests.auth_support import ISS, bearer, claims, ec_key, jwks, public_jwk, sign, write_issuers
-from tests.conftest import FHIR_DATA, REPO
+from tests.conftest import FHIR_DATA, REPO, skip_without_shared
 
 ISSUER_CONFIGS = REPO / "config" / "issuers"
 SANDBOX_JWKS_URL = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
@@ -172,8 +172,7 @@ def test_ready_made_sandbox_config_trusts_the_sandbox_by_url_and_allow_listed_jk
 
 def sandbox_public_jwks() -> dict:
     path = FHIR_DATA / "sandbox-captured-requests" / "sandbox-public-jwks.json"
-    if not path.exists():
-        pytest.skip(f"sandbox public JWKS not available: {path}")
+    skip_without_shared(path, "the sandbox's public JWKS")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -32,7 +32,7 @@ from tests.auth_support import (
     sign,
     write_issuers,
 )
-from tests.conftest import SPEC_EXAMPLES
+from tests.conftest import SPEC_EXAMPLES, skip_without_shared
 
 SPEC_AUD = "https://cds.example.org/cds-services/some-service"
 SPEC_ISS = "https://fhir-ehr.example.com/"
@@ -96,8 +96,8 @@ def refused_for(why: str, auth: JwtAuthenticator, header: str | None, audience: 
 def spec_example():
     folder = SPEC_EXAMPLES / "2.0"
     header_file, jwks_file = folder / "jwt-authorization-header.txt", folder / "jwks-public.json"
-    if not header_file.exists() or not jwks_file.exists():
-        pytest.skip(f"spec examples not available in {folder}")
+    skip_without_shared(header_file, "the CDS Hooks spec's example token")
+    skip_without_shared(jwks_file, "the CDS Hooks spec's example JWKS")
     authorization = header_file.read_text(encoding="utf-8").strip().split(":", 1)[1].strip()
     return authorization, json.loads(jwks_file.read_text(encoding="utf-8"))
 

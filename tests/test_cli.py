@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +150,193 @@ def test_loopback_hosts_are_recognised_in_every_usual_spelling(host, loopback):
     from cds_service.net import is_loopback_host
 
     assert is_loopback_host(host) is loopback
+
+
+# --- output cut short by its reader (`| head`) ---------------------------------------------------
+
+
+def _console_script() -> list[str]:
+    exe = os.path.join(os.path.dirname(sys.executable), "calciphylaxis-cds")
+    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "cds_service"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["evaluate", "fhir_fixtures/c1-calcium-acetate-calciphylaxis.json", "--now", "2026-11-21T12:00Z"],
+        ["evaluate", "--json", "fhir_fixtures/c1-calcium-acetate-calciphylaxis.json"],
+        ["feedback-report"],
+        ["report-link"],
+        ["--help"],
+        ["snooze-end", "--help"],
+    ],
+    ids=["evaluate", "evaluate-json", "feedback-report", "report-link", "help", "sub-command-help"],
+)
+def test_a_command_whose_reader_has_gone_stops_quietly_without_a_traceback(tmp_path, args):
+    """stdout is a pipe whose reading end is already closed: every write fails with EPIPE."""
+    from cds_service.cli import EXIT_BROKEN_PIPE
+
+    env = dict(os.environ, CDS_FEEDBACK_DB=str(tmp_path / "f.db"), CDS_REPORT_LINK_SECRET="x" * 40)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [*_console_script(), *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=cli_repo(),
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    err = result.stderr.decode()
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err
+    assert result.returncode in (0, EXIT_BROKEN_PIPE), err
+
+
+def cli_repo():
+    from tests.conftest import REPO
+
+    return REPO
+
+
+def test_a_broken_pipe_in_process_is_answered_with_exit_status_141(monkeypatch, capsys):
+    def gone(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_main", lambda argv: gone(argv))
+    monkeypatch.setattr(cli, "_discard_stdout", lambda: None)
+    assert cli.main(["evaluate", "x.json"]) == 141
+
+
+# --- placeholders a shell can take ----------------------------------------------------------------
+
+
+def test_help_names_placeholders_in_capitals_never_in_angle_brackets():
+    parser = cli.build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse keeps them here
+    assert "CARD_UUID" in subcommands["snooze-end"].format_usage()
+    for name, sub in subcommands.items():
+        assert not re.search(r"<[a-z][\w ]*>", sub.format_help()), name
+
+
+def test_shell_examples_in_the_docs_have_no_angle_bracket_placeholders():
+    from tests.conftest import REPO
+
+    documents = [REPO / "README.md", *(REPO / "docs").glob("*.md")]
+    for document in documents:
+        text = document.read_text(encoding="utf-8")
+        for block in re.findall(r"```(?:sh|bash|shell|console)\n(.*?)```", text, re.S):
+            for line in block.splitlines():
+                assert not re.search(r"<[A-Za-z][^>]*>", line), f"{document.name}: {line}"
+        for span in re.findall(r"`(calciphylaxis-cds [^`]*)`", text):
+            assert "<" not in span, f"{document.name}: {span}"
+
+
+# --- HTML pages go under var/ (git-ignored) unless a file is named --------------------------------
+
+
+def test_feedback_report_html_without_a_file_goes_under_var_reports(tmp_path, monkeypatch, capsys):
+    from tests.conftest import REPO
+
+    db = tmp_path / "f.db"
+    card = Card(summary="s", indicator="critical", source=Source(label="x"), rule_id="C2-vka-calciphylaxis")
+    SQLiteFeedbackStore(db).record_served("svc", "order-select", "p", [card])
+    monkeypatch.setattr("cds_service.config.data_dir", lambda: tmp_path)
+    assert cli.main(["feedback-report", "--db", str(db), "--html"]) == 0
+    (page,) = (tmp_path / "var" / "reports").glob("governance-report-*.html")
+    assert re.fullmatch(r"governance-report-\d{4}-\d\d-\d\d\.html", page.name)
+    assert "CDS governance report" in page.read_text(encoding="utf-8")
+    assert str(page) in capsys.readouterr().out
+    assert cli.REPORTS_DIR.startswith("var/") and cli.PREVIEWS_DIR.startswith("var/")
+    assert "/var/" in (REPO / ".gitignore").read_text().split()
+
+
+# --- make services: ports of your choice -----------------------------------------------------------
+
+
+@pytest.fixture
+def fake_services(monkeypatch, tmp_path):
+    """tools/services.py with stand-ins for the two servers: what runs, on which port."""
+    from tools import services
+
+    running: dict[str, int] = {}
+    others: set[int] = set()  # ports held by other programs
+
+    class Fake:
+        kind = ""
+
+        def __init__(self, where, port, **_):
+            self.datadir = self.dir = Path(where)
+            self.port = port
+            self.bindir = Path("/usr/lib/postgresql/15/bin")
+
+        @property
+        def url(self):
+            return f"{self.kind}://127.0.0.1:{self.port}"
+
+        def running(self):
+            return self.kind in running
+
+        def start(self):
+            running[self.kind] = self.port
+
+        def stop(self):
+            running.pop(self.kind, None)
+
+        def psql(self, sql, database="postgres"):
+            return "1"
+
+    class PG(Fake):
+        kind = "postgresql"
+
+    class Redis(Fake):
+        kind = "redis"
+
+    monkeypatch.setattr(services, "PostgresCluster", PG)
+    monkeypatch.setattr(services, "RedisServer", Redis)
+    monkeypatch.setattr(services, "install", lambda: None)
+    monkeypatch.setattr(services, "pg_home", lambda: tmp_path)
+    monkeypatch.setattr(services, "STATE", tmp_path)
+    monkeypatch.setattr(services, "ENV_FILE", tmp_path / "services.env")
+    monkeypatch.setattr(services, "REPO", tmp_path)
+    monkeypatch.setattr(services, "port_open", lambda port, host="127.0.0.1": port in others | set(running.values()))
+    for name in services.PORT_VARIABLES.values():
+        monkeypatch.delenv(name, raising=False)
+    return services, running, others
+
+
+def test_make_services_takes_its_ports_from_the_environment_and_the_options_win(fake_services, monkeypatch):
+    services, running, _ = fake_services
+    monkeypatch.setenv("CDS_PG_PORT", "55432")
+    monkeypatch.setenv("CDS_REDIS_PORT", "56379")
+    assert services.wanted_ports() == {"pg": 55432, "redis": 56379}
+    assert services.wanted_ports(pg_port=5433) == {"pg": 5433, "redis": 56379}
+    assert services.main(["start", "--redis-port", "56380"]) == 0
+    assert running == {"postgresql": 55432, "redis": 56380}
+    env = services.read_env()
+    assert env["CDS_TEST_DATABASE_URL"].endswith(":55432") and env["CDS_TEST_REDIS_URL"].endswith(":56380")
+
+
+def test_make_services_restarts_a_server_running_on_another_port_than_the_one_asked(fake_services, monkeypatch):
+    services, running, _ = fake_services
+    assert services.main(["start"]) == 0  # free ports, recorded
+    first = dict(running)
+    assert services.main(["start"]) == 0 and running == first  # idempotent: kept where they run
+    monkeypatch.setenv("CDS_PG_PORT", "55433")
+    assert services.main(["start"]) == 0
+    assert running == {"postgresql": 55433, "redis": first["redis"]}
+
+
+def test_make_services_refuses_a_port_another_program_holds_naming_the_setting(fake_services, monkeypatch, capsys):
+    services, running, others = fake_services
+    others.add(55434)
+    monkeypatch.setenv("CDS_PG_PORT", "55434")
+    with pytest.raises(SystemExit) as exc:
+        services.main(["start"])
+    assert "port 55434 (CDS_PG_PORT or --pg-port) is in use by another program" in str(exc.value.code)
+    monkeypatch.setenv("CDS_PG_PORT", "not-a-port")
+    with pytest.raises(SystemExit) as exc:
+        services.main(["start"])
+    assert "CDS_PG_PORT='not-a-port' is not a TCP port" in str(exc.value.code)

@@ -61,3 +61,47 @@ def test_evaluate_html_writes_a_card_preview_a_clinician_can_open(monkeypatch, t
     assert "Replace with sevelamer carbonate 800 mg three times daily with meals" in html
     assert "<script" not in html.lower()
     assert str(page) in capsys.readouterr().out
+
+
+def test_evaluate_html_without_a_file_writes_under_var_previews_not_the_working_directory(
+    monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setattr("cds_service.config.data_dir", lambda: tmp_path / "project")
+    monkeypatch.chdir(tmp_path)
+    fixture = FIXTURES / "c1-calcium-acetate-calciphylaxis.json"
+    assert cli.main(["evaluate", str(fixture), "--html"]) == 0
+    page = tmp_path / "project" / "var" / "previews" / "c1-calcium-acetate-calciphylaxis.html"
+    assert "Stop calcium acetate 667 MG Oral Tablet" in page.read_text(encoding="utf-8")
+    assert [p.name for p in tmp_path.iterdir()] == ["project"], "nothing written where the command ran"
+    assert str(page) in capsys.readouterr().out
+
+
+def test_evaluate_piped_into_head_prints_the_first_line_and_no_traceback(tmp_path):
+    """`calciphylaxis-cds evaluate ... | head -1`: head exits after one line; the rest of the
+    output meets a closed pipe, and the command stops quietly."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    exe = os.path.join(os.path.dirname(sys.executable), "calciphylaxis-cds")
+    command = [exe] if os.path.exists(exe) else [sys.executable, "-m", "cds_service"]
+    fixture = "fhir_fixtures/m1-calciphylaxis-active-trigger-medications.json"  # several cards, 18 kB of text
+    env = dict(os.environ, CDS_FEEDBACK_DB=str(tmp_path / "f.db"))
+    evaluate = subprocess.Popen(
+        [*command, "evaluate", fixture, "--now", "2026-11-21T12:00Z"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+    )
+    head = subprocess.Popen(["head", "-1"], stdin=evaluate.stdout, stdout=subprocess.PIPE)
+    evaluate.stdout.close()  # head alone reads it now
+    out, _ = head.communicate(timeout=60)
+    err = evaluate.stderr.read().decode()
+    evaluate.stderr.close()
+    status = evaluate.wait(timeout=60)
+    assert out.decode().startswith("[1] !! CRITICAL: ")
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err
+    assert status in (0, cli.EXIT_BROKEN_PIPE)

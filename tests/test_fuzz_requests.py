@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from cds_service.config import Settings
 from cds_service.http.app import create_app
-from tests.conftest import FHIR_DATA, FIXTURES, FROZEN_NOW
+from tests.conftest import FHIR_DATA, FIXTURES, FROZEN_NOW, skip_without_shared
 
 CAPTURED = FHIR_DATA / "sandbox-captured-requests"
 
@@ -247,8 +247,7 @@ test_mutated_fixture_requests_never_get_a_500 = fuzz(FIXTURE_REQUESTS)
 
 
 def test_mutated_captured_sandbox_requests_never_get_a_500(client):
-    if not CAPTURED.is_dir():
-        pytest.skip(f"shared data not available: {CAPTURED}")
+    skip_without_shared(CAPTURED, "captured sandbox requests")
     requests = _load(CAPTURED, "_captured")
     if not requests:
         pytest.skip(f"no captured requests in {CAPTURED}")

@@ -16,7 +16,7 @@ from cds_service.patient import terminology as term
 from cds_service.patient.build import SERIES_LIMIT, build_record, orders_under_review
 from cds_service.patient.model import STALE_AFTER
 from cds_service.patient.units import ALBUMIN_PAIRING_WINDOW, CA_X_P_PAIRING_WINDOW
-from tests.conftest import load_shared
+from tests.conftest import load_shared, skip_without_shared
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 # ../shared/fhir-data beside the repository (never copied into it); tests skip when absent.
@@ -670,8 +670,7 @@ def test_synthea_egfr_display_with_a_zero_width_space_is_still_read():
 
 def test_bulk_synthea_patient_with_dialysis_decades_ago_is_not_on_dialysis_now():
     folder = SHARED_DATA / "synthea-bulk-10-patients"
-    if not folder.exists():
-        pytest.skip(f"shared data not available: {folder}")
+    skip_without_shared(folder, "bulk Synthea patients")
     patient = "Patient/79a66c97-6131-3213-f3c9-4606946ab056"
     resources = []
     for name in ("Condition.000.ndjson", "Procedure.000.ndjson", "MedicationRequest.000.ndjson"):

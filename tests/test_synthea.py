@@ -17,7 +17,7 @@ from functools import cache
 import pytest
 
 from cds_service.patient.terminology import LAB_LOINC
-from tests.conftest import FHIR_DATA
+from tests.conftest import FHIR_DATA, skip_without_shared
 
 BUNDLES = FHIR_DATA / "synthea-r4-bundles"
 BUNDLE_NAMES = [
@@ -39,8 +39,7 @@ LAB_KEYS = {
 @cache
 def _bundle_text(name: str) -> str:
     path = BUNDLES / name
-    if not path.exists():
-        pytest.skip(f"Synthea bundles not available: {path}")
+    skip_without_shared(path, "Synthea bundles")
     return path.read_text(encoding="utf-8")
 
 

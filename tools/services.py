@@ -1,12 +1,17 @@
 """PostgreSQL and Redis for the tests and for trying the shared backends: `make services`.
 
     python3 tools/services.py start    # install them if missing (Debian packages), start both
+    python3 tools/services.py start --pg-port 55432 --redis-port 56379   # on ports of your choice
     python3 tools/services.py stop
     python3 tools/services.py status
 
-Both run as private servers of this checkout, on loopback ports chosen free at start, with their
-data under var/services/ (not the system's own PostgreSQL cluster or Redis): a PostgreSQL cluster
-made with initdb (trust authentication, loopback only) and a Redis without persistence.
+Both run as private servers of this checkout, on loopback ports, with their data under
+var/services/ (not the system's own PostgreSQL cluster or Redis): a PostgreSQL cluster made with
+initdb (trust authentication, loopback only) and a Redis without persistence. The ports are the
+ones asked for (--pg-port / --redis-port, else the environment's CDS_PG_PORT / CDS_REDIS_PORT,
+so `make services CDS_PG_PORT=55432` works), else the ones used last time, else free ones chosen
+at start; a server already running on another port than the one asked for is restarted on it,
+and a port asked for that another program holds is refused with a clear message.
 `start` writes var/services/services.env, which the tests read (tests/services.py):
 
     CDS_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:PORT/postgres   (admin; tests make their own databases)
@@ -232,7 +237,8 @@ class RedisServer:
 # --------------------------------------------------------------------------------------------
 
 
-def read_env(path: Path = ENV_FILE) -> dict[str, str]:
+def read_env(path: Path | None = None) -> dict[str, str]:
+    path = path or ENV_FILE
     values = {}
     if path.exists():
         for line in path.read_text().splitlines():
@@ -287,18 +293,59 @@ def servers(env: dict[str, str]) -> tuple[PostgresCluster, RedisServer]:
     return PostgresCluster(pg_dir, pg_port), RedisServer(STATE / "redis", redis_port)
 
 
-def start() -> int:
+PORT_VARIABLES = {"pg": "CDS_PG_PORT", "redis": "CDS_REDIS_PORT"}
+
+
+def port_setting(text: str, name: str) -> int:
+    """A TCP port given as an option or environment variable ``name``; exits with a clear message."""
+    try:
+        port = int(text.strip())
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        sys.exit(f"services: {name}={text!r} is not a TCP port (1-65535)")
+    return port
+
+
+def wanted_ports(pg_port: int | None = None, redis_port: int | None = None) -> dict[str, int | None]:
+    """The ports asked for: the options, else CDS_PG_PORT / CDS_REDIS_PORT, else None (any)."""
+    wanted: dict[str, int | None] = {"pg": pg_port, "redis": redis_port}
+    for key, variable in PORT_VARIABLES.items():
+        if wanted[key] is None and os.environ.get(variable, "").strip():
+            wanted[key] = port_setting(os.environ[variable], variable)
+    return wanted
+
+
+def _taken(port: int, key: str) -> None:
+    sys.exit(
+        f"services: port {port} ({PORT_VARIABLES[key]} or --{key}-port) is in use by another program; "
+        "choose another, or leave it unset for a free one"
+    )
+
+
+def start(pg_port: int | None = None, redis_port: int | None = None) -> int:
     install()
     STATE.mkdir(parents=True, exist_ok=True)
     STATE.chmod(0o755)  # the postgres user (as root) must reach var/services/pg
     env = read_env()
+    wanted = wanted_ports(pg_port, redis_port)
     pg, redis = servers(env)
+    if wanted["pg"] is not None and pg.port != wanted["pg"]:
+        pg.stop()  # running on another port (or not at all): start it on the one asked for
+        pg = PostgresCluster(pg.datadir, wanted["pg"])
     if not pg.running():
-        if port_open(pg.port):  # the recorded port was taken meanwhile
+        if port_open(pg.port):  # the recorded port was taken meanwhile, or the one asked for is
+            if wanted["pg"] is not None:
+                _taken(pg.port, "pg")
             pg = PostgresCluster(pg.datadir, free_port())
         pg.start()
+    if wanted["redis"] is not None and redis.port != wanted["redis"]:
+        redis.stop()
+        redis = RedisServer(redis.dir, wanted["redis"])
     if not redis.running():
         if port_open(redis.port):
+            if wanted["redis"] is not None:
+                _taken(redis.port, "redis")
             redis = RedisServer(redis.dir, free_port())
         redis.start()
     if pg.psql("SELECT 1 FROM pg_database WHERE datname = 'cds'") != "1":
@@ -347,8 +394,20 @@ def status() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument(
+        "--pg-port",
+        type=lambda text: port_setting(text, "--pg-port"),
+        help="PostgreSQL's loopback port (start; default: CDS_PG_PORT, else the last one, else a free one)",
+    )
+    parser.add_argument(
+        "--redis-port",
+        type=lambda text: port_setting(text, "--redis-port"),
+        help="Redis's loopback port (start; default: CDS_REDIS_PORT, else the last one, else a free one)",
+    )
     args = parser.parse_args(argv)
-    return {"start": start, "stop": stop, "status": status}[args.command]()
+    if args.command == "start":
+        return start(args.pg_port, args.redis_port)
+    return {"stop": stop, "status": status}[args.command]()
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ReadTimeoutError
 
 from cds_service import metrics
+from cds_service.calllog import fhir_fetch
 from cds_service.config import Settings
 from cds_service.fhir.breaker import CONNECTION, TIMEOUT, UNKNOWN, ServerGuards
 from cds_service.net import is_loopback_host
@@ -492,6 +493,7 @@ class FhirClient:
             raise FhirFetchError(admission.refused)
         failure: str | None = UNKNOWN
         outcome = "error"
+        traced = fhir_fetch(url)  # a span for this GET when the call is traced (None otherwise)
         try:
             data = self._get(url, token, deadline)
             failure = None
@@ -504,6 +506,8 @@ class FhirClient:
         finally:
             breaker.record(admission.trial, failure)
             metrics.FHIR_FETCHES.labels(outcome=outcome).inc()
+            if traced is not None:
+                traced.end(outcome)
 
     def _get(self, url: str, token: str | None, deadline: float) -> dict[str, Any]:
         remaining = deadline - time.monotonic()

@@ -348,7 +348,9 @@ def make_server(app: Flask, settings: Settings, *, sockets: list[socket.socket] 
     options: dict[str, Any] = {
         "threads": settings.threads,
         "ident": "calciphylaxis-cds",
-        "clear_untrusted_proxy_headers": True,
+        # The app reads X-Forwarded-For only from CDS_TRUSTED_PROXIES peers (http/app.py); waitress
+        # strips it unless some are configured.
+        "clear_untrusted_proxy_headers": not settings.trusted_proxies,
         "expose_tracebacks": False,
         **waitress_limits(settings),
     }

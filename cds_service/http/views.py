@@ -9,7 +9,9 @@ loaded, the feedback store and the shared replay store reachable, not shutting d
 any caller, like a load balancer's probe, and say nothing but ok or which check failed.
 ``/metrics`` follows the service's authentication: open when authentication is off (like every
 endpoint); with authentication on, it needs ``Authorization: Bearer <CDS_METRICS_TOKEN>`` and is
-off without that setting (a Prometheus server cannot present a CDS Hooks JWT).
+off without that setting (a Prometheus server cannot present a CDS Hooks JWT). ``/openapi.json``
+(the OpenAPI 3.1 description) is open to any caller; ``/governance/report`` takes the services'
+authentication or a signed, expiring link (``calciphylaxis-cds report-link``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import hmac
 import logging
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -31,6 +35,13 @@ from cds_service.checks.findings import Snooze
 from cds_service.errors import BadRequest, CdsError, ServiceUnavailable, describe_validation_error
 from cds_service.feedback import check_feedback_bounds, scope_of
 from cds_service.governance.build import governance_page
+from cds_service.governance.link import (
+    EXPIRES_PARAM,
+    REPORT_PATH,
+    SIGNATURE_PARAM,
+    ReportLinkRefused,
+    check_report_link,
+)
 from cds_service.http.deps import Deps
 from cds_service.http.errors import ApiError
 from cds_service.http.responses import encoded_json_response, error_response, json_response
@@ -115,6 +126,7 @@ def index() -> Response:
             "discovery": base + "/cds-services",
             "health": base + "/health",
             "ready": base + "/ready",
+            "openapi": base + "/openapi.json",
         }
     )
 
@@ -183,6 +195,25 @@ def prometheus_metrics() -> Response:
     return Response(body, status=200, headers={"Content-Type": content_type})
 
 
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of this service (``cds_service/http/openapi.json``, kept in the
+    repository and installed with the package; tests check it against the routes and real answers)."""
+    document: dict[str, Any] = orjson.loads(resources.files("cds_service.http").joinpath("openapi.json").read_bytes())
+    return document
+
+
+@blueprint.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI description, open to any caller like ``/health`` (it holds no data and no
+    secret), with the configured public base URLs as its servers."""
+    document = dict(openapi_document())
+    bases = deps().settings.public_base_url
+    if bases:
+        document["servers"] = [{"url": base} for base in bases]
+    return json_response(document)
+
+
 @blueprint.get("/cds-services")
 def discovery() -> Response:
     _authenticate()
@@ -197,13 +228,36 @@ def _html(page: str) -> Response:
     return response
 
 
-@blueprint.get("/governance/report")
+@blueprint.get(REPORT_PATH)
 def governance_report() -> Response:
     """The CDS committee's page (per rule: served, accepted, overridden, ignored by week; reasons;
-    snoozes). Same authentication as the services; no patient data on it."""
-    _authenticate()
-    page = governance_page(deps().store.governance_records(datetime.now(UTC)), snoozing=deps().settings.snooze_enabled)
-    return _html(page)
+    snoozes); no patient data on it. Opened with the services' authentication, or with a signed,
+    unexpired link from ``calciphylaxis-cds report-link`` (``cds_service.governance.link``), so a
+    person can open it in a browser without an EHR's JWT."""
+    d = deps()
+    now = datetime.now(UTC)
+    if EXPIRES_PARAM in request.args or SIGNATURE_PARAM in request.args:
+        try:
+            until = check_report_link(
+                d.settings.report_link_secret,
+                request.path,
+                request.args.get(EXPIRES_PARAM),
+                request.args.get(SIGNATURE_PARAM),
+                now=now,
+                max_days=d.settings.report_link_max_days,
+            )
+        except ReportLinkRefused as exc:
+            g.log["report_access"] = "link refused"
+            raise ApiError(exc.status, exc.message) from None
+        g.log.update(report_access="signed link", report_link_expires=until.isoformat(timespec="seconds"))
+    else:
+        _authenticate()
+        g.log["report_access"] = "jwt" if g.get("auth") else "open"
+    page = governance_page(d.store.governance_records(now), snoozing=d.settings.snooze_enabled)
+    response = _html(page)
+    # The URL may carry a signature: keep the page out of shared caches and browser history stores.
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @blueprint.post("/cds-services/<service_id>/preview")

@@ -19,6 +19,11 @@ Correct only with state shared outside the processes: the JWT replay store in Re
 is on) and the feedback store in PostgreSQL or the one SQLite file. The JWKS cache stays per
 process (each worker fetches an issuer's keys itself; they are refetchable). Metrics are summed
 over the workers through ``PROMETHEUS_MULTIPROC_DIR`` (``cds_service.metrics``).
+
+Also here, for gunicorn, its side of ``deploy/gunicorn.conf.py``: the worker
+class (gthread with OperationOutcome error pages, draining and a clean close) and its hooks (the
+shared metric directory). Why ``serve --workers`` stays beside gunicorn: docs/operations.md,
+"Which server, for what" (gunicorn's threaded worker has no deadline for request headers).
 """
 
 from __future__ import annotations
@@ -262,3 +267,219 @@ def serve_workers(
     settings: Settings, build_app: Callable[[], Flask], sockets: list[list[socket.socket]], metrics_dir: Path | None
 ) -> int:
     return Master(settings, sockets, build_app, metrics_dir=metrics_dir).run()
+
+
+# --- gunicorn: the worker class and the configuration hooks (deploy/gunicorn.conf.py) ----------------
+
+# gunicorn's refusals (gunicorn.http.errors, by class name) and the status it answers them with;
+# any other parse error is a 400.
+_GUNICORN_STATUS = {
+    "LimitRequestLine": (414, "URI Too Long", "The request line is longer than this service accepts."),
+    "LimitRequestHeaders": (
+        431,
+        "Request Header Fields Too Large",
+        "The request headers are larger, or more numerous, than this service accepts.",
+    ),
+    "UnsupportedTransferCoding": (
+        501,
+        "Not Implemented",
+        "This Transfer-Encoding is not supported; send the body with Content-Length or chunked.",
+    ),
+    "ExpectationFailed": (417, "Expectation Failed", "The Expect header is not supported."),
+    "ForbiddenProxyRequest": (403, "Forbidden", "Proxy protocol requests are not accepted from this address."),
+    "SSLError": (403, "Forbidden", "The TLS handshake failed."),
+    "ConfigurationProblem": (
+        500,
+        "Internal Server Error",
+        "Internal error in the CDS service; the details are in its log.",
+    ),
+}
+_GUNICORN_CLIENT_ERRORS = frozenset(
+    {
+        "InvalidRequestLine",
+        "InvalidRequestMethod",
+        "InvalidHTTPVersion",
+        "InvalidHeader",
+        "InvalidHeaderName",
+        "InvalidProxyLine",
+        "InvalidSchemeHeaders",
+        "ObsoleteFolding",
+        "InvalidH2CPreface",
+        "InvalidChunkSize",
+        "ChunkMissingTerminator",
+        "InvalidChunkExtension",
+        *_GUNICORN_STATUS,
+    }
+)
+_FRAMING_HEADERS = frozenset({"CONTENT-LENGTH", "TRANSFER-ENCODING"})
+
+
+def gunicorn_error(exc: BaseException) -> tuple[int, str, str]:
+    """Status, reason and diagnostics for an error gunicorn met before the app saw the request,
+    never quoting what was sent (gunicorn's own page quotes the request line or header)."""
+    names = [kind.__name__ for kind in type(exc).__mro__]
+    for name in names:
+        if name in _GUNICORN_STATUS:
+            return _GUNICORN_STATUS[name]
+    if any(name in _GUNICORN_CLIENT_ERRORS for name in names):
+        if "InvalidHeader" in names and str(getattr(exc, "hdr", "")).upper() in _FRAMING_HEADERS:
+            return (
+                400,
+                "Bad Request",
+                "Malformed HTTP request: the Content-Length or Transfer-Encoding header is not acceptable "
+                "(both sent, sent twice, not a number, or chunked in HTTP/1.0).",
+            )
+        return 400, "Bad Request", "Malformed HTTP request: the request line or a header could not be parsed."
+    return 500, "Internal Server Error", "Internal error in the CDS service; the details are in its log."
+
+
+_gunicorn_worker: type | None = None
+
+
+def gunicorn_worker_class() -> type:
+    """gunicorn's threaded worker (gthread) for this app: the errors gunicorn answers itself
+    (unparsable request line or header, ambiguous framing, limits) are OperationOutcomes with
+    the same status, never quoting the request, with the app's request log line; on SIGTERM
+    ``/ready`` fails at once while calls in progress finish (``graceful_timeout``); at exit the
+    queued served-card rows are written out and the stores closed (``close_app``)."""
+    global _gunicorn_worker
+    if _gunicorn_worker is not None:
+        return _gunicorn_worker
+    gthread = import_module("gunicorn.workers.gthread")
+
+    def handle_error(worker: Any, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        import orjson
+
+        from cds_service.http.errors import operation_outcome
+
+        status, reason, message = gunicorn_error(exc)
+        req = req if req is not None else getattr(exc, "req", None)
+        body = orjson.dumps(operation_outcome(status, message))
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode("latin-1")
+        with contextlib.suppress(OSError):
+            client.sendall(head + body)
+        fields: dict[str, Any] = {
+            "method": str(getattr(req, "method", None) or "")[:16],
+            "path": str(getattr(req, "path", None) or "")[:200],
+            "status": status,
+            "refused_by": "gunicorn",
+        }
+        if status == 500:
+            fields["error"] = type(exc).__name__
+        logging.getLogger("cds_service.request").log(
+            logging.ERROR if status == 500 else logging.INFO, "request", extra=fields
+        )
+
+    def load_wsgi(worker: Any) -> None:
+        gthread.ThreadWorker.load_wsgi(worker)
+        deps = getattr(worker.wsgi, "extensions", {}).get("cds")
+        if deps is not None:
+            deps.writer.start()  # the served-card writer, which also runs the retention purge at start
+
+    def handle_exit(worker: Any, sig: int, frame: Any) -> None:
+        deps = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("cds")
+        if deps is not None:
+            deps.lifecycle.draining.set()  # /ready fails from now on
+        gthread.ThreadWorker.handle_exit(worker, sig, frame)
+
+    def run(worker: Any) -> None:
+        try:
+            gthread.ThreadWorker.run(worker)
+        finally:
+            app = getattr(worker, "wsgi", None)
+            if app is not None and "cds" in getattr(app, "extensions", {}):
+                from cds_service.http.app import close_app
+
+                log.info("shutting down", extra={"server": "gunicorn"})
+                close_app(app)
+
+    _gunicorn_worker = type(
+        "CdsThreadWorker",
+        (gthread.ThreadWorker,),
+        {
+            "__module__": __name__,
+            "handle_error": handle_error,
+            "load_wsgi": load_wsgi,
+            "handle_exit": handle_exit,
+            "run": run,
+        },
+    )
+    return _gunicorn_worker
+
+
+_gunicorn_metrics_dir: Path | None = None
+
+
+def gunicorn_on_starting(server: Any) -> None:
+    """In gunicorn's master, before it binds or forks: the app's start-up refusals, from
+    gunicorn's own bind and worker count, so that a refusal is one message and exit status 2
+    (each worker would otherwise refuse on its own, ``create_app``, and gunicorn stop with 4)."""
+    from pydantic import ValidationError
+
+    from cds_service.http.app import Hosting, _bind_host, startup_refusal
+
+    try:
+        settings = Settings()
+    except ValidationError:
+        return  # the workers' create_app reports it (the configuration file already did)
+    cfg = server.cfg
+    binds = list(cfg.bind)
+    hosting = Hosting(
+        "gunicorn",
+        int(cfg.workers),
+        tuple(_bind_host(bind) for bind in binds),
+        True,
+        "gunicorn bind " + ", ".join(binds),
+        bool(cfg.preload_app),
+    )
+    refusal = startup_refusal(settings, settings.issuers_file is not None, hosting)
+    if refusal is not None:
+        print(f"calciphylaxis-cds: cannot start: {refusal}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+_gunicorn_metrics_prepared = False
+
+
+def gunicorn_metrics_dir() -> None:
+    """In gunicorn's master, as its configuration file is read (before gunicorn applies its log
+    configuration, which imports this service's modules, and before any worker): a fresh
+    directory for the workers' metric files (``PROMETHEUS_MULTIPROC_DIR``), as ``serve --workers``
+    prepares it. Once per master: reading the file again (SIGHUP) keeps the live workers' files."""
+    global _gunicorn_metrics_dir, _gunicorn_metrics_prepared
+    if _gunicorn_metrics_prepared:
+        return
+    if "prometheus_client" in sys.modules and not os.environ.get(MULTIPROC_ENV):
+        log.warning("prometheus_client was imported before the gunicorn configuration: metrics stay per worker")
+        return
+    _gunicorn_metrics_prepared = True
+    _gunicorn_metrics_dir = prepare_metrics_dir()
+
+
+def gunicorn_child_exit(server: Any, worker: Any) -> None:
+    """A worker exited: forget its live gauges (its counters stay in the sums)."""
+    multiprocess = import_module("prometheus_client.multiprocess")
+    with contextlib.suppress(OSError):
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def gunicorn_on_exit(server: Any) -> None:
+    if _gunicorn_metrics_dir is not None:
+        shutil.rmtree(_gunicorn_metrics_dir, ignore_errors=True)
+
+
+def gunicorn_nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:
+    """TTIN/TTOU change the number of workers while gunicorn runs: never to several workers with
+    the in-memory JWT replay cache (start-up refuses that too)."""
+    if old_value is None or new_value <= 1:
+        return
+    settings = Settings()
+    if settings.issuers_file is not None and not settings.redis_url:
+        log.error(
+            "refusing to run several worker processes with the in-memory JWT replay cache: set CDS_REDIS_URL",
+            extra={"workers_asked": new_value, "workers": old_value},
+        )
+        server._num_workers = old_value

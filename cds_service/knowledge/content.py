@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 from cds_service.knowledge.thresholds import TEMPLATE_VALUES
@@ -220,10 +221,24 @@ def placeholders(template: str) -> set[str]:
     return names
 
 
+def content_root() -> Traversable:
+    """Where the card content is: the package ``cds_service.cards``, which pyproject.toml maps to
+    the ``cards/`` directory (the one place people edit it) and installs as package data. A source
+    checkout used without installing that mapping (``PYTHONPATH=.``, or an editable install made
+    before it) reads ``cards/`` beside the package."""
+    try:
+        return resources.files("cds_service.cards")
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parents[2] / "cards"
+        if (checkout / "common.toml").is_file():
+            return checkout
+        raise CardContentError("the card content (package cds_service.cards) is not installed") from None
+
+
 @lru_cache(maxsize=1)
 def content() -> CardContent:
     """Parse and check every cards/*.toml file once per process."""
-    root = resources.files("cards")
+    root = content_root()
     common = _load(root.joinpath("common.toml"))
     references_raw = _load(root.joinpath("references.toml"))
     substitutes_raw = _load(root.joinpath("substitutes.toml"))

@@ -11,6 +11,7 @@ coded override reasons.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -98,6 +99,21 @@ def _rule_parts(c: CardContent, rule_id: str, indicator: str) -> _RuleParts:
     return parts
 
 
+# The SMART companion page's launch URL for this call (``cds_service.smart``): set per request by
+# the HTTP app when the app is configured; None (the `evaluate` command, the app not set up) adds
+# no link.
+SMART_LAUNCH_URL: ContextVar[str | None] = ContextVar("cds_smart_launch_url", default=None)
+
+
+def _links(c: CardContent, f: Finding, links: list[Link] | None) -> list[Link] | None:
+    """A calciphylaxis card (calciphylaxis among the conditions it names, as on M1's review) gets
+    the ``smart`` link to the companion page first, then its evidence links."""
+    url = SMART_LAUNCH_URL.get()
+    if url is None or not any(condition.kind == "calciphylaxis" for condition in f.conditions):
+        return links
+    return [Link(label=fill(c.text["smart_link"]), url=url, type="smart"), *(links or [])]
+
+
 # A detail that quotes several EHR values at once (the data a check read) may be this long.
 DETAIL_CHARS = 600
 
@@ -114,7 +130,7 @@ def _card(c: CardContent, f: Finding, patient_id: str, encounter_id: str | None)
         suggestions=suggestions or None,
         selectionBehavior="at-most-one" if suggestions else None,
         overrideReasons=parts.override_reasons,
-        links=parts.links,
+        links=_links(c, f, parts.links),
         rule_id=f.rule_id,
         subject=subject_of(f) or None,  # None for a chart review (the store keeps "")
     )

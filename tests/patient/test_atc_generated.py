@@ -22,6 +22,7 @@ import pytest
 
 from cds_service.patient import atc_table
 from cds_service.patient.atc_table import atc_codes_under, atc_name, atc_parent_names, provenance
+from tests.conftest import skip_without_shared
 from tests.patient.generator_support import load_generator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,11 +64,7 @@ def gen() -> Iterator[ModuleType]:
 @pytest.fixture(scope="module")
 def source(gen: ModuleType) -> Path:
     path: Path = gen.default_source()
-    if not path.exists():
-        pytest.skip(
-            f"{path} is absent (third-party WHO ATC/DDD scrape kept outside the repo; set ATC_SOURCE "
-            "to a copy of fabkury/atcd 'WHO ATC-DDD 2026-04-25.csv'): drift of atc_generated.json not checked"
-        )
+    skip_without_shared(path, "the WHO ATC/DDD scrape, or ATC_SOURCE (drift of atc_generated.json not checked)")
     return path
 
 

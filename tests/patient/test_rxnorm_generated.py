@@ -20,6 +20,7 @@ import pytest
 
 from cds_service.patient import rxnorm_table
 from cds_service.patient.rxnorm_table import brand_classes, generated_drug, provenance
+from tests.conftest import skip_without_shared
 from tests.patient.generator_support import load_generator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,19 +60,14 @@ def classes(rxcui: str) -> frozenset[str] | None:
 
 
 def test_committed_table_is_exactly_what_the_generator_makes_from_the_source(gen):
-    if not SOURCE.exists():
-        pytest.skip(
-            f"{SOURCE} is absent (third-party sandbox extract kept outside the repo): "
-            "drift of rxnorm_generated.json not checked"
-        )
+    skip_without_shared(SOURCE, "the sandbox's RxNorm extract (drift of rxnorm_generated.json not checked)")
     regenerated = gen.generate(SOURCE)
     committed = COMMITTED.read_text(encoding="utf-8")
     assert regenerated == committed, "\n".join(gen.drift_summary(committed, regenerated))
 
 
 def test_check_mode_exits_1_and_names_the_difference_when_the_committed_file_drifts(gen, tmp_path, capsys):
-    if not SOURCE.exists():
-        pytest.skip(f"{SOURCE} is absent: --check not exercised")
+    skip_without_shared(SOURCE, "the sandbox's RxNorm extract (--check not exercised)")
     table = json.loads(COMMITTED.read_text(encoding="utf-8"))
     del table["entries"]["197433"]
     stale = tmp_path / "stale.json"
