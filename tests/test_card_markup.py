@@ -39,7 +39,7 @@ def test_a_drug_text_with_links_images_and_html_stays_plain_text_on_the_card(cli
     assert card["indicator"] == "critical"
     detail = _service_markdown_removed(card["detail"])
     assert not _LIVE.search(detail), detail
-    assert "\\[click here\\]" in detail and "\\<img src=x\\>" in detail and "www\\.evil" in detail
+    assert "[click here\\](" in detail and "\\<img src=x\\>" in detail and "www\\.evil" in detail
     assert "[click here](https://" not in card["summary"]  # the summary is plain text on one line
     assert "\n" not in card["summary"]
 
@@ -106,3 +106,8 @@ def test_an_earlier_override_is_shown_in_the_services_words_never_the_callers(cl
         reason_code="not-offered",
     )
     assert "x" not in _override_reason(c, unknown)
+
+
+def test_an_rxnorm_brand_in_brackets_reads_as_written():
+    """Brackets alone are not markup: "[Coumadin]" in an RxNorm name stays as the EHR wrote it."""
+    assert inert("warfarin sodium 5 MG Oral Tablet [Coumadin]") == "warfarin sodium 5 MG Oral Tablet [Coumadin]"

@@ -6,7 +6,8 @@ a problem-list entry controls: written into the detail as they are, "[see here](
 becomes a live link, "![x](...)" an image, "<b>" markup, "|" a table cell, a line break a new
 block, and "www.example.com" or a bare "https://" address an automatic link. ``inert`` escapes
 every character that can start one of those (a backslash escape renders as the character
-itself, so the clinician reads the text unchanged) and bounds its length; the service's own
+itself, so the clinician reads the text unchanged; a bracket is escaped only where it would
+close a link's text, so "[Coumadin]" in an RxNorm name reads as written) and bounds its length; the service's own
 content (cards/*.toml) is markdown on purpose and is never passed through it.
 """
 
@@ -21,9 +22,12 @@ __all__ = ["MAX_SHOWN_CHARS", "inert", "one_line", "plain"]
 MAX_SHOWN_CHARS = 200
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
-# Markdown punctuation that can open emphasis, code, links, images, HTML, entities, tables,
-# strikethrough or an escape of its own.
-_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&!#])")
+# Markdown punctuation that can open emphasis, code, HTML, a table cell, strikethrough or an escape
+# of its own. Brackets alone are plain text (an RxNorm name's "[Coumadin]" stays as it is): a link or
+# an image needs "](" or "][" right after the text, and that bracket is escaped (_LINK_OPENING). A
+# reference definition would have to start a line, and the text is kept on one line.
+_SPECIAL = re.compile(r"([\\`*_<>|~])")
+_LINK_OPENING = re.compile(r"\](?=[(\[])")
 # What GFM turns into links without any markup: a scheme's "://", "www.", e-mail addresses.
 _AUTOLINK = re.compile(r"(?i)(?<=:)//|(?<=www)\.|@")
 
@@ -39,7 +43,7 @@ def one_line(text: object, limit: int = MAX_SHOWN_CHARS) -> str:
 
 def inert(text: object, limit: int = MAX_SHOWN_CHARS) -> str:
     """``text`` safe to place anywhere in a markdown detail: one line, bounded, no markup."""
-    value = _SPECIAL.sub(r"\\\1", one_line(text, limit))
+    value = _LINK_OPENING.sub(r"\\]", _SPECIAL.sub(r"\\\1", one_line(text, limit)))
     return _AUTOLINK.sub(lambda m: "\\" + m.group(0) if m.group(0) != "//" else "\\/\\/", value)
 
 
