@@ -49,12 +49,16 @@ def inert(text: object, limit: int = MAX_SHOWN_CHARS) -> str:
 
 # In a plain-text field (a card's summary, a suggestion's label) there is nothing to escape, but
 # an EHR that renders it as markdown anyway, or turns addresses into links, must find nothing to
-# act on: the markup characters are dropped and addresses broken ("https: //", "www .").
-_PLAIN_DROPPED = re.compile(r"[\\`*_\[\]<>|~]+")
+# act on: the characters that open emphasis, code or HTML are dropped, a bracket that would close
+# a link's text is parted from what follows ("[Coumadin]" stays), and addresses are broken
+# ("https: //", "www .", "a @b").
+_PLAIN_DROPPED = re.compile(r"[\\`*<>|~]+")
+_PLAIN_LINK_OPENING = re.compile(r"\](?=[(\[])")
 _PLAIN_ADDRESS = re.compile(r"(?i)(?<=:)(?=//)|(?<=www)(?=\.)|(?=@)")
 
 
 def plain(text: object, limit: int = MAX_SHOWN_CHARS) -> str:
-    """``text`` for a plain-text field: one line, bounded, without markup characters, with web
-    and e-mail addresses broken so that no renderer makes them links."""
-    return _PLAIN_ADDRESS.sub(" ", _PLAIN_DROPPED.sub("", one_line(text, limit)))
+    """``text`` for a plain-text field: one line, bounded, without markup, with web and e-mail
+    addresses broken so that no renderer makes them links."""
+    value = _PLAIN_DROPPED.sub("", one_line(text, limit))
+    return _PLAIN_ADDRESS.sub(" ", _PLAIN_LINK_OPENING.sub("] ", value))
