@@ -10,7 +10,7 @@ import pytest
 
 from cds_service.config import Settings
 from cds_service.http.app import create_app
-from tests.services import pg_database, pg_url, redis_settings  # noqa: F401 - fixtures for every test module
+from tests.services import pg_database, pg_url, private_postgres, redis_settings  # noqa: F401 - fixtures for every test module
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,27 @@ from tools.services import free_port
 
 # Settings a developer's shell may hold that must not leak into a test's server.
 _CLEARED = ("CDS_DATABASE_URL", "CDS_REDIS_URL", "CDS_ISSUERS_FILE", "CDS_PUBLIC_BASE_URL", "CDS_WORKERS")
+
+
+def exchange(port: int, data: bytes, timeout: float) -> tuple[bytes, bool]:
+    """Send ``data`` over a raw loopback socket (without closing our side) and read until the server
+    closes the connection or ``timeout`` passes: (everything read, whether the server closed it)."""
+    chunks = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return b"".join(chunks), False
+            except ConnectionResetError:
+                return b"".join(chunks), True
+            if not chunk:
+                return b"".join(chunks), True
+            chunks.append(chunk)
+    return b"".join(chunks), False
 
 
 def command() -> list[str]:

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
+
+from tools.services import PostgresCluster, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_FILE = REPO / "var" / "services" / "services.env"
@@ -143,3 +147,15 @@ def redis_settings() -> Iterator[dict[str, str]]:
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@pytest.fixture
+def private_postgres():
+    """A PostgreSQL cluster of this test's own, which it may stop and start."""
+    directory = Path(tempfile.mkdtemp(prefix="cds-pg-"))
+    directory.chmod(0o755)  # as root, the cluster runs as the postgres user
+    cluster = PostgresCluster(directory / "data", free_port(), bindir=pg_bindir(), fast=True)
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+    subprocess.run(["rm", "-rf", str(directory)], check=False)

@@ -13,12 +13,7 @@ The pages are opened in parallel: one Chromium start each, a couple of seconds i
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import struct
-import subprocess
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -28,92 +23,18 @@ from cds_service.governance import render_report
 from cds_service.pipeline import run_hook
 from cds_service.render.html import render_preview
 from cds_service.services import SERVICES
-from tests.conftest import FIXTURES, FROZEN_NOW, REPO
+from tests.browser_support import Opened, artifacts, open_in_chromium, png_size, requires_chromium
+from tests.conftest import FIXTURES, FROZEN_NOW
 from tests.governance_support import GENERATED_AT, realistic_data
-from tests.html_support import Node, parse
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts" / "browser"
 WINDOW = (1280, 2000)
-TIMEOUT_SECONDS = 60
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="headless Chromium is not installed (/usr/bin/chromium): run `make browser` to install Debian's chromium",
-)
-
-# Chrome logs each console message (log, warning, error, uncaught exception, CSP violation) as
-# "...:INFO:CONSOLE:12] "text", source: ..." (older releases: "CONSOLE(12)").
-CONSOLE_LINE = re.compile(r"CONSOLE[(:]|Uncaught")
+pytestmark = requires_chromium
 
 BROKEN_PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>broken</title>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'">
 </head><body><p>broken</p><img src="https://example.invalid/pixel.png" alt="">
 <script>undefinedFunction();</script></body></html>"""
-
-
-@dataclass
-class Opened:
-    dom: Node
-    console: list[str]
-    screenshot: Path
-
-
-def chromium_command(page: Path, screenshot: Path, profile: Path) -> list[str]:
-    return [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--hide-scrollbars",
-        "--force-device-scale-factor=1",
-        f"--user-data-dir={profile}",
-        "--enable-logging=stderr",
-        "--v=0",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
-        f"--screenshot={screenshot}",
-        "--dump-dom",
-        page.resolve().as_uri(),
-    ]
-
-
-def open_in_chromium(pages: dict[str, Path], workdir: Path) -> dict[str, Opened]:
-    """Open every page in its own headless Chromium, all at once; wait for all."""
-    running = {}
-    for name, page in pages.items():
-        screenshot = workdir / f"{name}.png"
-        command = chromium_command(page, screenshot, workdir / f"profile-{name}")
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
-        )
-        running[name] = (process, screenshot)
-    opened = {}
-    for name, (process, screenshot) in running.items():
-        try:
-            out, err = process.communicate(timeout=TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
-            pytest.fail(f"Chromium did not finish {name} in {TIMEOUT_SECONDS} s:\n{err[-3000:]}")
-        assert process.returncode == 0, f"Chromium failed on {name} ({process.returncode}):\n{err[-3000:]}"
-        assert out.lstrip().lower().startswith("<!doctype html>"), f"no DOM dumped for {name}:\n{err[-3000:]}"
-        console = [line for line in err.splitlines() if CONSOLE_LINE.search(line)]
-        opened[name] = Opened(parse(out), console, screenshot)
-    return opened
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
 
 
 def critical_card_response():
@@ -139,16 +60,13 @@ def opened(tmp_path_factory) -> dict[str, Opened]:
     for name, page in pages.items():
         paths[name] = workdir / f"{name}.html"
         paths[name].write_text(page, encoding="utf-8")
-    result = open_in_chromium(paths, workdir)
+    result = open_in_chromium({name: path.resolve().as_uri() for name, path in paths.items()}, workdir, WINDOW)
     # Keep what a person would want to look at: the pages and their screenshots.
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    ignore = ARTIFACTS.parent / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# test output (tests/test_browser_report.py): never committed\n*\n", encoding="utf-8")
+    kept = artifacts()
     for name in ("governance-report", "card-preview-critical"):
-        shutil.copyfile(paths[name], ARTIFACTS / f"{name}.html")
+        shutil.copyfile(paths[name], kept / f"{name}.html")
         if result[name].screenshot.exists():
-            shutil.copyfile(result[name].screenshot, ARTIFACTS / f"{name}.png")
+            shutil.copyfile(result[name].screenshot, kept / f"{name}.png")
     return result
 
 
@@ -242,11 +160,10 @@ def test_the_report_from_a_store_filled_with_realistic_feedback_renders_in_chrom
     assert "{" + "corrected_calcium_high}" not in page and "above 10.2 mg/dL" in page  # rule titles filled
     path = tmp_path / "store-report.html"
     path.write_text(page, encoding="utf-8")
-    opened = open_in_chromium({"store-report": path}, tmp_path)["store-report"]
+    opened = open_in_chromium({"store-report": path.resolve().as_uri()}, tmp_path, WINDOW)["store-report"]
     assert opened.console == [], "console messages:\n" + "\n".join(opened.console)
     for rule_id in {c.rule_id for c in served}:
         section = opened.dom.find("section", cls="rule", data_rule=rule_id)
         assert section.find("figure", data_chart="weekly").find("svg").find("g", cls="plot").find_all("rect"), rule_id
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     if opened.screenshot.exists():
-        shutil.copyfile(opened.screenshot, ARTIFACTS / "governance-report-from-store.png")
+        shutil.copyfile(opened.screenshot, artifacts() / "governance-report-from-store.png")

@@ -3,10 +3,10 @@
 The service (on 127.0.0.1) answers a patient-view call with a critical calciphylaxis card whose
 first link is the app's ``smart`` link. The test EHR (``tests/smart_ehr.py``, on 127.0.0.2: a
 different site to the browser) launches that link as an EHR does. Headless Chromium (Debian's,
-as in ``tests/test_browser_report.py``) opens the EHR's launch address and follows, by itself,
-every redirect: EHR launch -> /app/launch (session cookie set) -> the EHR's authorize endpoint
-(cross-site) -> /app/callback (the SameSite=Lax cookie comes back on this top-level navigation)
--> /app/view. ``--dump-dom`` gives the DOM of the page it ended on; no DevTools protocol or
+as in ``tests/test_browser_report.py``; both open it through ``tests/browser_support.py``) opens
+the EHR's launch address and follows, by itself, every redirect: EHR launch -> /app/launch
+(session cookie set) -> the EHR's authorize endpoint (cross-site) -> /app/callback (the
+SameSite=Lax cookie comes back on this top-level navigation) -> /app/view. ``--dump-dom`` gives the DOM of the page it ended on; no DevTools protocol or
 Playwright is needed, because the launch is a chain of HTTP redirects with no script and no
 click on the way. The console must stay silent (the page runs no script, and its CSP would
 report anything it blocked); a screenshot at the 1280-pixel width of an EHR side panel is saved
@@ -16,9 +16,7 @@ under ``test-artifacts/browser/``.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,64 +24,19 @@ import requests
 
 from cds_service.config import Settings
 from cds_service.http.app import create_app
+from tests.browser_support import Opened, artifacts, open_in_chromium, png_size, requires_chromium
 from tests.conftest import FROZEN_NOW
-from tests.html_support import Node, parse
 from tests.smart_ehr import CLIENT_ID, PATIENT, ServiceServer, SmartTestEhr, calciphylaxis_chart
-from tests.test_browser_report import ARTIFACTS, CHROMIUM, CONSOLE_LINE, TIMEOUT_SECONDS, png_size
 from tests.test_smart_app import patient_view_body
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="headless Chromium is not installed (/usr/bin/chromium): run `make browser` to install Debian's chromium",
-)
+pytestmark = requires_chromium
 
 WINDOW = (1280, 2600)
 
 
-@dataclass
-class Visit:
-    dom: Node
-    console: list[str]
-    screenshot: Path
-
-
-def visit(url: str, workdir: Path, name: str) -> Visit:
+def visit(url: str, workdir: Path, name: str) -> Opened:
     """Open ``url`` in a fresh headless Chromium (its own profile: no cookie from before)."""
-    screenshot = workdir / f"{name}.png"
-    command = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--hide-scrollbars",
-        "--force-device-scale-factor=1",
-        f"--user-data-dir={workdir / f'profile-{name}'}",
-        "--enable-logging=stderr",
-        "--v=0",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
-        f"--screenshot={screenshot}",
-        "--dump-dom",
-        url,
-    ]
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=TIMEOUT_SECONDS, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"Chromium did not finish {name} in {TIMEOUT_SECONDS} s:\n{str(exc.stderr)[-3000:]}")
-    assert done.returncode == 0, f"Chromium failed on {name} ({done.returncode}):\n{done.stderr[-3000:]}"
-    assert done.stdout.lstrip().lower().startswith("<!doctype html>"), (
-        f"no DOM dumped for {name}:\n{done.stderr[-3000:]}"
-    )
-    console = [line for line in done.stderr.splitlines() if CONSOLE_LINE.search(line)]
-    return Visit(parse(done.stdout), console, screenshot)
+    return open_in_chromium({name: url}, workdir, WINDOW)[name]
 
 
 @pytest.fixture(scope="module")
@@ -111,13 +64,10 @@ def launched(tmp_path_factory):
             seen = ehr.seen()
             violations = list(ehr.violations)
             authorized = list(ehr.authorize_requests)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    ignore = ARTIFACTS.parent / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# test output (tests/test_browser_*.py): never committed\n*\n", encoding="utf-8")
+    kept = artifacts()
     for name, opened in (("smart-app", page), ("smart-app-no-session", refused)):
         if opened.screenshot.exists():
-            shutil.copyfile(opened.screenshot, ARTIFACTS / f"{name}.png")
+            shutil.copyfile(opened.screenshot, kept / f"{name}.png")
     return {
         "card": critical,
         "page": page,
@@ -129,7 +79,7 @@ def launched(tmp_path_factory):
 
 
 def test_chromium_follows_the_cards_smart_link_through_the_launch_to_the_page(launched):
-    page: Visit = launched["page"]
+    page: Opened = launched["page"]
     assert page.console == [], "console messages:\n" + "\n".join(page.console)
     dom = page.dom
     assert dom.find("h1").text() == "Mineral trends and the rules' reasoning", dom.text()[:500]
@@ -175,7 +125,7 @@ def test_the_screenshot_is_a_1280_pixel_side_panel_page(launched):
 
 
 def test_without_its_session_the_page_says_so_silently(launched):
-    refused: Visit = launched["refused"]
+    refused: Opened = launched["refused"]
     assert refused.console == [], "console messages:\n" + "\n".join(refused.console)
     assert refused.dom.find("h1").text() == "The session has ended"
     assert refused.dom.find_all("svg") == []

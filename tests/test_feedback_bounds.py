@@ -11,10 +11,7 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import subprocess
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -31,35 +28,18 @@ from cds_service.governance.build import NOT_OFFERED
 from cds_service.http.app import create_app
 from cds_service.knowledge.content import content
 from cds_service.protocol import Card, FeedbackItem, Source
-from tests.conftest import FIXTURES, FROZEN_NOW
+from tests.conftest import FROZEN_NOW
+from tests.feedback_support import ORDER_SELECT, PATIENT_VIEW, PV, order_select_body, overridden
 from tests.processes import ServiceProcess
-from tests.services import pg_bindir
-from tools.services import PostgresCluster, free_port
 
-PATIENT_VIEW = "/cds-services/calciphylaxis-patient-view"
-ORDER_SELECT = "/cds-services/calciphylaxis-order-select"
 SYSTEM = content().override_system
 ONE_MONTH = "benefit-outweighs-risk-review-1-month"
 THREE_MONTHS = "addressed-with-nephrology-3-months"
 
-PV = json.loads((FIXTURES / "c1-calcium-acetate-on-home-medication-list-patient-view.json").read_text())
-PV.pop("_expected")
-
-
-def _order_select_body() -> dict:
-    body = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())
-    body.pop("_expected", None)
-    return body
-
 
 def _override(card: str, code: str = ONE_MONTH, *, system: str | None = SYSTEM, display: str = "", at: str = "12:01"):
     reason = {"code": code, **({"system": system} if system else {}), **({"display": display} if display else {})}
-    return {
-        "card": card,
-        "outcome": "overridden",
-        "outcomeTimestamp": f"2026-11-21T{at}:00Z",
-        "overrideReason": {"reason": reason},
-    }
+    return overridden(card, reason, at)
 
 
 @pytest.fixture
@@ -103,8 +83,7 @@ def test_an_override_display_of_any_size_is_never_stored_nor_shown_on_a_later_ca
     assert not any("Ignore the calcium" in value or "xxxxxxxx" in value for value in stored)
     assert max(len(value) for value in stored) < 2000
     # the order hook that says an earlier override holds words it from the service's own content
-    order = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())
-    order.pop("_expected")
+    order = order_select_body()
     order["context"]["patientId"] = PV["context"]["patientId"]
     for key in ("conditions", "calcium", "albumin", "phosphate", "pth", "egfr"):
         order["prefetch"][key] = PV["prefetch"][key]
@@ -204,7 +183,7 @@ def test_a_long_comment_is_cut_and_members_the_service_does_not_use_are_not_stor
 
 def test_each_card_takes_at_most_a_few_feedback_items(db):
     client = _client(db, feedback_max_per_card=3)
-    (card,) = client.post(ORDER_SELECT, json=_order_select_body()).get_json()["cards"]
+    (card,) = client.post(ORDER_SELECT, json=order_select_body()).get_json()["cards"]
     items = [_override(card["uuid"], "benefit-outweighs-risk", at=f"12:{n:02d}") for n in range(10)]
     answer = client.post(ORDER_SELECT + "/feedback", json={"feedback": items}).get_json()
     assert (answer["stored"], answer["duplicates"], answer["refused"]) == (3, 0, 7)
@@ -298,18 +277,6 @@ def test_feedback_retention_is_configured_and_on_by_default(tmp_path):
 # --- finding 5: a store that is down costs a hook call milliseconds ----------------------------------
 
 
-@pytest.fixture
-def private_postgres():
-    """A PostgreSQL cluster of this test's own, which it may stop and start."""
-    directory = Path(tempfile.mkdtemp(prefix="cds-pg-"))
-    directory.chmod(0o755)  # as root, the cluster runs as the postgres user
-    cluster = PostgresCluster(directory / "data", free_port(), bindir=pg_bindir(), fast=True)
-    cluster.start()
-    yield cluster
-    cluster.destroy()
-    subprocess.run(["rm", "-rf", str(directory)], check=False)
-
-
 def test_a_stopped_postgres_costs_the_snooze_lookup_one_short_wait_then_none(private_postgres):
     clock = [1000.0]
     store = PostgresFeedbackStore(private_postgres.url, connect_timeout=5.0)  # the default 5 s
@@ -354,7 +321,7 @@ def test_hook_calls_to_two_workers_after_postgres_stops_are_answered_at_once_wit
 ):
     server = ServiceProcess({"CDS_DATABASE_URL": private_postgres.url}, "--workers", "2")
     try:
-        body = _order_select_body()
+        body = order_select_body()
         for _ in range(12):  # both workers have served calls: their connection pools are open
             assert server.request("POST", ORDER_SELECT, body)[0] == 200
         private_postgres.stop()

@@ -11,7 +11,6 @@ served-card row is written before the card leaves (write-through), so every over
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -26,24 +25,13 @@ from cds_service.http.app import create_app
 from cds_service.knowledge.content import content
 from cds_service.protocol import Card, FeedbackItem, OverrideReason, Source
 from tests.auth_support import BASE, ISS, bearer, claims, default_issuer, ec_key, jwks, public_jwk, sign, write_issuers
-from tests.conftest import FIXTURES, FROZEN_NOW
+from tests.conftest import FROZEN_NOW
+from tests.feedback_support import ORDER_SELECT, PATIENT_VIEW, PV, order_select_body, overridden
 from tests.processes import ServiceProcess
 
-PATIENT_VIEW = "/cds-services/calciphylaxis-patient-view"
-ORDER_SELECT = "/cds-services/calciphylaxis-order-select"
 SYSTEM = content().override_system
 SNOOZING = set(content().snooze_days)
 OTHER_ISS = "https://other-hospital.test.example/cds-client"
-
-PV = json.loads((FIXTURES / "c1-calcium-acetate-on-home-medication-list-patient-view.json").read_text())
-PV.pop("_expected")
-
-
-def _order_select_body() -> dict:
-    body = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())
-    body.pop("_expected", None)
-    return body
-
 
 # --- callers -------------------------------------------------------------------------------------
 
@@ -68,12 +56,7 @@ class Caller:
 
     def override(self, card: dict, code: str | None = None, path=PATIENT_VIEW, system=SYSTEM) -> dict:
         code = code or next(r["code"] for r in card["overrideReasons"] if r["code"] in SNOOZING)
-        item = {
-            "card": card["uuid"],
-            "outcome": "overridden",
-            "outcomeTimestamp": "2026-11-21T12:01:00Z",
-            "overrideReason": {"reason": {"system": system, "code": code, "display": "whatever the EHR says"}},
-        }
+        item = overridden(card["uuid"], {"system": system, "code": code, "display": "whatever the EHR says"})
         response = self.client.post(
             path + "/feedback", json={"feedback": [item]}, headers=self._headers(path + "/feedback")
         )
@@ -188,12 +171,7 @@ def test_snoozes_and_served_cards_carry_the_callers_scope_on_either_backend(stor
     a, b = scope_of({"iss": ISS, "tenant": "a"}), scope_of({"iss": ISS, "tenant": "b"})
     store.record_served("svc", "patient-view", "patient-1", [card], scope=a)
     item = FeedbackItem.model_validate(
-        {
-            "card": card.uuid,
-            "outcome": "overridden",
-            "outcomeTimestamp": "2026-11-21T12:00:00Z",
-            "overrideReason": {"reason": {"system": SYSTEM, "code": "addressed-with-nephrology-3-months"}},
-        }
+        overridden(card.uuid, {"system": SYSTEM, "code": "addressed-with-nephrology-3-months"}, at="12:00")
     )
     (wrong_caller,) = store.record_feedback("svc", [item], scope=b)
     (wrong_service,) = store.record_feedback("other-svc", [item], scope=a)
@@ -226,19 +204,14 @@ def test_overrides_sent_right_after_the_card_to_a_two_worker_server_all_snooze(s
     before the card left), so every override records its snooze."""
     server = ServiceProcess(shared_store_env, "--workers", "2")
     try:
-        body = _order_select_body()
+        body = order_select_body()
         results = []
         for _ in range(30):
             status, answer, _ = server.request("POST", ORDER_SELECT, body)
             assert status == 200, answer
             (card,) = answer["cards"]
             code = next(r["code"] for r in card["overrideReasons"] if r["code"] in SNOOZING)
-            item = {
-                "card": card["uuid"],
-                "outcome": "overridden",
-                "outcomeTimestamp": "2026-11-21T12:01:00Z",
-                "overrideReason": {"reason": {"system": SYSTEM, "code": code}},
-            }
+            item = overridden(card["uuid"], {"system": SYSTEM, "code": code})
             status, answer, _ = server.request("POST", ORDER_SELECT + "/feedback", {"feedback": [item]})
             assert status == 200, answer
             results.append(answer["items"][0])
@@ -306,17 +279,12 @@ def test_concurrent_hook_calls_and_overrides_over_two_workers_lose_no_snooze(pg_
     """The same under concurrency: eight clients, each a card and its override at once."""
     server = ServiceProcess({"CDS_DATABASE_URL": pg_url}, "--workers", "2")
     try:
-        body = _order_select_body()
+        body = order_select_body()
 
         def one(_: int) -> dict:
             (card,) = server.request("POST", ORDER_SELECT, body)[1]["cards"]
             code = next(r["code"] for r in card["overrideReasons"] if r["code"] in SNOOZING)
-            item = {
-                "card": card["uuid"],
-                "outcome": "overridden",
-                "outcomeTimestamp": "2026-11-21T12:01:00Z",
-                "overrideReason": {"reason": {"system": SYSTEM, "code": code}},
-            }
+            item = overridden(card["uuid"], {"system": SYSTEM, "code": code})
             return server.request("POST", ORDER_SELECT + "/feedback", {"feedback": [item]})[1]["items"][0]
 
         with ThreadPoolExecutor(8) as pool:

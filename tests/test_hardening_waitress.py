@@ -22,17 +22,13 @@ from pathlib import Path
 import pytest
 
 from cds_service.http.limits import MAX_HEADER_BYTES
+from tests.processes import exchange
+from tools.services import free_port
 
 MAX_BODY = 64 * 1024
 PATIENT_VIEW = "/cds-services/calciphylaxis-patient-view"
 # Values a caller sends that must never reach the server's log.
 SECRETS = ("patient-sentinel-7f3a", "token-sentinel-9c1e", "body-sentinel-44d2")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -75,27 +71,12 @@ class Server:
     def exchange(self, data: bytes, *, timeout: float = 5) -> tuple[bytes, bool]:
         """Send raw bytes, keeping our side open, and read until the server closes the connection
         or ``timeout`` passes: (everything read, whether the server closed it)."""
-        chunks = []
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
-            sock.sendall(data)
-            deadline = time.monotonic() + timeout
-            while (left := deadline - time.monotonic()) > 0:
-                sock.settimeout(left)
-                try:
-                    chunk = sock.recv(65536)
-                except TimeoutError:
-                    return b"".join(chunks), False
-                except ConnectionResetError:
-                    return b"".join(chunks), True
-                if not chunk:
-                    return b"".join(chunks), True
-                chunks.append(chunk)
-        return b"".join(chunks), False
+        return exchange(self.port, data, timeout)
 
 
 @contextlib.contextmanager
 def running_server(tmp: Path) -> Iterator[Server]:
-    port = _free_port()
+    port = free_port()
     env = dict(
         os.environ,
         CDS_PORT=str(port),

@@ -12,31 +12,20 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from cds_service.knowledge.content import content
 from tests.auth_support import BASE, ISS, bearer, claims, default_issuer, ec_key, sign, write_issuers
-from tests.conftest import FIXTURES
+from tests.feedback_support import ORDER_SELECT, order_select_body
 from tests.processes import ServiceProcess, command
-from tests.services import pg_bindir
-from tools.services import PostgresCluster, free_port
 
-ORDER_SELECT = "/cds-services/calciphylaxis-order-select"
 FEEDBACK = ORDER_SELECT + "/feedback"
-
-
-def _order_select_body() -> dict:
-    body = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())
-    body.pop("_expected", None)
-    return body
 
 
 def _feedback(card: str, outcome: str = "accepted") -> dict:
@@ -165,7 +154,7 @@ def test_feedback_posted_to_both_replicas_under_concurrency_and_a_kill_is_stored
 
 def test_feedback_report_reads_the_store_both_replicas_share(shared, replicas):
     a, b = replicas(shared), replicas(shared)
-    body = _order_select_body()
+    body = order_select_body()
     cards_a = [a.request("POST", ORDER_SELECT, body)[1]["cards"][0]["uuid"] for _ in range(3)]
     cards_b = [b.request("POST", ORDER_SELECT, body)[1]["cards"][0]["uuid"] for _ in range(3)]
     for card in cards_a:  # feedback reaches the other replica than the one that served the card
@@ -203,7 +192,7 @@ def test_metrics_scraped_from_a_multi_process_server_show_the_counters_moving(sh
     assert server.request("GET", "/ready")[0] == 200
     service = {"service": "calciphylaxis-order-select"}
     before = server.request("GET", "/metrics")[1]
-    body = _order_select_body()
+    body = order_select_body()
     cards = [server.request("POST", ORDER_SELECT, body)[1]["cards"][0] for _ in range(12)]
     server.request("POST", FEEDBACK, _feedback(cards[0]["uuid"], "accepted"))
     server.request("POST", FEEDBACK, _feedback(cards[0]["uuid"], "accepted"))  # a duplicate
@@ -235,18 +224,6 @@ def test_metrics_scraped_from_a_multi_process_server_show_the_counters_moving(sh
     assert served == 12  # both workers wrote out their queued rows on the way down
 
 
-@pytest.fixture
-def private_postgres():
-    """A PostgreSQL cluster of this test's own, which it may stop and start."""
-    directory = Path(tempfile.mkdtemp(prefix="cds-pg-"))
-    directory.chmod(0o755)  # as root, the cluster runs as the postgres user
-    cluster = PostgresCluster(directory / "data", free_port(), bindir=pg_bindir(), fast=True)
-    cluster.start()
-    yield cluster
-    cluster.destroy()
-    subprocess.run(["rm", "-rf", str(directory)], check=False)
-
-
 def test_ready_fails_while_postgres_is_stopped_and_hook_calls_go_on(private_postgres, replicas):
     server = replicas({"CDS_DATABASE_URL": private_postgres.url, "CDS_DATABASE_CONNECT_TIMEOUT": "1"})
     status, body, _ = server.request("GET", "/ready")
@@ -259,7 +236,7 @@ def test_ready_fails_while_postgres_is_stopped_and_hook_calls_go_on(private_post
     assert body["issue"][0]["diagnostics"] == "Not ready: database unreachable."
     assert "127.0.0.1" not in json.dumps(body)  # where the database is stays in the log
     # Hook calls do not need the database (their served-card rows wait in the queue) ...
-    hook = server.request("POST", ORDER_SELECT, _order_select_body())
+    hook = server.request("POST", ORDER_SELECT, order_select_body())
     assert hook[0] == 200 and hook[1]["cards"]
     # ... feedback does, and says so: retry later.
     status, body, headers = server.request("POST", FEEDBACK, _feedback("card-while-down"))

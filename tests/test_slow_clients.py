@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ServiceProcess
+from tests.processes import ServiceProcess, exchange
 
 HEADER_TIMEOUT = 2.0
 HEALTH_BOUND = 2.0  # seconds a health probe may take while the server is under attack
@@ -154,27 +154,6 @@ class HealthProbe(threading.Thread):
         except OSError:
             return None
         return time.monotonic() - started if answer.startswith(b"HTTP/1.1 200 ") else None
-
-
-def exchange(port: int, data: bytes, timeout: float) -> tuple[bytes, bool]:
-    """Send ``data`` (without closing our side) and read until the server closes the connection or
-    ``timeout`` passes: (everything read, whether the server closed it)."""
-    chunks = []
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                return b"".join(chunks), False
-            except ConnectionResetError:
-                return b"".join(chunks), True
-            if not chunk:
-                return b"".join(chunks), True
-            chunks.append(chunk)
-    return b"".join(chunks), False
 
 
 @contextlib.contextmanager

@@ -4,16 +4,14 @@ the card; order hooks still warn and say so; snoozing can be turned off."""
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 
 from cds_service.config import Settings
 from cds_service.http.app import create_app
-from tests.conftest import FIXTURES, FROZEN_NOW
+from tests.conftest import FROZEN_NOW
+from tests.feedback_support import PV, order_select_body, overridden
 
-PV = json.loads((FIXTURES / "c1-calcium-acetate-on-home-medication-list-patient-view.json").read_text())
-PV.pop("_expected")
 SNOOZE = {
     "system": "https://calciphylaxis-cds.example.org/CodeSystem/override-reason",
     "code": "addressed-with-nephrology-3-months",
@@ -39,12 +37,7 @@ def _snoozing_reason(card) -> dict:
 
 
 def _override(client, card, reason=None, service="calciphylaxis-patient-view"):
-    item = {
-        "card": card["uuid"],
-        "outcome": "overridden",
-        "outcomeTimestamp": "2026-11-21T12:01:00Z",
-        "overrideReason": {"reason": reason or _snoozing_reason(card)},
-    }
+    item = overridden(card["uuid"], reason or _snoozing_reason(card))
     response = client.post(f"/cds-services/{service}/feedback", json={"feedback": [item]})
     answer = response.get_json()
     assert (answer["stored"], answer["duplicates"], answer["refused"]) == (1, 0, 0), answer
@@ -68,8 +61,7 @@ def test_a_snoozing_override_stops_patient_view_repeating_that_card_but_not_the_
 def test_order_hooks_still_warn_on_a_new_order_and_say_an_earlier_override_holds(tmp_path):
     client = _client(tmp_path)
     _override(client, _binder_card(_cards(client, PV)))
-    order = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())
-    order.pop("_expected")
+    order = order_select_body()
     order["context"]["patientId"] = PV["context"]["patientId"]
     for key in ("conditions", "calcium", "albumin", "phosphate", "pth", "egfr"):
         order["prefetch"][key] = copy.deepcopy(PV["prefetch"][key])
