@@ -333,7 +333,19 @@ class _DrugData:
 
 
 _SYNONYM_FILES = ("synonyms.toml", "synonyms_international.toml")
-_LIST_MEMBERS = ("names", "brands", "abbreviations", "form_rules", "patterns")
+_LIST_MEMBERS = (
+    "names",
+    "brands",
+    "abbreviations",
+    "form_rules",
+    "patterns",
+    "misspellings",
+    "false_friends",
+    "not_yet",
+    "not_yet_after",
+    "fuzzy_targets",
+    "fuzzy_blockers",
+)
 
 
 def _load(name: str) -> dict[str, Any]:
