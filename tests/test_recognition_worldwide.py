@@ -314,3 +314,23 @@ def test_the_matcher_never_raises_on_any_mix_of_scripts_and_quotes_only_words_of
     if found is not None:
         assert found.matched_words and found.matched_words in text
         assert found.how in ("name", "brand", "abbreviation", "fuzzy", "spelling")
+
+
+@pytest.mark.parametrize(
+    "system, code, kind",
+    [
+        (term.ICD10GM, "N18.5", "kidney_failure"),
+        (term.ICD10GM, "Z99.2", "dialysis"),
+        (term.ICD10GM, "I48.1", "atrial_fibrillation"),
+        (term.ICD10GM, "I481", "atrial_fibrillation"),  # written without the dot
+        (term.ICD10, "N18.5", "kidney_failure"),
+    ],
+)
+def test_german_and_who_icd10_codes_count_where_they_mean_what_icd10cm_means(system, code, kind):
+    assert term.condition_kind_for_code(system, code) == kind
+
+
+def test_an_icd10gm_code_that_also_covers_flutter_does_not_count_as_atrial_fibrillation():
+    assert term.condition_kind_for_code(term.ICD10GM, "I48.9") is None
+    # stage 5 in ICD-10-GM is not "on dialysis": only ICD-10-CM's N18.6 (CKD requiring dialysis) is
+    assert not term.kidney_failure_implies_dialysis(term.ICD10GM, "N18.5", "Chronische Nierenkrankheit, Stadium 5")

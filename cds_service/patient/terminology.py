@@ -28,6 +28,11 @@ from cds_service.patient.text_match import ConditionTextMatch, DrugTextMatch
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+# The WHO's ICD-10 (HL7 terminology, http://hl7.org/fhir/sid/icd-10) and Germany's ICD-10-GM
+# (the German FHIR base profiles' URI, e.g. the GECCO and MII value sets). Their codes are read
+# only where their meaning is the ICD-10-CM code's (``INTERNATIONAL_ICD10_CODES``).
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+ICD10GM = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
 # HL7 FHIR's system for the US National Drug Code; its OID 2.16.840.1.113883.6.69 (both seen in
@@ -382,6 +387,8 @@ SYSTEM_NAMES: dict[str, str] = {
     NDC: "NDC",
     SNOMED: "SNOMED CT",
     ICD10CM: "ICD-10-CM",
+    ICD10: "ICD-10",
+    ICD10GM: "ICD-10-GM",
     LOINC: "LOINC",
     CPT: "CPT",
     ICD10PCS: "ICD-10-PCS",
@@ -638,6 +645,25 @@ CONDITION_CODES: dict[tuple[str, str], str] = {
     # E89.2 "Postprocedural hypoparathyroidism": after a parathyroidectomy (or thyroid surgery),
     # calcium can fall steeply: the hypocalcaemia guard of C1/C3.
     (ICD10CM, "E89.2"): "parathyroidectomy",
+    **{
+        (system, code): kind
+        for (system, code), kind in (
+            # ICD-10-GM: N18.5 "Chronische Nierenkrankheit, Stadium 5" and Z99.2 "Langzeitige
+            # Abhängigkeit von Dialyse bei Niereninsuffizienz" (the GECCO value sets' FSH, public), I48.0
+            # "Vorhofflimmern, paroxysmal", I48.1 "... persistierend", I48.2 "... permanent" (several
+            # public German code lists; I48.3/I48.4 are flutter, I48.9 "Vorhofflimmern und
+            # Vorhofflattern, nicht näher bezeichnet" includes flutter and is left out).
+            ((ICD10GM, "N18.5"), "kidney_failure"),
+            ((ICD10GM, "Z99.2"), "dialysis"),
+            ((ICD10GM, "I48.0"), "atrial_fibrillation"),
+            ((ICD10GM, "I48.1"), "atrial_fibrillation"),
+            ((ICD10GM, "I48.2"), "atrial_fibrillation"),
+            # WHO ICD-10 2019: N18.5 "Chronic kidney disease, stage 5" (the WHO 2019 table quoted in the
+            # German Wikipedia article on chronic kidney failure). In WHO ICD-10 and ICD-10-GM stage 5 also
+            # covers end-stage disease; unlike ICD-10-CM's N18.6 it does not imply dialysis.
+            ((ICD10, "N18.5"), "kidney_failure"),
+        )
+    },
 }
 
 # End-stage renal disease, as these code systems use it: ICD-10-CM N18.6 "End stage renal disease"
@@ -714,7 +740,7 @@ DIALYSIS_PROCEDURE_CODES: frozenset[tuple[str, str]] = frozenset(
 def normalise_code(system: str | None, code: str) -> str:
     """ICD-10 codes arrive with and without the dot ("N18.6" / "N186"); compare dotless."""
     code = code.strip()
-    if system in (ICD10CM, ICD10PCS):
+    if system in (ICD10CM, ICD10PCS, ICD10, ICD10GM):
         return code.replace(".", "").upper()
     return code
 
