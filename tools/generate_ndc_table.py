@@ -45,7 +45,6 @@ no timestamps.
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import hashlib
 import json
@@ -57,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
 
-from generated_table import check_or_write
+from generated_table import check_or_write, parse_arguments
 from generated_table import default_source as source_from_env
 from generated_table import drift_summary as drift_summary  # re-exported: the tests call it
 
@@ -622,20 +621,13 @@ def default_source() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--source",
-        type=Path,
-        default=None,
-        help=f"directory with manifest.json and the per-letter JSON files (default: ${SOURCE_ENV}, else {DEFAULT_SOURCE})",
+    args = parse_arguments(
+        argv,
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        source_help="directory with manifest.json and the per-letter JSON files "
+        f"(default: ${SOURCE_ENV}, else {DEFAULT_SOURCE})",
+        default_output=DEFAULT_OUTPUT,
     )
-    parser.add_argument(
-        "--output", type=Path, default=DEFAULT_OUTPUT, help="JSON table to write or check (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="do not write; exit 1 if OUTPUT differs from a fresh generation"
-    )
-    args = parser.parse_args(argv)
     source: Path = args.source if args.source is not None else default_source()
 
     if not source.is_dir():

@@ -31,7 +31,6 @@ line, no timestamps; the ``provenance`` object records the source's sha256 and s
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from generated_table import check_or_write
+from generated_table import check_or_write, parse_arguments
 from generated_table import drift_summary as drift_summary  # re-exported: the tests call it
 
 GENERATOR_VERSION: Final = "1.0.0"
@@ -856,15 +855,13 @@ def generate(source: Path = DEFAULT_SOURCE) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="medication-list.js (default: %(default)s)")
-    parser.add_argument(
-        "--output", type=Path, default=DEFAULT_OUTPUT, help="JSON table to write or check (default: %(default)s)"
+    args = parse_arguments(
+        argv,
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        source_help="medication-list.js (default: %(default)s)",
+        default_output=DEFAULT_OUTPUT,
+        default_source=DEFAULT_SOURCE,
     )
-    parser.add_argument(
-        "--check", action="store_true", help="do not write; exit 1 if OUTPUT differs from a fresh generation"
-    )
-    args = parser.parse_args(argv)
 
     if not args.source.exists():
         print(f"source not found: {args.source}", file=sys.stderr)

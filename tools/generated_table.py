@@ -8,6 +8,7 @@ Standard library only.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -64,6 +65,22 @@ def default_source(env_var: str, default: Path) -> Path:
     """``$env_var`` when set and not blank, else ``default``."""
     configured = os.environ.get(env_var, "").strip()
     return Path(configured) if configured else default
+
+
+def parse_arguments(
+    argv: Any, *, description: str | None, source_help: str, default_output: Path, default_source: Path | None = None
+) -> argparse.Namespace:
+    """A generator's command line: ``--source`` (``source_help``; ``default_source`` when given, else
+    None for the generator to resolve), ``--output`` (``default_output``) and ``--check``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--source", type=Path, default=default_source, help=source_help)
+    parser.add_argument(
+        "--output", type=Path, default=default_output, help="JSON table to write or check (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 if OUTPUT differs from a fresh generation"
+    )
+    return parser.parse_args(argv)
 
 
 def check_or_write(
