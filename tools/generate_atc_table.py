@@ -44,7 +44,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from generated_table import check_or_write, parse_arguments
+from generated_table import check_or_write, parse_arguments, render_table
 from generated_table import default_source as source_from_env
 from generated_table import drift_summary as table_drift_summary
 
@@ -192,28 +192,9 @@ def build_table(source_bytes: bytes) -> dict[str, object]:
     return {"provenance": provenance(source_bytes), "codes": codes}
 
 
-def _dumps(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
 def render(table: Mapping[str, object]) -> str:
     """JSON text with one line per code, so diffs stay readable."""
-    out = ["{"]
-    sections = list(table.items())
-    for position, (key, value) in enumerate(sections):
-        comma = "," if position < len(sections) - 1 else ""
-        if isinstance(value, dict) and key != "provenance":
-            out.append(f" {_dumps(key)}: {{")
-            items = list(value.items())
-            for i, (inner_key, inner) in enumerate(items):
-                inner_comma = "," if i < len(items) - 1 else ""
-                out.append(f"  {_dumps(inner_key)}: {_dumps(inner)}{inner_comma}")
-            out.append(f" }}{comma}")
-        else:
-            body = json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True)
-            out.append(f" {_dumps(key)}: " + body.replace("\n", "\n ") + comma)
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return render_table(table, whole=frozenset({"provenance"}), sort_whole=True)
 
 
 def generate(source: Path) -> str:

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
 
-from generated_table import check_or_write, parse_arguments
+from generated_table import check_or_write, parse_arguments, render_table
 from generated_table import default_source as source_from_env
 from generated_table import drift_summary as drift_summary  # re-exported: the tests call it
 
@@ -578,36 +578,9 @@ def provenance(source: Source, source_keys: int) -> dict[str, object]:
     }
 
 
-def _dumps(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
 def render(table: Mapping[str, object]) -> str:
     """JSON text with one row per line (products, packages, keys), so diffs stay readable."""
-    out = ["{"]
-    sections = list(table.items())
-    for position, (key, value) in enumerate(sections):
-        comma = "," if position < len(sections) - 1 else ""
-        if key in ("provenance", "counts"):
-            body = json.dumps(value, ensure_ascii=False, indent=1)
-            out.append(f" {_dumps(key)}: " + body.replace("\n", "\n ") + comma)
-        elif isinstance(value, dict):
-            out.append(f" {_dumps(key)}: {{")
-            items = list(value.items())
-            for i, (inner_key, inner) in enumerate(items):
-                inner_comma = "," if i < len(items) - 1 else ""
-                out.append(f"  {_dumps(inner_key)}: {_dumps(inner)}{inner_comma}")
-            out.append(f" }}{comma}")
-        elif isinstance(value, list):
-            out.append(f" {_dumps(key)}: [")
-            for i, inner in enumerate(value):
-                inner_comma = "," if i < len(value) - 1 else ""
-                out.append(f"  {_dumps(inner)}{inner_comma}")
-            out.append(f" ]{comma}")
-        else:
-            out.append(f" {_dumps(key)}: {_dumps(value)}{comma}")
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return render_table(table, whole=frozenset({"counts", "provenance"}))
 
 
 def generate(source: Path) -> str:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from generated_table import check_or_write, parse_arguments
+from generated_table import check_or_write, parse_arguments, render_table
 from generated_table import drift_summary as drift_summary  # re-exported: the tests call it
 
 GENERATOR_VERSION: Final = "1.0.0"
@@ -822,28 +822,9 @@ def provenance(source_bytes: bytes, licence_text: str | None, concepts: int) -> 
     }
 
 
-def _dumps(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
 def render(table: Mapping[str, object]) -> str:
     """JSON text with one line per entry/brand/index row, so diffs stay readable."""
-    out = ["{"]
-    sections = list(table.items())
-    for position, (key, value) in enumerate(sections):
-        comma = "," if position < len(sections) - 1 else ""
-        if isinstance(value, dict) and key != "provenance" and key != "counts":
-            out.append(f" {_dumps(key)}: {{")
-            items = list(value.items())
-            for i, (inner_key, inner) in enumerate(items):
-                inner_comma = "," if i < len(items) - 1 else ""
-                out.append(f"  {_dumps(inner_key)}: {_dumps(inner)}{inner_comma}")
-            out.append(f" }}{comma}")
-        else:
-            body = json.dumps(value, ensure_ascii=False, indent=1)
-            out.append(f" {_dumps(key)}: " + body.replace("\n", "\n ") + comma)
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return render_table(table, whole=frozenset({"counts", "provenance"}))
 
 
 def generate(source: Path = DEFAULT_SOURCE) -> str:

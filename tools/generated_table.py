@@ -67,6 +67,41 @@ def default_source(env_var: str, default: Path) -> Path:
     return Path(configured) if configured else default
 
 
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def render_table(table: Any, *, whole: frozenset[str], sort_whole: bool = False) -> str:
+    """A generated table as committed JSON text, one row per line so that diffs stay readable:
+    the sections named in ``whole`` (provenance, counts) are indented as they are (keys sorted
+    with ``sort_whole``); a dict section has one ``key: value`` line per member, a list section
+    one line per item; anything else is one line."""
+    out = ["{"]
+    sections = list(table.items())
+    for position, (key, value) in enumerate(sections):
+        comma = "," if position < len(sections) - 1 else ""
+        if key in whole:
+            body = json.dumps(value, ensure_ascii=False, indent=1, sort_keys=sort_whole)
+            out.append(f" {_dumps(key)}: " + body.replace("\n", "\n ") + comma)
+        elif isinstance(value, dict):
+            out.append(f" {_dumps(key)}: {{")
+            items = list(value.items())
+            for i, (inner_key, inner) in enumerate(items):
+                inner_comma = "," if i < len(items) - 1 else ""
+                out.append(f"  {_dumps(inner_key)}: {_dumps(inner)}{inner_comma}")
+            out.append(f" }}{comma}")
+        elif isinstance(value, list):
+            out.append(f" {_dumps(key)}: [")
+            for i, inner in enumerate(value):
+                inner_comma = "," if i < len(value) - 1 else ""
+                out.append(f"  {_dumps(inner)}{inner_comma}")
+            out.append(f" ]{comma}")
+        else:
+            out.append(f" {_dumps(key)}: {_dumps(value)}{comma}")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
 def parse_arguments(
     argv: Any, *, description: str | None, source_help: str, default_output: Path, default_source: Path | None = None
 ) -> argparse.Namespace:
