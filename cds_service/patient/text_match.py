@@ -330,6 +330,8 @@ class _DrugData:
     truncation_words: tuple[str, ...]  # sorted
     other_known_words: tuple[str, ...]  # sorted known words that are not truncation targets
     multiword: Mapping[str, tuple[tuple[tuple[str, ...], int, _DrugTerm], ...]]  # word -> phrases
+    named_terms: Mapping[str, _DrugTerm]  # drug key -> what its names are read as
+    name_words: frozenset[str]  # the single-word names of drugs (not false friends)
 
 
 _SYNONYM_FILES = ("synonyms.toml", "synonyms_international.toml")
@@ -433,6 +435,8 @@ def _drug_data() -> _DrugData:
     single_targets: dict[str, _DrugTerm] = {}
     truncation: dict[str, _DrugTerm] = {}
     multi_names: list[tuple[tuple[str, ...], _DrugTerm]] = []
+    named_terms: dict[str, _DrugTerm] = {}
+    name_words: set[str] = set()
     blockers: set[str] = set(_words_set(data.get("fuzzy", {}).get("blockers")))
 
     def note(phrase: str, concept: str) -> list[str]:
@@ -460,10 +464,13 @@ def _drug_data() -> _DrugData:
         rules = _rules(entry)
         fuzzy_ok = bool(entry.get("fuzzy", True))
         name_term = _DrugTerm(concept=concept, classes=classes, how="name", false_friend=False, rules=rules)
+        named_terms[key] = name_term
         for item in _term_items(entry.get("names")):
             name = str(item["name"])
             items.append((name, bool(item.get("case_sensitive", False)), name_term))
             words = note(name, concept)
+            if len(words) == 1:
+                name_words.add(words[0])
             if not fuzzy_ok:
                 blockers.update(w for w in words if w.isalpha() and len(w) >= FUZZY_MIN_LENGTH)
                 continue
@@ -523,6 +530,8 @@ def _drug_data() -> _DrugData:
         truncation_words=tuple(sorted(truncation)),
         other_known_words=tuple(sorted(known - set(truncation))),
         multiword={word: tuple(entries) for word, entries in multiword.items()},
+        named_terms=named_terms,
+        name_words=frozenset(name_words),
     )
 
 
@@ -586,7 +595,7 @@ class _Spelling:
 @lru_cache(maxsize=1)
 def _salts() -> _Salts:
     data = _synonyms().get("salts", {})
-    drugs = _named_terms()
+    drugs = _drug_data().named_terms
     cations: dict[str, str] = {}
     compound: list[tuple[str, str]] = []
     for key, spellings in data.get("cations", {}).items():
@@ -618,28 +627,14 @@ def _salts() -> _Salts:
 
 
 @lru_cache(maxsize=1)
-def _named_terms() -> dict[str, _DrugTerm]:
-    """drug key -> the term its names are read as (what a salt or a spelling rule yields)."""
-    terms: dict[str, _DrugTerm] = {}
-    for key, entry in _synonyms().get("drugs", {}).items():
-        terms[key] = _DrugTerm(
-            concept=str(entry.get("concept", key)),
-            classes=frozenset(c for c in _as_list(entry.get("classes")) if isinstance(c, str)),
-            how="spelling",
-            false_friend=False,
-            rules=_rules(entry),
-        )
-    return terms
-
-
-@lru_cache(maxsize=1)
 def _spelling() -> _Spelling:
     data = _synonyms().get("spelling", {})
     folds = tuple((str(a), str(b)) for a, b in (pair for pair in _as_list(data.get("folds")) if len(pair) == 2))
     rules = _Spelling(folds, tuple(str(e) for e in _as_list(data.get("endings"))), int(data.get("min_letters", 7)), {})
     index: dict[str, _DrugTerm | None] = {}
     concepts: dict[str, set[str]] = {}
-    terms = _named_terms()
+    data_words = _drug_data()
+    terms = data_words.named_terms
     for key, entry in _synonyms().get("drugs", {}).items():
         if entry.get("fuzzy", True) is False:
             continue
@@ -650,28 +645,15 @@ def _spelling() -> _Spelling:
                 concepts.setdefault(skeleton, set()).add(terms[key].concept)
                 index[skeleton] = terms[key]
     # Every other word the data knows (false friends, blockers, brands, salts) blocks its skeleton.
-    data_words = _drug_data()
     named = {word for word in data_words.known_words if word.isalpha() and len(word) >= rules.min_letters}
     for word in named:
         skeleton = rules.skeleton(word)
-        if skeleton in index and word not in _drug_name_words():
+        if skeleton in index and word not in data_words.name_words:
             index[skeleton] = None
     for skeleton, found in concepts.items():
         if len(found) > 1:
             index[skeleton] = None
     return _Spelling(rules.folds, rules.endings, rules.min_letters, index)
-
-
-@lru_cache(maxsize=1)
-def _drug_name_words() -> frozenset[str]:
-    """The single-word names of drugs (not false friends): their own skeletons never block."""
-    words: set[str] = set()
-    for entry in _synonyms().get("drugs", {}).values():
-        for item in _term_items(entry.get("names")):
-            found = _tokens(str(item["name"]))
-            if len(found) == 1:
-                words.add(found[0])
-    return frozenset(words)
 
 
 def _salt_hits(tokens: Sequence[_Tok], free: list[bool], text: str) -> list[tuple[int, int, _DrugTerm]]:
