@@ -103,5 +103,6 @@ logconfig_dict = {
 # --- hooks -----------------------------------------------------------------------------------------
 on_starting = _cds.gunicorn_on_starting  # the start-up refusals, once, before any worker (exit status 2)
 child_exit = _cds.gunicorn_child_exit  # a dead worker's live gauges are dropped
+post_worker_init = _cds.gunicorn_post_worker_init  # the start-up heap frozen before the first call
 on_exit = _cds.gunicorn_on_exit  # the metric directory made here is removed
 nworkers_changed = _cds.gunicorn_nworkers_changed  # TTIN never makes several workers unsafe

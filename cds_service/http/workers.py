@@ -466,6 +466,14 @@ def gunicorn_child_exit(server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid)
 
 
+def gunicorn_post_worker_init(worker: Any) -> None:
+    """A worker has loaded the app: its start-up heap is settled before its first call, as under
+    ``serve`` (``server.settle_heap``)."""
+    from cds_service.http.server import settle_heap
+
+    settle_heap()
+
+
 def gunicorn_on_exit(server: Any) -> None:
     if _gunicorn_metrics_dir is not None:
         shutil.rmtree(_gunicorn_metrics_dir, ignore_errors=True)
