@@ -19,10 +19,10 @@ from cds_service.calllog import add_stage
 from cds_service.checks import eligibility, lab_facts, review_chart, run_checks
 from cds_service.checks.findings import Fact, Snooze
 from cds_service.checks.snooze import apply_snoozes
-from cds_service.fhir.resolver import ResolvedPrefetch
 from cds_service.knowledge.content import content
 from cds_service.patient import terminology as term
 from cds_service.patient.build import build_record, draft_entries, foreign_drafts, orders_under_review
+from cds_service.patient.chart import ChartReading
 from cds_service.patient.model import OrderUnderReview, PatientRecord
 from cds_service.protocol import Card
 from cds_service.render.cards import render_cards
@@ -37,7 +37,7 @@ class HookCall:
     hook: str  # "patient-view" | "order-select" | "order-sign"
     hook_instance: str
     context: dict[str, Any]  # raw JSON context (draftOrders, selections, patientId ...)
-    prefetch: ResolvedPrefetch  # resolved prefetch data (raw JSON) and what was unavailable
+    chart: ChartReading  # the resolved prefetch as read for this patient, and what was unavailable
     now: datetime  # timezone-aware "now" (tests freeze it)
     snoozes: tuple[Snooze, ...] = ()  # earlier overrides that still hold for this patient
 
@@ -45,7 +45,7 @@ class HookCall:
 def evaluate(call: HookCall) -> list[Card]:
     """Cards for one hook call; ``[]`` for a patient out of scope or with nothing to flag."""
     started = perf_counter()
-    record = build_record(call.context, call.prefetch, call.now)
+    record = build_record(call.context, call.chart, call.now)
     drafts = draft_entries(call.hook, call.context, record)
     if drafts:  # a substitute must not duplicate an order being written in the same call
         record = replace(record, drafts=tuple(order for _, order in drafts))

@@ -1,12 +1,14 @@
 """One hook call, start to finish, without HTTP: validate, resolve prefetch, evaluate.
 
 The Flask view and the ``evaluate`` command both call ``run_hook`` so they cannot disagree.
-Stage timings (validate, prefetch; the engine adds record, checks, render) go to the call's
+Stage timings (validate, prefetch, record: reading the chart; the engine adds to record, then
+checks, render) go to the call's
 record (``calllog``) when the HTTP layer has opened one.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -14,12 +16,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from cds_service import engine
-from cds_service.calllog import timed
+from cds_service.calllog import event, timed
 from cds_service.checks.findings import Snooze
 from cds_service.errors import BadRequest, NotFound, describe_validation_error
-from cds_service.fhir.resolver import PrefetchResolver
+from cds_service.fhir.resolver import PrefetchResolver, require
+from cds_service.patient.chart import read_chart
 from cds_service.protocol import CONTEXT_MODELS, CDSRequest, CDSResponse
 from cds_service.services import SERVICES, ServiceDefinition
+
+log = logging.getLogger("cds_service.patient")
 
 
 def find_service(service_id: str) -> ServiceDefinition:
@@ -67,16 +72,23 @@ def run_hook(
         return request, CDSResponse(cards=[])
     with timed("prefetch"):
         resolved = resolver.resolve(request, service.prefetch)
-    moment = (now or _utcnow)()
     patient_id = request.context.get("patientId")
+    patient_id = patient_id if isinstance(patient_id, str) else ""
+    with timed("record"):
+        chart = read_chart(resolved, patient_id)
+    for key, dropped in chart.other_patient.items():  # counted, never named
+        event(log, logging.WARNING, "prefetch resources about another patient ignored", key=key, resources=dropped)
+    # A required key that held only another patient's data is as missing as one never sent.
+    require(request.hook, service.prefetch, chart.unavailable)
+    moment = (now or _utcnow)()
     call = engine.HookCall(
         service_id=service.id,
         hook=request.hook,
         hook_instance=request.hookInstance,
         context=request.context,
-        prefetch=resolved,
+        chart=chart,
         now=moment,
-        snoozes=snoozes(patient_id, moment) if snoozes and isinstance(patient_id, str) and patient_id else (),
+        snoozes=snoozes(patient_id, moment) if snoozes and patient_id else (),
     )
     cards = engine.evaluate(call)
     return request, CDSResponse(cards=cards)

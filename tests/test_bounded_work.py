@@ -9,7 +9,7 @@ import copy
 import json
 
 from cds_service.patient import terminology as term
-from cds_service.patient.build import CALL_TEXT_BUDGET
+from cds_service.patient.chart import CALL_TEXT_BUDGET
 from tests.conftest import FIXTURES
 
 CALCIPHYLAXIS = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())

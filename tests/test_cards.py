@@ -82,7 +82,8 @@ def test_content_is_loaded_once_per_process():
 
 def test_evaluating_a_request_reads_no_file(monkeypatch):
     from cds_service.engine import HookCall, evaluate
-    from cds_service.fhir.resolver import ResolvedPrefetch
+    from cds_service.fhir.prefetch import ResolvedPrefetch
+    from cds_service.patient.chart import read_chart
     from tests.conftest import FIXTURES, FROZEN_NOW
 
     body = json.loads((FIXTURES / "c1-calcium-acetate-calciphylaxis.json").read_text())
@@ -93,9 +94,8 @@ def test_evaluating_a_request_reads_no_file(monkeypatch):
 
     monkeypatch.setattr(Path, "read_text", no_reads)
     monkeypatch.setattr(Path, "open", no_reads)
-    call = HookCall(
-        "s", body["hook"], body["hookInstance"], body["context"], ResolvedPrefetch(body["prefetch"], {}), FROZEN_NOW
-    )
+    chart = read_chart(ResolvedPrefetch(body["prefetch"], {}), body["context"]["patientId"])
+    call = HookCall("s", body["hook"], body["hookInstance"], body["context"], chart, FROZEN_NOW)
     assert [c.rule_id for c in evaluate(call)] == ["C1-calcium-binder-calciphylaxis"]
 
 

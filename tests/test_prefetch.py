@@ -18,6 +18,7 @@ from cds_service.fhir.resolver import PrefetchResolver
 from cds_service.fhir.templates import PrefetchKey, TemplateError, fill_template
 from cds_service.http.app import create_app
 from cds_service.http.errors import http_status
+from cds_service.patient.chart import read_chart
 from cds_service.patient.terminology import LAB_LOINC, LOINC_TO_ANALYTE
 from cds_service.protocol import HOOKS, CDSRequest
 from cds_service.services import PREFETCH_KEYS, SERVICES
@@ -268,20 +269,21 @@ def test_null_means_the_ehr_has_no_such_data_not_that_it_is_missing(resolver):
 
 
 @responses.activate
-def test_operation_outcome_entries_are_dropped_from_a_prefetched_bundle(resolver):
-    sent = {**full_prefetch(), "conditions": searchset(condition(1), outcomes=[outcome("warning"), outcome("error")])}
+def test_operation_outcome_entries_beside_results_leave_the_bundle_usable_and_are_never_read(resolver):
+    named = {**condition(1), "code": {"text": "Calciphylaxis"}, "clinicalStatus": {"coding": [{"code": "active"}]}}
+    sent = {**full_prefetch(), "conditions": searchset(named, outcomes=[outcome("warning"), outcome("error")])}
     resolved = resolve_all(resolver, hook_request(sent))
-    assert len(responses.calls) == 0
-    kinds = [e["resource"]["resourceType"] for e in resolved.data["conditions"]["entry"]]
-    assert kinds == ["Condition"]
+    assert len(responses.calls) == 0 and "conditions" not in resolved.unavailable
+    chart = read_chart(resolved, PATIENT)  # the one pass that reads the chart passes over them
+    assert [(c.kind, c.resource_id) for c in chart.conditions] == [("calciphylaxis", "Condition/c1")]
 
 
 @responses.activate
 def test_a_bundle_of_only_informational_outcomes_is_an_empty_result(resolver):
     sent = {**full_prefetch(), "conditions": searchset(outcomes=[outcome("information")])}
     resolved = resolve_all(resolver, hook_request(sent))
-    assert len(responses.calls) == 0
-    assert resolved.data["conditions"]["entry"] == []
+    assert len(responses.calls) == 0 and "conditions" not in resolved.unavailable
+    assert read_chart(resolved, PATIENT).conditions == ()
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from cds_service.checks.labs import ca_x_p, corrected_calcium
-from cds_service.fhir.resolver import ResolvedPrefetch
+from cds_service.fhir.prefetch import ResolvedPrefetch
+from cds_service.fhir.reading import iter_resources
 from cds_service.patient import terminology as term
-from cds_service.patient.build import SERIES_LIMIT, build_record, orders_under_review
-from cds_service.patient.model import STALE_AFTER
+from cds_service.patient.analytes import ANALYTES
+from cds_service.patient.build import build_record, orders_under_review
+from cds_service.patient.chart import read_lab
+from cds_service.patient.model import STALE_AFTER, LabResult, UnusableLab
 from cds_service.patient.units import ALBUMIN_PAIRING_WINDOW, CA_X_P_PAIRING_WINDOW
 from tests.conftest import load_shared, skip_without_shared
 
@@ -91,7 +94,7 @@ def test_latest_result_wins_whatever_the_input_order():
             )
         }
     )
-    assert [r.resource_id for r in record.labs["calcium"]] == ["Observation/new", "Observation/mid", "Observation/old"]
+    assert [r.resource_id for r in record.labs["calcium"]] == ["Observation/new"]  # the checks read the latest
     assert record.latest("calcium").value == 10.6
 
 
@@ -111,13 +114,14 @@ def test_final_amended_and_corrected_are_used(status):
 
 
 def test_effective_time_falls_back_through_period_instant_and_issued():
-    period = obs("period", "2777-1", 5.0, "mg/dL", effectivePeriod={"start": days_ago(3)})
-    instant = obs("instant", "2777-1", 5.1, "mg/dL", effectiveInstant=days_ago(2))
-    issued = obs("issued", "2777-1", 5.2, "mg/dL", issued=days_ago(1))
-    undated = obs("undated", "2777-1", 5.3, "mg/dL")
-    record = build({"phosphate": bundle(undated, period, instant, issued)})
-    assert [r.resource_id.split("/")[1] for r in record.labs["phosphate"]] == ["issued", "instant", "period", "undated"]
-    assert record.labs["phosphate"][-1].effective is None
+    # Albumin: the checks read several (the one nearest a calcium), so the order shows in full.
+    period = obs("period", "1751-7", 3.0, "g/dL", effectivePeriod={"start": days_ago(3)})
+    instant = obs("instant", "1751-7", 3.1, "g/dL", effectiveInstant=days_ago(2))
+    issued = obs("issued", "1751-7", 3.2, "g/dL", issued=days_ago(1))
+    undated = obs("undated", "1751-7", 3.3, "g/dL")
+    record = build({"albumin": bundle(undated, period, instant, issued)})
+    assert [r.resource_id.split("/")[1] for r in record.labs["albumin"]] == ["issued", "instant", "period", "undated"]
+    assert record.labs["albumin"][-1].effective is None
 
 
 def test_units_are_normalised_and_originals_kept():
@@ -604,13 +608,15 @@ def test_a_real_synthea_bundle_builds_a_record_out_of_scope():
         {"patientId": "948e608d-e408-4788-8cf2-8157c49c2940"}, ResolvedPrefetch({"everything": transaction}, {}), NOW
     )
     # Calcium (49765-1, mg/dL) and eGFR (33914-3) are read; CKD stage 1 is not kidney failure.
-    assert len(record.labs["calcium"]) == 9
-    assert record.latest("calcium").unit == "mg/dL"
-    assert len(record.labs["egfr"]) == 7 and record.latest("egfr").value > 15
-    # The two eGFRs whose display holds a zero-width space are reported in plain "mL/min": not
-    # per 1.73 m2, so not usable as eGFR (noted, not guessed).
-    assert len(record.unusable_labs) == 2
-    assert all(u.analyte == "egfr" and "'mL/min'" in u.reason for u in record.unusable_labs)
+    assert [r.unit for r in record.labs["calcium"]] == ["mg/dL"]  # the latest of 9: what the checks read
+    assert len(record.labs["egfr"]) == 1 and record.latest("egfr").value > 15
+    # The two (older) eGFRs whose display holds a zero-width space are reported in plain "mL/min":
+    # not per 1.73 m2, so not usable as eGFR when read (noted, not guessed).
+    read = [read_lab(r) for _, r in iter_resources(transaction) if r.get("resourceType") == "Observation"]
+    unusable = [lab for lab in read if isinstance(lab, UnusableLab)]
+    assert len(unusable) == 2
+    assert all(u.analyte == "egfr" and "'mL/min'" in u.reason for u in unusable)
+    assert sum(isinstance(lab, LabResult) and lab.analyte == "calcium" for lab in read) == 9
     assert not record.has_calciphylaxis and not record.on_dialysis
     assert all(m.status in ("active", "on-hold") for m in record.medications)
     assert record.medications and not any(m.drug_classes for m in record.medications)
@@ -718,7 +724,7 @@ def test_captured_sandbox_patient_view_reads_the_meds_key():
     request = load_shared("fhir-data/sandbox-captured-requests/patient-view-request.json")
     record = build_record(request["context"], ResolvedPrefetch(request["prefetch"], {}), NOW)
     assert len(record.medications) == 4  # the sandbox names its key "meds", not "medications"
-    assert len(record.labs["calcium"]) == 9
+    assert record.latest("calcium") is not None
 
 
 # --- robustness ---------------------------------------------------------------------------
@@ -829,15 +835,27 @@ def test_nan_and_infinite_values_are_not_usable():
     assert record.labs == {} and len(record.unusable_labs) == 2
 
 
-def test_each_analyte_keeps_only_its_newest_usable_results_whatever_the_input_order():
-
+@pytest.mark.parametrize(
+    ("analyte", "loinc", "unit", "value"),
+    [("calcium", "17861-6", "mg/dL", 9.0), ("pth", "2731-8", "pg/mL", 300.0), ("albumin", "1751-7", "g/dL", 3.5)],
+)
+def test_each_analyte_keeps_only_as_many_newest_usable_results_as_the_checks_read_whatever_the_input_order(
+    analyte, loinc, unit, value
+):
     days = list(range(40))
     random.Random(7).shuffle(days)
-    results = [obs(f"ca-{d}", "17861-6", 9.0 + d / 100, "mg/dL", when=days_ago(d)) for d in days]
-    record = build({"calcium": bundle(*results)})
-    series = record.labs["calcium"]
-    assert len(series) == SERIES_LIMIT
-    assert [r.resource_id for r in series] == [f"Observation/ca-{d}" for d in range(SERIES_LIMIT)]
+    results = [obs(f"r-{d}", loinc, value + d / 100, unit, when=days_ago(d)) for d in days]
+    record = build({"chart": bundle(*results)})
+    depth = ANALYTES[analyte].series
+    assert [r.resource_id for r in record.labs[analyte]] == [f"Observation/r-{d}" for d in range(depth)]
+
+
+def test_the_series_depths_cover_what_the_checks_read():
+    from cds_service.checks.labs import PTH_SERIES
+
+    assert ANALYTES["pth"].series >= PTH_SERIES  # two consecutive results
+    assert ANALYTES["crp"].series >= 2  # the one before the latest: the trend
+    assert ANALYTES["albumin"].series > 1  # the albumin nearest the latest calcium, a few back
 
 
 def test_an_unusable_newest_result_is_reported_and_the_next_usable_one_is_used():
@@ -928,12 +946,17 @@ def test_allergies_that_count_are_read_with_their_classes_and_refuted_ones_are_n
 
 
 def test_resources_about_another_patient_are_never_read_into_the_record():
-    mine = condition("mine", term.SNOMED, "46177005", "End-stage renal disease")
+    mine = {
+        **condition("mine", term.SNOMED, "46177005", "End-stage renal disease"),
+        "subject": {"reference": "Patient/p1"},
+    }
     theirs = {**condition("theirs", term.SNOMED, "46177005", "Calciphylaxis"), "subject": {"reference": "Patient/p2"}}
     lab_theirs = {**obs("ca-theirs", "17861-6", 11.9, "mg/dL", days_ago(1)), "subject": {"reference": "Patient/p2"}}
     record = build({"conditions": bundle(mine, theirs), "calcium": bundle(lab_theirs)})
     assert [c.resource_id for c in record.conditions] == ["Condition/mine"]
     assert record.latest("calcium") is None
+    assert record.other_patient == {"conditions": 1, "calcium": 1}
+    assert "calcium" in record.unavailable and "conditions" not in record.unavailable
 
 
 def test_draft_orders_about_another_patient_are_never_reviewed():

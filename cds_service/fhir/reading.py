@@ -22,6 +22,12 @@ def parse_fhir_datetime(value: Any) -> datetime | None:
     """
     if not isinstance(value, str) or not value:
         return None
+    try:  # the usual full dateTime or instant, at once ("Z" is read since Python 3.11)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is not None and len(value) > 10:
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
     text = value.strip()
     match = _PARTIAL_DATE.match(text)
     try:

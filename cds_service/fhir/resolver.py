@@ -19,6 +19,10 @@ required or optional). ``PrefetchResolver`` turns a hook call into one dict
 Medications referenced as ``medicationReference`` to a ``Medication`` the Bundle does not hold
 are read one by one from the trusted server and added to the Bundle (``search.mode: include``),
 because the template stays inside the 2.0 query subset, which has no ``_include``.
+
+Whose data it is is not judged here: ``patient.chart.read_chart`` screens every resource in the
+same pass that selects what the checks read (a key left holding only another patient's data
+then counts as unavailable, and ``require`` is asked again).
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ from cds_service.config import Settings
 from cds_service.errors import BadRequest, DataUnavailable
 from cds_service.fhir.breaker import ServerGuard
 from cds_service.fhir.client import FhirClient, FhirFetchError, is_normal_path, is_under_base, server_problem
-from cds_service.fhir.reading import as_list, is_about_patient, iter_resources, names_patient, patient_references
+from cds_service.fhir.prefetch import ResolvedPrefetch
+from cds_service.fhir.reading import iter_resources
 from cds_service.fhir.templates import PrefetchKey, Shape, TemplateError, fill_template, shape_of
-from cds_service.patient.memo import ReadingMemo, resource_json
 from cds_service.protocol import CDSRequest
 
 log = logging.getLogger("cds_service.fhir")
@@ -53,33 +57,6 @@ _MEDICATION_ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
 
 # A filled template whose URL is not under the trusted base: a context id such as "." or "..".
 _ID_NOT_USABLE = "request has an id that cannot be used in a FHIR address"
-
-
-# --------------------------------------------------------------------------------------------
-# What the engine receives
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ResolvedPrefetch:
-    """What the engine reads: one value per declared key (``None`` = the EHR has no such data),
-    plus the keys that could not be obtained (optional data the cards must admit to missing)."""
-
-    data: dict[str, Any]
-    unavailable: dict[str, str]
-    # Keys whose data is present but known to be partial (e.g. a later page could not be read,
-    # a referenced Medication could not be read): key -> short reason.
-    incomplete: dict[str, str] = field(default_factory=dict)
-    # Keys obtained (wholly or partly) from the FHIR server rather than from prefetch.
-    fetched: frozenset[str] = frozenset()
-    # The patient every resource in ``data`` was checked to be about (``_drop_other_patients``
-    # removed every resource about another patient); None when no check was made.
-    screened_for: str | None = None
-    # key -> how many resources about another patient were dropped from it (never used).
-    other_patient: Mapping[str, int] = field(default_factory=dict)
-    # key -> the JSON encoding of ``data[key]`` when it is exactly the value the EHR sent (the
-    # record builder reads a value it has seen before by this key: ``patient/memo.py``).
-    encoded: Mapping[str, bytes] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,28 +73,23 @@ def _is_error_outcome(resource: dict[str, Any]) -> bool:
     return any(isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in issues)
 
 
-def _clean_bundle(bundle: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
-    """Drop OperationOutcome and broken entries. Returns ``(bundle, ok)``; not ok when the Bundle
-    held nothing but errors (the search failed) or its ``entry`` is not a list."""
+def _search_failed(bundle: dict[str, Any]) -> bool:
+    """Whether a search Bundle reports a failed search: its ``entry`` is not a list, or it holds
+    an error OperationOutcome and nothing else usable. Looks no further than the first usable
+    entry (usually the first): the Bundle is not walked here, nor copied; its OperationOutcome
+    and broken entries are passed over where the chart is read (``patient.chart``)."""
     entries = bundle.get("entry", [])
     if not isinstance(entries, list):
-        return None, False
-    kept, errors = [], 0
+        return True
+    errors = False
     for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             continue
-        if resource["resourceType"] == "OperationOutcome":
-            errors += _is_error_outcome(resource)
-            continue
-        kept.append(entry)
-    if errors and not kept:
-        return None, False
-    if len(kept) == len(entries) and "link" not in bundle and "entry" in bundle:
-        return bundle, True  # nothing to drop: no copy (nothing downstream changes a bundle)
-    cleaned = {k: v for k, v in bundle.items() if k not in ("entry", "link")}
-    cleaned["entry"] = kept
-    return cleaned, True
+        if resource["resourceType"] != "OperationOutcome":
+            return False
+        errors = errors or _is_error_outcome(resource)
+    return errors
 
 
 def _next_link(bundle: dict[str, Any]) -> str | None:
@@ -131,8 +103,15 @@ def _next_link(bundle: dict[str, Any]) -> str | None:
     return None
 
 
-def _count_primary(entries: list[dict[str, Any]], resource_type: str) -> int:
-    return sum(1 for e in entries if e["resource"].get("resourceType") == resource_type)
+def _count_primary(entries: list[Any], resource_type: str) -> int:
+    """How many entries hold a resource of ``resource_type`` (asked only when a next page exists)."""
+    return sum(
+        1
+        for e in entries
+        if isinstance(e, dict)
+        and isinstance(e.get("resource"), dict)
+        and e["resource"].get("resourceType") == resource_type
+    )
 
 
 @dataclass(frozen=True)
@@ -171,14 +150,14 @@ def _judge_prefetched(value: Any, shape: Shape) -> tuple[str, Any]:
         return (_USE, value) if kind == shape.resource_type else (_FETCH, "prefetch value not usable")
     if kind != "Bundle" or value.get("type") not in _ACCEPTED_PREFETCH_BUNDLE_TYPES:
         return _FETCH, "prefetch value not usable"
-    cleaned, ok = _clean_bundle(value)
-    if cleaned is None or not ok:
+    if _search_failed(value):
         return _FETCH, "the EHR reported an error prefetching it"
     next_url = _next_link(value)
-    have = _count_primary(cleaned["entry"], shape.resource_type)
-    if next_url and (shape.newest is None or have < shape.newest):
-        return _MORE_PAGES, (cleaned, next_url)
-    return _USE, cleaned
+    if next_url and (
+        shape.newest is None or _count_primary(value.get("entry", []), shape.resource_type) < shape.newest
+    ):
+        return _MORE_PAGES, (value, next_url)
+    return _USE, value
 
 
 def _check_fetched(data: dict[str, Any], shape: Shape) -> dict[str, Any]:
@@ -191,10 +170,78 @@ def _check_fetched(data: dict[str, Any], shape: Shape) -> dict[str, Any]:
         return data
     if kind != "Bundle" or data.get("type") != "searchset":
         raise FhirFetchError("FHIR server did not answer with search results")
-    cleaned, ok = _clean_bundle(data)
-    if cleaned is None or not ok:
+    if _search_failed(data):
         raise FhirFetchError("FHIR server reported an error")
-    return cleaned
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# One hook call's resolution, key by key
+# --------------------------------------------------------------------------------------------
+
+
+class _Call:
+    """What one hook call has resolved so far, key by key: a prefetched value is judged
+    (``take_sent``: used as sent, or a job to fetch it or its later pages), then what the jobs
+    brought is added (``take_fetched``)."""
+
+    def __init__(self, request: CDSRequest, resolver: PrefetchResolver, deadline: float):
+        self.request = request
+        self.resolver = resolver
+        self.deadline = deadline
+        self.data: dict[str, Any] = {}
+        self.unavailable: dict[str, str] = {}
+        self.incomplete: dict[str, str] = {}
+        self.fetched: set[str] = set()
+        self._server: _Server | str | None = None
+
+    def server(self) -> _Server | str:
+        """The trusted FHIR server, or why there is none (decided on first need)."""
+        if self._server is None:
+            self._server = self.resolver._server(self.request)
+        return self._server
+
+    def take_sent(self, key: str, spec: PrefetchKey, value: Any) -> Callable[[], _Result] | None:
+        """Judge a key's prefetched value: kept as sent, or the job that fetches it or its later
+        pages (None: nothing to fetch; the key is settled or unavailable)."""
+        shape = shape_of(spec)
+        verdict, detail = _judge_prefetched(value, shape)
+        if verdict == _USE:
+            self.data[key] = detail
+            return None
+        if verdict == _NONE:
+            self.data[key] = None
+            return None
+        server = self.server()
+        if verdict == _MORE_PAGES:
+            first_page, next_url = detail
+            if isinstance(server, str):
+                self.data[key] = first_page
+                self.incomplete[key] = f"later pages not read ({server})"
+                return None
+            return _bind(self.resolver._follow_pages, first_page, next_url, shape, server, self.deadline)
+        if isinstance(server, str):
+            self.unavailable[key] = server if detail == "not in prefetch" else f"{detail}; {server}"
+            return None
+        try:
+            url = server.url(fill_template(spec.template, self.request.context))
+        except TemplateError as exc:
+            self.unavailable[key] = exc.reason
+            return None
+        if not server.owns(url):  # an id of "." or ".." would climb out of the base path
+            self.unavailable[key] = _ID_NOT_USABLE
+            return None
+        return _bind(self.resolver._fetch, url, shape, server, self.deadline)
+
+    def take_fetched(self, outcomes: Mapping[str, _Result | str]) -> None:
+        for key, outcome in outcomes.items():
+            if isinstance(outcome, str):
+                self.unavailable[key] = outcome
+                continue
+            self.data[key] = outcome.value
+            self.fetched.add(key)
+            if outcome.incomplete:
+                self.incomplete[key] = outcome.incomplete
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,99 +273,37 @@ class PrefetchResolver:
 
     def resolve(self, request: CDSRequest, keys: Mapping[str, PrefetchKey]) -> ResolvedPrefetch:
         """Every declared key's data; ``DataUnavailable`` when a required key cannot be had,
-        ``BadRequest`` when the request would mix two patients' data."""
+        ``BadRequest`` when the request would mix two patients' data. Identity is screened
+        resource by resource where the chart is read (``patient.chart.read_chart``)."""
         _refuse_patient_mismatch(request)
-        deadline = time.monotonic() + self.settings.fhir_deadline
+        call = _Call(request, self, time.monotonic() + self.settings.fhir_deadline)
         sent = request.prefetch if isinstance(request.prefetch, dict) else {}
-        data: dict[str, Any] = {}
-        unavailable: dict[str, str] = {}
-        incomplete: dict[str, str] = {}
-        fetched: set[str] = set()
         jobs: dict[str, Callable[[], _Result]] = {}
-        server: _Server | str | None = None  # resolved on first need: a server or why there is none
-
-        def get_server() -> _Server | str:
-            nonlocal server
-            if server is None:
-                server = self._server(request)
-            return server
-
-        shapes = {key: shape_of(spec) for key, spec in keys.items()}
-        encoded = _encode_sent(sent, keys)
         for key, spec in keys.items():
-            shape = shapes[key]
-            if key in encoded and SENT_AS_IS.get((encoded[key], shape)):
-                data[key] = sent[key]  # judged before, byte for byte: usable as it was sent
-                continue
-            verdict, detail = _judge_prefetched(sent.get(key, _MISSING), shape)
-            if key in encoded:
-                SENT_AS_IS.put((encoded[key], shape), verdict == _USE and detail is sent[key])
-            if verdict == _USE:
-                data[key] = detail
-            elif verdict == _NONE:
-                data[key] = None
-            elif verdict == _MORE_PAGES:
-                first_page, next_url = detail
-                srv = get_server()
-                if isinstance(srv, str):
-                    data[key] = first_page
-                    incomplete[key] = f"later pages not read ({srv})"
-                else:
-                    jobs[key] = _bind(self._follow_pages, first_page, next_url, shape, srv, deadline)
-            else:  # fetch
-                srv = get_server()
-                if isinstance(srv, str):
-                    unavailable[key] = srv if detail == "not in prefetch" else f"{detail}; {srv}"
-                    continue
-                try:
-                    url = srv.url(fill_template(spec.template, request.context))
-                except TemplateError as exc:
-                    unavailable[key] = exc.reason
-                    continue
-                if not srv.owns(url):  # an id of "." or ".." would climb out of the base path
-                    unavailable[key] = _ID_NOT_USABLE
-                    continue
-                jobs[key] = _bind(self._fetch, url, shape, srv, deadline)
-
-        for key, outcome in self._run(jobs, deadline, get_server).items():
-            if isinstance(outcome, str):
-                unavailable[key] = outcome
-                continue
-            data[key] = outcome.value
-            fetched.add(key)
-            if outcome.incomplete:
-                incomplete[key] = outcome.incomplete
-
-        for key, shape in shapes.items():
-            if shape.resource_type in _MEDICATION_ORDER_TYPES and isinstance(data.get(key), dict):
-                as_sent = encoded[key] if key in encoded and data[key] is sent[key] else None
-                if as_sent is not None and NAMES_NO_MISSING_MEDICATION.get(as_sent):
-                    continue  # every Medication its orders name was found in it before
-                self._add_referenced_medications(key, data, incomplete, fetched, get_server, deadline, as_sent)
-
-        # What the resolver kept exactly as sent keeps its encoding; anything it changed does not.
-        encoded = {k: raw for k, raw in encoded.items() if k in data and data[k] is sent[k]}
-        screened_for, other_patient = _drop_other_patients(request, data, unavailable, encoded)
+            job = call.take_sent(key, spec, sent.get(key, _MISSING))
+            if job is not None:
+                jobs[key] = job
+        call.take_fetched(self._run(jobs, call.deadline, call.server))
+        for key, spec in keys.items():
+            if shape_of(spec).resource_type in _MEDICATION_ORDER_TYPES and isinstance(call.data.get(key), dict):
+                self._add_referenced_medications(key, call)
         resolved = ResolvedPrefetch(
-            data=data,
-            unavailable=unavailable,
-            incomplete=incomplete,
-            fetched=frozenset(fetched),
-            screened_for=screened_for,
-            other_patient=other_patient,
-            encoded={k: raw for k, raw in encoded.items() if k in data},
+            data=call.data,
+            unavailable=call.unavailable,
+            incomplete=call.incomplete,
+            fetched=frozenset(call.fetched),
         )
-        if fetched or unavailable or incomplete:
+        if call.fetched or call.unavailable or call.incomplete:
             event(
                 log,
                 logging.INFO,
                 "prefetch resolved",
-                fetched=sorted(fetched),
-                unavailable=unavailable,
-                incomplete=incomplete,
+                fetched=sorted(call.fetched),
+                unavailable=call.unavailable,
+                incomplete=call.incomplete,
                 fhir_host=_host(request.fhirServer),
             )
-        _require(request.hook, keys, resolved)
+        require(request.hook, keys, resolved.unavailable)
         return resolved
 
     # -- server ----------------------------------------------------------------------------------
@@ -448,26 +433,17 @@ class PrefetchResolver:
 
     # -- referenced Medications ------------------------------------------------------------------
 
-    def _add_referenced_medications(
-        self,
-        key: str,
-        data: dict[str, Any],
-        incomplete: dict[str, str],
-        fetched: set[str],
-        get_server: Callable[[], _Server | str],
-        deadline: float,
-        encoded: bytes | None = None,
-    ) -> None:
-        """``encoded``: the Bundle's JSON when it is exactly as the EHR sent it."""
+    def _add_referenced_medications(self, key: str, call: _Call) -> None:
+        """Medications the key's orders name by reference and the Bundle does not hold, read one
+        by one from the trusted server and added to the Bundle (``search.mode: include``)."""
+        data, incomplete, deadline = call.data, call.incomplete, call.deadline
         bundle = data[key]
         if bundle.get("resourceType") != "Bundle":
             return
         wanted = _unresolved_medication_refs(bundle)
         if not wanted:
-            if encoded is not None:
-                NAMES_NO_MISSING_MEDICATION.put(encoded, True)
             return
-        srv = get_server()
+        srv = call.server()
         if isinstance(srv, str):
             _note(incomplete, key, f"{len(wanted)} referenced Medication(s) not read ({srv})")
             return
@@ -483,7 +459,7 @@ class PrefetchResolver:
                 unreadable += 1
         medication = Shape("Medication", is_read=True, newest=None)
         jobs = {path: _bind(self._fetch, url, medication, srv, deadline) for path, url in reads.items()}
-        outcomes = self._run(jobs, deadline, get_server)
+        outcomes = self._run(jobs, deadline, call.server)
         added, reasons = [], []
         for path, outcome in outcomes.items():
             if isinstance(outcome, str):
@@ -492,7 +468,7 @@ class PrefetchResolver:
             added.append({"fullUrl": srv.url(path), "resource": outcome.value, "search": {"mode": "include"}})
         if added:
             data[key] = {**bundle, "entry": list(bundle.get("entry", [])) + added}
-            fetched.add(key)
+            call.fetched.add(key)
         missed = unreadable + len(reasons)
         if missed:
             why = reasons[0] if reasons else "not on the trusted server"
@@ -558,13 +534,12 @@ def _unresolved_medication_refs(bundle: dict[str, Any]) -> list[str]:
     """References to Medications that are neither contained nor entries of the Bundle."""
     present: set[str] = set()
     orders = []
-    for entry in bundle.get("entry", []):
-        resource = entry["resource"]
+    for full_url, resource in iter_resources(bundle):
         if resource.get("resourceType") == "Medication":
             if isinstance(resource.get("id"), str):
                 present.add(f"Medication/{resource['id']}")
-            if isinstance(entry.get("fullUrl"), str):
-                present.add(entry["fullUrl"])
+            if full_url is not None:
+                present.add(full_url)
         elif resource.get("resourceType") in _MEDICATION_ORDER_TYPES:
             orders.append(resource)
     wanted: list[str] = []
@@ -599,114 +574,15 @@ def _medication_path(ref: str, server: _Server) -> str | None:
     return relative
 
 
-OTHER_PATIENT = "held data about another patient"
-
-
-# Prefetch values judged before, by their JSON: (encoding, shape) -> usable exactly as sent; and
-# (encoding, patient id) -> every resource in it is about that patient by references that name
-# them alone (or names no patient). Both are pure functions of the bytes (see patient/memo.py); an EHR re-sends the
-# same chart on every order-select, so a chart seen before is not walked again.
-SENT_AS_IS: ReadingMemo[bool] = ReadingMemo("prefetch judged", 2048, max_bytes=8 << 20, compact=False)
-PLAINLY_ABOUT: ReadingMemo[bool] = ReadingMemo("prefetch about patient", 2048, max_bytes=8 << 20, compact=False)
-# encoding -> every Medication the orders in it name by reference is contained or in it.
-NAMES_NO_MISSING_MEDICATION: ReadingMemo[bool] = ReadingMemo(
-    "prefetch medications", 1024, max_bytes=4 << 20, compact=False
-)
-# Values with more entries than this are not encoded (a chart that large would only churn the
-# memos, and encoding it costs time).
-ENCODE_LIMIT = 2000
-
-
-def _encode_sent(sent: dict[str, Any], keys: Mapping[str, PrefetchKey]) -> dict[str, bytes]:
-    """The JSON encoding of each declared key's prefetched value (a dict), when the chart is
-    small enough to remember (see ``ENCODE_LIMIT``)."""
-    values = {key: sent[key] for key in keys if isinstance(sent.get(key), dict)}
-    size = sum(len(v["entry"]) if isinstance(v.get("entry"), list) else 1 for v in values.values())
-    if size > ENCODE_LIMIT:
-        return {}
-    encoded = {}
-    for key, value in values.items():
-        raw = resource_json(value, compact=True)  # one copy, kept by every memo that keeps it
-        if raw is not None:
-            encoded[key] = raw
-    return encoded
-
-
-def _drop_other_patients(
-    request: CDSRequest, data: dict[str, Any], unavailable: dict[str, str], encoded: dict[str, bytes]
-) -> tuple[str | None, dict[str, int]]:
-    """Every resource about another patient than ``context.patientId`` is dropped, one by one: it
-    is never read, and the rest of its key is used (one stray Condition mixed into a problem
-    list must not switch off this patient's protection). A key left holding nothing about this
-    patient (every resource in it was someone else's) becomes unavailable, so a required key
-    still answers 412 naming the mismatch. Logged without ids.
-
-    Returns the patient id the data left in ``data`` is now known to be about (None when there
-    is none to check), and key -> how many resources about another patient it held (the cards
-    say so)."""
-    patient_id = request.context.get("patientId")
-    if not isinstance(patient_id, str) or not patient_id:
-        return None, {}
-    known = [data[key] is None or (key in encoded and PLAINLY_ABOUT.get((encoded[key], patient_id))) for key in data]
-    if all(known):
-        return patient_id, {}  # every value was found plainly about this patient before
-    entries = {key: list(iter_resources(value)) for key, value in data.items()}
-    # About the patient whatever else the prefetch holds: judged with only the references that
-    # always name them (``Patient/<id>``, ``urn:uuid:<id>``), never a Bundle's own fullUrls.
-    own_refs = patient_references(patient_id, ())
-    for key, found in entries.items():
-        if key in encoded:
-            PLAINLY_ABOUT.put(
-                (encoded[key], patient_id),
-                all(is_about_patient(resource, patient_id, own_refs) for _, resource in found),
-            )
-    refs = patient_references(patient_id, [entry for found in entries.values() for entry in found])
-    ignored: dict[str, int] = {}
-    for key, found in entries.items():
-        foreign = [resource for _, resource in found if not is_about_patient(resource, patient_id, refs)]
-        if not foreign:
-            continue
-        ignored[key] = len(foreign)
-        encoded.pop(key, None)  # the value used is no longer the one sent
-        dropped = {id(resource) for resource in foreign}
-        kept = [resource for _, resource in found if id(resource) not in dropped]
-        if any(names_patient(resource, patient_id, refs) for resource in kept):
-            data[key] = _without(data[key], dropped)
-        else:
-            del data[key]
-            unavailable[key] = OTHER_PATIENT
-        event(log, logging.WARNING, "prefetch resources about another patient ignored", key=key, resources=len(foreign))
-    return patient_id, ignored
-
-
-def _without(value: Any, dropped: set[int]) -> Any:
-    """A copy of a prefetch value (a Bundle, nested Bundles walked) without the resources whose
-    ``id()`` is in ``dropped``; the value itself when it is not a Bundle."""
-    if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
-        return value
-    entries = []
-    for entry in as_list(value.get("entry")):
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if isinstance(resource, dict) and id(resource) in dropped:
-            continue
-        if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
-            entry = {**entry, "resource": _without(resource, dropped)}
-        entries.append(entry)
-    copy = dict(value)
-    copy["entry"] = entries
-    if isinstance(copy.get("total"), int):
-        copy["total"] = len(entries)
-    return copy
-
-
-def _require(hook: str, keys: Mapping[str, PrefetchKey], resolved: ResolvedPrefetch) -> None:
-    missing = [k for k in sorted(keys) if keys[k].required and k in resolved.unavailable]
+def require(hook: str, keys: Mapping[str, PrefetchKey], unavailable: Mapping[str, str]) -> None:
+    """``DataUnavailable`` (412) naming every required key that could not be had, and why."""
+    missing = [k for k in sorted(keys) if keys[k].required and k in unavailable]
     if not missing:
         return
     described = [keys[k].description for k in missing]
     raise DataUnavailable(
         f"Cannot run {hook} decision support without {_and(described)}. Not obtained from "
-        "prefetch or the FHIR server: " + "; ".join(f"{k} ({resolved.unavailable[k]})" for k in missing) + "."
+        "prefetch or the FHIR server: " + "; ".join(f"{k} ({unavailable[k]})" for k in missing) + "."
     )
 
 

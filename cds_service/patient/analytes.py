@@ -33,6 +33,11 @@ class Analyte:
     # An upper target that is itself out of range ("keep below 55": 55 is out of target).
     target_high_exclusive: bool = False
     source: str | None = None  # the prefetch key it is read from; None for computed values
+    # How many of the newest usable results the checks read: the latest alone, except PTH (two
+    # consecutive results: knowledge.thresholds.PTH_OVERSUPPRESSED_CONSECUTIVE), CRP (the one
+    # before it, for the trend) and albumin (the one drawn nearest the latest calcium, which may
+    # be a few results back). Only these are normalised; older results cost a sort key.
+    series: int = 1
 
 
 # Monitoring intervals (clinical-rules.md; seeds 000, 001, 004): calcium and phosphate monthly once
@@ -103,6 +108,7 @@ ANALYTES: dict[str, Analyte] = {
             plausible=(0.3, 10.0),
             stale_after=_MONTHLY,
             source=sources.ALBUMIN,
+            series=12,
         ),
         Analyte(
             "phosphate",
@@ -123,6 +129,7 @@ ANALYTES: dict[str, Analyte] = {
             stale_after=_QUARTERLY,
             target=(150.0, 300.0),
             source=sources.PTH,
+            series=2,
         ),
         # CRP and hs-CRP (terminology.md section 2: 1988-5 [ELEXIS, LABDUMP], 30522-7 [VULCAN,
         # ELEXIS]). No stale_after: seeds 001 and 004 ask for regular monitoring but give no
@@ -134,6 +141,7 @@ ANALYTES: dict[str, Analyte] = {
             frozenset({"1988-5", "30522-7"}),
             plausible=(0.0, 1000.0),
             source=sources.CRP,
+            series=2,
         ),
         Analyte(
             "egfr",

@@ -294,18 +294,31 @@ def classify_medication(resource: Any, index: Any = None) -> MedicationOrder | N
     )
 
 
+def _status_may_be_current(kind: str, status: str | None) -> bool:
+    if kind == "statement":
+        return status in STATEMENT_STATUSES
+    if kind == "administration":
+        return status in ADMINISTRATION_STATUSES
+    return status in ACTIVE_MEDICATION_STATUSES
+
+
+def may_be_current(resource: dict[str, Any]) -> bool:
+    """Whether a medication resource can count as taken now, by its type and status alone (an
+    administration's time is judged per call, ``is_current_exposure``): one that cannot is never
+    classified for the chart."""
+    rtype = resource.get("resourceType")
+    kind = EXPOSURE_KINDS.get(rtype) if isinstance(rtype, str) else None
+    return kind is not None and _status_may_be_current(kind, status_code(resource.get("status")))
+
+
 def is_current_exposure(order: MedicationOrder, now: datetime) -> bool:
     """Whether a medication on the chart counts as taken now: an active or on-hold order, a
     statement that is active, intended or on hold, or an administration in the last two weeks."""
-    if order.kind == "statement":
-        return order.status in STATEMENT_STATUSES
+    if not _status_may_be_current(order.kind, order.status):
+        return False
     if order.kind == "administration":
-        return (
-            order.status in ADMINISTRATION_STATUSES
-            and order.authored is not None
-            and now - ADMINISTRATION_RECENT <= order.authored <= now + timedelta(days=1)
-        )
-    return order.status in ACTIVE_MEDICATION_STATUSES
+        return order.authored is not None and now - ADMINISTRATION_RECENT <= order.authored <= now + timedelta(days=1)
+    return True
 
 
 def classify_allergy(resource: Any) -> AllergyFact | None:

@@ -11,7 +11,7 @@ patient screening that drops any resource about another patient) fetches two set
   the last 12 months.
 
 Nothing here decides anything clinical. Results are read and normalised by the record builder's
-own reader (``observation_reading``); corrected calcium and Ca x P at each point in time are the
+own reader (``chart.read_lab``); corrected calcium and Ca x P at each point in time are the
 engine's ``corrected_calcium`` and ``ca_x_p`` applied to the results known at that time; in or
 out of target is M1's ``position``; drugs are classified by ``classify_medication``; order
 spans by ``order_span``; the dialysis modality by ``dialysis_modality``.
@@ -35,12 +35,14 @@ from cds_service.checks.labs import ca_x_p, corrected_calcium, shown
 from cds_service.checks.m1_mineral_status import DIALYSIS_TARGETS, position
 from cds_service.checks.modality import DialysisModality, dialysis_modality
 from cds_service.checks.order_timing import order_span
+from cds_service.fhir.prefetch import ResolvedPrefetch
 from cds_service.fhir.reading import ResourceIndex, iter_resources
-from cds_service.fhir.resolver import PrefetchResolver, ResolvedPrefetch
+from cds_service.fhir.resolver import PrefetchResolver
 from cds_service.fhir.templates import PrefetchKey, shape_of
 from cds_service.knowledge.content import content
+from cds_service.patient import chart as chart_reading
 from cds_service.patient.analytes import ANALYTES
-from cds_service.patient.build import NOT_READ, build_record, observation_reading, patient_view_exposures
+from cds_service.patient.build import build_record, patient_view_exposures
 from cds_service.patient.classify import classify_medication
 from cds_service.patient.model import LabResult, MedicationOrder, PatientRecord
 from cds_service.patient.terminology import LOINC
@@ -214,7 +216,8 @@ def read_chart(
         context={"patientId": patient},
     )
     resolved = resolver.resolve(request, keys)
-    service_part = _only(resolved, SERVICE.prefetch)
+    chart = chart_reading.read_chart(_only(resolved, SERVICE.prefetch), patient)  # screened as a hook call is
+    resolved = chart_reading.screened(resolved, patient)  # the history keys, read below resource by resource
     context = {"patientId": patient}
     cards = tuple(
         evaluate(
@@ -223,12 +226,12 @@ def read_chart(
                 hook=SERVICE.hook,
                 hook_instance=request.hookInstance,
                 context=context,
-                prefetch=service_part,
+                chart=chart,
                 now=now,
             )
         )
     )
-    record = build_record(context, service_part, now)
+    record = build_record(context, chart, now)
     since = datetime.combine(since_day, datetime.min.time(), tzinfo=UTC)
     labs, unusable = _history_labs(resolved.data.get(HISTORY_LABS), since, now)
     if HISTORY_LABS in resolved.unavailable:  # the service's own (shorter) series, at least
@@ -262,8 +265,6 @@ def _only(resolved: ResolvedPrefetch, keys: Iterable[str]) -> ResolvedPrefetch:
         unavailable={k: v for k, v in resolved.unavailable.items() if k in wanted},
         incomplete={k: v for k, v in resolved.incomplete.items() if k in wanted},
         fetched=frozenset(k for k in resolved.fetched if k in wanted),
-        other_patient={k: v for k, v in resolved.other_patient.items() if k in wanted},
-        encoded={},
     )
 
 
@@ -277,12 +278,11 @@ def _history_labs(
     for _, resource in iter_resources(value):
         if resource.get("resourceType") != "Observation":
             continue
-        reading = observation_reading(resource)
-        if reading is NOT_READ or reading.analyte not in HISTORY_ANALYTES:
+        result = chart_reading.read_lab(resource)
+        if result is None or result.analyte not in HISTORY_ANALYTES:
             continue
-        result = reading.lab_result(resource)
         if not isinstance(result, LabResult):
-            unusable[reading.analyte] = unusable.get(reading.analyte, 0) + 1
+            unusable[result.analyte] = unusable.get(result.analyte, 0) + 1
             continue
         if result.effective is None or not since <= result.effective <= latest:
             continue

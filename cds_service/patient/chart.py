@@ -1,0 +1,519 @@
+"""Reading a chart: one pass over the resolved prefetch, a pure function of it and of whose chart it is.
+
+``read_chart(prefetch, patient_id)`` walks every resource of every prefetch key once and, in the
+same step, for each resource:
+
+* **screens identity**: a resource about another patient is dropped alone and counted per key;
+  a key left holding nothing about this patient is treated as unavailable (``OTHER_PATIENT``);
+* **selects by type and code** before reading anything else: an Observation is kept as a
+  candidate only when its status may be acted on and it carries the LOINC code of an analyte a
+  check reads (its other members are not looked at); resource types no check reads cost one
+  dictionary lookup;
+* reads what depends on nothing but the resource: a Condition's and an AllergyIntolerance's
+  facts, a Patient's birth date.
+
+Then, per analyte, only the newest candidates are normalised (units, plausibility, text results)
+until as many usable results as the checks read are found (``Analyte.series``: the latest
+alone for most, two PTH results, a CRP and the one before it, the albumins near a calcium); medication orders are classified once every
+``Medication`` of the prefetch is known. What depends on the time of the call (a procedure's
+recency, whether an order is still taken) is left to ``build.build_record``.
+
+The cost of a call therefore grows with what the rules read (a few results per analyte, the
+problem and medication lists), not with the size of the chart: an Observation no check reads
+costs a few dictionary lookups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, NamedTuple
+
+from cds_service.fhir.prefetch import ResolvedPrefetch
+from cds_service.fhir.reading import (
+    ResourceIndex,
+    as_list,
+    is_about_patient,
+    iter_resources,
+    names_patient,
+    parse_fhir_datetime,
+    patient_references,
+    resource_key,
+)
+from cds_service.patient import units
+from cds_service.patient.analytes import ANALYTES, LOINC_TO_ANALYTE
+from cds_service.patient.classify import classify_allergy, classify_condition, classify_medication, may_be_current
+from cds_service.patient.model import (
+    CANONICAL_UNITS,
+    AllergyFact,
+    ConditionFact,
+    LabResult,
+    MedicationOrder,
+    UnusableLab,
+)
+from cds_service.patient.terminology import LOINC, canonical_system, text_spent
+
+# Observation statuses whose values may be acted on.
+USABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
+
+# A key whose every resource was about another patient (the cards show this as the reason).
+OTHER_PATIENT = "held data about another patient"
+
+# The text work of one call is bounded: once the name matcher has read this many characters of
+# the call's medication, allergy and problem-list texts (its caches answer texts seen before for
+# free), the rest of the named resources are not read, and their prefetch keys are "only partly
+# read" on the cards (the checks that need them are not checked, no one-click order). A real chart
+# costs a few thousand characters; the bound is reached only by texts made to be expensive (about
+# a second of matching at worst), never by a short list read in part.
+CALL_TEXT_BUDGET = 150_000
+
+ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder", "MedicationStatement", "MedicationAdministration"})
+# What each resource type is to the reading (types absent here are not read at all).
+_OBSERVATION, _CONDITION, _PROCEDURE, _ALLERGY, _MEDICATION, _ORDER, _PATIENT = range(7)
+_KIND = {
+    "Observation": _OBSERVATION,
+    "Condition": _CONDITION,
+    "Procedure": _PROCEDURE,
+    "AllergyIntolerance": _ALLERGY,
+    "Medication": _MEDICATION,
+    "Patient": _PATIENT,
+    **dict.fromkeys(ORDER_TYPES, _ORDER),
+}
+# Kinds whose reading sends text to the name matcher (bounded by CALL_TEXT_BUDGET).
+_NAMED = frozenset({_CONDITION, _ALLERGY, _MEDICATION, _ORDER})
+
+
+# --------------------------------------------------------------------------------------------
+# Observations
+# --------------------------------------------------------------------------------------------
+
+
+def observation_effective(resource: Mapping[str, Any]) -> datetime | None:
+    period = resource.get("effectivePeriod")
+    return (
+        parse_fhir_datetime(resource.get("effectiveDateTime"))
+        or (parse_fhir_datetime(period.get("start")) if isinstance(period, dict) else None)
+        or parse_fhir_datetime(resource.get("effectiveInstant"))
+        or parse_fhir_datetime(resource.get("issued"))
+    )
+
+
+def observation_analyte(resource: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(analyte, loinc) when the Observation carries a LOINC code of an analyte a check reads."""
+    code = resource.get("code")
+    if type(code) is not dict:
+        return None
+    codings = code.get("coding")
+    if type(codings) is not list:
+        return None
+    for coding in codings:
+        value = coding.get("code") if type(coding) is dict else None
+        if type(value) is not str:
+            continue
+        analyte = LOINC_TO_ANALYTE.get(value)
+        if analyte is None:
+            continue
+        system = coding.get("system")
+        if system == LOINC or canonical_system(system) == LOINC:
+            return analyte, value
+    return None
+
+
+def lab_result(
+    resource: Mapping[str, Any], analyte: str, loinc: str, effective: datetime | None
+) -> LabResult | UnusableLab:
+    """An Observation of ``analyte`` (usable status, LOINC ``loinc``) as a normalised result, or
+    why it cannot be used."""
+    rid = resource_key(resource) or "Observation"
+    quantity = resource.get("valueQuantity")
+    canonical = CANONICAL_UNITS[analyte]
+    assumed_unit = False
+    if not isinstance(quantity, dict) and "valueString" in resource:
+        # Results sent as text ("<3.0", ">1000 pg/mL") are read with their comparator kept.
+        parsed = units.quantity_from_string(resource.get("valueString"), analyte)
+        if parsed is None:
+            return UnusableLab(analyte, rid, "a text result that is not a number", effective)
+        quantity, assumed_unit = parsed
+    if not isinstance(quantity, dict) or not units.is_number(quantity.get("value")):
+        return UnusableLab(analyte, rid, "no numeric valueQuantity", effective)
+    normalised = units.to_canonical(quantity, analyte)
+    if normalised is None:
+        unit = units.quantity_unit(quantity) or "(none)"
+        return UnusableLab(analyte, rid, f"unit '{unit[:40]}' cannot be converted to {canonical}", effective)
+    if not units.is_plausible(analyte, normalised.value):
+        shown = f"{normalised.original_value:.4g} {normalised.original_unit[:40]}"
+        return UnusableLab(analyte, rid, f"implausible value {shown} ignored (a unit or typing error?)", effective)
+    return LabResult(
+        analyte=analyte,
+        value=normalised.value,
+        unit=canonical,
+        original_value=normalised.original_value,
+        original_unit=f"{canonical}, unit not stated" if assumed_unit else normalised.original_unit,
+        effective=effective,
+        resource_id=rid,
+        loinc=loinc,
+        status=str(resource.get("status")),
+        comparator=normalised.comparator,
+    )
+
+
+def _usable_status(resource: Mapping[str, Any]) -> bool:
+    status = resource.get("status")
+    return type(status) is str and status in USABLE_OBSERVATION_STATUSES
+
+
+def read_lab(resource: Mapping[str, Any]) -> LabResult | UnusableLab | None:
+    """One Observation as a lab result (``None``: not a result any check reads: another code, or
+    a status that may not be acted on). For readers of one Observation at a time."""
+    if not _usable_status(resource):
+        return None
+    selected = observation_analyte(resource)
+    if selected is None:
+        return None
+    return lab_result(resource, selected[0], selected[1], observation_effective(resource))
+
+
+class _Candidate(NamedTuple):
+    """An Observation selected by status and code, not yet normalised."""
+
+    newest_first: tuple[int, float]  # undated last; among dated ones, newest first
+    effective: datetime | None
+    loinc: str
+    resource: dict[str, Any]
+
+
+def _candidate(resource: dict[str, Any], loinc: str) -> _Candidate:
+    effective = observation_effective(resource)
+    order = (1, 0.0) if effective is None else (0, -effective.timestamp())
+    return _Candidate(order, effective, loinc, resource)
+
+
+def newest_series(analyte: str, candidates: list[_Candidate]) -> tuple[tuple[LabResult, ...], list[UnusableLab]]:
+    """Normalise an analyte's candidates newest first until as many are usable as the checks
+    read (``Analyte.series``); the unusable ones met on the way are returned too (a newer
+    unreadable result is shown)."""
+    depth = ANALYTES[analyte].series
+    candidates.sort(key=_newest_first)
+    series: list[LabResult] = []
+    unusable: list[UnusableLab] = []
+    taken: set[str] = set()
+    for candidate in candidates:
+        rid = resource_key(candidate.resource)
+        if rid is not None:
+            if rid in taken:  # the same Observation sent twice (two keys, or overlapping pages)
+                continue
+            taken.add(rid)
+        result = lab_result(candidate.resource, analyte, candidate.loinc, candidate.effective)
+        if isinstance(result, LabResult):
+            series.append(result)
+            if len(series) == depth:
+                break
+        else:
+            unusable.append(result)
+    return tuple(series), unusable
+
+
+def _newest_first(candidate: _Candidate) -> tuple[int, float]:
+    return candidate.newest_first
+
+
+# --------------------------------------------------------------------------------------------
+# The reading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChartReading:
+    """What the prefetch says about one patient, as far as it depends on nothing but the data
+    and whose chart it is. ``build.build_record`` adds what depends on the time of the call."""
+
+    patient_id: str
+    labs: dict[str, tuple[LabResult, ...]] = field(default_factory=dict)
+    unusable_labs: tuple[UnusableLab, ...] = ()
+    # Conditions' facts and Procedure resources (read per call: their recency), in the order sent.
+    conditions: tuple[ConditionFact | dict[str, Any], ...] = ()
+    allergies: tuple[AllergyFact, ...] = ()
+    # The orders of every kind whose status lets them count as taken now, classified.
+    orders: tuple[MedicationOrder, ...] = ()
+    medication_catalog: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    birth_date: date | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)
+    incomplete: dict[str, str] = field(default_factory=dict)
+    # key -> how many resources about another patient it held (dropped, never read).
+    other_patient: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _KeyReading:
+    """What one prefetch key contributed, kept apart until the key is known to be this
+    patient's (a key holding nothing about them contributes nothing)."""
+
+    key: str
+    candidates: list[tuple[str, _Candidate]] = field(default_factory=list)
+    # Conditions' facts and Procedures (read per call: their recency), in the order sent.
+    conditions: list[ConditionFact | dict[str, Any]] = field(default_factory=list)
+    allergies: list[AllergyFact] = field(default_factory=list)
+    medications: list[tuple[str | None, dict[str, Any]]] = field(default_factory=list)
+    orders: list[dict[str, Any]] = field(default_factory=list)  # classified once the catalog is known
+    patients: list[dict[str, Any]] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)  # "Type/id" of what it contributed
+    foreign: int = 0  # resources about another patient
+    names_patient: bool = False  # a resource that positively names this patient
+    unread: int = 0  # named resources left unread: the text budget was spent
+
+
+class _Identity:
+    """Whose resource is it: ``Patient/<id>`` decided at once; any other reference form
+    (``urn:uuid:`` of a transaction Bundle's Patient entry, an absolute URL) with every
+    reference that names the patient, collected from the whole prefetch on first need."""
+
+    def __init__(self, patient_id: str, data: Mapping[str, Any]):
+        self.patient_id = patient_id
+        self.own = "Patient/" + patient_id
+        self._data = data
+        self._refs: frozenset[str] | None = None
+
+    def refs(self) -> frozenset[str]:
+        if self._refs is None:
+            self._refs = patient_references(self.patient_id, _all_resources(self._data))
+        return self._refs
+
+    def about(self, resource: dict[str, Any]) -> tuple[bool, bool]:
+        """(about this patient, positively names them): the answers of ``reading.is_about_patient``
+        and ``reading.names_patient``, the usual cases decided without the references."""
+        subject = resource.get("subject")
+        rtype = resource.get("resourceType")
+        if rtype == "Patient":
+            rid = resource.get("id")
+            return not isinstance(rid, str) or rid == self.patient_id, rid == self.patient_id
+        if type(subject) is dict and subject.get("reference") == self.own:
+            return True, True
+        if subject is None and resource.get("patient") is None:
+            return True, False  # names nobody (a Medication)
+        refs = self.refs()
+        if not is_about_patient(resource, self.patient_id, refs):
+            return False, False
+        return True, names_patient(resource, self.patient_id, refs)
+
+
+def _all_resources(data: Mapping[str, Any]) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    for value in data.values():
+        yield from iter_resources(value)
+
+
+class _TextBudget:
+    """One call's budget of matched characters (``CALL_TEXT_BUDGET``)."""
+
+    def __init__(self) -> None:
+        self.start = text_spent()
+
+    def exhausted(self) -> bool:
+        return text_spent() - self.start > CALL_TEXT_BUDGET
+
+
+def _read_key(key: str, value: Any, identity: _Identity | None, seen: set[str], budget: _TextBudget) -> _KeyReading:
+    """One pass over one key's resources: identity, selection, and the readings that need
+    nothing but the resource. ``seen``: the ids earlier keys contributed (a resource sent twice,
+    under two keys or twice in one, counts once: the first; Observations: ``newest_series``)."""
+    out = _KeyReading(key)
+    own = identity.own if identity is not None else None
+    candidates = out.candidates
+    for full_url, resource in iter_resources(value):
+        rtype = resource.get("resourceType")
+        if type(rtype) is not str:
+            continue  # not a resource: never read, never counted
+        if identity is not None:
+            subject = resource.get("subject")  # the usual case, decided here: "Patient/<id>"
+            if type(subject) is dict and subject.get("reference") == own and rtype != "Patient":
+                out.names_patient = True
+            else:
+                about, names = identity.about(resource)
+                if not about:
+                    out.foreign += 1
+                    continue
+                out.names_patient = out.names_patient or names
+        kind = _KIND.get(rtype)
+        if kind is None:
+            continue
+        if kind == _OBSERVATION:
+            status = resource.get("status")
+            if type(status) is not str or status not in USABLE_OBSERVATION_STATUSES:
+                continue
+            selected = observation_analyte(resource)
+            if selected is not None:
+                candidates.append((selected[0], _candidate(resource, selected[1])))
+            continue
+        if _repeated(out, rtype, resource, seen):
+            continue
+        if kind in _NAMED and budget.exhausted():
+            out.unread += 1
+            continue
+        if kind == _CONDITION:
+            out.conditions.extend(classify_condition(resource))
+        elif kind == _PROCEDURE:
+            out.conditions.append(resource)
+        elif kind == _ORDER:
+            if may_be_current(resource):  # a stopped or completed order is not read further
+                out.orders.append(resource)
+        elif kind == _MEDICATION:
+            out.medications.append((full_url, resource))
+        elif kind == _ALLERGY:
+            allergy = classify_allergy(resource)
+            if allergy is not None:
+                out.allergies.append(allergy)
+        else:  # Patient
+            out.patients.append(resource)
+    return out
+
+
+def _repeated(out: _KeyReading, rtype: Any, resource: dict[str, Any], seen: set[str]) -> bool:
+    """Whether this resource was read already (by ``Type/id``; one without an id never is)."""
+    rid = resource.get("id")
+    if type(rid) is not str or not rid:
+        return False
+    ref = f"{rtype}/{rid}"
+    if ref in out.ids or ref in seen:
+        return True
+    out.ids.add(ref)
+    return False
+
+
+def read_chart(prefetch: ResolvedPrefetch, patient_id: str) -> ChartReading:
+    """The chart of ``patient_id`` as the prefetch holds it (see the module doc). Nothing here
+    raises on malformed FHIR: what cannot be read is skipped (labs: noted as unusable).
+    ``patient_id`` empty: no identity screen (there is no patient to screen for)."""
+    data = prefetch.data
+    identity = _Identity(patient_id, data) if patient_id else None
+    budget = _TextBudget()
+    unavailable = dict(prefetch.unavailable)
+    other_patient: dict[str, int] = {}
+    seen: set[str] = set()
+    readings: list[_KeyReading] = []
+    for key, value in data.items():
+        reading = _read_key(key, value, identity, seen, budget)
+        if reading.foreign:
+            other_patient[key] = reading.foreign
+            if not reading.names_patient:  # nothing in it is this patient's: none of it is used
+                unavailable[key] = OTHER_PATIENT
+                continue
+        seen |= reading.ids
+        readings.append(reading)
+    return _combine(patient_id, readings, budget, prefetch.incomplete, unavailable, other_patient)
+
+
+def _combine(
+    patient_id: str,
+    readings: list[_KeyReading],
+    budget: _TextBudget,
+    incomplete_as_resolved: Mapping[str, str],
+    unavailable: dict[str, str],
+    other_patient: dict[str, int],
+) -> ChartReading:
+    """The keys' readings as one chart: labs normalised newest first, orders classified with
+    every Medication of the prefetch known."""
+    candidates: dict[str, list[_Candidate]] = {}
+    conditions: list[ConditionFact | dict[str, Any]] = []
+    allergies: list[AllergyFact] = []
+    catalog = ResourceIndex()
+    birth_date: date | None = None
+    for reading in readings:
+        for analyte, candidate in reading.candidates:
+            candidates.setdefault(analyte, []).append(candidate)
+        conditions.extend(reading.conditions)
+        allergies.extend(reading.allergies)
+        for full_url, medication in reading.medications:
+            catalog.add(medication, full_url)
+        for patient in reading.patients:
+            birth_date = birth_date or _birth_date(patient, patient_id)
+    orders: list[MedicationOrder] = []
+    for reading in readings:
+        for resource in reading.orders:
+            if budget.exhausted():
+                reading.unread += 1
+                continue
+            order = classify_medication(resource, catalog)
+            if order is not None:
+                orders.append(order)
+    incomplete = dict(incomplete_as_resolved)
+    for reading in readings:
+        if reading.unread:
+            incomplete.setdefault(
+                reading.key, f"{reading.unread} entries not read: the text budget of one call was spent"
+            )
+    labs: dict[str, tuple[LabResult, ...]] = {}
+    unusable: list[UnusableLab] = []
+    for analyte, found in candidates.items():
+        series, skipped = newest_series(analyte, found)
+        if series:
+            labs[analyte] = series
+        unusable.extend(skipped)
+    return ChartReading(
+        patient_id=patient_id,
+        labs=labs,
+        unusable_labs=tuple(unusable),
+        conditions=tuple(conditions),
+        allergies=tuple(allergies),
+        orders=tuple(orders),
+        medication_catalog=catalog.as_mapping(),
+        birth_date=birth_date,
+        unavailable=unavailable,
+        incomplete=incomplete,
+        other_patient=other_patient,
+    )
+
+
+def _birth_date(resource: Mapping[str, Any], patient_id: str) -> date | None:
+    """Patient.birthDate of this patient's record (a full date; a year or month alone is not
+    precise enough to tell an age threshold)."""
+    if not patient_id or resource.get("id") != patient_id:
+        return None
+    value = resource.get("birthDate")
+    if not isinstance(value, str) or len(value) != 10:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def screened(prefetch: ResolvedPrefetch, patient_id: str) -> ResolvedPrefetch:
+    """``prefetch`` with every resource about another patient left out (a key left holding
+    nothing about this patient: unavailable, ``OTHER_PATIENT``), for readers that walk the raw
+    data themselves (the SMART page's history); the hook path screens in ``read_chart``."""
+    if not patient_id:
+        return prefetch
+    identity = _Identity(patient_id, prefetch.data)
+    data: dict[str, Any] = {}
+    unavailable = dict(prefetch.unavailable)
+    for key, value in prefetch.data.items():
+        foreign: set[int] = set()
+        names = False
+        for _, resource in iter_resources(value):
+            about, positively = identity.about(resource)
+            if not about:
+                foreign.add(id(resource))
+            names = names or positively
+        if not foreign:
+            data[key] = value
+        elif names:
+            data[key] = _without(value, foreign)
+        else:
+            unavailable[key] = OTHER_PATIENT
+    return ResolvedPrefetch(data, unavailable, dict(prefetch.incomplete), prefetch.fetched)
+
+
+def _without(value: Any, dropped: set[int]) -> Any:
+    """A copy of a Bundle (nested Bundles walked) without the resources whose ``id()`` is in
+    ``dropped``; any other value as it is."""
+    if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
+        return value
+    entries = []
+    for entry in as_list(value.get("entry")):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and id(resource) in dropped:
+            continue
+        if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+            entry = {**entry, "resource": _without(resource, dropped)}
+        entries.append(entry)
+    return {**value, "entry": entries}
