@@ -41,8 +41,15 @@ def one_line(text: object, limit: int = MAX_SHOWN_CHARS) -> str:
     return value
 
 
+# Anything ``inert`` would change: most texts (a drug name, a unit, a date) hold none of it and
+# are returned as they are after one search.
+_TO_ESCAPE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\\`*_<>|~@]|\][(\[]|://|(?i:www)\.")
+
+
 def inert(text: object, limit: int = MAX_SHOWN_CHARS) -> str:
     """``text`` safe to place anywhere in a markdown detail: one line, bounded, no markup."""
+    if type(text) is str and len(text) <= limit and text == text.strip() and not _TO_ESCAPE.search(text):
+        return text
     value = _LINK_OPENING.sub(r"\\]", _SPECIAL.sub(r"\\\1", one_line(text, limit)))
     return _AUTOLINK.sub(lambda m: "\\" + m.group(0) if m.group(0) != "//" else "\\/\\/", value)
 
