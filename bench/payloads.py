@@ -1,8 +1,12 @@
 """Synthetic but realistic CDS Hooks requests for the benchmarks.
 
 A dialysis patient with calciphylaxis (so the checks do real work and cards come back), with the
-number of Observations scaled: typical (~60 Observations, 15 MedicationRequests, 8 Conditions),
-large (1,000 Observations) and huge (10,000 Observations, about 4 MB).
+number of Observations scaled: typical (~60 Observations, 15 MedicationRequests, 8 Conditions,
+about 0.05 MB), large (1,000 Observations, 0.6 MB) and huge (10,000 Observations, 6 MB); any other
+count works too (bench.run sends from 10 up to 100,000 Observations, the last about 60 MB).
+
+`chart` numbers patients: chart 0 is the one patient every repeated call sends; any other number
+is another patient, whose resources all differ from chart 0's (a chart the service has not seen).
 """
 
 from __future__ import annotations
@@ -169,13 +173,13 @@ def order_select(observations: int, now: datetime | None = None, chart: int = 0)
     }
 
 
-def patient_view(observations: int, now: datetime | None = None) -> dict:
+def patient_view(observations: int, now: datetime | None = None, chart: int = 0) -> dict:
     now = now or datetime.now(UTC)
     return {
         "hook": "patient-view",
         "hookInstance": "bench-patient-view",
-        "context": {"userId": "Practitioner/bench", "patientId": PATIENT_ID},
-        "prefetch": prefetch(observations, now),
+        "context": {"userId": "Practitioner/bench", "patientId": patient_id(chart)},
+        "prefetch": prefetch(observations, now, chart),
     }
 
 

@@ -11,6 +11,10 @@ prints the median time of:
 * full handling through the Flask test client: decode, validate, resolve prefetch, build the
   record, run the checks, render and encode the cards (authentication off, no network).
 
+The app is set up as the servers run it (bench/inprocess.py): after create_app and a warm-up call
+of each hook, its start-up heap is settled (`cds_service.http.server.settle_heap()`), and both
+decoders are timed in the same process, under the same conditions.
+
 Only the ratios mean anything; absolute times depend on the machine. Not a test: no pass/fail.
 """
 
@@ -20,16 +24,13 @@ import argparse
 import gc
 import json
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
 
 from bench import payloads
-from cds_service.config import Settings
-from cds_service.http.app import create_app
+from bench.inprocess import settled_client
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -71,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(feedback_db=Path(tmp) / "feedback.sqlite3", max_body_bytes=64 * 1024 * 1024)
-        client = create_app(settings, now=lambda: NOW).test_client()
+    with settled_client(now=lambda: NOW) as client:
         print(f"{args.observations:,} Observations in prefetch, median of {args.runs} runs")
         print(
             f"{'hook':<14}{'body':>9}{'cards':>7}{'json.loads':>13}{'orjson':>10}{'full':>10}"
