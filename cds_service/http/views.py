@@ -42,6 +42,7 @@ from cds_service.governance.link import (
     ReportLinkRefused,
     check_report_link,
 )
+from cds_service.http import decoding
 from cds_service.http.deps import Deps
 from cds_service.http.errors import ApiError
 from cds_service.http.responses import encoded_json_response, error_response, json_response
@@ -50,7 +51,7 @@ from cds_service.pages import CSP
 from cds_service.pipeline import find_service, run_hook
 from cds_service.protocol import HOOKS, FeedbackRequest
 from cds_service.render.html import render_preview
-from cds_service.services import discovery_document
+from cds_service.services import ServiceDefinition, discovery_document
 
 log = logging.getLogger("cds_service.request")
 
@@ -96,7 +97,7 @@ def _json_body() -> Any:
     if not raw:
         raise BadRequest("The request body is empty; a JSON object is required.")
     try:
-        return orjson.loads(raw)
+        return decoding.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON ({exc}).") from None
 
@@ -293,10 +294,17 @@ def _snoozes(scope: str, patient_id: str, now: datetime) -> tuple[Snooze, ...]:
 
 @blueprint.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
-    d = deps()
     _authenticate()
     service = find_service(service_id)
     g.log["service"] = service.id
+    # A large chart is decoded and read with the garbage collector paused; the decoded body lives
+    # only in _answer's frame, so it is freed before the collector resumes (decoding.py).
+    with decoding.collector_paused(request.content_length):
+        return _answer(service)
+
+
+def _answer(service: ServiceDefinition) -> Response:
+    d = deps()
     with timed("decode"):
         body = _json_body()
     if isinstance(body, dict):
@@ -358,6 +366,8 @@ bench_blueprint = Blueprint("bench", __name__)
 
 @bench_blueprint.post("/bench/echo")
 def bench_echo() -> Response:
-    """Decode the body and answer empty cards: the benchmark's floor (CDS_BENCH_ECHO only)."""
-    _json_body()
+    """Decode the body and answer empty cards: the benchmark's floor (CDS_BENCH_ECHO only),
+    decoded exactly as a hook call decodes it."""
+    with decoding.collector_paused(request.content_length):
+        _json_body()
     return json_response({"cards": []})
