@@ -28,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from operator import itemgetter
+from typing import Any
 
 from cds_service.fhir.prefetch import ResolvedPrefetch
 from cds_service.fhir.reading import (
@@ -174,37 +175,29 @@ def read_lab(resource: Mapping[str, Any]) -> LabResult | UnusableLab | None:
     return lab_result(resource, selected[0], selected[1], observation_effective(resource))
 
 
-class _Candidate(NamedTuple):
-    """An Observation selected by status and code, not yet normalised."""
-
-    newest_first: tuple[int, float]  # undated last; among dated ones, newest first
-    effective: datetime | None
-    loinc: str
-    resource: dict[str, Any]
-
-
-def _candidate(resource: dict[str, Any], loinc: str) -> _Candidate:
-    effective = observation_effective(resource)
-    order = (1, 0.0) if effective is None else (0, -effective.timestamp())
-    return _Candidate(order, effective, loinc, resource)
-
-
-def newest_series(analyte: str, candidates: list[_Candidate]) -> tuple[tuple[LabResult, ...], list[UnusableLab]]:
-    """Normalise an analyte's candidates newest first until as many are usable as the checks
-    read (``Analyte.series``); the unusable ones met on the way are returned too (a newer
-    unreadable result is shown)."""
+def newest_series(
+    analyte: str, found: list[tuple[str, dict[str, Any]]]
+) -> tuple[tuple[LabResult, ...], list[UnusableLab]]:
+    """An analyte's Observations (``(loinc, resource)``, selected by status and code) normalised
+    newest first until as many are usable as the checks read (``Analyte.series``); the unusable
+    ones met on the way are returned too (a newer unreadable result is shown). Undated results
+    come last; an Observation sent twice (two keys, overlapping pages) counts once."""
     depth = ANALYTES[analyte].series
-    candidates.sort(key=_newest_first)
+    dated = []
+    for loinc, resource in found:
+        effective = observation_effective(resource)
+        dated.append(((1, 0.0) if effective is None else (0, -effective.timestamp()), effective, loinc, resource))
+    dated.sort(key=itemgetter(0))  # stable: equal times keep the order sent
     series: list[LabResult] = []
     unusable: list[UnusableLab] = []
     taken: set[str] = set()
-    for candidate in candidates:
-        rid = resource_key(candidate.resource)
+    for _, effective, loinc, resource in dated:
+        rid = resource_key(resource)
         if rid is not None:
-            if rid in taken:  # the same Observation sent twice (two keys, or overlapping pages)
+            if rid in taken:
                 continue
             taken.add(rid)
-        result = lab_result(candidate.resource, analyte, candidate.loinc, candidate.effective)
+        result = lab_result(resource, analyte, loinc, effective)
         if isinstance(result, LabResult):
             series.append(result)
             if len(series) == depth:
@@ -212,10 +205,6 @@ def newest_series(analyte: str, candidates: list[_Candidate]) -> tuple[tuple[Lab
         else:
             unusable.append(result)
     return tuple(series), unusable
-
-
-def _newest_first(candidate: _Candidate) -> tuple[int, float]:
-    return candidate.newest_first
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,7 +239,7 @@ class _KeyReading:
     patient's (a key holding nothing about them contributes nothing)."""
 
     key: str
-    candidates: list[tuple[str, _Candidate]] = field(default_factory=list)
+    candidates: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # analyte, LOINC, Observation
     # Conditions' facts and Procedures (read per call: their recency), in the order sent.
     conditions: list[ConditionFact | dict[str, Any]] = field(default_factory=list)
     allergies: list[AllergyFact] = field(default_factory=list)
@@ -342,7 +331,7 @@ def _read_key(key: str, value: Any, identity: _Identity | None, seen: set[str], 
                 continue
             selected = observation_analyte(resource)
             if selected is not None:
-                candidates.append((selected[0], _candidate(resource, selected[1])))
+                candidates.append((selected[0], selected[1], resource))
             continue
         if _repeated(out, rtype, resource, seen):
             continue
@@ -412,14 +401,14 @@ def _combine(
 ) -> ChartReading:
     """The keys' readings as one chart: labs normalised newest first, orders classified with
     every Medication of the prefetch known."""
-    candidates: dict[str, list[_Candidate]] = {}
+    candidates: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     conditions: list[ConditionFact | dict[str, Any]] = []
     allergies: list[AllergyFact] = []
     catalog = ResourceIndex()
     birth_date: date | None = None
     for reading in readings:
-        for analyte, candidate in reading.candidates:
-            candidates.setdefault(analyte, []).append(candidate)
+        for analyte, loinc, resource in reading.candidates:
+            candidates.setdefault(analyte, []).append((loinc, resource))
         conditions.extend(reading.conditions)
         allergies.extend(reading.allergies)
         for full_url, medication in reading.medications:
