@@ -472,6 +472,20 @@ def test_acknowledged_feedback_is_durable_wal_with_synchronous_full(tmp_path):
     assert store.durability() == {"journal_mode": "wal", "synchronous": 2}  # 2 = FULL
 
 
+def test_a_durable_write_after_a_quick_hook_path_read_and_a_visible_at_once_write_still_waits_and_syncs(tmp_path):
+    """A connection's settings are changed only when a use needs others (one statement per snooze
+    lookup): whatever ran on the thread before, a durable write runs with FULL and the 10 s wait."""
+    store = SQLiteFeedbackStore(tmp_path / "f.db")
+    store._select("SELECT 1", (), timeout=0.05)  # a snooze lookup: a 50 ms bound on lock waits
+    conn = store._conn()
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 50
+    with store._transaction(timeout=0.05, durable=False):  # a served-card row visible at once
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+    with store._transaction():  # feedback
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 10000
+
+
 # --- PostgreSQL only -------------------------------------------------------------------------------
 
 

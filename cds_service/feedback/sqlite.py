@@ -29,6 +29,7 @@ from cds_service.feedback.store import Cursor, SqlFeedbackStore, log, utcnow
 # Per connection; see the module docstring.
 # busy_timeout first: the journal_mode switch may have to wait for another connection.
 DURABILITY_PRAGMAS = ("busy_timeout=10000", "journal_mode=WAL", "synchronous=FULL", "fullfsync=ON")
+_DEFAULT_BUSY_MS = 10000  # the busy_timeout above
 
 UNAVAILABLE = "The feedback store is busy or cannot be reached right now; send the same request again shortly."
 
@@ -99,26 +100,25 @@ class SQLiteFeedbackStore(SqlFeedbackStore):
 
     @contextmanager
     def _pragmas(self, conn: sqlite3.Connection, timeout: float | None, durable: bool) -> Iterator[None]:
-        """A hook call's bound on waiting for a lock (``timeout``), and a commit that is visible at
-        once without waiting for the disk (``durable=False``: synchronous=NORMAL, which in WAL mode
-        never corrupts the file, though a power loss may lose the last such commits); the
-        connection's own settings again afterwards."""
-        if timeout is None and durable:
-            yield
-            return
-        try:
-            if timeout is not None:
-                conn.execute(f"PRAGMA busy_timeout={max(1, int(timeout * 1000))}")
-            if not durable:
-                conn.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.OperationalError as exc:
-            raise self._unavailable(exc) from None
-        try:
-            yield
-        finally:
-            with suppress(sqlite3.Error):
-                conn.execute(f"PRAGMA {DURABILITY_PRAGMAS[0]}")
-                conn.execute("PRAGMA synchronous=FULL")
+        """A hook call's bound on waiting for a lock (``timeout``; None: the connection's own, 10 s),
+        and a commit that is visible at once without waiting for the disk (``durable=False``:
+        synchronous=NORMAL, which in WAL mode never corrupts the file, though a power loss may
+        lose the last such commits; True: synchronous=FULL). Each use sets what it needs on this
+        thread's connection when it differs from what the connection has now, so a run of snooze
+        lookups costs one statement each, not three more."""
+        wanted = (max(1, int(timeout * 1000)) if timeout is not None else _DEFAULT_BUSY_MS, durable)
+        current: tuple[int, bool] | None = getattr(self._local, "pragmas", (_DEFAULT_BUSY_MS, True))
+        if wanted != current:
+            try:
+                if current is None or wanted[0] != current[0]:
+                    conn.execute(f"PRAGMA busy_timeout={wanted[0]}")
+                if current is None or wanted[1] != current[1]:
+                    conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+            except sqlite3.OperationalError as exc:
+                self._local.pragmas = None  # not known: set again on next use
+                raise self._unavailable(exc) from None
+            self._local.pragmas = wanted
+        yield
 
     @contextmanager
     def _transaction(self, timeout: float | None = None, durable: bool = True) -> Iterator[Cursor]:
@@ -208,8 +208,10 @@ class SQLiteFeedbackStore(SqlFeedbackStore):
             self._migrated = True
 
     def durability(self) -> dict[str, str | int]:
-        """The journal mode and synchronous level in force (0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA)."""
+        """The journal mode and synchronous level a durable write runs with (0 OFF, 1 NORMAL,
+        2 FULL, 3 EXTRA)."""
         conn = self._conn()
-        journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+        with self._pragmas(conn, None, True):
+            journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
         return {"journal_mode": str(journal_mode), "synchronous": int(synchronous)}
