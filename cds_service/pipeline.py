@@ -20,7 +20,7 @@ from cds_service.calllog import event, timed
 from cds_service.checks.findings import Snooze
 from cds_service.errors import BadRequest, NotFound, describe_validation_error
 from cds_service.fhir.resolver import PrefetchResolver, require
-from cds_service.patient.chart import read_chart
+from cds_service.patient.chart import EntrySieve, read_chart
 from cds_service.protocol import CONTEXT_MODELS, CDSRequest, CDSResponse
 from cds_service.services import SERVICES, ServiceDefinition
 
@@ -33,6 +33,15 @@ def find_service(service_id: str) -> ServiceDefinition:
         known = ", ".join(sorted(SERVICES))
         raise NotFound(f"No CDS service with id '{service_id}'. Services offered: {known}.")
     return service
+
+
+def sieve_for(body: dict[str, Any]) -> EntrySieve | None:
+    """For a very large body (``http.decoding``), given its members decoded before ``prefetch``:
+    the sieve that keeps what reading this patient's chart could use; None (decode it whole)
+    when the context naming the patient has not come first."""
+    context = body.get("context")
+    patient_id = context.get("patientId") if isinstance(context, dict) else None
+    return EntrySieve(patient_id) if isinstance(patient_id, str) and patient_id else None
 
 
 def validate_request(service: ServiceDefinition, body: Any) -> CDSRequest:

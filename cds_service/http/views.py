@@ -17,6 +17,7 @@ authentication or a signed, expiring link (``calciphylaxis-cds report-link``).
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
 from datetime import UTC, datetime
@@ -48,7 +49,7 @@ from cds_service.http.errors import ApiError
 from cds_service.http.responses import encoded_json_response, error_response, json_response
 from cds_service.knowledge.content import content
 from cds_service.pages import CSP
-from cds_service.pipeline import find_service, run_hook
+from cds_service.pipeline import find_service, run_hook, sieve_for
 from cds_service.protocol import HOOKS, FeedbackRequest
 from cds_service.render.html import render_preview
 from cds_service.services import ServiceDefinition, discovery_document
@@ -86,8 +87,9 @@ def _authenticate() -> None:
         g.log.update(iss=g.auth.get("iss"), tenant=g.tenant)
 
 
-def _json_body() -> Any:
-    """Decode the body as JSON, with the right status for each way it can be wrong."""
+def _json_body(sieve_for: decoding.SieveFor | None = None) -> Any:
+    """Decode the body as JSON, with the right status for each way it can be wrong.
+    ``sieve_for``: a hook call's, for a very large body (``decoding.loads``)."""
     if request.mimetype and request.mimetype not in JSON_MIMETYPES:
         raise ApiError(
             415,
@@ -97,8 +99,8 @@ def _json_body() -> Any:
     if not raw:
         raise BadRequest("The request body is empty; a JSON object is required.")
     try:
-        return decoding.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return decoding.loads(raw, sieve_for)
+    except json.JSONDecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON ({exc}).") from None
 
 
@@ -306,7 +308,7 @@ def call_service(service_id: str) -> Response:
 def _answer(service: ServiceDefinition) -> Response:
     d = deps()
     with timed("decode"):
-        body = _json_body()
+        body = _json_body(sieve_for)
     if isinstance(body, dict):
         g.log.update(_loggable_hook_fields(body))
     scope = _scope()

@@ -13,14 +13,16 @@ same step, for each resource:
   facts, a Patient's birth date.
 
 Then, per analyte, only the newest candidates are normalised (units, plausibility, text results)
-until as many usable results as the checks read are found (``Analyte.series``: the latest
-alone for most, two PTH results, a CRP and the one before it, the albumins near a calcium); medication orders are classified once every
-``Medication`` of the prefetch is known. What depends on the time of the call (a procedure's
-recency, whether an order is still taken) is left to ``build.build_record``.
+until as many usable results as the checks read are found (``Analyte.series``: the latest alone
+for most, two PTH results, a CRP and the one before it, the albumins near a calcium); medication
+orders whose status lets them be current are classified once every ``Medication`` of the
+prefetch is known. What depends on the time of the call (a procedure's recency, whether an
+order is still taken) is left to ``build.build_record``.
 
 The cost of a call therefore grows with what the rules read (a few results per analyte, the
 problem and medication lists), not with the size of the chart: an Observation no check reads
-costs a few dictionary lookups.
+costs a few dictionary lookups. A body too large to decode whole is sieved as it is decoded
+(``EntrySieve``, at the end): it keeps exactly the entries this reading could use.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ from cds_service.patient.terminology import LOINC, canonical_system, text_spent
 
 # Observation statuses whose values may be acted on.
 USABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
+
+# The analytes in the order of their table: the reading lists them so, whatever order they came in.
+_ANALYTE_ORDER = {key: position for position, key in enumerate(ANALYTES)}
 
 # A key whose every resource was about another patient (the cards show this as the reason).
 OTHER_PATIENT = "held data about another patient"
@@ -432,8 +437,8 @@ def _combine(
             )
     labs: dict[str, tuple[LabResult, ...]] = {}
     unusable: list[UnusableLab] = []
-    for analyte, found in candidates.items():
-        series, skipped = newest_series(analyte, found)
+    for analyte in sorted(candidates, key=_ANALYTE_ORDER.__getitem__):  # whatever order they came in
+        series, skipped = newest_series(analyte, candidates[analyte])
         if series:
             labs[analyte] = series
         unusable.extend(skipped)
@@ -506,3 +511,142 @@ def _without(value: Any, dropped: set[int]) -> Any:
             entry = {**entry, "resource": _without(resource, dropped)}
         entries.append(entry)
     return {**value, "entry": entries}
+
+
+# --------------------------------------------------------------------------------------------
+# A body too large to hold decoded: its entries sieved as they are decoded
+# --------------------------------------------------------------------------------------------
+
+
+class EntrySieve:
+    """Keeps, of the entries of a prefetch Bundle offered one at a time as a very large body is
+    decoded (``http.decoding``), every entry ``read_chart`` could use, so that the rest need never
+    be held: memory then follows what the checks read, not the size of the chart.
+
+    Kept: every entry that is not an Observation plainly about this patient (any other resource,
+    and any Observation whose ``subject`` is not ``Patient/<id>``: ``read_chart`` screens those);
+    per key, its first Observation of this patient when nothing else kept is plainly theirs (so
+    that a key mixing this patient's data with another's is still read as theirs, as it would be
+    whole); and, per analyte across the keys, exactly the Observations ``newest_series`` could
+    reach: the newest usable ones, as many as the checks read (a resource sent twice counted
+    once), and the unusable ones newer than the oldest of those. Dropped: this patient's
+    Observations of codes or statuses no check reads, and the older results of each analyte.
+    Reading the kept entries gives the reading of the whole Bundles
+    (``tests/patient/test_chart_reading.py`` holds it to that, on generated charts)."""
+
+    def __init__(self, patient_id: str):
+        self.own = "Patient/" + patient_id
+        self._kept: dict[str, list[tuple[int, Any]]] = {}
+        self._series: dict[str, _SeriesSieve] = {}  # per analyte, across keys (as read_chart reads)
+        self._witness: dict[str, tuple[int, Any]] = {}  # key -> its first Observation of this patient
+        self._seq = 0
+        # False once something left out may have been needed after all (two versions of one
+        # Observation: ``_SeriesSieve.offer``); the body must then be read whole.
+        self.exact = True
+
+    def offer(self, key: str, entry: Any) -> None:
+        self._seq += 1
+        kept = self._kept.setdefault(key, [])
+        resource = entry.get("resource") if type(entry) is dict else None
+        search = entry.get("search") if type(entry) is dict else None
+        if (
+            type(resource) is not dict
+            or resource.get("resourceType") != "Observation"
+            or (isinstance(search, dict) and search.get("mode") == "outcome")  # never read: kept as sent
+        ):
+            kept.append((self._seq, entry))
+            return
+        subject = resource.get("subject")
+        if type(subject) is not dict or subject.get("reference") != self.own:
+            kept.append((self._seq, entry))  # another patient's, or named another way: screened when read
+            return
+        if key not in self._witness:  # says whose the key is, should nothing else kept say so
+            self._witness[key] = (self._seq, entry)
+        selected = observation_analyte(resource) if _usable_status(resource) else None
+        if selected is None:  # no check reads it
+            return
+        series = self._series.get(selected[0])
+        if series is None:
+            series = self._series[selected[0]] = _SeriesSieve(selected[0])
+        series.offer(key, self._seq, entry, resource, selected[1])
+
+    def kept(self, key: str) -> list[Any]:
+        """The entries of ``key`` kept, in the order they were offered (asked once its entries
+        are all offered; a later key may still outrank some of them: they are then kept in vain,
+        never missed)."""
+        kept = list(self._kept.pop(key, []))
+        for series in self._series.values():
+            kept.extend(series.kept(key))
+            self.exact = self.exact and series.exact
+        witness = self._witness.pop(key, None)
+        if witness is not None and not any(self._plainly_own(entry) for _, entry in kept):
+            # A key of this patient's results left out and of someone else's data: the first of
+            # them stays, so the key is still read as this patient's (never as a result: it is
+            # behind every result the checks read, or of a code they do not read).
+            kept.append(witness)
+        kept.sort(key=itemgetter(0))
+        return [entry for _, entry in kept]
+
+    def _plainly_own(self, entry: Any) -> bool:
+        resource = entry.get("resource") if type(entry) is dict else None
+        subject = resource.get("subject") if type(resource) is dict else None
+        return type(subject) is dict and subject.get("reference") == self.own
+
+
+class _SeriesSieve:
+    """One analyte's Observations across the keys, in ``newest_series``'s order (newest first,
+    undated last, then the order sent): the ``depth`` first usable ones, and the unusable ones
+    ahead of the last of them. A resource sent twice counts once, at its first place in that
+    order (as ``newest_series`` takes it); its other copies are never kept."""
+
+    def __init__(self, analyte: str):
+        self.analyte = analyte
+        self.depth = ANALYTES[analyte].series
+        # place -> (key, entry); a place is (order, seq): comparable, unique per offer.
+        self.usable: dict[tuple[tuple[int, float], int], tuple[str, Any]] = {}
+        self.unusable: dict[tuple[tuple[int, float], int], tuple[str, Any]] = {}
+        self.place_of: dict[str, tuple[tuple[int, float], int]] = {}  # resource id -> its place kept
+        self.exact = True  # False: something it left out may have been needed (see offer)
+
+    def _threshold(self) -> tuple[tuple[int, float], int] | None:
+        """The place of the last usable result the checks could read (None: fewer than that yet)."""
+        return max(self.usable) if len(self.usable) >= self.depth else None
+
+    def offer(self, key: str, seq: int, entry: Any, resource: dict[str, Any], loinc: str) -> None:
+        effective = observation_effective(resource)
+        place = ((1, 0.0) if effective is None else (0, -effective.timestamp()), seq)
+        threshold = self._threshold()
+        if threshold is not None and place > threshold:
+            return  # behind every result the checks could read
+        rid = resource_key(resource)
+        displaced_usable = False
+        if rid is not None and rid in self.place_of:
+            earlier = self.place_of[rid]
+            if earlier < place:
+                return  # a copy behind the one kept: never reached
+            # This copy comes first: the one kept is never reached.
+            displaced_usable = self.usable.pop(earlier, None) is not None
+            self.unusable.pop(earlier, None)
+        if rid is not None:
+            self.place_of[rid] = place
+        if isinstance(lab_result(resource, self.analyte, loinc, effective), UnusableLab):
+            self.unusable[place] = (key, entry)
+            if displaced_usable:
+                # A usable result gave way to an unusable copy of itself (two versions of one
+                # resource): the last place the checks could read moves back, past results
+                # already left out. Rare; the sieve says so and the body is read whole.
+                self.exact = False
+            return
+        self.usable[place] = (key, entry)
+        if len(self.usable) > self.depth:
+            del self.usable[max(self.usable)]
+
+    def kept(self, key: str) -> list[tuple[int, Any]]:
+        threshold = self._threshold()
+        kept = [(place[1], entry) for place, (of, entry) in self.usable.items() if of == key]
+        kept += [
+            (place[1], entry)
+            for place, (of, entry) in self.unusable.items()
+            if of == key and (threshold is None or place < threshold)
+        ]
+        return kept

@@ -232,3 +232,72 @@ def test_the_reading_does_not_depend_on_the_order_of_resources_within_a_key(keys
     assert sorted(c.resource_id for c in first.conditions) == sorted(c.resource_id for c in second.conditions)
     assert sorted(o.resource_id for o in first.orders) == sorted(o.resource_id for o in second.orders)
     assert first.other_patient == second.other_patient and first.unavailable == second.unavailable
+
+
+# --- a very large body, sieved as it is decoded ------------------------------------------------
+
+
+def _sieved(prefetch: dict, patient_id: str = PATIENT) -> dict:
+    """The prefetch as the decoder hands it on after offering each Bundle's entries to the sieve."""
+    sieve = chart_module.EntrySieve(patient_id)
+    out = {}
+    for key, value in prefetch.items():
+        if isinstance(value, dict) and isinstance(value.get("entry"), list):
+            for entry in value["entry"]:
+                sieve.offer(key, entry)
+            out[key] = {**value, "entry": sieve.kept(key)}
+        else:
+            out[key] = value
+    return out if sieve.exact else prefetch  # as the decoder does: not exact, read whole
+
+
+def _same_reading(prefetch: dict) -> None:
+    whole = read_chart(ResolvedPrefetch(prefetch, {}), PATIENT)
+    sieved = read_chart(ResolvedPrefetch(_sieved(prefetch), {}), PATIENT)
+    assert sieved.labs == whole.labs
+    assert sieved.unusable_labs == whole.unusable_labs
+    assert sieved.other_patient == whole.other_patient and sieved.unavailable == whole.unavailable
+    assert sieved.conditions == whole.conditions and sieved.orders == whole.orders
+
+
+def test_the_sieve_keeps_only_what_the_checks_read_of_a_large_chart():
+    prefetch = {"labs": _labs_chart(3000)}
+    kept = _sieved(prefetch)["labs"]["entry"]
+    # the newest calcium and the two newest PTH: nothing else
+    assert len(kept) == ANALYTES["calcium"].series + ANALYTES["pth"].series
+    _same_reading(prefetch)
+
+
+_SIEVED_RESOURCES = st.builds(
+    lambda rid, code_unit, value, day, patient, status, dated: {
+        **_observation(f"o{rid}", code_unit[0], value, code_unit[1], day, patient=patient, status=status),
+        **({} if dated else {"effectiveDateTime": None}),
+    },
+    st.integers(0, 12),  # few ids: the same resource sent twice, with other values
+    st.sampled_from(
+        [("17861-6", "mg/dL"), ("17861-6", "furlongs"), ("2731-8", "pg/mL"), ("1751-7", "g/dL"), ("6299-2", "mg/dL")]
+    ),
+    st.sampled_from([3.5, 9.4, 300.0, 1e9]),  # 1e9: implausible, unusable
+    st.integers(0, 6),  # days ago: equal times are common
+    st.sampled_from([PATIENT, PATIENT, PATIENT, "someone-else"]),
+    st.sampled_from(["final", "final", "amended", "preliminary"]),
+    st.booleans(),
+)
+
+
+def _clean(resource: dict) -> dict:
+    return {k: v for k, v in resource.items() if v is not None}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_SIEVED_RESOURCES.map(_clean), max_size=25), min_size=1, max_size=3))
+def test_reading_the_sieved_entries_gives_the_reading_of_the_whole_bundles(keys):
+    _same_reading({f"k{i}": _bundle(*resources) for i, resources in enumerate(keys)})
+
+
+def test_a_key_of_another_patients_results_and_this_patients_unread_ones_stays_this_patients():
+    urea = _observation("urea", "6299-2", 40.0, "mg/dL", 1)
+    theirs = _observation("theirs", "17861-6", 9.1, "mg/dL", 1, patient="someone-else")
+    prefetch = {"calcium": _bundle(urea, *[copy.deepcopy(urea) | {"id": f"u{i}"} for i in range(5)], theirs)}
+    _same_reading(prefetch)
+    assert "calcium" not in read_chart(ResolvedPrefetch(_sieved(prefetch), {}), PATIENT).unavailable
