@@ -1,9 +1,9 @@
 """One hook call, start to finish, without HTTP: validate, resolve prefetch, evaluate.
 
 The Flask view and the ``evaluate`` command both call ``run_hook`` so they cannot disagree.
-Stage timings (validate, prefetch, record: reading the chart; the engine adds to record, then
-checks, render) go to the call's
-record (``calllog``) when the HTTP layer has opened one.
+Stage timings (validate, prefetch, record: reading the chart; the engine adds the building of
+the record to it, then checks and render) go to the call's record (``calllog``) when the HTTP
+layer has opened one.
 """
 
 from __future__ import annotations

@@ -368,8 +368,9 @@ bench_blueprint = Blueprint("bench", __name__)
 
 @bench_blueprint.post("/bench/echo")
 def bench_echo() -> Response:
-    """Decode the body and answer empty cards: the benchmark's floor (CDS_BENCH_ECHO only),
-    decoded exactly as a hook call decodes it."""
+    """Decode the body and answer empty cards: the benchmark's floor (CDS_BENCH_ECHO only). It is
+    decoded whole, as a hook call decodes any body below ``decoding.SIEVE_FROM_BYTES`` (with
+    the collector paused when large): the floor of receiving and decoding it."""
     with decoding.collector_paused(request.content_length):
         _json_body()
     return json_response({"cards": []})
