@@ -46,7 +46,13 @@ from cds_service.fhir.reading import (
 )
 from cds_service.patient import units
 from cds_service.patient.analytes import ANALYTES, LOINC_TO_ANALYTE
-from cds_service.patient.classify import classify_allergy, classify_condition, classify_medication, may_be_current
+from cds_service.patient.classify import (
+    EXPOSURE_KINDS,
+    classify_allergy,
+    classify_condition,
+    classify_medication,
+    may_be_current,
+)
 from cds_service.patient.model import (
     CANONICAL_UNITS,
     AllergyFact,
@@ -74,7 +80,6 @@ OTHER_PATIENT = "held data about another patient"
 # a second of matching at worst), never by a short list read in part.
 CALL_TEXT_BUDGET = 150_000
 
-ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder", "MedicationStatement", "MedicationAdministration"})
 # What each resource type is to the reading (types absent here are not read at all).
 _OBSERVATION, _CONDITION, _PROCEDURE, _ALLERGY, _MEDICATION, _ORDER, _PATIENT = range(7)
 _KIND = {
@@ -84,7 +89,7 @@ _KIND = {
     "AllergyIntolerance": _ALLERGY,
     "Medication": _MEDICATION,
     "Patient": _PATIENT,
-    **dict.fromkeys(ORDER_TYPES, _ORDER),
+    **dict.fromkeys(EXPOSURE_KINDS, _ORDER),  # orders, statements, administrations
 }
 # Kinds whose reading sends text to the name matcher (bounded by CALL_TEXT_BUDGET).
 _NAMED = frozenset({_CONDITION, _ALLERGY, _MEDICATION, _ORDER})
