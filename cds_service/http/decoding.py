@@ -51,8 +51,11 @@ class Sieve(Protocol):
     """Takes the entries of each prefetch Bundle one at a time, as they are decoded, and gives
     back those worth keeping (``patient.chart.EntrySieve``)."""
 
-    # False once it may have left out something that was needed: the body is then decoded whole.
-    exact: bool
+    @property
+    def exact(self) -> bool:
+        """False once it may have left out something that was needed: the body is then decoded
+        whole."""
+        ...
 
     def offer(self, key: str, entry: Any) -> None: ...
 

@@ -545,9 +545,12 @@ class EntrySieve:
         self._series: dict[str, _SeriesSieve] = {}  # per analyte, across keys (as read_chart reads)
         self._witness: dict[str, tuple[int, Any]] = {}  # key -> its first Observation of this patient
         self._seq = 0
-        # False once something left out may have been needed after all (two versions of one
-        # Observation: ``_SeriesSieve.offer``); the body must then be read whole.
-        self.exact = True
+
+    @property
+    def exact(self) -> bool:
+        """False once something left out may have been needed after all (two versions of one
+        Observation: ``_SeriesSieve.offer``); the body must then be read whole."""
+        return all(series.exact for series in self._series.values())
 
     def offer(self, key: str, entry: Any) -> None:
         self._seq += 1
@@ -582,7 +585,6 @@ class EntrySieve:
         kept = list(self._kept.pop(key, []))
         for series in self._series.values():
             kept.extend(series.kept(key))
-            self.exact = self.exact and series.exact
         witness = self._witness.pop(key, None)
         if witness is not None and not any(self._plainly_own(entry) for _, entry in kept):
             # A key of this patient's results left out and of someone else's data: the first of
