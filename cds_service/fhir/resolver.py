@@ -201,10 +201,10 @@ class _Call:
             self._server = self.resolver._server(self.request)
         return self._server
 
-    def take_sent(self, key: str, spec: PrefetchKey, value: Any) -> Callable[[], _Result] | None:
-        """Judge a key's prefetched value: kept as sent, or the job that fetches it or its later
-        pages (None: nothing to fetch; the key is settled or unavailable)."""
-        shape = shape_of(spec)
+    def take_sent(self, key: str, spec: PrefetchKey, shape: Shape, value: Any) -> Callable[[], _Result] | None:
+        """Judge a key's prefetched value (``shape``: what ``spec`` asks for): kept as sent, or the
+        job that fetches it or its later pages (None: nothing to fetch; the key is settled or
+        unavailable)."""
         verdict, detail = _judge_prefetched(value, shape)
         if verdict == _USE:
             self.data[key] = detail
@@ -278,14 +278,15 @@ class PrefetchResolver:
         _refuse_patient_mismatch(request)
         call = _Call(request, self, time.monotonic() + self.settings.fhir_deadline)
         sent = request.prefetch if isinstance(request.prefetch, dict) else {}
+        shapes = {key: shape_of(spec) for key, spec in keys.items()}
         jobs: dict[str, Callable[[], _Result]] = {}
         for key, spec in keys.items():
-            job = call.take_sent(key, spec, sent.get(key, _MISSING))
+            job = call.take_sent(key, spec, shapes[key], sent.get(key, _MISSING))
             if job is not None:
                 jobs[key] = job
         call.take_fetched(self._run(jobs, call.deadline, call.server))
-        for key, spec in keys.items():
-            if shape_of(spec).resource_type in _MEDICATION_ORDER_TYPES and isinstance(call.data.get(key), dict):
+        for key, shape in shapes.items():
+            if shape.resource_type in _MEDICATION_ORDER_TYPES and isinstance(call.data.get(key), dict):
                 self._add_referenced_medications(key, call)
         resolved = ResolvedPrefetch(
             data=call.data,

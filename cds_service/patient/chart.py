@@ -169,6 +169,20 @@ def lab_result(
     )
 
 
+def _plainly_about(resource: Mapping[str, Any], own: str) -> bool:
+    """Whether a resource other than a Patient names the patient by its ``subject`` as ``own``
+    (``Patient/<id>``): the usual case, decided without the Bundle's references. The identity
+    screen (``_Identity.about``) and the sieve of a very large body (``EntrySieve``) both start
+    here."""
+    subject = resource.get("subject")
+    return type(subject) is dict and subject.get("reference") == own and resource.get("resourceType") != "Patient"
+
+
+def _newest_first(effective: datetime | None) -> tuple[int, float]:
+    """The order ``newest_series`` reads results in: newest first, undated last."""
+    return (1, 0.0) if effective is None else (0, -effective.timestamp())
+
+
 def _usable_status(resource: Mapping[str, Any]) -> bool:
     status = resource.get("status")
     return type(status) is str and status in USABLE_OBSERVATION_STATUSES
@@ -196,7 +210,7 @@ def newest_series(
     dated = []
     for loinc, resource in found:
         effective = observation_effective(resource)
-        dated.append(((1, 0.0) if effective is None else (0, -effective.timestamp()), effective, loinc, resource))
+        dated.append((_newest_first(effective), effective, loinc, resource))
     dated.sort(key=itemgetter(0))  # stable: equal times keep the order sent
     series: list[LabResult] = []
     unusable: list[UnusableLab] = []
@@ -281,14 +295,12 @@ class _Identity:
     def about(self, resource: dict[str, Any]) -> tuple[bool, bool]:
         """(about this patient, positively names them): the answers of ``reading.is_about_patient``
         and ``reading.names_patient``, the usual cases decided without the references."""
-        subject = resource.get("subject")
-        rtype = resource.get("resourceType")
-        if rtype == "Patient":
+        if _plainly_about(resource, self.own):
+            return True, True
+        if resource.get("resourceType") == "Patient":
             rid = resource.get("id")
             return not isinstance(rid, str) or rid == self.patient_id, rid == self.patient_id
-        if type(subject) is dict and subject.get("reference") == self.own:
-            return True, True
-        if subject is None and resource.get("patient") is None:
+        if resource.get("subject") is None and resource.get("patient") is None:
             return True, False  # names nobody (a Medication)
         refs = self.refs()
         if not is_about_patient(resource, self.patient_id, refs):
@@ -316,28 +328,22 @@ def _read_key(key: str, value: Any, identity: _Identity | None, seen: set[str], 
     nothing but the resource. ``seen``: the ids earlier keys contributed (a resource sent twice,
     under two keys or twice in one, counts once: the first; Observations: ``newest_series``)."""
     out = _KeyReading(key)
-    own = identity.own if identity is not None else None
     candidates = out.candidates
     for full_url, resource in iter_resources(value):
         rtype = resource.get("resourceType")
         if type(rtype) is not str:
             continue  # not a resource: never read, never counted
         if identity is not None:
-            subject = resource.get("subject")  # the usual case, decided here: "Patient/<id>"
-            if type(subject) is dict and subject.get("reference") == own and rtype != "Patient":
-                out.names_patient = True
-            else:
-                about, names = identity.about(resource)
-                if not about:
-                    out.foreign += 1
-                    continue
-                out.names_patient = out.names_patient or names
+            about, names = identity.about(resource)
+            if not about:
+                out.foreign += 1
+                continue
+            out.names_patient = out.names_patient or names
         kind = _KIND.get(rtype)
         if kind is None:
             continue
         if kind == _OBSERVATION:
-            status = resource.get("status")
-            if type(status) is not str or status not in USABLE_OBSERVATION_STATUSES:
+            if not _usable_status(resource):
                 continue
             selected = observation_analyte(resource)
             if selected is not None:
@@ -564,8 +570,7 @@ class EntrySieve:
         ):
             kept.append((self._seq, entry))
             return
-        subject = resource.get("subject")
-        if type(subject) is not dict or subject.get("reference") != self.own:
+        if not _plainly_about(resource, self.own):
             kept.append((self._seq, entry))  # another patient's, or named another way: screened when read
             return
         if key not in self._witness:  # says whose the key is, should nothing else kept say so
@@ -596,8 +601,7 @@ class EntrySieve:
 
     def _plainly_own(self, entry: Any) -> bool:
         resource = entry.get("resource") if type(entry) is dict else None
-        subject = resource.get("subject") if type(resource) is dict else None
-        return type(subject) is dict and subject.get("reference") == self.own
+        return type(resource) is dict and _plainly_about(resource, self.own)
 
 
 class _SeriesSieve:
@@ -621,7 +625,7 @@ class _SeriesSieve:
 
     def offer(self, key: str, seq: int, entry: Any, resource: dict[str, Any], loinc: str) -> None:
         effective = observation_effective(resource)
-        place = ((1, 0.0) if effective is None else (0, -effective.timestamp()), seq)
+        place = (_newest_first(effective), seq)
         threshold = self._threshold()
         if threshold is not None and place > threshold:
             return  # behind every result the checks could read
